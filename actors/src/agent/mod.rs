@@ -1,0 +1,425 @@
+//! The agent: samples this machine and streams the samples to the server over one TCP
+//! connection, forever.
+//!
+//! The connection is a small state machine ([`ConnState`]):
+//!
+//! ```text
+//!            ┌──────────── connect failed / refused ───────────┐
+//!            ▼                                                  │
+//!   Backoff(delay) ──delay over──▶ Connecting ──welcome──▶ Connected
+//!            ▲                                                  │
+//!            └──────── connection lost / server bye / error ────┘
+//! ```
+//!
+//! Sampling never stops, whatever the state: every interval one sample is taken and queued in
+//! the bounded [`Outbox`]; while connected it is sent at once, and whatever the server has not
+//! acknowledged is sent again after the next connect. Every wait has a deadline (connect,
+//! welcome, each write), and the read side is watched all the time, so a server that goes away
+//! is noticed at once. Shutdown (the token) sends `bye` and returns.
+
+pub mod backoff;
+pub mod outbox;
+
+use std::io;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::time::{Interval, MissedTickBehavior};
+use tokio_util::codec::FramedRead;
+use tokio_util::sync::CancellationToken;
+
+use crate::codec::{AgentCodec, encode_line};
+use crate::config::{BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, WELCOME_TIMEOUT, WRITE_TIMEOUT};
+use crate::metrics::MetricsSource;
+use crate::protocol::{self, AgentFrame, Bye, ErrorFrame, Metrics, PROTOCOL_VERSION, ServerFrame};
+use crate::util::{now_ms, random_id, random_u64};
+
+pub use backoff::Backoff;
+pub use outbox::Outbox;
+
+/// Samples kept for the server while it is away: one hour at the default 5 s interval.
+pub const DEFAULT_BUFFER: usize = 720;
+
+/// Where the server is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Target {
+    /// A host name or IP address and a TCP port.
+    Host { host: String, port: u16 },
+}
+
+impl std::fmt::Display for Target {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Target::Host { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            Target::Host { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+/// Everything the agent needs to run.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub target: Target,
+    /// Stable identity; see [`default_agent_id`].
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    pub interval: Duration,
+    /// Most samples kept while the server has not acknowledged them.
+    pub buffer: usize,
+}
+
+/// A stable agent id: a hash of this machine's identity (`/etc/machine-id`, else the host
+/// name) and the agent's name, so it survives restarts and two agents with different names on
+/// one machine are different agents.
+pub fn default_agent_id(name: &str) -> String {
+    let machine = std::fs::read_to_string("/etc/machine-id")
+        .map(|s| s.trim().to_string())
+        .ok()
+        .filter(|s| !s.is_empty())
+        .unwrap_or_else(crate::util::host_name);
+    crate::util::stable_id(&[&machine, name])
+}
+
+/// The connection's state (see the module docs).
+#[derive(Debug)]
+enum ConnState {
+    /// Looking up and connecting to the server.
+    Connecting,
+    /// TCP is up; `hello`, `welcome`, then streaming.
+    Connected(TcpStream, SocketAddr),
+    /// Waiting before the next attempt.
+    Backoff(Duration),
+}
+
+/// How a connection ended.
+#[derive(Debug)]
+enum Ended {
+    /// Shutdown was requested; `bye` was sent.
+    Shutdown,
+    /// The connection broke or the server left; reconnect after a backoff.
+    Lost(String),
+    /// The server refused us with an `error` frame.
+    Refused(ErrorFrame),
+}
+
+/// Runs the agent until `shutdown` is cancelled. Never returns because the server is away.
+pub async fn run<S: MetricsSource>(
+    config: AgentConfig,
+    source: S,
+    shutdown: CancellationToken,
+) -> crate::Result<()> {
+    Agent::new(config, source, shutdown).run().await
+}
+
+struct Agent<S> {
+    source: S,
+    target: Target,
+    hello: protocol::Hello,
+    seq: u64,
+    outbox: Outbox,
+    ticker: Interval,
+    shutdown: CancellationToken,
+    backoff: Backoff,
+}
+
+impl<S: MetricsSource> Agent<S> {
+    fn new(config: AgentConfig, source: S, shutdown: CancellationToken) -> Self {
+        let host = source.host();
+        let hello = protocol::Hello {
+            proto: PROTOCOL_VERSION,
+            agent_id: config.id,
+            run_id: random_id(),
+            name: config.name,
+            hostname: host.hostname,
+            os: host.os,
+            cores: host.cores,
+            agent_version: crate::VERSION.to_string(),
+            interval_ms: u64::try_from(config.interval.as_millis()).unwrap_or(u64::MAX),
+        };
+        let mut ticker = tokio::time::interval(config.interval);
+        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        Self {
+            source,
+            target: config.target,
+            hello,
+            seq: 0,
+            outbox: Outbox::new(config.buffer),
+            ticker,
+            shutdown,
+            backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
+        }
+    }
+
+    async fn run(mut self) -> crate::Result<()> {
+        tracing::info!(
+            "agent {} (id {}, run {}) sampling every {:?}, server {}",
+            self.hello.name,
+            self.hello.agent_id,
+            self.hello.run_id,
+            Duration::from_millis(self.hello.interval_ms),
+            self.target
+        );
+        let mut last_cause: Option<String> = None;
+        let mut state = ConnState::Connecting;
+        loop {
+            state = match state {
+                ConnState::Backoff(delay) => {
+                    if self
+                        .while_sampling(tokio::time::sleep(delay))
+                        .await
+                        .is_none()
+                    {
+                        return Ok(());
+                    }
+                    ConnState::Connecting
+                }
+                ConnState::Connecting => {
+                    let target = self.target.clone();
+                    let Some(result) = self.while_sampling(connect(target.clone())).await else {
+                        return Ok(());
+                    };
+                    match result {
+                        Ok((stream, addr)) => {
+                            last_cause = None;
+                            ConnState::Connected(stream, addr)
+                        }
+                        Err(e) => {
+                            let delay = self.backoff.next_delay(random_u64());
+                            let cause = e.to_string();
+                            if last_cause.as_deref() == Some(cause.as_str()) {
+                                tracing::warn!(
+                                    "still cannot connect to {target} ({}); retrying in {delay:.1?}",
+                                    e.short()
+                                );
+                            } else {
+                                tracing::warn!(
+                                    "cannot connect to {target}: {cause}; retrying in {delay:.1?}"
+                                );
+                                last_cause = Some(cause);
+                            }
+                            ConnState::Backoff(delay)
+                        }
+                    }
+                }
+                ConnState::Connected(stream, addr) => {
+                    match self.connected(stream, addr).await {
+                        Ended::Shutdown => return Ok(()),
+                        Ended::Lost(reason) => {
+                            tracing::warn!("connection to {addr} lost: {reason}; reconnecting");
+                        }
+                        Ended::Refused(e) => {
+                            tracing::error!(
+                                "server {addr} refused this agent: {}: {}",
+                                e.code,
+                                e.message
+                            );
+                        }
+                    }
+                    ConnState::Backoff(self.backoff.next_delay(random_u64()))
+                }
+            };
+        }
+    }
+
+    /// Takes one sample into the outbox; returns its seq.
+    fn sample(&mut self) -> u64 {
+        self.seq += 1;
+        let reading = self.source.read();
+        let dropped = self.outbox.push(Metrics {
+            seq: self.seq,
+            ts_ms: now_ms(),
+            cpu: reading.cpu,
+            memory: reading.memory,
+        });
+        if dropped && self.outbox.dropped().is_power_of_two() {
+            tracing::warn!(
+                "sample buffer full ({} samples): dropped {} oldest sample(s) so far",
+                self.outbox.len(),
+                self.outbox.dropped()
+            );
+        }
+        self.seq
+    }
+
+    /// Drives `fut` to completion while sampling on every tick. `None` if shutdown came first.
+    async fn while_sampling<F: Future>(&mut self, fut: F) -> Option<F::Output> {
+        tokio::pin!(fut);
+        loop {
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return None,
+                out = &mut fut => return Some(out),
+                _ = self.ticker.tick() => { self.sample(); }
+            }
+        }
+    }
+
+    async fn connected(&mut self, stream: TcpStream, addr: SocketAddr) -> Ended {
+        let _ = stream.set_nodelay(true);
+        let (read, mut write) = stream.into_split();
+        let mut frames = FramedRead::new(read, AgentCodec::new());
+        if let Err(e) = send(&mut write, &AgentFrame::Hello(self.hello.clone())).await {
+            return Ended::Lost(format!("could not send hello: {e}"));
+        }
+        let welcome = tokio::time::timeout(WELCOME_TIMEOUT, frames.next());
+        match self.while_sampling(welcome).await {
+            None => return self.say_bye(&mut write).await,
+            Some(Ok(Some(Ok(ServerFrame::Welcome(w))))) => {
+                self.backoff.reset();
+                tracing::info!(
+                    "Connected to {addr} (server {}, lanmon {})",
+                    w.server_name,
+                    w.server_version
+                );
+            }
+            Some(Ok(Some(Ok(ServerFrame::Error(e))))) => return Ended::Refused(e),
+            Some(Ok(Some(Ok(other)))) => {
+                return Ended::Lost(format!("expected welcome, got {other:?}"));
+            }
+            Some(Ok(Some(Err(e)))) => return Ended::Lost(format!("bad frame from server: {e}")),
+            Some(Ok(None)) => return Ended::Lost("server closed the connection".into()),
+            Some(Err(_)) => {
+                return Ended::Lost(format!("no welcome within {WELCOME_TIMEOUT:?}"));
+            }
+        }
+        // Replay what the server has not acknowledged (including samples taken while away).
+        let pending: Vec<Metrics> = self.outbox.pending().cloned().collect();
+        if pending.len() > 1 {
+            tracing::info!("sending {} buffered sample(s)", pending.len());
+        }
+        for m in pending {
+            if let Err(e) = self.send_metrics(&mut write, m).await {
+                return Ended::Lost(e.to_string());
+            }
+        }
+        loop {
+            tokio::select! {
+                biased;
+                () = self.shutdown.cancelled() => return self.say_bye(&mut write).await,
+                frame = frames.next() => match frame {
+                    Some(Ok(ServerFrame::Ack(ack))) => self.outbox.ack(ack.seq),
+                    Some(Ok(ServerFrame::Error(e))) => return Ended::Refused(e),
+                    Some(Ok(ServerFrame::Bye(Bye { reason }))) => {
+                        return Ended::Lost(format!("server said bye ({})", reason.unwrap_or_default()));
+                    }
+                    Some(Ok(ServerFrame::Welcome(_))) => {}
+                    Some(Err(e)) => return Ended::Lost(format!("bad frame from server: {e}")),
+                    None => return Ended::Lost("server closed the connection".into()),
+                },
+                _ = self.ticker.tick() => {
+                    let seq = self.sample();
+                    let latest = self.outbox.pending().last().filter(|m| m.seq == seq).cloned();
+                    if let Some(m) = latest
+                        && let Err(e) = self.send_metrics(&mut write, m).await
+                    {
+                        return Ended::Lost(e.to_string());
+                    }
+                }
+            }
+        }
+    }
+
+    async fn send_metrics(&mut self, write: &mut OwnedWriteHalf, m: Metrics) -> io::Result<()> {
+        let seq = m.seq;
+        let n = send(write, &AgentFrame::Metrics(m)).await?;
+        tracing::info!("Sent {n} bytes (seq {seq})");
+        Ok(())
+    }
+
+    async fn say_bye(&mut self, write: &mut OwnedWriteHalf) -> Ended {
+        let bye = AgentFrame::Bye(Bye {
+            reason: Some("agent shutting down".into()),
+        });
+        let _ = send(write, &bye).await;
+        let _ = tokio::time::timeout(WRITE_TIMEOUT, write.shutdown()).await;
+        Ended::Shutdown
+    }
+}
+
+/// Writes one frame with a deadline; returns the bytes written.
+async fn send(write: &mut OwnedWriteHalf, frame: &AgentFrame) -> io::Result<usize> {
+    let line = encode_line(frame).map_err(io::Error::other)?;
+    match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&line)).await {
+        Ok(result) => result.map(|()| line.len()),
+        Err(_) => Err(io::Error::new(
+            io::ErrorKind::TimedOut,
+            "server did not accept data in time",
+        )),
+    }
+}
+
+/// Why a connection attempt failed, with the likely fix (see the README's troubleshooting).
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error(
+        "cannot resolve host name `{host}` ({source}): check the spelling, or use the server's IP address"
+    )]
+    Resolve { host: String, source: io::Error },
+    #[error(
+        "connection refused: no server is listening at that address; start it with `make run-server` (or `server`) on that machine, and check --port"
+    )]
+    Refused,
+    #[error(
+        "no answer within {CONNECT_TIMEOUT:?}: wrong IP, the machine is down, or a firewall drops TCP port {port}; use an address from the server's startup banner and allow the port"
+    )]
+    Timeout { port: u16 },
+    #[error(
+        "no route to host: the address is not on a network this machine reaches; check the IP (the server's banner lists its addresses)"
+    )]
+    Unreachable,
+    #[error("{0}")]
+    Other(io::Error),
+}
+
+impl ConnectError {
+    /// A few words for repeated failures.
+    fn short(&self) -> &'static str {
+        match self {
+            ConnectError::Resolve { .. } => "cannot resolve host",
+            ConnectError::Refused => "refused",
+            ConnectError::Timeout { .. } => "timed out",
+            ConnectError::Unreachable => "unreachable",
+            ConnectError::Other(_) => "error",
+        }
+    }
+
+    fn from_io(e: io::Error, port: u16) -> Self {
+        match e.kind() {
+            io::ErrorKind::ConnectionRefused => ConnectError::Refused,
+            io::ErrorKind::TimedOut => ConnectError::Timeout { port },
+            io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
+                ConnectError::Unreachable
+            }
+            _ => ConnectError::Other(e),
+        }
+    }
+}
+
+/// Resolves the target and connects to the first address that answers.
+async fn connect(target: Target) -> Result<(TcpStream, SocketAddr), ConnectError> {
+    let Target::Host { host, port } = target;
+    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
+        .await
+        .map_err(|source| ConnectError::Resolve {
+            host: host.clone(),
+            source,
+        })?
+        .collect();
+    let mut last = ConnectError::Resolve {
+        host,
+        source: io::Error::new(io::ErrorKind::NotFound, "no addresses"),
+    };
+    for addr in addrs {
+        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
+            Ok(Ok(stream)) => return Ok((stream, addr)),
+            Ok(Err(e)) => last = ConnectError::from_io(e, port),
+            Err(_) => last = ConnectError::Timeout { port },
+        }
+    }
+    Err(last)
+}

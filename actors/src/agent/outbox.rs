@@ -1,0 +1,96 @@
+//! Samples waiting for the server's acknowledgement, in a bounded queue.
+
+use std::collections::VecDeque;
+
+use crate::protocol::Metrics;
+
+/// Keeps every sample until an `ack` covers it. When full, the oldest sample is dropped and
+/// counted: memory stays bounded however long the server is away.
+#[derive(Debug)]
+pub struct Outbox {
+    queue: VecDeque<Metrics>,
+    capacity: usize,
+    dropped: u64,
+}
+
+impl Outbox {
+    pub fn new(capacity: usize) -> Self {
+        let capacity = capacity.max(1);
+        Self {
+            queue: VecDeque::with_capacity(capacity.min(1024)),
+            capacity,
+            dropped: 0,
+        }
+    }
+
+    /// Adds a sample; returns true if the oldest one had to be dropped to make room.
+    pub fn push(&mut self, sample: Metrics) -> bool {
+        let full = self.queue.len() >= self.capacity;
+        if full {
+            self.queue.pop_front();
+            self.dropped += 1;
+        }
+        self.queue.push_back(sample);
+        full
+    }
+
+    /// Forgets every sample with `seq <= acked`.
+    pub fn ack(&mut self, acked: u64) {
+        while self.queue.front().is_some_and(|m| m.seq <= acked) {
+            self.queue.pop_front();
+        }
+    }
+
+    /// Samples not yet acknowledged, oldest first.
+    pub fn pending(&self) -> impl Iterator<Item = &Metrics> {
+        self.queue.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.queue.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.queue.is_empty()
+    }
+
+    /// Samples dropped because the outbox was full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn m(seq: u64) -> Metrics {
+        Metrics {
+            seq,
+            ts_ms: 0,
+            cpu: None,
+            memory: None,
+        }
+    }
+
+    #[test]
+    fn ack_removes_up_to_seq() {
+        let mut o = Outbox::new(10);
+        (1..=5).for_each(|s| {
+            o.push(m(s));
+        });
+        o.ack(3);
+        assert_eq!(o.pending().map(|m| m.seq).collect::<Vec<_>>(), [4, 5]);
+        o.ack(99);
+        assert!(o.is_empty());
+    }
+
+    #[test]
+    fn full_outbox_drops_oldest_and_counts() {
+        let mut o = Outbox::new(3);
+        let dropped: Vec<bool> = (1..=5).map(|s| o.push(m(s))).collect();
+        assert_eq!(dropped, [false, false, false, true, true]);
+        assert_eq!(o.pending().map(|m| m.seq).collect::<Vec<_>>(), [3, 4, 5]);
+        assert_eq!((o.len(), o.dropped()), (3, 2));
+    }
+}

@@ -1,0 +1,265 @@
+//! The one bounded codec: newline-delimited JSON frames of at most [`MAX_FRAME_LEN`] bytes.
+//!
+//! `FrameCodec<In, Out>` decodes `In` and encodes `Out`, so the server uses
+//! `FrameCodec<AgentFrame, ServerFrame>` ([`ServerCodec`]) and the agent the mirror image
+//! ([`AgentCodec`]). Splitting lines is delegated to tokio-util's `AnyDelimiterCodec`, which
+//! enforces the length limit without ever buffering more than the limit: an oversized line is
+//! reported once ([`CodecError::FrameTooLong`]) and then skipped up to its newline.
+//!
+//! Errors are typed: "need more bytes" is `Ok(None)`, a line over the limit is
+//! `FrameTooLong`, a line that is not a valid frame is `BadFrame`, and I/O errors are `Io`.
+//! After `FrameTooLong` or `BadFrame` the next line decodes normally, so a caller may choose to
+//! skip bad frames; the server chooses to close the connection.
+
+use std::marker::PhantomData;
+
+use bytes::{BufMut, BytesMut};
+use serde::{Serialize, de::DeserializeOwned};
+use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, Decoder, Encoder};
+
+use crate::protocol::{AgentFrame, MAX_FRAME_LEN, ServerFrame};
+
+/// Codec used by the server: reads agent frames, writes server frames.
+pub type ServerCodec = FrameCodec<AgentFrame, ServerFrame>;
+/// Codec used by the agent: reads server frames, writes agent frames.
+pub type AgentCodec = FrameCodec<ServerFrame, AgentFrame>;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CodecError {
+    #[error("frame longer than {max} bytes")]
+    FrameTooLong { max: usize },
+    #[error("bad frame: {0}")]
+    BadFrame(#[source] serde_json::Error),
+    #[error("could not encode frame: {0}")]
+    Encode(#[source] serde_json::Error),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
+
+/// Newline-delimited JSON with a hard length limit. See the module docs.
+#[derive(Debug)]
+pub struct FrameCodec<In, Out> {
+    lines: AnyDelimiterCodec,
+    max_len: usize,
+    _types: PhantomData<fn(Out) -> In>,
+}
+
+impl<In, Out> FrameCodec<In, Out> {
+    /// A codec with the protocol's limit, [`MAX_FRAME_LEN`].
+    pub fn new() -> Self {
+        Self::with_max_len(MAX_FRAME_LEN)
+    }
+
+    /// A codec that refuses frames longer than `max_len` bytes (newline excluded).
+    pub fn with_max_len(max_len: usize) -> Self {
+        Self {
+            lines: AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), b"\n".to_vec(), max_len),
+            max_len,
+            _types: PhantomData,
+        }
+    }
+}
+
+impl<In, Out> Default for FrameCodec<In, Out> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl<In: DeserializeOwned, Out> Decoder for FrameCodec<In, Out> {
+    type Item = In;
+    type Error = CodecError;
+
+    fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<In>, CodecError> {
+        loop {
+            let line = match self.lines.decode(buf) {
+                Ok(Some(line)) => line,
+                Ok(None) => return Ok(None),
+                Err(AnyDelimiterCodecError::MaxChunkLengthExceeded) => {
+                    return Err(CodecError::FrameTooLong { max: self.max_len });
+                }
+                Err(AnyDelimiterCodecError::Io(e)) => return Err(CodecError::Io(e)),
+            };
+            // Blank lines (and a bare "\r" from CRLF peers) are keep-alive noise, not frames.
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            return serde_json::from_slice(&line)
+                .map(Some)
+                .map_err(CodecError::BadFrame);
+        }
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<In>, CodecError> {
+        match self.decode(buf)? {
+            Some(frame) => Ok(Some(frame)),
+            // A final line without its newline is a truncated frame: drop it silently, the
+            // connection is ending anyway and a half-written frame was never meant to count.
+            None => {
+                buf.clear();
+                Ok(None)
+            }
+        }
+    }
+}
+
+impl<In, Out: Serialize> Encoder<Out> for FrameCodec<In, Out> {
+    type Error = CodecError;
+
+    fn encode(&mut self, frame: Out, buf: &mut BytesMut) -> Result<(), CodecError> {
+        let start = buf.len();
+        serde_json::to_writer((&mut *buf).writer(), &frame).map_err(CodecError::Encode)?;
+        if buf.len() - start > self.max_len {
+            buf.truncate(start);
+            return Err(CodecError::FrameTooLong { max: self.max_len });
+        }
+        buf.put_u8(b'\n');
+        Ok(())
+    }
+}
+
+/// Encodes one frame to a line (newline included), for callers that write without a codec.
+pub fn encode_line<T: Serialize>(frame: &T) -> Result<Vec<u8>, CodecError> {
+    let mut line = serde_json::to_vec(frame).map_err(CodecError::Encode)?;
+    if line.len() > MAX_FRAME_LEN {
+        return Err(CodecError::FrameTooLong { max: MAX_FRAME_LEN });
+    }
+    line.push(b'\n');
+    Ok(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Ack, Bye};
+
+    fn bye_line() -> &'static [u8] {
+        b"{\"type\":\"bye\"}\n"
+    }
+
+    fn decode_all(codec: &mut ServerCodec, buf: &mut BytesMut) -> Vec<Result<AgentFrame, String>> {
+        let mut out = Vec::new();
+        loop {
+            match codec.decode(buf) {
+                Ok(Some(f)) => out.push(Ok(f)),
+                Ok(None) => return out,
+                Err(e) => out.push(Err(e.to_string())),
+            }
+        }
+    }
+
+    #[test]
+    fn split_frame_needs_more_bytes_then_decodes() {
+        let mut codec = ServerCodec::new();
+        let line = bye_line();
+        let mut buf = BytesMut::new();
+        for (i, byte) in line.iter().enumerate() {
+            buf.put_u8(*byte);
+            let got = codec.decode(&mut buf).map_err(|e| e.to_string());
+            if i + 1 < line.len() {
+                assert!(matches!(got, Ok(None)), "byte {i}: {got:?}");
+            } else {
+                assert_eq!(got, Ok(Some(AgentFrame::Bye(Bye { reason: None }))));
+            }
+        }
+    }
+
+    #[test]
+    fn two_frames_in_one_read() {
+        let mut codec = ServerCodec::new();
+        let mut buf =
+            BytesMut::from(&b"{\"type\":\"bye\"}\n{\"type\":\"bye\",\"reason\":\"x\"}\n"[..]);
+        let frames = decode_all(&mut codec, &mut buf);
+        assert_eq!(
+            frames,
+            vec![
+                Ok(AgentFrame::Bye(Bye { reason: None })),
+                Ok(AgentFrame::Bye(Bye {
+                    reason: Some("x".into())
+                }))
+            ]
+        );
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn oversize_frame_is_refused_once_then_skipped() {
+        let mut codec = ServerCodec::with_max_len(32);
+        let mut buf = BytesMut::new();
+        buf.put_slice(&[b'x'; 100]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(CodecError::FrameTooLong { max: 32 })
+        ));
+        // The rest of the long line (still without newline) is discarded, never buffered.
+        buf.put_slice(&[b'x'; 100]);
+        assert!(matches!(codec.decode(&mut buf), Ok(None)));
+        assert!(buf.len() <= 33, "buffer grew to {}", buf.len());
+        buf.put_slice(b"xx\n");
+        buf.put_slice(bye_line());
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Ok(Some(AgentFrame::Bye(_)))
+        ));
+    }
+
+    #[test]
+    fn bad_json_followed_by_a_good_line() {
+        let mut codec = ServerCodec::new();
+        let mut buf = BytesMut::from(&b"{not json\n{\"type\":\"bye\"}\n"[..]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Err(CodecError::BadFrame(_))
+        ));
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Ok(Some(AgentFrame::Bye(_)))
+        ));
+    }
+
+    #[test]
+    fn unknown_type_invalid_utf8_and_blank_lines() {
+        let mut codec = ServerCodec::new();
+        let mut buf =
+            BytesMut::from(&b"\r\n\n{\"type\":\"launch\"}\n\xff\xfe\n{\"type\":\"bye\"}\r\n"[..]);
+        let frames = decode_all(&mut codec, &mut buf);
+        assert_eq!(frames.len(), 3, "{frames:?}");
+        assert!(frames[0].is_err() && frames[1].is_err());
+        assert_eq!(frames[2], Ok(AgentFrame::Bye(Bye { reason: None })));
+    }
+
+    #[test]
+    fn unknown_fields_are_ignored() {
+        let mut codec = ServerCodec::new();
+        let mut buf = BytesMut::from(&b"{\"type\":\"bye\",\"future_field\":[1,2,3]}\n"[..]);
+        assert!(matches!(
+            codec.decode(&mut buf),
+            Ok(Some(AgentFrame::Bye(_)))
+        ));
+    }
+
+    #[test]
+    fn truncated_last_line_at_eof_is_dropped() {
+        let mut codec = ServerCodec::new();
+        let mut buf = BytesMut::from(&b"{\"type\":\"by"[..]);
+        assert!(matches!(codec.decode_eof(&mut buf), Ok(None)));
+        assert!(buf.is_empty());
+    }
+
+    #[test]
+    fn encode_appends_newline_and_enforces_the_limit() {
+        let mut codec = FrameCodec::<AgentFrame, ServerFrame>::new();
+        let mut buf = BytesMut::new();
+        codec
+            .encode(ServerFrame::Ack(Ack { seq: 7 }), &mut buf)
+            .map_err(|e| e.to_string())
+            .ok();
+        assert_eq!(&buf[..], b"{\"type\":\"ack\",\"seq\":7}\n");
+
+        let mut small = FrameCodec::<AgentFrame, ServerFrame>::with_max_len(8);
+        let mut buf = BytesMut::from(&b"keep"[..]);
+        let err = small.encode(ServerFrame::Ack(Ack { seq: 7 }), &mut buf);
+        assert!(matches!(err, Err(CodecError::FrameTooLong { max: 8 })));
+        assert_eq!(&buf[..], b"keep", "a refused frame leaves nothing behind");
+    }
+}

@@ -1,0 +1,26 @@
+//! The library's error type.
+
+use std::net::SocketAddr;
+
+/// Everything that can go wrong in the library, by cause.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Codec(#[from] crate::codec::CodecError),
+    #[error("actor mailbox closed: {0}")]
+    Mailbox(#[from] actix::MailboxError),
+    #[error("could not read system metrics: {0}")]
+    Metrics(String),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+    #[error("{0}")]
+    Other(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;

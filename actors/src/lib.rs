@@ -1,0 +1,48 @@
+//! lanmon: a LAN performance monitor. Agents sample CPU and memory and stream them over TCP to
+//! one server, built from actix actors, that shows every agent's latest metrics.
+//!
+//! # Layout
+//!
+//! ```text
+//! actors/src/
+//!   lib.rs          this overview
+//!   protocol.rs     wire protocol v1: frame types, version, limits
+//!   codec.rs        the one bounded codec (newline-delimited JSON, max frame length)
+//!   validate.rs     value checks on decoded frames (NaN, ranges, core count)
+//!   snapshot.rs     the server's JSON snapshot (`--report-format json`), a public interface
+//!   config.rs       defaults and timing constants
+//!   metrics.rs      MetricsSource trait and the sysinfo-backed source
+//!   net.rs          this machine's IPv4 interfaces (banner)
+//!   util.rs         ids, clock, human units
+//!   error.rs        the library's Error and Result
+//!   server/         the actix server
+//!     mod.rs        Server::start / shutdown (ordered), run(), banner
+//!     listener.rs   Listener actor: accepts, starts Sessions
+//!     session.rs    Session actor: one per connection, decodes, validates, forwards
+//!     registry.rs   Registry actor: every agent's state and counters
+//!     reporter.rs   Reporter actor: text / JSON report every interval
+//!   agent/          the agent
+//!     mod.rs        connection state machine and sampling loop
+//!     backoff.rs    exponential backoff with jitter
+//!     outbox.rs     bounded queue of unacknowledged samples
+//! actors/tests/     protocol golden fixtures (round-trip)
+//! bins/src/bin/     thin clap binaries: server, agent
+//! integration-tests/tests/  real binaries on real sockets
+//! ```
+
+pub mod agent;
+pub mod codec;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod net;
+pub mod protocol;
+pub mod server;
+pub mod snapshot;
+pub mod util;
+pub mod validate;
+
+pub use error::{Error, Result};
+
+/// This build's version, sent in `hello`/`welcome` and shown in reports.
+pub const VERSION: &str = env!("CARGO_PKG_VERSION");

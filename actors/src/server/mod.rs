@@ -1,0 +1,201 @@
+//! The server: actix actors wired together, started and stopped as one.
+//!
+//! ```text
+//! agent ──TCP──▶ Listener ──starts──▶ Session (one per connection) ──▶ Registry ◀── Reporter
+//! ```
+//!
+//! [`Server::start`] binds the listening socket on the configured address (port 0 allowed;
+//! the real address is [`Server::local_addr`]) and starts the actors on the current actix
+//! `System`. [`Server::shutdown`] stops it in this order:
+//! 1. the Listener stops: no new connections;
+//! 2. the Registry tells every Session to close: each sends `bye` to its agent;
+//! 3. the sessions' writers flush their last frames (bounded by
+//!    [`SHUTDOWN_GRACE`](crate::config::SHUTDOWN_GRACE));
+//! 4. the actors stop. The caller then stops the `System`.
+
+pub mod listener;
+pub mod registry;
+pub mod reporter;
+pub mod session;
+
+use std::io::{IsTerminal, Write};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use tokio::net::TcpListener;
+use tokio_util::task::TaskTracker;
+
+use crate::config::{DEFAULT_REPORT_INTERVAL, SHUTDOWN_GRACE};
+use crate::snapshot::{ServerInfo, Snapshot};
+use crate::{Error, Result};
+
+pub use reporter::ReportFormat;
+
+/// Everything the server needs to start. Defaults come from [`crate::config`].
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// TCP address to accept agents on.
+    pub bind: SocketAddr,
+    /// Name shown in reports and given to agents in `welcome`.
+    pub name: String,
+    pub report_interval: Duration,
+    pub report_format: ReportFormat,
+}
+
+impl ServerConfig {
+    pub fn new(bind: SocketAddr) -> Self {
+        Self {
+            bind,
+            name: crate::util::host_name(),
+            report_interval: DEFAULT_REPORT_INTERVAL,
+            report_format: ReportFormat::Text,
+        }
+    }
+}
+
+/// A running server. Dropping it does not stop it; call [`Server::shutdown`].
+pub struct Server {
+    local_addr: SocketAddr,
+    info: Arc<ServerInfo>,
+    registry: Addr<Registry>,
+    listener: Addr<listener::Listener>,
+    reporter: Addr<reporter::Reporter>,
+    writers: TaskTracker,
+}
+
+use registry::Registry;
+
+impl Server {
+    /// Binds and starts every actor. Must run inside an actix `System`. Reports go to stdout.
+    pub async fn start(config: ServerConfig) -> Result<Server> {
+        let redraw = std::io::stdout().is_terminal();
+        Self::start_with_output(config, redraw, Box::new(std::io::stdout())).await
+    }
+
+    /// Like [`Server::start`], writing reports to `out` (redrawn in place if `redraw`).
+    pub async fn start_with_output(
+        config: ServerConfig,
+        redraw: bool,
+        out: Box<dyn Write>,
+    ) -> Result<Server> {
+        let socket = TcpListener::bind(config.bind)
+            .await
+            .map_err(|source| Error::Bind {
+                addr: config.bind,
+                source,
+            })?;
+        let local_addr = socket.local_addr()?;
+        let info = Arc::new(ServerInfo {
+            id: crate::util::random_id(),
+            name: config.name.clone(),
+            version: crate::VERSION.to_string(),
+            listen: local_addr.to_string(),
+        });
+        let registry = Registry::new((*info).clone()).start();
+        let writers = TaskTracker::new();
+        let listener =
+            listener::Listener::new(socket, registry.clone(), info.clone(), writers.clone())
+                .start();
+        let reporter = reporter::Reporter::new(
+            registry.clone(),
+            config.report_interval,
+            config.report_format,
+            redraw,
+            out,
+        )
+        .start();
+        Ok(Server {
+            local_addr,
+            info,
+            registry,
+            listener,
+            reporter,
+            writers,
+        })
+    }
+
+    /// The address agents connect to (with the real port when bound to port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    pub fn info(&self) -> &ServerInfo {
+        &self.info
+    }
+
+    /// The current view of every agent.
+    pub async fn snapshot(&self) -> Result<Snapshot> {
+        Ok(self.registry.send(registry::GetSnapshot).await?)
+    }
+
+    /// Stops in the documented order (see the module docs); returns within about
+    /// [`SHUTDOWN_GRACE`].
+    pub async fn shutdown(self) {
+        let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        let _ = self.listener.send(listener::Stop).await;
+        let open = self.registry.send(registry::Shutdown).await.unwrap_or(0);
+        tracing::info!("shutting down: closing {open} connection(s)");
+        // Sessions stop as they process `Close`; wait until the registry has seen them go.
+        while tokio::time::Instant::now() < deadline {
+            match self.registry.send(registry::OpenSessions).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => tokio::time::sleep(Duration::from_millis(10)).await,
+            }
+        }
+        self.writers.close();
+        if tokio::time::timeout_at(deadline, self.writers.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!("some connections did not flush before the shutdown deadline");
+        }
+        drop(self.reporter);
+    }
+}
+
+/// Runs a server until `shutdown` resolves, then stops it in order. Must run inside an actix
+/// `System`.
+pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
+    let server = Server::start(config).await?;
+    shutdown.await;
+    server.shutdown().await;
+    Ok(())
+}
+
+/// The startup banner: the bound address and, when bound to every interface, this machine's
+/// IPv4 addresses with the exact `agent` command line to run on other machines.
+pub fn banner(local: SocketAddr, name: &str, interfaces: &[crate::net::Interface]) -> String {
+    let mut out = format!(
+        "lanmon server {} ({name}) listening on {local} (TCP)\n",
+        crate::VERSION
+    );
+    if local.ip().is_unspecified() {
+        let addrs: Vec<_> = interfaces.iter().filter(|i| !i.loopback).collect();
+        if addrs.is_empty() {
+            out.push_str("  no LAN address found on this machine; agents on it can use:\n");
+            out.push_str(&format!(
+                "    agent --host 127.0.0.1 --port {}\n",
+                local.port()
+            ));
+        } else {
+            out.push_str("  on other machines run one of:\n");
+            for i in addrs {
+                out.push_str(&format!(
+                    "    agent --host {} --port {}    # via {}\n",
+                    i.ip,
+                    local.port(),
+                    i.name
+                ));
+            }
+        }
+    } else {
+        out.push_str(&format!(
+            "  agents connect with: agent --host {} --port {}\n",
+            local.ip(),
+            local.port()
+        ));
+    }
+    out
+}

@@ -1,0 +1,396 @@
+//! Registry actor: the state of every agent and every open session.
+//!
+//! Owns: one [`AgentEntry`] per agent id (not per IP: several agents on one host are distinct),
+//! with its address, latest sample, status and counters; and the list of open sessions.
+//! Receives from Sessions: [`Connect`], [`Hello`], [`Sample`], [`Disconnect`]; from the
+//! Reporter: [`GetSnapshot`]; from the server's shutdown path: [`Shutdown`].
+//! Sends to Sessions: [`session::Close`] (when a newer connection takes over an agent id, and
+//! on shutdown).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+
+use crate::config::{MAX_AGENTS, OFFLINE_RETENTION, STALE_AFTER_INTERVALS};
+use crate::protocol::{self, Metrics};
+use crate::server::session::{self, SessionId};
+use crate::snapshot::{AgentView, SNAPSHOT_VERSION, ServerInfo, Snapshot, Status, Summary};
+use crate::util::now_ms;
+
+/// A new connection; sent by a Session from `started()`, before it handles any frame.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Connect {
+    pub session: SessionId,
+    pub peer: SocketAddr,
+    pub close: Recipient<session::Close>,
+}
+
+/// A validated `hello`: attaches the session to an agent id.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Hello {
+    pub session: SessionId,
+    pub hello: protocol::Hello,
+}
+
+/// A validated sample from an attached session.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Sample {
+    pub session: SessionId,
+    pub metrics: Metrics,
+}
+
+/// The session ended; `reason` is shown as the agent's offline reason.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Disconnect {
+    pub session: SessionId,
+    pub reason: String,
+}
+
+/// Asks for the current view of every agent.
+#[derive(Message)]
+#[rtype(result = "Snapshot")]
+pub struct GetSnapshot;
+
+/// Closes every session (each says `bye` to its agent). Returns how many were open.
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct Shutdown;
+
+/// Number of sessions still open (used by shutdown to wait for them).
+#[derive(Message)]
+#[rtype(result = "usize")]
+pub struct OpenSessions;
+
+struct SessionEntry {
+    peer: SocketAddr,
+    close: Recipient<session::Close>,
+    agent: Option<String>,
+}
+
+/// Everything the registry knows about one agent.
+struct AgentEntry {
+    hello: protocol::Hello,
+    peer: SocketAddr,
+    /// The session currently attached, if connected.
+    session: Option<SessionId>,
+    offline_since: Option<Instant>,
+    offline_reason: Option<String>,
+    latest: Option<Metrics>,
+    latest_at: Option<Instant>,
+    /// Set when the agent attached; "stale" counts from here before the first sample.
+    attached_at: Instant,
+    seq: SeqCounters,
+}
+
+/// Per-run sequence bookkeeping: which samples are new, repeated or missing.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SeqCounters {
+    pub highest: u64,
+    pub first: u64,
+    pub received: u64,
+    pub duplicates: u64,
+    pub gaps: u64,
+}
+
+impl SeqCounters {
+    /// Records `seq`; returns false for a duplicate (already seen, to be dropped).
+    pub fn record(&mut self, seq: u64) -> bool {
+        if seq <= self.highest {
+            self.duplicates += 1;
+            return false;
+        }
+        if self.received == 0 {
+            self.first = seq;
+        } else {
+            self.gaps += seq - self.highest - 1;
+        }
+        self.highest = seq;
+        self.received += 1;
+        true
+    }
+}
+
+impl AgentEntry {
+    fn status(&self, now: Instant) -> Status {
+        if self.session.is_none() {
+            return Status::Offline;
+        }
+        let since = self.latest_at.unwrap_or(self.attached_at);
+        let allowed = Duration::from_millis(self.hello.interval_ms) * STALE_AFTER_INTERVALS
+            // A little slack so a sample that is a few ms late does not flap the status.
+            + Duration::from_millis(500);
+        if now.duration_since(since) > allowed {
+            Status::Stale
+        } else {
+            Status::Live
+        }
+    }
+
+    fn view(&self, id: &str, now: Instant) -> AgentView {
+        let status = self.status(now);
+        let latest = self.latest.as_ref();
+        AgentView {
+            id: id.to_string(),
+            name: self.hello.name.clone(),
+            hostname: self.hello.hostname.clone(),
+            ip: self.peer.ip().to_string(),
+            os: self.hello.os.clone(),
+            cores: self.hello.cores,
+            agent_version: self.hello.agent_version.clone(),
+            interval_ms: self.hello.interval_ms,
+            run_id: self.hello.run_id.clone(),
+            status,
+            offline_reason: (status == Status::Offline)
+                .then(|| self.offline_reason.clone())
+                .flatten(),
+            seq: self.seq.highest,
+            cpu: latest.and_then(|m| m.cpu.clone()),
+            memory: latest.and_then(|m| m.memory),
+            last_seen_ms: self
+                .latest_at
+                .map(|t| u64::try_from(now.duration_since(t).as_millis()).unwrap_or(u64::MAX)),
+            last_sample_ts_ms: latest.map(|m| m.ts_ms),
+            received: self.seq.received,
+            duplicates: self.seq.duplicates,
+            gaps: self.seq.gaps,
+            first_seq: self.seq.first,
+        }
+    }
+}
+
+/// See the module documentation.
+pub struct Registry {
+    server: ServerInfo,
+    agents: HashMap<String, AgentEntry>,
+    sessions: HashMap<SessionId, SessionEntry>,
+}
+
+impl Registry {
+    pub fn new(server: ServerInfo) -> Self {
+        Self {
+            server,
+            agents: HashMap::new(),
+            sessions: HashMap::new(),
+        }
+    }
+
+    /// Drops offline agents past their retention, and the oldest offline ones beyond
+    /// [`MAX_AGENTS`], so that agents that never return cannot grow memory without bound.
+    fn prune(&mut self, now: Instant) {
+        self.agents.retain(|_, a| {
+            a.offline_since
+                .is_none_or(|t| now.duration_since(t) < OFFLINE_RETENTION)
+        });
+        if self.agents.len() > MAX_AGENTS {
+            let mut offline: Vec<(Instant, String)> = self
+                .agents
+                .iter()
+                .filter_map(|(id, a)| a.offline_since.map(|t| (t, id.clone())))
+                .collect();
+            offline.sort();
+            let excess = self.agents.len() - MAX_AGENTS;
+            for (_, id) in offline.into_iter().take(excess) {
+                self.agents.remove(&id);
+            }
+        }
+    }
+}
+
+impl Actor for Registry {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval(Duration::from_secs(60), |this, _| {
+            this.prune(Instant::now())
+        });
+    }
+}
+
+impl Handler<Connect> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Connect, _: &mut Self::Context) {
+        self.sessions.insert(
+            msg.session,
+            SessionEntry {
+                peer: msg.peer,
+                close: msg.close,
+                agent: None,
+            },
+        );
+    }
+}
+
+impl Handler<Hello> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Hello, _: &mut Self::Context) {
+        let Some(session) = self.sessions.get_mut(&msg.session) else {
+            return; // the session ended before its hello was processed
+        };
+        let id = msg.hello.agent_id.clone();
+        session.agent = Some(id.clone());
+        let peer = session.peer;
+        let now = Instant::now();
+        match self.agents.get_mut(&id) {
+            Some(entry) => {
+                // A newer connection for the same agent wins: the old one is half-open or the
+                // agent restarted. Tell the old session to go.
+                if let Some(old) = entry.session.replace(msg.session)
+                    && old != msg.session
+                    && let Some(old_entry) = self.sessions.get_mut(&old)
+                {
+                    old_entry.agent = None;
+                    old_entry.close.do_send(session::Close::Replaced);
+                }
+                if entry.hello.run_id != msg.hello.run_id {
+                    entry.seq = SeqCounters::default();
+                    entry.latest = None;
+                    entry.latest_at = None;
+                }
+                entry.hello = msg.hello;
+                entry.peer = peer;
+                entry.offline_since = None;
+                entry.offline_reason = None;
+                entry.attached_at = now;
+            }
+            None => {
+                self.agents.insert(
+                    id,
+                    AgentEntry {
+                        hello: msg.hello,
+                        peer,
+                        session: Some(msg.session),
+                        offline_since: None,
+                        offline_reason: None,
+                        latest: None,
+                        latest_at: None,
+                        attached_at: now,
+                        seq: SeqCounters::default(),
+                    },
+                );
+                if self.agents.len() > MAX_AGENTS {
+                    self.prune(now);
+                }
+            }
+        }
+    }
+}
+
+impl Handler<Sample> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Sample, _: &mut Self::Context) {
+        let Some(id) = self
+            .sessions
+            .get(&msg.session)
+            .and_then(|s| s.agent.as_ref())
+        else {
+            return;
+        };
+        let Some(entry) = self.agents.get_mut(id) else {
+            return;
+        };
+        if entry.seq.record(msg.metrics.seq) {
+            entry.latest = Some(msg.metrics);
+            entry.latest_at = Some(Instant::now());
+        }
+    }
+}
+
+impl Handler<Disconnect> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Disconnect, _: &mut Self::Context) {
+        let Some(session) = self.sessions.remove(&msg.session) else {
+            return;
+        };
+        let Some(entry) = session.agent.and_then(|id| self.agents.get_mut(&id)) else {
+            return;
+        };
+        if entry.session == Some(msg.session) {
+            entry.session = None;
+            entry.offline_since = Some(Instant::now());
+            entry.offline_reason = Some(msg.reason);
+        }
+    }
+}
+
+impl Handler<GetSnapshot> for Registry {
+    type Result = MessageResult<GetSnapshot>;
+
+    fn handle(&mut self, _: GetSnapshot, _: &mut Self::Context) -> Self::Result {
+        let now = Instant::now();
+        let mut agents: Vec<AgentView> =
+            self.agents.iter().map(|(id, a)| a.view(id, now)).collect();
+        agents.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+        let mut summary = Summary {
+            agents: agents.len(),
+            ..Summary::default()
+        };
+        for a in &agents {
+            match a.status {
+                Status::Live => summary.live += 1,
+                Status::Stale => summary.stale += 1,
+                Status::Offline => summary.offline += 1,
+            }
+        }
+        MessageResult(Snapshot {
+            version: SNAPSHOT_VERSION,
+            ts_ms: now_ms(),
+            server: self.server.clone(),
+            summary,
+            agents,
+        })
+    }
+}
+
+impl Handler<Shutdown> for Registry {
+    type Result = usize;
+
+    fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> usize {
+        for s in self.sessions.values() {
+            s.close.do_send(session::Close::Shutdown);
+        }
+        self.sessions.len()
+    }
+}
+
+impl Handler<OpenSessions> for Registry {
+    type Result = usize;
+
+    fn handle(&mut self, _: OpenSessions, _: &mut Self::Context) -> usize {
+        self.sessions.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seq_counters_count_duplicates_and_gaps() {
+        let mut s = SeqCounters::default();
+        assert!(s.record(5));
+        assert!(s.record(6));
+        assert!(!s.record(6));
+        assert!(!s.record(2));
+        assert!(s.record(9));
+        assert_eq!(
+            s,
+            SeqCounters {
+                highest: 9,
+                first: 5,
+                received: 3,
+                duplicates: 2,
+                gaps: 2
+            }
+        );
+    }
+}

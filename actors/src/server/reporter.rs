@@ -1,0 +1,285 @@
+//! Reporter actor: shows every agent's latest metrics every report interval.
+//!
+//! Asks the Registry for a [`Snapshot`] ([`registry::GetSnapshot`]) right away and then every
+//! interval, and writes it to its output (stdout in the binary):
+//! - [`ReportFormat::Text`] on a terminal: redraws in place, like `top`;
+//! - [`ReportFormat::Text`] when piped: plain blocks, one per report;
+//! - [`ReportFormat::Json`]: one JSON snapshot per line (see [`crate::snapshot`]).
+//!
+//! Rendering is a pure function ([`render_text`]) so it is tested without an actor.
+
+use std::fmt::Write as _;
+use std::io::Write;
+use std::time::Duration;
+
+use actix::prelude::*;
+
+use crate::server::registry::{self, Registry};
+use crate::snapshot::{AgentView, Snapshot, Status};
+use crate::util::{human_age, human_bytes};
+
+/// How the report is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ReportFormat {
+    /// A table for people.
+    #[default]
+    Text,
+    /// One JSON snapshot per line, for scripts.
+    Json,
+    /// No report.
+    Off,
+}
+
+/// See the module documentation.
+pub struct Reporter {
+    registry: Addr<Registry>,
+    interval: Duration,
+    format: ReportFormat,
+    /// Redraw in place (the output is a terminal).
+    redraw: bool,
+    out: Box<dyn Write>,
+}
+
+impl Reporter {
+    pub fn new(
+        registry: Addr<Registry>,
+        interval: Duration,
+        format: ReportFormat,
+        redraw: bool,
+        out: Box<dyn Write>,
+    ) -> Self {
+        Self {
+            registry,
+            interval,
+            format,
+            redraw,
+            out,
+        }
+    }
+
+    fn report(&mut self, snapshot: &Snapshot) {
+        let written = match self.format {
+            ReportFormat::Off => Ok(()),
+            ReportFormat::Json => serde_json::to_writer(&mut self.out, snapshot)
+                .map_err(std::io::Error::from)
+                .and_then(|()| self.out.write_all(b"\n")),
+            ReportFormat::Text => {
+                let mut text = String::new();
+                if self.redraw {
+                    // Home the cursor and clear the screen, then draw: a `top`-like view.
+                    text.push_str("\x1b[H\x1b[2J");
+                }
+                text.push_str(&render_text(snapshot));
+                if !self.redraw {
+                    text.push('\n');
+                }
+                self.out.write_all(text.as_bytes())
+            }
+        };
+        if let Err(e) = written.and_then(|()| self.out.flush()) {
+            // A closed stdout (e.g. `| head`) must not take the server down; stop reporting.
+            tracing::warn!("report output failed ({e}); reporting stopped");
+            self.format = ReportFormat::Off;
+        }
+    }
+}
+
+impl Actor for Reporter {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        if self.format == ReportFormat::Off {
+            return;
+        }
+        ctx.run_interval_at(actix::clock::Instant::now(), self.interval, |this, ctx| {
+            let fut = this
+                .registry
+                .send(registry::GetSnapshot)
+                .into_actor(this)
+                .map(|res, this, _| match res {
+                    Ok(snapshot) => this.report(&snapshot),
+                    Err(e) => tracing::warn!("no snapshot from the registry: {e}"),
+                });
+            // `wait` keeps reports in order and never overlapping.
+            ctx.wait(fut);
+        });
+    }
+}
+
+fn status_cell(a: &AgentView) -> String {
+    match (&a.status, &a.offline_reason) {
+        (Status::Offline, Some(reason)) => format!("offline ({reason})"),
+        (status, _) => status.as_str().to_string(),
+    }
+}
+
+/// The text report: a header line, then one line per agent.
+pub fn render_text(s: &Snapshot) -> String {
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "lanmon {} on {} ({}): {} agents, {} live, {} stale, {} offline",
+        s.server.version,
+        s.server.listen,
+        s.server.name,
+        s.summary.agents,
+        s.summary.live,
+        s.summary.stale,
+        s.summary.offline,
+    );
+    if s.agents.is_empty() {
+        let _ = writeln!(
+            out,
+            "  no agents yet: run `agent --host <this machine's IP>` on each machine"
+        );
+        return out;
+    }
+    let name_w = s
+        .agents
+        .iter()
+        .map(|a| a.name.chars().count())
+        .max()
+        .unwrap_or(4)
+        .clamp(4, 24);
+    let ip_w = s
+        .agents
+        .iter()
+        .map(|a| a.ip.len())
+        .max()
+        .unwrap_or(2)
+        .max(2);
+    let _ = writeln!(
+        out,
+        "  {:<name_w$}  {:<ip_w$}  {:<8}  {:>6}  {:<30}  {:>7}  LAST",
+        "NAME", "IP", "STATUS", "CPU", "MEMORY USED / TOTAL (FREE)", "CORES%"
+    );
+    for a in &s.agents {
+        let name: String = a.name.chars().take(name_w).collect();
+        let cpu = a
+            .cpu
+            .as_ref()
+            .map(|c| format!("{:.1}%", c.total))
+            .unwrap_or_else(|| "-".into());
+        let mem = a
+            .memory
+            .map(|m| {
+                format!(
+                    "{} / {} ({} free)",
+                    human_bytes(m.used),
+                    human_bytes(m.total),
+                    human_bytes(m.free)
+                )
+            })
+            .unwrap_or_else(|| "-".into());
+        let cores = a
+            .cpu
+            .as_ref()
+            .map(|c| {
+                c.per_core
+                    .iter()
+                    .map(|v| format!("{v:.0}"))
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_else(|| "-".into());
+        let age = a
+            .last_seen_ms
+            .map(human_age)
+            .unwrap_or_else(|| "never".into());
+        let _ = writeln!(
+            out,
+            "  {name:<name_w$}  {:<ip_w$}  {:<8}  {cpu:>6}  {mem:<30}  {:>7}  {age} ago",
+            a.ip,
+            status_cell(a),
+            format!("[{cores}]"),
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Cpu, Memory};
+    use crate::snapshot::{ServerInfo, Summary};
+
+    fn agent(name: &str, status: Status) -> AgentView {
+        AgentView {
+            id: format!("id-{name}"),
+            name: name.into(),
+            hostname: name.into(),
+            ip: "127.0.0.1".into(),
+            os: "Linux".into(),
+            cores: 2,
+            agent_version: "0.1.0".into(),
+            interval_ms: 5000,
+            run_id: "r".into(),
+            status,
+            offline_reason: (status == Status::Offline).then(|| "bye".into()),
+            seq: 3,
+            cpu: Some(Cpu {
+                total: 12.34,
+                per_core: vec![10.0, 14.6],
+            }),
+            memory: Some(Memory {
+                total: 8 << 30,
+                used: 3 << 30,
+                free: 1 << 30,
+                available: Some(5 << 30),
+            }),
+            last_seen_ms: Some(1500),
+            last_sample_ts_ms: Some(0),
+            received: 3,
+            duplicates: 0,
+            gaps: 0,
+            first_seq: 1,
+        }
+    }
+
+    fn snapshot(agents: Vec<AgentView>) -> Snapshot {
+        Snapshot {
+            version: 1,
+            ts_ms: 0,
+            server: ServerInfo {
+                id: "s".into(),
+                name: "lab".into(),
+                version: "0.1.0".into(),
+                listen: "127.0.0.1:8080".into(),
+            },
+            summary: Summary {
+                agents: agents.len(),
+                live: 1,
+                stale: 0,
+                offline: 1,
+            },
+            agents,
+        }
+    }
+
+    #[test]
+    fn text_report_shows_every_agent_with_units() {
+        let text = render_text(&snapshot(vec![
+            agent("web-1", Status::Live),
+            agent("db-1", Status::Offline),
+        ]));
+        assert!(text.starts_with("lanmon 0.1.0 on 127.0.0.1:8080 (lab): 2 agents, 1 live"));
+        let web = text
+            .lines()
+            .find(|l| l.contains("web-1"))
+            .unwrap_or_default();
+        assert!(web.contains("live") && web.contains("12.3%"), "{web}");
+        assert!(web.contains("3.0 GiB / 8.0 GiB (1.0 GiB free)"), "{web}");
+        assert!(web.contains("[10 15]") && web.contains("1.5s ago"), "{web}");
+        let db = text
+            .lines()
+            .find(|l| l.contains("db-1"))
+            .unwrap_or_default();
+        assert!(db.contains("offline (bye)"), "{db}");
+    }
+
+    #[test]
+    fn empty_report_says_what_to_do() {
+        let text = render_text(&snapshot(vec![]));
+        assert!(text.contains("no agents yet"));
+    }
+}

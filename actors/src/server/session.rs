@@ -1,0 +1,288 @@
+//! Session actor: one per TCP connection. Decodes, validates, forwards.
+//!
+//! Lifecycle: `started()` registers the connection with the Registry ([`registry::Connect`])
+//! before any frame is handled and arms the hello timeout; the first frame must be a valid
+//! `hello` (answered with `welcome`), then `metrics` frames (each validated, forwarded as
+//! [`registry::Sample`] and answered with `ack`), until `bye`, end of stream, or an error.
+//! `stopping()` reports the end and its reason ([`registry::Disconnect`]).
+//!
+//! Bad input ends this connection only: an `error` frame, one log line naming the peer and the
+//! reason, and the actor stops. Writes go through a bounded queue to a writer task, so a peer
+//! that sends but never reads cannot grow the server's memory: when the queue is full the
+//! session ends.
+//!
+//! Receives: frames from its socket; [`Close`] from the Registry. Sends: [`registry::Connect`],
+//! [`registry::Hello`], [`registry::Sample`], [`registry::Disconnect`].
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use actix::prelude::*;
+use futures_util::SinkExt;
+use tokio::net::TcpStream;
+use tokio::net::tcp::OwnedWriteHalf;
+use tokio::sync::mpsc;
+use tokio_util::codec::{FramedRead, FramedWrite};
+use tokio_util::task::TaskTracker;
+
+use crate::codec::{CodecError, ServerCodec};
+use crate::config::{HELLO_TIMEOUT, SESSION_QUEUE_FRAMES, WRITE_TIMEOUT};
+use crate::protocol::{
+    self, Ack, AgentFrame, Bye, ErrorCode, ErrorFrame, PROTOCOL_VERSION, ServerFrame, Welcome,
+};
+use crate::server::registry::{self, Registry};
+use crate::snapshot::ServerInfo;
+use crate::validate::{self, Invalid};
+
+/// Identifies one connection for the life of the server process.
+pub type SessionId = u64;
+
+/// Asks a session to end.
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub enum Close {
+    /// The server is shutting down: say `bye` and close.
+    Shutdown,
+    /// A newer connection with the same agent id took over: send `error` and close.
+    Replaced,
+}
+
+/// See the module documentation.
+pub struct Session {
+    id: SessionId,
+    peer: SocketAddr,
+    registry: Addr<Registry>,
+    server: Arc<ServerInfo>,
+    out: mpsc::Sender<ServerFrame>,
+    hello: Option<protocol::Hello>,
+    highest_seq: u64,
+    end_reason: Option<String>,
+}
+
+impl Session {
+    /// Starts a session on an accepted connection. Its writer task is tracked by `tracker`
+    /// so that shutdown can wait until every goodbye has been flushed.
+    pub fn start(
+        stream: TcpStream,
+        peer: SocketAddr,
+        id: SessionId,
+        registry: Addr<Registry>,
+        server: Arc<ServerInfo>,
+        tracker: &TaskTracker,
+    ) -> Addr<Session> {
+        let _ = stream.set_nodelay(true);
+        let (read, write) = stream.into_split();
+        let (out, rx) = mpsc::channel(SESSION_QUEUE_FRAMES);
+        actix::spawn(tracker.track_future(write_frames(rx, write, peer)));
+        Session::create(move |ctx| {
+            ctx.add_stream(FramedRead::new(read, ServerCodec::new()));
+            Session {
+                id,
+                peer,
+                registry,
+                server,
+                out,
+                hello: None,
+                highest_seq: 0,
+                end_reason: None,
+            }
+        })
+    }
+
+    fn send(&mut self, frame: ServerFrame, ctx: &mut Context<Self>) {
+        match self.out.try_send(frame) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                tracing::warn!(peer = %self.peer, "closing connection: peer is not reading (send queue full)");
+                self.end("error: peer not reading", ctx);
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => self.end("connection lost", ctx),
+        }
+    }
+
+    fn end(&mut self, reason: impl Into<String>, ctx: &mut Context<Self>) {
+        self.end_reason.get_or_insert_with(|| reason.into());
+        ctx.stop();
+    }
+
+    /// Refuses the connection: one log line, an `error` frame, then close.
+    fn fail(&mut self, code: ErrorCode, message: String, ctx: &mut Context<Self>) {
+        let who = self.hello.as_ref().map(|h| h.name.as_str()).unwrap_or("-");
+        tracing::warn!(peer = %self.peer, agent = who, "closing connection: {code}: {message}");
+        let reason = format!("error: {message}");
+        self.send(ServerFrame::Error(ErrorFrame { code, message }), ctx);
+        self.end(reason, ctx);
+    }
+
+    fn on_hello(&mut self, hello: protocol::Hello, ctx: &mut Context<Self>) {
+        if self.hello.is_some() {
+            return self.fail(
+                ErrorCode::BadFrame,
+                "second hello on one connection".into(),
+                ctx,
+            );
+        }
+        if let Err(e) = validate::hello(&hello) {
+            let code = match e {
+                Invalid::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
+                _ => ErrorCode::InvalidValue,
+            };
+            return self.fail(code, format!("invalid hello: {e}"), ctx);
+        }
+        tracing::info!(
+            peer = %self.peer,
+            "agent {} ({}) connected: {} cores, every {} ms, {}",
+            hello.name, hello.agent_id, hello.cores, hello.interval_ms, hello.os
+        );
+        self.registry.do_send(registry::Hello {
+            session: self.id,
+            hello: hello.clone(),
+        });
+        self.hello = Some(hello);
+        self.send(
+            ServerFrame::Welcome(Welcome {
+                proto: PROTOCOL_VERSION,
+                server_id: self.server.id.clone(),
+                server_name: self.server.name.clone(),
+                server_version: self.server.version.clone(),
+            }),
+            ctx,
+        );
+    }
+
+    fn on_metrics(&mut self, metrics: protocol::Metrics, ctx: &mut Context<Self>) {
+        let Some(hello) = &self.hello else {
+            return self.fail(ErrorCode::BadFrame, "metrics before hello".into(), ctx);
+        };
+        if let Err(e) = validate::metrics(&metrics, hello) {
+            return self.fail(
+                ErrorCode::InvalidValue,
+                format!("invalid metrics: {e}"),
+                ctx,
+            );
+        }
+        self.highest_seq = self.highest_seq.max(metrics.seq);
+        self.registry.do_send(registry::Sample {
+            session: self.id,
+            metrics,
+        });
+        let seq = self.highest_seq;
+        self.send(ServerFrame::Ack(Ack { seq }), ctx);
+    }
+}
+
+impl Actor for Session {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        self.registry.do_send(registry::Connect {
+            session: self.id,
+            peer: self.peer,
+            close: ctx.address().recipient(),
+        });
+        ctx.run_later(HELLO_TIMEOUT, |this, ctx| {
+            if this.hello.is_none() {
+                let secs = HELLO_TIMEOUT.as_secs();
+                this.fail(ErrorCode::Timeout, format!("no hello within {secs} s"), ctx);
+            }
+        });
+    }
+
+    fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        let reason = self
+            .end_reason
+            .take()
+            .unwrap_or_else(|| "connection closed".into());
+        if let Some(h) = &self.hello {
+            tracing::info!(peer = %self.peer, "agent {} ({}) disconnected: {reason}", h.name, h.agent_id);
+        }
+        self.registry.do_send(registry::Disconnect {
+            session: self.id,
+            reason,
+        });
+        Running::Stop
+    }
+}
+
+impl StreamHandler<Result<AgentFrame, CodecError>> for Session {
+    fn handle(&mut self, item: Result<AgentFrame, CodecError>, ctx: &mut Self::Context) {
+        if self.end_reason.is_some() {
+            return; // already closing: ignore what is still in flight
+        }
+        match item {
+            Ok(AgentFrame::Hello(h)) => self.on_hello(h, ctx),
+            Ok(AgentFrame::Metrics(m)) => self.on_metrics(m, ctx),
+            Ok(AgentFrame::Bye(Bye { reason })) => {
+                let reason = match reason {
+                    Some(r) if !r.is_empty() => format!("bye: {}", r.escape_debug()),
+                    _ => "bye".to_string(),
+                };
+                self.end(reason, ctx);
+            }
+            Err(CodecError::Io(e)) => self.end(format!("connection lost: {e}"), ctx),
+            Err(e) => self.fail(ErrorCode::BadFrame, e.to_string(), ctx),
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Self::Context) {
+        self.end("connection closed", ctx);
+    }
+}
+
+impl Handler<Close> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: Close, ctx: &mut Self::Context) {
+        match msg {
+            Close::Shutdown => {
+                self.send(
+                    ServerFrame::Bye(Bye {
+                        reason: Some("server shutting down".into()),
+                    }),
+                    ctx,
+                );
+                self.end("server shut down", ctx);
+            }
+            Close::Replaced => self.fail(
+                ErrorCode::Replaced,
+                "a newer connection with the same agent id took over".into(),
+                ctx,
+            ),
+        }
+    }
+}
+
+/// Writes queued frames until the session drops its sender, then closes the write side.
+/// A peer that takes longer than [`WRITE_TIMEOUT`] for one frame is abandoned.
+async fn write_frames(
+    mut rx: mpsc::Receiver<ServerFrame>,
+    write: OwnedWriteHalf,
+    peer: SocketAddr,
+) {
+    let mut sink = FramedWrite::new(write, ServerCodec::new());
+    while let Some(frame) = rx.recv().await {
+        // Feed everything already queued, then flush once.
+        let mut batch = vec![frame];
+        while let Ok(more) = rx.try_recv() {
+            batch.push(more);
+        }
+        let write = async {
+            for frame in batch {
+                sink.feed(frame).await?;
+            }
+            sink.flush().await
+        };
+        match tokio::time::timeout(WRITE_TIMEOUT, write).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, "write failed: {e}");
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(%peer, "peer took more than {WRITE_TIMEOUT:?} to accept data; dropping the connection");
+                return;
+            }
+        }
+    }
+    let _ = tokio::time::timeout(WRITE_TIMEOUT, sink.close()).await;
+}

@@ -1,0 +1,105 @@
+//! The server's view of every agent, as printed by `--report-format json` (one object per
+//! line). This is a public interface used by people's scripts: fields are only ever added.
+//!
+//! ```json
+//! {"version":1,"ts_ms":1764115200000,
+//!  "server":{"id":"…","name":"lab","version":"0.1.0","listen":"0.0.0.0:8080"},
+//!  "summary":{"agents":1,"live":1,"stale":0,"offline":0},
+//!  "agents":[{"id":"…","name":"web-1","ip":"10.0.0.7", "status":"live","seq":42,
+//!             "cpu":{"total":12.5,"per_core":[10.0,15.0]},
+//!             "memory":{"total":8,"used":4,"free":2,"available":4},"last_seen_ms":812, …}]}
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::protocol::{Cpu, Memory};
+
+/// Version of the snapshot format; bumped only for a documented breaking change.
+pub const SNAPSHOT_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Snapshot {
+    pub version: u32,
+    /// When the snapshot was taken, milliseconds since the Unix epoch (server clock).
+    pub ts_ms: u64,
+    pub server: ServerInfo,
+    pub summary: Summary,
+    /// Every known agent, sorted by name then id.
+    pub agents: Vec<AgentView>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerInfo {
+    pub id: String,
+    pub name: String,
+    pub version: String,
+    /// The TCP address the server accepts agents on (the real port when bound to port 0).
+    pub listen: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Summary {
+    pub agents: usize,
+    pub live: usize,
+    pub stale: usize,
+    pub offline: usize,
+}
+
+/// `live`: connected and sampling on time; `stale`: connected but no sample for
+/// [`STALE_AFTER_INTERVALS`](crate::config::STALE_AFTER_INTERVALS) of its intervals;
+/// `offline`: not connected.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Status {
+    Live,
+    Stale,
+    Offline,
+}
+
+impl Status {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Live => "live",
+            Status::Stale => "stale",
+            Status::Offline => "offline",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentView {
+    /// The agent's stable id (from `hello`).
+    pub id: String,
+    pub name: String,
+    pub hostname: String,
+    /// Source IP of the agent's connection, as the server sees it.
+    pub ip: String,
+    pub os: String,
+    pub cores: u32,
+    pub agent_version: String,
+    pub interval_ms: u64,
+    /// The agent's current (or last) run.
+    pub run_id: String,
+    pub status: Status,
+    /// Why the agent is offline (`bye`, `connection closed`, `error: …`); absent otherwise.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub offline_reason: Option<String>,
+    /// Highest sample sequence number received in the current run (0 before the first).
+    pub seq: u64,
+    /// Latest CPU reading, `null` before the first sample or when the agent could not read it.
+    pub cpu: Option<Cpu>,
+    /// Latest memory reading in bytes, `null` like `cpu`.
+    pub memory: Option<Memory>,
+    /// Milliseconds since the latest sample arrived (`null` before the first).
+    pub last_seen_ms: Option<u64>,
+    /// Agent-side timestamp of the latest sample, ms since the Unix epoch.
+    pub last_sample_ts_ms: Option<u64>,
+    /// Samples accepted in the current run.
+    pub received: u64,
+    /// Samples received again (already seen) and dropped, in the current run.
+    pub duplicates: u64,
+    /// Sequence numbers skipped (never received) in the current run.
+    pub gaps: u64,
+    /// Lowest sequence number received in the current run (0 before the first).
+    pub first_seq: u64,
+}

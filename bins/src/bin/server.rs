@@ -1,0 +1,97 @@
+//! `server`: accepts agents on TCP, keeps their state, and reports their metrics.
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Parser;
+use lanmon::config::{DEFAULT_BIND, DEFAULT_REPORT_INTERVAL};
+use lanmon::server::{ReportFormat, Server, ServerConfig};
+use lanmon_bins::{LogLevel, init_logging, parse_duration, shutdown_signal};
+
+/// lanmon server: receives CPU and memory samples from agents over TCP and shows every
+/// agent's latest metrics.
+///
+/// Reports go to stdout (a live table on a terminal, plain blocks when piped, or one JSON
+/// snapshot per line with --report-format json); the banner and logs go to stderr.
+/// Ctrl+C or SIGTERM stops it cleanly (agents are told); a second Ctrl+C exits at once.
+#[derive(Debug, Parser)]
+#[command(name = "server", version, about, long_about)]
+struct Cli {
+    /// TCP address to accept agents on. `0.0.0.0:8080` listens on every interface; port 0
+    /// picks a free port (the banner and the JSON snapshot say which).
+    #[arg(long, env = "LANMON_BIND", default_value = DEFAULT_BIND, value_name = "ADDR:PORT")]
+    bind: SocketAddr,
+
+    /// Name of this server, shown in reports and sent to agents (default: the host name).
+    #[arg(long, env = "LANMON_SERVER_NAME")]
+    name: Option<String>,
+
+    /// How often to report every agent's latest metrics (e.g. 10s, 500ms).
+    #[arg(long, env = "LANMON_REPORT_INTERVAL", value_parser = parse_duration,
+          default_value = humantime::format_duration(DEFAULT_REPORT_INTERVAL).to_string(),
+          value_name = "DURATION")]
+    report_interval: Duration,
+
+    /// Report format on stdout: `text` (a table; redrawn in place on a terminal), `json`
+    /// (one snapshot object per line, for scripts and jq), or `off`.
+    #[arg(long, env = "LANMON_REPORT_FORMAT", value_enum, default_value_t = Format::Text)]
+    report_format: Format,
+
+    /// Log verbosity on stderr (RUST_LOG, if set, overrides it).
+    #[arg(long, env = "LANMON_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
+    log_level: LogLevel,
+
+    /// Only log warnings and errors (same as --log-level warn).
+    #[arg(short, long, env = "LANMON_QUIET")]
+    quiet: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Format {
+    Text,
+    Json,
+    Off,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(
+        if cli.quiet {
+            LogLevel::Warn
+        } else {
+            cli.log_level
+        },
+        true,
+    );
+    let mut config = ServerConfig::new(cli.bind);
+    if let Some(name) = cli.name {
+        config.name = name;
+    }
+    config.report_interval = cli.report_interval.max(Duration::from_millis(50));
+    config.report_format = match cli.report_format {
+        Format::Text => ReportFormat::Text,
+        Format::Json => ReportFormat::Json,
+        Format::Off => ReportFormat::Off,
+    };
+    let system = actix::System::new();
+    let result = system.block_on(async move {
+        let server = Server::start(config).await?;
+        let interfaces = lanmon::net::ipv4_interfaces();
+        eprint!(
+            "{}",
+            lanmon::server::banner(server.local_addr(), &server.info().name, &interfaces)
+        );
+        let signal = shutdown_signal().await;
+        tracing::info!("{signal} received: stopping (press Ctrl+C again to exit at once)");
+        server.shutdown().await;
+        anyhow::Ok(())
+    });
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("server: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
