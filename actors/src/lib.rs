@@ -11,8 +11,9 @@
 //!   validate.rs     value checks on decoded frames (NaN, ranges, core count)
 //!   snapshot.rs     the server's JSON snapshot (`--report-format json`), a public interface
 //!   config.rs       defaults and timing constants
+//!   discovery.rs    the UDP beacon format and the agent's beacon listener
 //!   metrics.rs      MetricsSource trait and the sysinfo-backed source
-//!   net.rs          this machine's IPv4 interfaces (banner)
+//!   net.rs          this machine's IPv4 interfaces (banner, beacon targets)
 //!   util.rs         ids, clock, human units
 //!   error.rs        the library's Error and Result
 //!   server/         the actix server
@@ -21,6 +22,7 @@
 //!     session.rs    Session actor: one per connection, decodes, validates, forwards
 //!     registry.rs   Registry actor: every agent's state and counters
 //!     reporter.rs   Reporter actor: text / JSON report every interval
+//!     beacon.rs     Beacon actor: UDP announcements for `agent --discover`
 //!   agent/          the agent
 //!     mod.rs        connection state machine and sampling loop
 //!     backoff.rs    exponential backoff with jitter
@@ -33,6 +35,7 @@
 pub mod agent;
 pub mod codec;
 pub mod config;
+pub mod discovery;
 pub mod error;
 pub mod metrics;
 pub mod net;

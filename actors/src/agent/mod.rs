@@ -34,6 +34,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::codec::{AgentCodec, encode_line};
 use crate::config::{BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, WELCOME_TIMEOUT, WRITE_TIMEOUT};
+use crate::discovery::{self, Found, WAITING_HINT_EVERY};
 use crate::metrics::MetricsSource;
 use crate::protocol::{self, AgentFrame, Bye, ErrorFrame, Metrics, PROTOCOL_VERSION, ServerFrame};
 use crate::util::{now_ms, random_id, random_u64};
@@ -49,6 +50,15 @@ pub const DEFAULT_BUFFER: usize = 720;
 pub enum Target {
     /// A host name or IP address and a TCP port.
     Host { host: String, port: u16 },
+    /// Whatever server beacons on this UDP port (see [`crate::discovery`]).
+    Discover {
+        /// UDP port to listen on for beacons.
+        port: u16,
+        /// Only this server (by name); otherwise the first one heard.
+        server_name: Option<String>,
+        /// Give up (error) if no server is heard this long before the first connection.
+        timeout: Option<Duration>,
+    },
 }
 
 impl std::fmt::Display for Target {
@@ -56,6 +66,14 @@ impl std::fmt::Display for Target {
         match self {
             Target::Host { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
             Target::Host { host, port } => write!(f, "{host}:{port}"),
+            Target::Discover {
+                port,
+                server_name: Some(name),
+                ..
+            } => write!(f, "`{name}` (discovered by UDP beacon on port {port})"),
+            Target::Discover { port, .. } => {
+                write!(f, "discovered by UDP beacon on port {port}")
+            }
         }
     }
 }
@@ -125,6 +143,11 @@ struct Agent<S> {
     ticker: Interval,
     shutdown: CancellationToken,
     backoff: Backoff,
+    /// The beacon listener, in discover mode.
+    discovery: Option<discovery::Listener>,
+    /// The server this agent was last connected to (discover mode), by server id.
+    server_id: Option<String>,
+    connected_once: bool,
 }
 
 impl<S: MetricsSource> Agent<S> {
@@ -152,6 +175,9 @@ impl<S: MetricsSource> Agent<S> {
             ticker,
             shutdown,
             backoff: Backoff::new(BACKOFF_MIN, BACKOFF_MAX),
+            discovery: None,
+            server_id: None,
+            connected_once: false,
         }
     }
 
@@ -164,6 +190,17 @@ impl<S: MetricsSource> Agent<S> {
             Duration::from_millis(self.hello.interval_ms),
             self.target
         );
+        if let Target::Discover {
+            port, server_name, ..
+        } = &self.target
+        {
+            let listener = discovery::Listener::bind(*port, server_name.clone()).map_err(|e| {
+                crate::Error::Other(format!(
+                    "cannot listen for beacons on UDP port {port}: {e} (another program holds the port without SO_REUSEPORT?)"
+                ))
+            })?;
+            self.discovery = Some(listener);
+        }
         let mut last_cause: Option<String> = None;
         let mut state = ConnState::Connecting;
         loop {
@@ -180,7 +217,21 @@ impl<S: MetricsSource> Agent<S> {
                 }
                 ConnState::Connecting => {
                     let target = self.target.clone();
-                    let Some(result) = self.while_sampling(connect(target.clone())).await else {
+                    let result = match &target {
+                        Target::Host { host, port } => {
+                            self.while_sampling(connect(host.clone(), *port)).await
+                        }
+                        Target::Discover { timeout, .. } => match self.discover(*timeout).await? {
+                            Some(found) => {
+                                let addr = found.addr;
+                                self.server_id = Some(found.beacon.server_id);
+                                self.while_sampling(connect(addr.ip().to_string(), addr.port()))
+                                    .await
+                            }
+                            None => None,
+                        },
+                    };
+                    let Some(result) = result else {
                         return Ok(());
                     };
                     match result {
@@ -259,7 +310,89 @@ impl<S: MetricsSource> Agent<S> {
         }
     }
 
+    /// Listens for a beacon (discover mode), saying every [`WAITING_HINT_EVERY`] what it is
+    /// waiting for. `Ok(None)` on shutdown; an error if `timeout` passes before the first
+    /// connection.
+    async fn discover(&mut self, timeout: Option<Duration>) -> crate::Result<Option<Found>> {
+        let Some(mut listener) = self.discovery.take() else {
+            return Err(crate::Error::Other("discovery listener missing".into()));
+        };
+        listener.drain();
+        let port = listener.port();
+        let started = tokio::time::Instant::now();
+        let deadline = timeout
+            .filter(|_| !self.connected_once)
+            .map(|t| started + t);
+        let result = self
+            .while_sampling(async {
+                loop {
+                    let wait = match deadline {
+                        Some(d) => WAITING_HINT_EVERY.min(d.saturating_duration_since(tokio::time::Instant::now())),
+                        None => WAITING_HINT_EVERY,
+                    };
+                    match tokio::time::timeout(wait, listener.wanted()).await {
+                        Ok(found) => return found.map_err(crate::Error::from),
+                        Err(_) if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) => {
+                            return Err(crate::Error::Other(format!(
+                                "no lanmon server heard on UDP port {port} within {:?} (--discover-timeout); {}",
+                                started.elapsed(),
+                                discovery_hint(port)
+                            )));
+                        }
+                        Err(_) => tracing::warn!(
+                            "still waiting for a server beacon on UDP port {port} ({}s so far); {}",
+                            started.elapsed().as_secs(),
+                            discovery_hint(port)
+                        ),
+                    }
+                }
+            })
+            .await;
+        let found = match result {
+            None => None,
+            Some(Err(e)) => {
+                self.discovery = Some(listener);
+                return Err(e);
+            }
+            Some(Ok(found)) => {
+                let others: Vec<String> = listener
+                    .heard()
+                    .filter(|f| f.beacon.server_id != found.beacon.server_id)
+                    .map(|f| format!("{} at {}", f.beacon.server_name, f.addr))
+                    .collect();
+                tracing::info!(
+                    "Discovered server {} at {}",
+                    found.beacon.server_name,
+                    found.addr
+                );
+                if !others.is_empty() {
+                    tracing::warn!(
+                        "took the first server heard; also heard: {} (choose one with --server-name)",
+                        others.join(", ")
+                    );
+                }
+                Some(found)
+            }
+        };
+        self.discovery = Some(listener);
+        Ok(found)
+    }
+
     async fn connected(&mut self, stream: TcpStream, addr: SocketAddr) -> Ended {
+        let mut listener = self.discovery.take();
+        let ended = self.stream_to(stream, addr, listener.as_mut()).await;
+        self.discovery = listener;
+        ended
+    }
+
+    /// Says hello, replays the outbox, then streams until the connection ends. In discover
+    /// mode it keeps reading beacons meanwhile, to name other servers on the LAN.
+    async fn stream_to(
+        &mut self,
+        stream: TcpStream,
+        addr: SocketAddr,
+        mut beacons: Option<&mut discovery::Listener>,
+    ) -> Ended {
         let _ = stream.set_nodelay(true);
         let (read, mut write) = stream.into_split();
         let mut frames = FramedRead::new(read, AgentCodec::new());
@@ -271,6 +404,7 @@ impl<S: MetricsSource> Agent<S> {
             None => return self.say_bye(&mut write).await,
             Some(Ok(Some(Ok(ServerFrame::Welcome(w))))) => {
                 self.backoff.reset();
+                self.connected_once = true;
                 tracing::info!(
                     "Connected to {addr} (server {}, lanmon {})",
                     w.server_name,
@@ -310,6 +444,17 @@ impl<S: MetricsSource> Agent<S> {
                     Some(Ok(ServerFrame::Welcome(_))) => {}
                     Some(Err(e)) => return Ended::Lost(format!("bad frame from server: {e}")),
                     None => return Ended::Lost("server closed the connection".into()),
+                },
+                heard = next_beacon(beacons.as_deref_mut()) => {
+                    if let Ok((found, true)) = heard
+                        && self.server_id.as_ref() != Some(&found.beacon.server_id)
+                    {
+                        tracing::warn!(
+                            "also hearing server {} at {}; staying with {addr} (choose one with --server-name)",
+                            found.beacon.server_name,
+                            found.addr
+                        );
+                    }
                 },
                 _ = self.ticker.tick() => {
                     let seq = self.sample();
@@ -400,9 +545,23 @@ impl ConnectError {
     }
 }
 
-/// Resolves the target and connects to the first address that answers.
-async fn connect(target: Target) -> Result<(TcpStream, SocketAddr), ConnectError> {
-    let Target::Host { host, port } = target;
+/// The next beacon, or never (not in discover mode).
+async fn next_beacon(listener: Option<&mut discovery::Listener>) -> std::io::Result<(Found, bool)> {
+    match listener {
+        Some(l) => l.next().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// What to check when no beacon arrives (see the README's troubleshooting).
+fn discovery_hint(port: u16) -> String {
+    format!(
+        "is the server running (with its beacon on)? is UDP port {port} blocked by a firewall? is the server on another subnet (then use --host)?"
+    )
+}
+
+/// Resolves `host` and connects to the first address that answers.
+async fn connect(host: String, port: u16) -> Result<(TcpStream, SocketAddr), ConnectError> {
     let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
         .await
         .map_err(|source| ConnectError::Resolve {

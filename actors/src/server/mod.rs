@@ -2,17 +2,20 @@
 //!
 //! ```text
 //! agent ──TCP──▶ Listener ──starts──▶ Session (one per connection) ──▶ Registry ◀── Reporter
+//!   ▲
+//!   └──UDP beacon── Beacon
 //! ```
 //!
 //! [`Server::start`] binds the listening socket on the configured address (port 0 allowed;
 //! the real address is [`Server::local_addr`]) and starts the actors on the current actix
 //! `System`. [`Server::shutdown`] stops it in this order:
-//! 1. the Listener stops: no new connections;
+//! 1. the Beacon and the Listener stop: no more announcements, no new connections;
 //! 2. the Registry tells every Session to close: each sends `bye` to its agent;
 //! 3. the sessions' writers flush their last frames (bounded by
 //!    [`SHUTDOWN_GRACE`](crate::config::SHUTDOWN_GRACE));
 //! 4. the actors stop. The caller then stops the `System`.
 
+pub mod beacon;
 pub mod listener;
 pub mod registry;
 pub mod reporter;
@@ -28,6 +31,7 @@ use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
 use crate::config::{DEFAULT_REPORT_INTERVAL, SHUTDOWN_GRACE};
+use crate::discovery::Beacon;
 use crate::snapshot::{ServerInfo, Snapshot};
 use crate::{Error, Result};
 
@@ -42,6 +46,8 @@ pub struct ServerConfig {
     pub name: String,
     pub report_interval: Duration,
     pub report_format: ReportFormat,
+    /// UDP announcements for `agent --discover`; `None` turns them off.
+    pub beacon: Option<beacon::BeaconConfig>,
 }
 
 impl ServerConfig {
@@ -51,6 +57,7 @@ impl ServerConfig {
             name: crate::util::host_name(),
             report_interval: DEFAULT_REPORT_INTERVAL,
             report_format: ReportFormat::Text,
+            beacon: None,
         }
     }
 }
@@ -62,6 +69,7 @@ pub struct Server {
     registry: Addr<Registry>,
     listener: Addr<listener::Listener>,
     reporter: Addr<reporter::Reporter>,
+    beacon: Option<Addr<beacon::BeaconActor>>,
     writers: TaskTracker,
 }
 
@@ -106,12 +114,20 @@ impl Server {
             out,
         )
         .start();
+        let beacon = match config.beacon {
+            Some(beacon_config) => {
+                let payload = Beacon::new(&info.id, &info.name, local_addr.port());
+                Some(beacon::BeaconActor::new(beacon_config, &payload)?.start())
+            }
+            None => None,
+        };
         Ok(Server {
             local_addr,
             info,
             registry,
             listener,
             reporter,
+            beacon,
             writers,
         })
     }
@@ -134,6 +150,9 @@ impl Server {
     /// [`SHUTDOWN_GRACE`].
     pub async fn shutdown(self) {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
+        if let Some(beacon) = &self.beacon {
+            let _ = beacon.send(beacon::Stop).await;
+        }
         let _ = self.listener.send(listener::Stop).await;
         let open = self.registry.send(registry::Shutdown).await.unwrap_or(0);
         tracing::info!("shutting down: closing {open} connection(s)");

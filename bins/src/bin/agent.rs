@@ -3,9 +3,10 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::{Args, Parser, Subcommand};
 use lanmon::agent::{AgentConfig, DEFAULT_BUFFER, Target, default_agent_id};
 use lanmon::config::{DEFAULT_INTERVAL, DEFAULT_PORT};
+use lanmon::discovery::DEFAULT_DISCOVERY_PORT;
 use lanmon::metrics::SysinfoSource;
 use lanmon_bins::{LogLevel, init_logging, parse_duration, shutdown_signal};
 use tokio_util::sync::CancellationToken;
@@ -13,17 +14,95 @@ use tokio_util::sync::CancellationToken;
 /// lanmon agent: samples CPU (total and per core) and memory every interval and streams the
 /// samples to a lanmon server over one TCP connection.
 ///
-/// It reconnects by itself (exponential backoff with jitter, capped at 30 s) and never exits
-/// because the server is away; samples taken meanwhile are kept (see --buffer) and sent after
-/// the reconnect. Logs go to stdout. Ctrl+C or SIGTERM says goodbye to the server and exits 0.
+/// Find the server with --host IP, or with --discover (listens for the server's UDP beacon:
+/// no address needed). It reconnects by itself (exponential backoff with jitter, capped at
+/// 30 s) and never exits because the server is away; samples taken meanwhile are kept (see
+/// --buffer) and sent after the reconnect. With --discover it listens again after a lost
+/// connection, so a server that moved to another IP is found again. Logs go to stdout.
+/// Ctrl+C or SIGTERM says goodbye to the server and exits 0.
 #[derive(Debug, Parser)]
-#[command(name = "agent", version, about, long_about)]
+#[command(
+    name = "agent",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true,
+    subcommand_negates_reqs = true
+)]
 struct Cli {
-    /// The server's IP address or host name (its startup banner lists them).
-    #[arg(long, env = "LANMON_HOST", value_name = "HOST")]
-    host: String,
+    #[command(subcommand)]
+    command: Option<Command>,
 
-    /// The server's TCP port.
+    #[command(flatten)]
+    run: RunArgs,
+
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Listen for server beacons for a few seconds, print every server heard (name, IP,
+    /// port, protocol version) and exit: 0 if one was heard, 1 if none.
+    Discover(DiscoverArgs),
+}
+
+#[derive(Debug, Args)]
+struct DiscoverArgs {
+    /// How long to listen.
+    #[arg(long, env = "LANMON_LISTEN_FOR", value_parser = parse_duration, default_value = "3s",
+          value_name = "DURATION")]
+    listen_for: Duration,
+
+    /// UDP port the servers' beacons arrive on.
+    #[arg(long, env = "LANMON_DISCOVERY_PORT", default_value_t = DEFAULT_DISCOVERY_PORT,
+          value_name = "PORT")]
+    discovery_port: u16,
+
+    #[command(flatten)]
+    log: LogArgs,
+}
+
+#[derive(Debug, Args)]
+struct RunArgs {
+    /// The server's IP address or host name (its startup banner lists them).
+    #[arg(
+        long,
+        env = "LANMON_HOST",
+        value_name = "HOST",
+        required_unless_present = "discover"
+    )]
+    host: Option<String>,
+
+    /// Find the server by its UDP beacon instead of --host (it must be on the same LAN).
+    #[arg(long, env = "LANMON_DISCOVER", conflicts_with = "host")]
+    discover: bool,
+
+    /// With --discover: list the servers heard (like `agent discover`) and exit.
+    #[arg(long, requires = "discover")]
+    list: bool,
+
+    /// With --discover: only connect to the server with this name (when several beacon).
+    #[arg(
+        long,
+        env = "LANMON_SERVER_NAME",
+        requires = "discover",
+        value_name = "NAME"
+    )]
+    server_name: Option<String>,
+
+    /// With --discover: give up with exit code 1 if no server is heard this long before the
+    /// first connection (default: wait forever).
+    #[arg(long, env = "LANMON_DISCOVER_TIMEOUT", requires = "discover",
+          value_parser = parse_duration, value_name = "DURATION")]
+    discover_timeout: Option<Duration>,
+
+    /// UDP port to listen on for beacons (with --discover).
+    #[arg(long, env = "LANMON_DISCOVERY_PORT", default_value_t = DEFAULT_DISCOVERY_PORT,
+          value_name = "PORT")]
+    discovery_port: u16,
+
+    /// The server's TCP port (with --host; a discovered server says its own).
     #[arg(long, env = "LANMON_PORT", default_value_t = DEFAULT_PORT)]
     port: u16,
 
@@ -46,7 +125,10 @@ struct Cli {
     /// the default interval); beyond it the oldest are dropped and counted.
     #[arg(long, env = "LANMON_BUFFER", default_value_t = DEFAULT_BUFFER, value_name = "SAMPLES")]
     buffer: usize,
+}
 
+#[derive(Debug, Args)]
+struct LogArgs {
     /// Log verbosity on stdout (RUST_LOG, if set, overrides it).
     #[arg(long, env = "LANMON_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
@@ -56,51 +138,107 @@ struct Cli {
     quiet: bool,
 }
 
+impl LogArgs {
+    fn init(&self) {
+        init_logging(
+            if self.quiet {
+                LogLevel::Warn
+            } else {
+                self.log_level
+            },
+            false,
+        );
+    }
+}
+
 const MIN_INTERVAL: Duration = Duration::from_millis(200);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(
-        if cli.quiet {
-            LogLevel::Warn
-        } else {
-            cli.log_level
-        },
-        false,
-    );
-    if cli.interval < MIN_INTERVAL {
-        eprintln!(
-            "agent: --interval must be at least {MIN_INTERVAL:?} (sysinfo cannot measure CPU usage faster)"
-        );
-        return ExitCode::from(2);
-    }
-    match run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("agent: {e:#}");
-            ExitCode::FAILURE
+    let result = match cli.command {
+        Some(Command::Discover(args)) => {
+            args.log.init();
+            list_servers(args.discovery_port, args.listen_for)
         }
-    }
+        None if cli.run.list => {
+            cli.log.init();
+            list_servers(cli.run.discovery_port, Duration::from_secs(3))
+        }
+        None => {
+            cli.log.init();
+            if cli.run.interval < MIN_INTERVAL {
+                eprintln!(
+                    "agent: --interval must be at least {MIN_INTERVAL:?} (CPU usage cannot be measured faster)"
+                );
+                return ExitCode::from(2);
+            }
+            run(cli.run).map(|()| ExitCode::SUCCESS)
+        }
+    };
+    result.unwrap_or_else(|e| {
+        eprintln!("agent: {e:#}");
+        ExitCode::FAILURE
+    })
 }
 
-fn run(cli: Cli) -> anyhow::Result<()> {
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?)
+}
+
+/// `agent discover`: the diagnostic to run first when discovery finds nothing.
+fn list_servers(port: u16, listen_for: Duration) -> anyhow::Result<ExitCode> {
+    runtime()?.block_on(async move {
+        let mut listener = lanmon::discovery::Listener::bind(port, None)
+            .map_err(|e| anyhow::anyhow!("cannot listen on UDP port {port}: {e}"))?;
+        println!("listening for lanmon servers on UDP port {port} for {listen_for:?}…");
+        let servers = listener.survey(listen_for).await;
+        if servers.is_empty() {
+            println!(
+                "no server heard. Is the server running (without --no-beacon)? Is UDP port {port} \
+                 blocked by a firewall on either machine? Is the server on another subnet? \
+                 Then use `agent --host <server IP>`."
+            );
+            return Ok(ExitCode::FAILURE);
+        }
+        println!("{:<24} {:<22} {:<8} ID", "NAME", "ADDRESS", "PROTOCOL");
+        for s in &servers {
+            println!(
+                "{:<24} {:<22} {:<8} {}",
+                s.beacon.server_name,
+                s.addr.to_string(),
+                format!("v{}", s.beacon.proto),
+                s.beacon.server_id
+            );
+        }
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
     let source =
         SysinfoSource::new().map_err(|e| anyhow::anyhow!("cannot read system metrics: {e}"))?;
-    let name = cli.name.unwrap_or_else(lanmon::util::host_name);
-    let config = AgentConfig {
-        target: Target::Host {
-            host: cli.host,
-            port: cli.port,
+    let name = args.name.unwrap_or_else(lanmon::util::host_name);
+    let target = match args.host {
+        Some(host) => Target::Host {
+            host,
+            port: args.port,
         },
-        id: cli.id.unwrap_or_else(|| default_agent_id(&name)),
-        name,
-        interval: cli.interval,
-        buffer: cli.buffer,
+        None => Target::Discover {
+            port: args.discovery_port,
+            server_name: args.server_name,
+            timeout: args.discover_timeout,
+        },
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
-    runtime.block_on(async move {
+    let config = AgentConfig {
+        target,
+        id: args.id.unwrap_or_else(|| default_agent_id(&name)),
+        name,
+        interval: args.interval,
+        buffer: args.buffer,
+    };
+    runtime()?.block_on(async move {
         let shutdown = CancellationToken::new();
         let trigger = shutdown.clone();
         tokio::spawn(async move {

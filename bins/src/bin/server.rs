@@ -1,16 +1,21 @@
 //! `server`: accepts agents on TCP, keeps their state, and reports their metrics.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
 use lanmon::config::{DEFAULT_BIND, DEFAULT_REPORT_INTERVAL};
+use lanmon::discovery::{DEFAULT_BEACON_INTERVAL, DEFAULT_DISCOVERY_PORT};
+use lanmon::server::beacon::{BeaconConfig, BeaconTargets};
 use lanmon::server::{ReportFormat, Server, ServerConfig};
 use lanmon_bins::{LogLevel, init_logging, parse_duration, shutdown_signal};
 
 /// lanmon server: receives CPU and memory samples from agents over TCP and shows every
 /// agent's latest metrics.
+///
+/// It also announces itself on UDP (a small beacon every second, see --beacon-to) so that
+/// `agent --discover` finds it without an address.
 ///
 /// Reports go to stdout (a live table on a terminal, plain blocks when piped, or one JSON
 /// snapshot per line with --report-format json); the banner and logs go to stderr.
@@ -37,6 +42,33 @@ struct Cli {
     /// (one snapshot object per line, for scripts and jq), or `off`.
     #[arg(long, env = "LANMON_REPORT_FORMAT", value_enum, default_value_t = Format::Text)]
     report_format: Format,
+
+    /// UDP port the discovery beacon is sent to (agents with --discover listen on it).
+    #[arg(long, env = "LANMON_DISCOVERY_PORT", default_value_t = DEFAULT_DISCOVERY_PORT, value_name = "PORT")]
+    discovery_port: u16,
+
+    /// Send the beacon to this address instead of the automatic targets (repeatable; an IP
+    /// uses --discovery-port, or give IP:PORT). Example for one machine: 127.255.255.255.
+    /// Automatic targets: 127.255.255.255 plus the broadcast address of every up IPv4
+    /// interface, re-read every 10 s.
+    #[arg(
+        long,
+        env = "LANMON_BEACON_TO",
+        value_delimiter = ',',
+        value_name = "ADDR",
+        conflicts_with = "no_beacon"
+    )]
+    beacon_to: Vec<String>,
+
+    /// How often to send the discovery beacon (the first goes out at once).
+    #[arg(long, env = "LANMON_BEACON_INTERVAL", value_parser = parse_duration,
+          default_value = humantime::format_duration(DEFAULT_BEACON_INTERVAL).to_string(),
+          value_name = "DURATION")]
+    beacon_interval: Duration,
+
+    /// Do not send discovery beacons (agents then need --host).
+    #[arg(long, env = "LANMON_NO_BEACON")]
+    no_beacon: bool,
 
     /// Log verbosity on stderr (RUST_LOG, if set, overrides it).
     #[arg(long, env = "LANMON_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
@@ -65,14 +97,21 @@ fn main() -> ExitCode {
         true,
     );
     let mut config = ServerConfig::new(cli.bind);
-    if let Some(name) = cli.name {
-        config.name = name;
+    if let Some(name) = &cli.name {
+        config.name = name.clone();
     }
     config.report_interval = cli.report_interval.max(Duration::from_millis(50));
     config.report_format = match cli.report_format {
         Format::Text => ReportFormat::Text,
         Format::Json => ReportFormat::Json,
         Format::Off => ReportFormat::Off,
+    };
+    config.beacon = match beacon_config(&cli) {
+        Ok(beacon) => beacon,
+        Err(e) => {
+            eprintln!("server: {e}");
+            return ExitCode::from(2);
+        }
     };
     let system = actix::System::new();
     let result = system.block_on(async move {
@@ -94,4 +133,31 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The beacon's settings from the flags; `None` with --no-beacon.
+fn beacon_config(cli: &Cli) -> Result<Option<BeaconConfig>, String> {
+    if cli.no_beacon {
+        return Ok(None);
+    }
+    let targets = if cli.beacon_to.is_empty() {
+        BeaconTargets::Auto {
+            port: cli.discovery_port,
+        }
+    } else {
+        let parse = |s: &String| -> Result<SocketAddr, String> {
+            let s = s.trim();
+            s.parse::<SocketAddr>()
+                .or_else(|_| {
+                    s.parse::<IpAddr>()
+                        .map(|ip| SocketAddr::new(ip, cli.discovery_port))
+                })
+                .map_err(|_| format!("--beacon-to `{s}`: expected an IP address or IP:PORT"))
+        };
+        BeaconTargets::Explicit(cli.beacon_to.iter().map(parse).collect::<Result<_, _>>()?)
+    };
+    Ok(Some(BeaconConfig {
+        targets,
+        interval: cli.beacon_interval.max(Duration::from_millis(50)),
+    }))
 }

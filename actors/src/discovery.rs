@@ -1,0 +1,280 @@
+//! Zero-config discovery: the beacon datagram, and the agent's side of listening for it.
+//!
+//! The server's Beacon actor ([`crate::server::beacon`]) sends a small JSON [`Beacon`] over
+//! UDP every second to the broadcast address of each LAN (and to loopback). An agent started
+//! with `--discover` listens on the discovery port ([`DEFAULT_DISCOVERY_PORT`]) with
+//! SO_REUSEADDR + SO_REUSEPORT so several agents on one host all hear every beacon, takes the
+//! first valid beacon (or the one whose name it was told), and connects to the beacon's
+//! **source address** at the advertised TCP port. Anything that is not a valid beacon is
+//! ignored.
+//!
+//! Room for authentication: a beacon may carry an optional `sig` field. Version 1 agents ignore
+//! it; a later keyed agent will require it, without a change to version 1's format.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::UdpSocket;
+
+use crate::protocol::{MAX_TEXT_LEN, PROTOCOL_VERSION};
+
+/// UDP port beacons are sent to. The same number as the TCP port: one number to remember and
+/// to open in a firewall (8080/tcp for samples, 8080/udp for discovery).
+pub const DEFAULT_DISCOVERY_PORT: u16 = 8080;
+/// How often the server announces itself.
+pub const DEFAULT_BEACON_INTERVAL: Duration = Duration::from_secs(1);
+/// Loopback broadcast: reaches agents on this machine only.
+pub const LOOPBACK_BROADCAST: Ipv4Addr = Ipv4Addr::new(127, 255, 255, 255);
+/// The `service` tag every beacon carries; anything else is foreign traffic.
+pub const BEACON_SERVICE: &str = "lanmon";
+/// Largest datagram accepted as a beacon.
+pub const MAX_BEACON_LEN: usize = 1024;
+/// A server not heard for this long is no longer listed as heard.
+pub const HEARD_RECENTLY: Duration = Duration::from_secs(5);
+/// Most distinct servers remembered at once.
+pub const MAX_HEARD: usize = 256;
+/// While an agent waits for a beacon, it says what it waits for this often.
+pub const WAITING_HINT_EVERY: Duration = Duration::from_secs(10);
+/// At most one "ignored a datagram" warning per this period.
+pub const INVALID_WARNING_EVERY: Duration = Duration::from_secs(30);
+
+/// The announcement. Small on purpose; see the module docs.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Beacon {
+    /// Always [`BEACON_SERVICE`].
+    pub service: String,
+    /// Wire protocol version the server speaks.
+    pub proto: u32,
+    pub server_id: String,
+    pub server_name: String,
+    /// TCP port agents connect to (at the beacon's source address).
+    pub port: u16,
+    /// Reserved for authenticated discovery (a signature over the other fields).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sig: Option<String>,
+}
+
+impl Beacon {
+    pub fn new(server_id: &str, server_name: &str, port: u16) -> Self {
+        Self {
+            service: BEACON_SERVICE.into(),
+            proto: PROTOCOL_VERSION,
+            server_id: server_id.into(),
+            server_name: server_name.into(),
+            port,
+            sig: None,
+        }
+    }
+
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).unwrap_or_default()
+    }
+
+    /// Parses and checks a datagram; `Err` says why it is not a beacon we can use.
+    pub fn decode(datagram: &[u8]) -> Result<Beacon, &'static str> {
+        if datagram.len() > MAX_BEACON_LEN {
+            return Err("datagram too long");
+        }
+        let b: Beacon = serde_json::from_slice(datagram).map_err(|_| "not a lanmon beacon")?;
+        if b.service != BEACON_SERVICE {
+            return Err("not a lanmon beacon");
+        }
+        if b.proto != PROTOCOL_VERSION {
+            return Err("beacon of an unsupported protocol version");
+        }
+        if b.port == 0
+            || b.server_id.is_empty()
+            || b.server_id.len() > MAX_TEXT_LEN
+            || b.server_name.len() > MAX_TEXT_LEN
+            || b.server_name.chars().any(char::is_control)
+        {
+            return Err("beacon with invalid fields");
+        }
+        Ok(b)
+    }
+}
+
+/// A server heard on the network.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    pub beacon: Beacon,
+    /// Where to connect: the beacon's source IP and its advertised port.
+    pub addr: SocketAddr,
+}
+
+/// Opens the agent's discovery socket on `0.0.0.0:port`, shareable by several agents on one
+/// host (SO_REUSEADDR, plus SO_REUSEPORT on Unix: then every listener gets every broadcast).
+pub fn listen_socket(port: u16) -> io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    #[cfg(unix)]
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())?;
+    UdpSocket::from_std(socket.into())
+}
+
+/// Listens for beacons and remembers which servers were heard; rate-limits its warnings.
+#[derive(Debug)]
+pub struct Listener {
+    socket: UdpSocket,
+    port: u16,
+    /// Only accept the server with this name.
+    want: Option<String>,
+    /// Servers heard, by id, with when they were last heard.
+    heard: HashMap<String, (Found, Instant)>,
+    last_invalid_warning: Option<Instant>,
+    ignored: u64,
+}
+
+impl Listener {
+    pub fn bind(port: u16, want: Option<String>) -> io::Result<Self> {
+        Ok(Self {
+            socket: listen_socket(port)?,
+            port,
+            want,
+            heard: HashMap::new(),
+            last_invalid_warning: None,
+            ignored: 0,
+        })
+    }
+
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Servers heard within the last [`HEARD_RECENTLY`] (a stopped server drops out).
+    pub fn heard(&self) -> impl Iterator<Item = &Found> {
+        self.heard
+            .values()
+            .filter(|(_, at)| at.elapsed() <= HEARD_RECENTLY)
+            .map(|(found, _)| found)
+    }
+
+    /// Datagrams ignored so far (not a valid beacon).
+    pub fn ignored(&self) -> u64 {
+        self.ignored
+    }
+
+    /// Drops datagrams already queued (beacons heard before now may be stale).
+    pub fn drain(&mut self) {
+        let mut buf = [0u8; MAX_BEACON_LEN + 1];
+        while self.socket.try_recv_from(&mut buf).is_ok() {}
+    }
+
+    /// Waits for the next valid beacon (any server). The returned bool is true the first time
+    /// a server is heard.
+    pub async fn next(&mut self) -> io::Result<(Found, bool)> {
+        let mut buf = [0u8; MAX_BEACON_LEN + 1];
+        loop {
+            let (n, from) = self.socket.recv_from(&mut buf).await?;
+            match Beacon::decode(&buf[..n]) {
+                Ok(beacon) => {
+                    let found = Found {
+                        addr: SocketAddr::new(from.ip(), beacon.port),
+                        beacon,
+                    };
+                    let now = Instant::now();
+                    self.heard
+                        .retain(|_, (_, at)| now.duration_since(*at) <= HEARD_RECENTLY);
+                    if self.heard.len() >= MAX_HEARD {
+                        self.heard.clear(); // a flood of fake servers must not grow memory
+                    }
+                    let new = self
+                        .heard
+                        .insert(found.beacon.server_id.clone(), (found.clone(), now))
+                        .is_none_or(|(old, _)| old.addr != found.addr);
+                    return Ok((found, new));
+                }
+                Err(why) => {
+                    self.ignored += 1;
+                    let now = Instant::now();
+                    if self
+                        .last_invalid_warning
+                        .is_none_or(|t| now.duration_since(t) >= INVALID_WARNING_EVERY)
+                    {
+                        self.last_invalid_warning = Some(now);
+                        tracing::warn!(
+                            "ignored a datagram from {from} on UDP port {}: {why} ({} ignored so far)",
+                            self.port,
+                            self.ignored
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    /// Waits for a beacon from the wanted server (or any, if none was named).
+    pub async fn wanted(&mut self) -> io::Result<Found> {
+        loop {
+            let (found, _) = self.next().await?;
+            if self
+                .want
+                .as_ref()
+                .is_none_or(|w| *w == found.beacon.server_name)
+            {
+                return Ok(found);
+            }
+        }
+    }
+
+    /// Listens for `period` and returns every server heard, sorted by name.
+    pub async fn survey(&mut self, period: Duration) -> Vec<Found> {
+        let _ = tokio::time::timeout(period, async {
+            loop {
+                if self.next().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        let mut all: Vec<Found> = self.heard().cloned().collect();
+        all.sort_by(|a, b| (&a.beacon.server_name, a.addr).cmp(&(&b.beacon.server_name, b.addr)));
+        all
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn beacon_round_trip_and_golden_form() {
+        let b = Beacon::new("abc", "lab", 8080);
+        let bytes = b.encode();
+        assert_eq!(
+            String::from_utf8_lossy(&bytes),
+            r#"{"service":"lanmon","proto":1,"server_id":"abc","server_name":"lab","port":8080}"#
+        );
+        assert_eq!(Beacon::decode(&bytes), Ok(b));
+    }
+
+    #[test]
+    fn foreign_and_malformed_datagrams_are_refused() {
+        let cases: [&[u8]; 6] = [
+            b"",
+            b"\xff\x00garbage",
+            br#"{"service":"other","proto":1,"server_id":"a","server_name":"b","port":1}"#,
+            br#"{"service":"lanmon","proto":2,"server_id":"a","server_name":"b","port":1}"#,
+            br#"{"service":"lanmon","proto":1,"server_id":"a","server_name":"b","port":0}"#,
+            br#"{"service":"lanmon","proto":1,"server_id":"","server_name":"b","port":1}"#,
+        ];
+        for case in cases {
+            assert!(Beacon::decode(case).is_err(), "{case:?}");
+        }
+        let long = vec![b' '; MAX_BEACON_LEN + 1];
+        assert_eq!(Beacon::decode(&long), Err("datagram too long"));
+    }
+
+    #[test]
+    fn unknown_fields_and_a_signature_are_accepted() {
+        let b = br#"{"service":"lanmon","proto":1,"server_id":"a","server_name":"b","port":9,"sig":"x","extra":1}"#;
+        let parsed = Beacon::decode(b).map(|b| (b.port, b.sig));
+        assert_eq!(parsed, Ok((9, Some("x".into()))));
+    }
+}

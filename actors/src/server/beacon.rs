@@ -1,0 +1,198 @@
+//! Beacon actor: announces the server on UDP so that `agent --discover` finds it.
+//!
+//! Owns one UDP socket (SO_BROADCAST) and the list of targets. Sends a [`Beacon`] at once and
+//! then every interval to each target. With [`BeaconTargets::Auto`] the targets are the
+//! loopback broadcast plus the broadcast address of every up IPv4 interface that has one,
+//! re-read every [`REREAD_INTERFACES_EVERY`] so interfaces that come and go are followed;
+//! `--beacon-to` gives an explicit list instead. Receives [`Stop`] from the shutdown path.
+//! Sends nothing to other actors.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::discovery::{Beacon, LOOPBACK_BROADCAST};
+use crate::net::Interface;
+
+/// How often the interface list is read again in [`BeaconTargets::Auto`] mode.
+pub const REREAD_INTERFACES_EVERY: Duration = Duration::from_secs(10);
+
+/// Where beacons go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BeaconTargets {
+    /// Loopback broadcast plus every interface's broadcast address, on this port.
+    Auto { port: u16 },
+    /// Exactly these addresses.
+    Explicit(Vec<SocketAddr>),
+}
+
+/// The beacon's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BeaconConfig {
+    pub targets: BeaconTargets,
+    pub interval: Duration,
+}
+
+/// Stop announcing.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Stop;
+
+/// The automatic targets for a list of interfaces: loopback broadcast first, then each
+/// non-loopback interface's broadcast address, without repeats.
+pub fn auto_targets(interfaces: &[Interface], port: u16) -> Vec<SocketAddr> {
+    let mut seen = HashSet::new();
+    std::iter::once(LOOPBACK_BROADCAST)
+        .chain(
+            interfaces
+                .iter()
+                .filter(|i| !i.loopback)
+                .filter_map(|i| i.broadcast)
+                .filter(|b| !b.is_unspecified() && *b != Ipv4Addr::BROADCAST),
+        )
+        .filter(|b| seen.insert(*b))
+        .map(|b| SocketAddr::V4(SocketAddrV4::new(b, port)))
+        .collect()
+}
+
+/// Opens the sending socket: unbound port, broadcast allowed.
+fn sender() -> std::io::Result<UdpSocket> {
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_broadcast(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0).into())?;
+    Ok(socket.into())
+}
+
+/// See the module documentation.
+pub struct BeaconActor {
+    config: BeaconConfig,
+    payload: Vec<u8>,
+    socket: UdpSocket,
+    targets: Vec<SocketAddr>,
+    targets_read_at: Option<Instant>,
+    /// Targets whose last send failed (warned once until they work again).
+    failing: HashSet<SocketAddr>,
+}
+
+impl BeaconActor {
+    pub fn new(config: BeaconConfig, beacon: &Beacon) -> std::io::Result<Self> {
+        Ok(Self {
+            config,
+            payload: beacon.encode(),
+            socket: sender()?,
+            targets: Vec::new(),
+            targets_read_at: None,
+            failing: HashSet::new(),
+        })
+    }
+
+    fn refresh_targets(&mut self) {
+        let targets = match &self.config.targets {
+            BeaconTargets::Explicit(list) => list.clone(),
+            BeaconTargets::Auto { port } => {
+                let due = self
+                    .targets_read_at
+                    .is_none_or(|t| t.elapsed() >= REREAD_INTERFACES_EVERY);
+                if !due {
+                    return;
+                }
+                self.targets_read_at = Some(Instant::now());
+                auto_targets(&crate::net::ipv4_interfaces(), *port)
+            }
+        };
+        if targets != self.targets {
+            let list: Vec<String> = targets.iter().map(ToString::to_string).collect();
+            tracing::info!(
+                "beacon: announcing every {:?} to {}",
+                self.config.interval,
+                list.join(", ")
+            );
+            self.targets = targets;
+        }
+    }
+
+    fn announce(&mut self) {
+        self.refresh_targets();
+        for target in &self.targets {
+            match self.socket.send_to(&self.payload, target) {
+                Ok(_) => {
+                    self.failing.remove(target);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => {
+                    if self.failing.insert(*target) {
+                        tracing::warn!("beacon: cannot send to {target}: {e}");
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Actor for BeaconActor {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        ctx.run_interval_at(
+            actix::clock::Instant::now(),
+            self.config.interval,
+            |this, _| this.announce(),
+        );
+    }
+}
+
+impl Handler<Stop> for BeaconActor {
+    type Result = ();
+
+    fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
+        ctx.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn iface(name: &str, ip: [u8; 4], broadcast: Option<[u8; 4]>, loopback: bool) -> Interface {
+        Interface {
+            name: name.into(),
+            ip: ip.into(),
+            broadcast: broadcast.map(Into::into),
+            loopback,
+        }
+    }
+
+    #[test]
+    fn auto_targets_are_loopback_plus_each_lan_broadcast() {
+        let interfaces = [
+            iface("lo", [127, 0, 0, 1], None, true),
+            iface("eth0", [10, 1, 0, 5], Some([10, 1, 0, 255]), false),
+            iface("eth0", [10, 1, 0, 6], Some([10, 1, 0, 255]), false),
+            iface("wlan0", [192, 0, 2, 9], Some([192, 0, 2, 255]), false),
+            iface("tun0", [10, 9, 0, 1], None, false),
+            iface("odd", [10, 8, 0, 1], Some([255, 255, 255, 255]), false),
+        ];
+        let got: Vec<String> = auto_targets(&interfaces, 8080)
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "127.255.255.255:8080",
+                "10.1.0.255:8080",
+                "192.0.2.255:8080"
+            ]
+        );
+    }
+
+    #[test]
+    fn no_interfaces_still_announce_on_loopback() {
+        let got = auto_targets(&[], 9);
+        assert_eq!(got, [SocketAddr::from(([127, 255, 255, 255], 9))]);
+    }
+}
