@@ -1,0 +1,267 @@
+//! End to end: the real `server` and `agent` binaries on 127.0.0.1, observed through the
+//! server's JSON snapshots and the agents' logs. Build the binaries first:
+//! `cargo build --workspace --bins && cargo test -p integration-tests`.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+use support::{Agent, DEADLINE, Server, agent, is_live, names, seq, status};
+
+/// How long the server may take to stop after SIGINT or SIGTERM.
+const SERVER_STOP_LIMIT: Duration = Duration::from_secs(2);
+
+/// The seq of every named agent in `snapshot`.
+fn seqs(snapshot: &Value, names: &[&str]) -> BTreeMap<String, u64> {
+    names
+        .iter()
+        .map(|n| ((*n).to_string(), seq(snapshot, n)))
+        .collect()
+}
+
+/// Whether every agent in `before` is live with a seq above the one recorded there.
+fn all_live_and_advanced(snapshot: &Value, before: &BTreeMap<String, u64>) -> bool {
+    before
+        .iter()
+        .all(|(name, &s)| is_live(snapshot, name) && seq(snapshot, name) > s)
+}
+
+/// Three agents show up `live` with this machine's real core count and memory size, their
+/// source IP and names, and a `seq` that keeps advancing.
+#[test]
+fn three_agents_live_with_real_metrics() {
+    let server = Server::start();
+    let agents: Vec<Agent> = ["alpha", "bravo", "charlie"]
+        .iter()
+        .map(|n| Agent::start(server.port(), n))
+        .collect();
+    let wanted: Vec<&str> = agents.iter().map(Agent::name).collect();
+
+    let snap = server.wait_for(DEADLINE, |s| {
+        wanted.iter().all(|n| {
+            is_live(s, n)
+                && agent(s, n).is_some_and(|a| !a["cpu"].is_null() && !a["memory"].is_null())
+        })
+    });
+
+    assert_eq!(snap["summary"]["agents"], 3, "{snap}");
+    assert_eq!(snap["summary"]["live"], 3, "{snap}");
+    assert_eq!(names(&snap), wanted, "agents listed by name");
+    let cores = support::proc_stat_cores();
+    let mem_total = support::mem_total_bytes();
+    for name in &wanted {
+        let a = agent(&snap, name).unwrap();
+        assert_eq!(a["ip"], "127.0.0.1", "{a}");
+        assert_eq!(a["cores"].as_u64(), Some(cores as u64), "{a}");
+        let per_core = a["cpu"]["per_core"].as_array().unwrap();
+        assert_eq!(per_core.len(), cores, "per_core vs /proc/stat: {a}");
+        assert_eq!(
+            a["memory"]["total"].as_u64(),
+            Some(mem_total),
+            "memory.total vs /proc/meminfo: {a}"
+        );
+        assert!(a["seq"].as_u64().unwrap() >= 1, "{a}");
+    }
+
+    let before = seqs(&snap, &wanted);
+    server.wait_for(DEADLINE, |s| all_live_and_advanced(s, &before));
+}
+
+/// SIGKILL on one agent turns it `offline` (without a `bye`) while the other two stay `live`
+/// and keep sending.
+#[test]
+fn killed_agent_goes_offline_others_stay_live() {
+    let server = Server::start();
+    let mut victim = Agent::start(server.port(), "victim");
+    let survivors = [
+        Agent::start(server.port(), "steady-1"),
+        Agent::start(server.port(), "steady-2"),
+    ];
+    let survivor_names: Vec<&str> = survivors.iter().map(Agent::name).collect();
+    server.wait_for(DEADLINE, |s| {
+        is_live(s, "victim") && survivor_names.iter().all(|n| is_live(s, n))
+    });
+
+    victim.kill();
+    let at_kill = seqs(&server.wait_for(DEADLINE, |_| true), &survivor_names);
+
+    let snap = server.wait_for(DEADLINE, |s| {
+        status(s, "victim") == Some("offline") && all_live_and_advanced(s, &at_kill)
+    });
+    let reason = agent(&snap, "victim").unwrap()["offline_reason"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(
+        !reason.is_empty() && !reason.starts_with("bye"),
+        "a killed agent cannot say bye; offline_reason = {reason:?}"
+    );
+    assert_eq!(snap["summary"]["live"], 2, "{snap}");
+    assert_eq!(snap["summary"]["offline"], 1, "{snap}");
+}
+
+/// An agent started before the server logs that the connection was refused, keeps retrying,
+/// and becomes `live` once the server is up.
+#[test]
+fn agent_started_before_server_connects_later() {
+    let port = support::free_port();
+    let early = Agent::start(port, "early-bird");
+    let refused_at = early.wait_for_output(DEADLINE, 0, "connection refused");
+
+    let server = Server::start_on(port);
+    let snap = server.wait_for(DEADLINE, |s| {
+        is_live(s, "early-bird") && seq(s, "early-bird") >= 1
+    });
+    assert_eq!(snap["server"]["listen"], format!("127.0.0.1:{port}"));
+    let connected_at = early.wait_for_output(DEADLINE, 0, "Connected to");
+    assert!(
+        refused_at < connected_at,
+        "the refusal should be logged before the connection\n{}",
+        early.diagnostics()
+    );
+}
+
+/// SIGTERM makes an agent say `bye` and exit 0; the server shows it `offline` because of that
+/// `bye`.
+#[test]
+fn agent_sigterm_says_bye_and_exits_zero() {
+    let server = Server::start();
+    let mut leaving = Agent::start(server.port(), "leaving");
+    server.wait_for(DEADLINE, |s| is_live(s, "leaving"));
+
+    leaving.signal(libc::SIGTERM);
+    let status = leaving.wait_exit(DEADLINE);
+    assert_eq!(
+        status.code(),
+        Some(0),
+        "agent exit: {status}\n{}",
+        leaving.diagnostics()
+    );
+
+    let snap = server.wait_for(DEADLINE, |s| status_is(s, "leaving", "offline"));
+    let reason = agent(&snap, "leaving").unwrap()["offline_reason"].as_str();
+    assert!(
+        reason.is_some_and(|r| r.starts_with("bye")),
+        "offline_reason = {reason:?}"
+    );
+}
+
+fn status_is(snapshot: &Value, name: &str, wanted: &str) -> bool {
+    status(snapshot, name) == Some(wanted)
+}
+
+/// Stops a server that has one connected agent with `signal`; checks the server exits 0
+/// within [`SERVER_STOP_LIMIT`] and that the agent survives: it logs the lost connection,
+/// retries, and is still running.
+fn server_stops_cleanly_on(signal: libc::c_int, agent_name: &str) {
+    let mut server = Server::start();
+    let mut survivor = Agent::start(server.port(), agent_name);
+    server.wait_for(DEADLINE, |s| {
+        is_live(s, agent_name) && seq(s, agent_name) >= 1
+    });
+
+    let sent = Instant::now();
+    server.signal(signal);
+    let exit = server.wait_exit(DEADLINE);
+    let took = sent.elapsed();
+    assert_eq!(
+        exit.code(),
+        Some(0),
+        "server exit: {exit}\n{}",
+        server.stderr()
+    );
+    assert!(
+        took <= SERVER_STOP_LIMIT,
+        "server took {took:?} to stop (limit {SERVER_STOP_LIMIT:?})\n{}",
+        server.stderr()
+    );
+
+    let lost_at = survivor.wait_for_output(DEADLINE, 0, " lost: ");
+    // Observable proof that it is still alive after the loss: the next connect attempt.
+    survivor.wait_for_output(DEADLINE, lost_at, "cannot connect");
+    assert_eq!(
+        survivor.try_exit(),
+        None,
+        "the agent must outlive the server\n{}",
+        survivor.diagnostics()
+    );
+}
+
+/// SIGINT makes the server exit 0 within 2 s; a connected agent logs the loss and keeps
+/// running.
+#[test]
+fn server_sigint_exits_zero_and_agent_survives() {
+    server_stops_cleanly_on(libc::SIGINT, "outlives-sigint");
+}
+
+/// SIGTERM makes the server exit 0 within 2 s; a connected agent logs the loss and keeps
+/// running.
+#[test]
+fn server_sigterm_exits_zero_and_agent_survives() {
+    server_stops_cleanly_on(libc::SIGTERM, "outlives-sigterm");
+}
+
+/// A client that sends a line that is not JSON gets an `error` frame with code `bad_frame`
+/// and is disconnected, while a real agent on the same server stays `live`.
+#[test]
+fn garbage_client_gets_bad_frame_agent_unaffected() {
+    let server = Server::start();
+    let _steady = Agent::start(server.port(), "steady");
+    let before = seqs(
+        &server.wait_for(DEADLINE, |s| is_live(s, "steady")),
+        &["steady"],
+    );
+
+    let answer = support::raw_exchange(server.port(), "not json");
+    assert_eq!(answer.frame["type"], "error", "{}", answer.frame);
+    assert_eq!(answer.frame["code"], "bad_frame", "{}", answer.frame);
+    assert!(answer.frame["message"].is_string(), "{}", answer.frame);
+    assert!(
+        answer.closed,
+        "server kept the connection open after an error frame"
+    );
+
+    let snap = server.wait_for(DEADLINE, |s| all_live_and_advanced(s, &before));
+    assert_eq!(
+        names(&snap),
+        ["steady"],
+        "the bad client must not be listed"
+    );
+}
+
+/// A `hello` speaking protocol 99 gets an `error` frame with code `unsupported_version` and is
+/// disconnected, while a real agent on the same server stays `live`.
+#[test]
+fn future_protocol_gets_unsupported_version_agent_unaffected() {
+    let server = Server::start();
+    let _steady = Agent::start(server.port(), "steady");
+    let before = seqs(
+        &server.wait_for(DEADLINE, |s| is_live(s, "steady")),
+        &["steady"],
+    );
+
+    let hello = serde_json::json!({
+        "type": "hello", "proto": 99, "agent_id": "from-the-future", "run_id": "r1",
+        "name": "from-the-future", "hostname": "test", "os": "test", "cores": 1,
+        "agent_version": "99.0.0", "interval_ms": 1000
+    });
+    let answer = support::raw_exchange(server.port(), &hello.to_string());
+    assert_eq!(answer.frame["type"], "error", "{}", answer.frame);
+    assert_eq!(
+        answer.frame["code"], "unsupported_version",
+        "{}",
+        answer.frame
+    );
+    assert!(
+        answer.closed,
+        "server kept the connection open after an error frame"
+    );
+
+    let snap = server.wait_for(DEADLINE, |s| all_live_and_advanced(s, &before));
+    assert_eq!(
+        names(&snap),
+        ["steady"],
+        "the refused client must not be listed"
+    );
+}

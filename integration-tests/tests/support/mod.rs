@@ -1,0 +1,587 @@
+//! Test harness: runs the real `server` and `agent` binaries on 127.0.0.1 and waits on the
+//! server's JSON snapshots (`--report-format json`), never on fixed sleeps.
+//!
+//! - [`Server::start`] spawns `server --bind 127.0.0.1:0 --report-format json
+//!   --report-interval 100ms --no-beacon`; a background thread keeps the latest snapshot and another the
+//!   server's stderr (banner and logs), shown when a wait fails.
+//! - [`Agent::start`] spawns `agent --host 127.0.0.1 --port PORT --interval 200ms --name NAME`
+//!   with its stdout (logs) and stderr captured.
+//! - Every child is killed and reaped on drop, so a failing test leaves no process behind.
+//!
+//! The binaries are found next to the test executable (`target/<profile>/`), as in ripgrep's
+//! `tests/util.rs`: Cargo sets `CARGO_BIN_EXE_*` only for a package's own binaries. Run
+//! `cargo build --workspace --bins` before `cargo test -p integration-tests`, or the tests run
+//! stale binaries (or panic if there are none).
+//!
+//! Network rule: everything binds and connects to 127.0.0.1 only (hence `--no-beacon`: the
+//! server's discovery beacon would broadcast on every interface). Run the suite inside
+//! `unshare -n sh -c 'ip link set lo up; cargo test -p integration-tests --offline'` as a
+//! safety net.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// How long any wait may take before the test fails: generous, CI machines are slow (2 cores,
+/// several tests in parallel).
+pub const DEADLINE: Duration = Duration::from_secs(15);
+
+/// Pause between two looks at observable state inside a wait loop.
+const POLL: Duration = Duration::from_millis(20);
+
+/// The only address the tests ever bind or connect to.
+pub const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+/// How often the test server prints a snapshot.
+const REPORT_INTERVAL: &str = "100ms";
+
+/// How often test agents sample and send.
+const AGENT_INTERVAL: &str = "200ms";
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panicking reader thread must not hide the diagnostics of the test that is failing.
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// Calls `f` until it returns `Some` or `within` has passed.
+pub fn poll<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = f() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(POLL);
+    }
+}
+
+/// The directory holding the workspace's built binaries: the test executable lives in
+/// `target/<profile>/deps/`, the binaries one level up.
+fn bin_dir() -> PathBuf {
+    let exe = std::env::current_exe()
+        .unwrap_or_else(|e| panic!("cannot find the test executable's path: {e}"));
+    let mut dir = exe
+        .parent()
+        .unwrap_or_else(|| panic!("test executable {} has no parent", exe.display()))
+        .to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// Path of the workspace binary `name`; panics with the fix if it has not been built.
+#[track_caller]
+pub fn bin(name: &str) -> PathBuf {
+    let path = bin_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
+    if !path.is_file() {
+        panic!(
+            "binary `{name}` not found at {}: run `cargo build --workspace --bins` before \
+             `cargo test -p integration-tests`",
+            path.display()
+        );
+    }
+    path
+}
+
+/// A command for a workspace binary, with an environment that cannot change its behaviour:
+/// no `RUST_LOG` and no `LANMON_*` variables from the developer's shell.
+#[track_caller]
+fn command(name: &str) -> Command {
+    let mut cmd = Command::new(bin(name));
+    cmd.env_remove("RUST_LOG").env("NO_COLOR", "1");
+    for (key, _) in std::env::vars_os() {
+        if key.to_string_lossy().starts_with("LANMON_") {
+            cmd.env_remove(key);
+        }
+    }
+    cmd.stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    cmd
+}
+
+/// Copies everything `from` produces into a shared string, on a background thread.
+fn capture(what: String, from: impl Read + Send + 'static) -> Arc<Mutex<String>> {
+    let buf = Arc::new(Mutex::new(String::new()));
+    let sink = buf.clone();
+    std::thread::Builder::new()
+        .name(what)
+        .spawn(move || {
+            let mut reader = BufReader::new(from);
+            let mut line = String::new();
+            // Ends at EOF, i.e. when the child exits (or on a read error).
+            while matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
+                lock(&sink).push_str(&line);
+                line.clear();
+            }
+        })
+        .unwrap_or_else(|e| panic!("cannot spawn a capture thread: {e}"));
+    buf
+}
+
+/// A child process that is killed and reaped when dropped.
+struct Proc {
+    what: String,
+    child: Child,
+    /// Set once the child has been reaped: its pid must not be signalled after that.
+    exited: Option<ExitStatus>,
+}
+
+impl Proc {
+    #[track_caller]
+    fn spawn(what: String, cmd: &mut Command) -> Proc {
+        let child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what} ({cmd:?}): {e}"));
+        Proc {
+            what,
+            child,
+            exited: None,
+        }
+    }
+
+    /// Sends `signal` (e.g. `libc::SIGTERM`) to the child.
+    #[track_caller]
+    #[allow(unsafe_code)] // kill(2) has no safe std wrapper for signals other than SIGKILL.
+    fn signal(&self, signal: libc::c_int) {
+        if let Some(status) = self.exited {
+            panic!("cannot signal {}: it already exited ({status})", self.what);
+        }
+        let pid = libc::pid_t::try_from(self.child.id())
+            .unwrap_or_else(|e| panic!("pid of {} out of range: {e}", self.what));
+        // SAFETY: kill(2) takes two integers and touches no memory of ours. The pid is our own
+        // child, not reaped yet (`exited` is None), so it cannot name another process.
+        let rc = unsafe { libc::kill(pid, signal) };
+        if rc != 0 {
+            panic!(
+                "kill({pid}, {signal}) on {} failed: {}",
+                self.what,
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+
+    /// SIGKILL, then reap.
+    #[track_caller]
+    fn kill(&mut self) -> ExitStatus {
+        if let Err(e) = self.child.kill() {
+            panic!("cannot kill {}: {e}", self.what);
+        }
+        self.wait_exit(DEADLINE)
+            .unwrap_or_else(|| panic!("{} did not die within {DEADLINE:?} of SIGKILL", self.what))
+    }
+
+    /// The exit status if the child has exited (and reaps it).
+    fn try_exit(&mut self) -> Option<ExitStatus> {
+        if self.exited.is_none() {
+            match self.child.try_wait() {
+                Ok(status) => self.exited = status,
+                Err(e) => panic!("cannot check whether {} exited: {e}", self.what),
+            }
+        }
+        self.exited
+    }
+
+    /// Waits up to `within` for the child to exit.
+    fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
+        poll(within, || self.try_exit())
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        if self.exited.is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
+/// What the server's stdout reader thread shares with the test.
+#[derive(Default)]
+struct Reports {
+    /// The latest snapshot printed.
+    latest: Option<Value>,
+    /// Snapshots printed so far.
+    count: u64,
+    /// Stdout lines that were not JSON: in `--report-format json` there must be none.
+    garbage: Vec<String>,
+    /// Stdout closed: the server exited (or closed its stdout).
+    closed: bool,
+}
+
+fn read_reports(stdout: ChildStdout) -> Arc<Mutex<Reports>> {
+    let reports = Arc::new(Mutex::new(Reports::default()));
+    let shared = reports.clone();
+    std::thread::Builder::new()
+        .name("server stdout".into())
+        .spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                let mut r = lock(&shared);
+                match serde_json::from_str::<Value>(&line) {
+                    Ok(snapshot) => {
+                        r.latest = Some(snapshot);
+                        r.count += 1;
+                    }
+                    Err(e) => r.garbage.push(format!("{line:?} ({e})")),
+                }
+            }
+            lock(&shared).closed = true;
+        })
+        .unwrap_or_else(|e| panic!("cannot spawn the stdout reader thread: {e}"));
+    reports
+}
+
+/// A running `server` binary printing JSON snapshots; killed on drop.
+pub struct Server {
+    proc: Proc,
+    reports: Arc<Mutex<Reports>>,
+    stderr: Arc<Mutex<String>>,
+    port: u16,
+}
+
+impl Server {
+    /// Starts a server on an ephemeral loopback port and waits for its first snapshot.
+    #[track_caller]
+    pub fn start() -> Server {
+        Server::start_on(0)
+    }
+
+    /// Starts a server on `127.0.0.1:port` (0: any free port) and waits for its first
+    /// snapshot, which names the real port.
+    #[track_caller]
+    pub fn start_on(port: u16) -> Server {
+        let mut cmd = command("server");
+        cmd.arg("--bind")
+            .arg(format!("{LOOPBACK}:{port}"))
+            .args([
+                "--report-format",
+                "json",
+                "--report-interval",
+                REPORT_INTERVAL,
+            ])
+            // The UDP discovery beacon goes to every interface's broadcast address by default,
+            // i.e. onto the shared network: never from tests.
+            .arg("--no-beacon")
+            .args(["--log-level", "info"]);
+        let mut proc = Proc::spawn("server".into(), &mut cmd);
+        let (Some(stdout), Some(stderr)) = (proc.child.stdout.take(), proc.child.stderr.take())
+        else {
+            panic!("server started without piped stdout/stderr");
+        };
+        let mut server = Server {
+            reports: read_reports(stdout),
+            stderr: capture("server stderr".into(), stderr),
+            proc,
+            port: 0,
+        };
+        let first = server.wait_for(DEADLINE, |_| true);
+        let listen = first["server"]["listen"].as_str().unwrap_or_default();
+        let Some((host, real_port)) = listen.rsplit_once(':') else {
+            panic!("snapshot has no valid .server.listen: {first}");
+        };
+        assert_eq!(host, LOOPBACK.to_string(), "server listens on {listen}");
+        server.port = real_port
+            .parse()
+            .unwrap_or_else(|e| panic!("bad port in .server.listen {listen:?}: {e}"));
+        if port != 0 {
+            assert_eq!(server.port, port, "server did not bind the requested port");
+        }
+        server
+    }
+
+    /// The TCP port agents connect to.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Everything the server wrote to stderr so far (banner and logs).
+    pub fn stderr(&self) -> String {
+        lock(&self.stderr).clone()
+    }
+
+    /// Polls the latest snapshot until `pred` holds and returns that snapshot. Panics after
+    /// `within` with the last snapshot and the server's stderr, or at once if the server
+    /// exits or prints anything that is not a JSON snapshot.
+    #[track_caller]
+    pub fn wait_for(&self, within: Duration, mut pred: impl FnMut(&Value) -> bool) -> Value {
+        let mut last = None;
+        let found = poll(within, || {
+            let r = lock(&self.reports);
+            if !r.garbage.is_empty() || r.closed {
+                return Some(Err(()));
+            }
+            last.clone_from(&r.latest);
+            r.latest.as_ref().filter(|s| pred(s)).cloned().map(Ok)
+        });
+        match found {
+            Some(Ok(snapshot)) => snapshot,
+            Some(Err(())) => {
+                let r = lock(&self.reports);
+                panic!(
+                    "server exited or printed non-JSON on stdout (closed: {}, bad lines: {:?})\n\
+                     last snapshot: {}\n--- server stderr ---\n{}",
+                    r.closed,
+                    r.garbage,
+                    pretty(r.latest.as_ref()),
+                    self.stderr()
+                );
+            }
+            None => panic!(
+                "no snapshot matched within {within:?} ({} snapshots seen)\nlast snapshot: {}\n\
+                 --- server stderr ---\n{}",
+                lock(&self.reports).count,
+                pretty(last.as_ref()),
+                self.stderr()
+            ),
+        }
+    }
+
+    /// Sends `signal` (`libc::SIGINT`, `libc::SIGTERM`, ...) to the server.
+    #[track_caller]
+    pub fn signal(&self, signal: libc::c_int) {
+        self.proc.signal(signal);
+    }
+
+    /// Waits up to `within` for the server to exit; panics with its stderr if it does not.
+    #[track_caller]
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        match self.proc.wait_exit(within) {
+            Some(status) => status,
+            None => panic!(
+                "server still running {within:?} later\n--- server stderr ---\n{}",
+                self.stderr()
+            ),
+        }
+    }
+}
+
+fn pretty(snapshot: Option<&Value>) -> String {
+    match snapshot {
+        Some(s) => serde_json::to_string_pretty(s).unwrap_or_else(|_| s.to_string()),
+        None => "(none yet)".into(),
+    }
+}
+
+/// A running `agent` binary; killed on drop.
+pub struct Agent {
+    name: String,
+    proc: Proc,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+}
+
+impl Agent {
+    /// Starts an agent named `name` sending every 200 ms to `127.0.0.1:port`.
+    #[track_caller]
+    pub fn start(port: u16, name: &str) -> Agent {
+        let mut cmd = command("agent");
+        cmd.args(["--host", &LOOPBACK.to_string()])
+            .args(["--port", &port.to_string()])
+            .args(["--interval", AGENT_INTERVAL, "--name", name])
+            .args(["--log-level", "info"]);
+        let mut proc = Proc::spawn(format!("agent {name}"), &mut cmd);
+        let (Some(stdout), Some(stderr)) = (proc.child.stdout.take(), proc.child.stderr.take())
+        else {
+            panic!("agent started without piped stdout/stderr");
+        };
+        Agent {
+            name: name.to_string(),
+            stdout: capture(format!("agent {name} stdout"), stdout),
+            stderr: capture(format!("agent {name} stderr"), stderr),
+            proc,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Everything the agent logged so far (its logs go to stdout).
+    pub fn stdout(&self) -> String {
+        lock(&self.stdout).clone()
+    }
+
+    /// Stdout and stderr, for failure messages.
+    pub fn diagnostics(&self) -> String {
+        format!(
+            "--- agent {} stdout ---\n{}--- agent {} stderr ---\n{}",
+            self.name,
+            self.stdout(),
+            self.name,
+            lock(&self.stderr)
+        )
+    }
+
+    /// Waits until the agent's stdout contains `needle` at or after byte `from`; returns the
+    /// byte offset where it starts, so callers can check the order of log lines.
+    #[track_caller]
+    pub fn wait_for_output(&self, within: Duration, from: usize, needle: &str) -> usize {
+        let found = poll(within, || {
+            let out = lock(&self.stdout);
+            out.get(from..)
+                .and_then(|rest| rest.find(needle))
+                .map(|i| from + i)
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "agent {} did not log {needle:?} within {within:?}\n{}",
+                self.name,
+                self.diagnostics()
+            )
+        })
+    }
+
+    /// SIGKILL: the agent dies without a word to the server.
+    #[track_caller]
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
+    /// Sends `signal` (`libc::SIGTERM`, ...) to the agent.
+    #[track_caller]
+    pub fn signal(&self, signal: libc::c_int) {
+        self.proc.signal(signal);
+    }
+
+    /// Waits up to `within` for the agent to exit; panics with its output if it does not.
+    #[track_caller]
+    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
+        match self.proc.wait_exit(within) {
+            Some(status) => status,
+            None => panic!(
+                "agent {} still running {within:?} later\n{}",
+                self.name,
+                self.diagnostics()
+            ),
+        }
+    }
+
+    /// The exit status if the agent has exited.
+    pub fn try_exit(&mut self) -> Option<ExitStatus> {
+        self.proc.try_exit()
+    }
+}
+
+// ---- Reading snapshots ----------------------------------------------------------------------
+
+/// The entry for the agent named `name` in `snapshot.agents`.
+pub fn agent<'a>(snapshot: &'a Value, name: &str) -> Option<&'a Value> {
+    snapshot["agents"]
+        .as_array()?
+        .iter()
+        .find(|a| a["name"].as_str() == Some(name))
+}
+
+/// The agent's `status` (`live`, `stale`, `offline`), if it is listed.
+pub fn status<'a>(snapshot: &'a Value, name: &str) -> Option<&'a str> {
+    agent(snapshot, name)?["status"].as_str()
+}
+
+/// Whether the agent is listed as `live`.
+pub fn is_live(snapshot: &Value, name: &str) -> bool {
+    status(snapshot, name) == Some("live")
+}
+
+/// The agent's latest `seq` (0 if it is not listed).
+pub fn seq(snapshot: &Value, name: &str) -> u64 {
+    agent(snapshot, name)
+        .and_then(|a| a["seq"].as_u64())
+        .unwrap_or(0)
+}
+
+/// The names of every agent in the snapshot, in snapshot order.
+pub fn names(snapshot: &Value) -> Vec<&str> {
+    snapshot["agents"]
+        .as_array()
+        .map(|agents| agents.iter().filter_map(|a| a["name"].as_str()).collect())
+        .unwrap_or_default()
+}
+
+// ---- This machine, read independently of the agent ------------------------------------------
+
+/// Logical CPUs as the kernel counts them: the `cpuN` lines of /proc/stat.
+/// (`available_parallelism` is not it: it follows cgroup quotas and affinity.)
+pub fn proc_stat_cores() -> usize {
+    let stat = std::fs::read_to_string("/proc/stat")
+        .unwrap_or_else(|e| panic!("cannot read /proc/stat: {e}"));
+    stat.lines()
+        .filter(|l| {
+            // `cpu0 …`, `cpu1 …`; not the `cpu  …` line that sums them all.
+            l.split_whitespace()
+                .next()
+                .and_then(|field| field.strip_prefix("cpu"))
+                .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+        })
+        .count()
+}
+
+/// `MemTotal` from /proc/meminfo, in bytes.
+pub fn mem_total_bytes() -> u64 {
+    let meminfo = std::fs::read_to_string("/proc/meminfo")
+        .unwrap_or_else(|e| panic!("cannot read /proc/meminfo: {e}"));
+    let kib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .and_then(|n| n.trim().parse::<u64>().ok())
+        .unwrap_or_else(|| panic!("no `MemTotal: N kB` line in /proc/meminfo"));
+    kib * 1024
+}
+
+// ---- Raw TCP ----------------------------------------------------------------------------------
+
+/// A port on 127.0.0.1 that was free a moment ago: bind port 0, read the port, release it.
+pub fn free_port() -> u16 {
+    let listener = TcpListener::bind((LOOPBACK, 0))
+        .unwrap_or_else(|e| panic!("cannot bind {LOOPBACK}:0: {e}"));
+    listener
+        .local_addr()
+        .unwrap_or_else(|e| panic!("no local address: {e}"))
+        .port()
+}
+
+/// How the server answered a raw client.
+#[derive(Debug)]
+pub struct RawAnswer {
+    /// The first line the server sent back, parsed.
+    pub frame: Value,
+    /// The server closed the connection right after that line.
+    pub closed: bool,
+}
+
+/// Connects to the server like an agent would, sends `line` (a newline is added) and reads
+/// the answer: one JSON line, then whether the server closed the connection.
+#[track_caller]
+pub fn raw_exchange(port: u16, line: &str) -> RawAnswer {
+    let mut stream = TcpStream::connect((LOOPBACK, port))
+        .unwrap_or_else(|e| panic!("cannot connect to {LOOPBACK}:{port}: {e}"));
+    stream
+        .set_read_timeout(Some(DEADLINE))
+        .unwrap_or_else(|e| panic!("cannot set a read timeout: {e}"));
+    stream
+        .write_all(format!("{line}\n").as_bytes())
+        .unwrap_or_else(|e| panic!("cannot send {line:?}: {e}"));
+    let mut reader = BufReader::new(stream);
+    let mut answer = String::new();
+    reader
+        .read_line(&mut answer)
+        .unwrap_or_else(|e| panic!("no answer to {line:?} within {DEADLINE:?}: {e}"));
+    let frame = serde_json::from_str(&answer)
+        .unwrap_or_else(|e| panic!("answer to {line:?} is not one JSON line: {answer:?} ({e})"));
+    let mut rest = Vec::new();
+    let closed = match reader.read_to_end(&mut rest) {
+        Ok(_) => rest.is_empty(),
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
+    RawAnswer { frame, closed }
+}
