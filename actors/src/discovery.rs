@@ -155,6 +155,11 @@ impl Listener {
             .map(|(found, _)| found)
     }
 
+    /// Forgets a server (e.g. one that just said bye), so it is not named as "also heard".
+    pub fn forget(&mut self, server_id: &str) {
+        self.heard.remove(server_id);
+    }
+
     /// Datagrams ignored so far (not a valid beacon).
     pub fn ignored(&self) -> u64 {
         self.ignored

@@ -381,6 +381,10 @@ impl<S: MetricsSource> Agent<S> {
     async fn connected(&mut self, stream: TcpStream, addr: SocketAddr) -> Ended {
         let mut listener = self.discovery.take();
         let ended = self.stream_to(stream, addr, listener.as_mut()).await;
+        // The server we lost is not a candidate any more until it beacons again.
+        if let (Some(l), Some(id)) = (listener.as_mut(), self.server_id.take()) {
+            l.forget(&id);
+        }
         self.discovery = listener;
         ended
     }

@@ -13,7 +13,8 @@
 //! 2. the Registry tells every Session to close: each sends `bye` to its agent;
 //! 3. the sessions' writers flush their last frames (bounded by
 //!    [`SHUTDOWN_GRACE`](crate::config::SHUTDOWN_GRACE));
-//! 4. the actors stop. The caller then stops the `System`.
+//! 4. the Reporter prints a last report (agents now `offline`, reason "server shut down");
+//! 5. the caller stops the `System`, which stops the actors.
 
 pub mod beacon;
 pub mod listener;
@@ -170,7 +171,9 @@ impl Server {
         {
             tracing::warn!("some connections did not flush before the shutdown deadline");
         }
-        drop(self.reporter);
+        if tokio::time::Instant::now() < deadline {
+            let _ = tokio::time::timeout_at(deadline, self.reporter.send(reporter::Flush)).await;
+        }
     }
 }
 

@@ -6,6 +6,8 @@
 //! - [`ReportFormat::Text`] when piped: plain blocks, one per report;
 //! - [`ReportFormat::Json`]: one JSON snapshot per line (see [`crate::snapshot`]).
 //!
+//! [`Flush`] asks for one more report at once (the server's last, at shutdown).
+//!
 //! Rendering is a pure function ([`render_text`]) so it is tested without an actor.
 
 use std::fmt::Write as _;
@@ -81,6 +83,28 @@ impl Reporter {
             tracing::warn!("report output failed ({e}); reporting stopped");
             self.format = ReportFormat::Off;
         }
+    }
+}
+
+/// Report once more, now (used at shutdown so the last report shows agents going offline).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Flush;
+
+impl Handler<Flush> for Reporter {
+    type Result = ResponseActFuture<Self, ()>;
+
+    fn handle(&mut self, _: Flush, _: &mut Self::Context) -> Self::Result {
+        Box::pin(
+            self.registry
+                .send(registry::GetSnapshot)
+                .into_actor(self)
+                .map(|res, this, _| {
+                    if let Ok(snapshot) = res {
+                        this.report(&snapshot);
+                    }
+                }),
+        )
     }
 }
 

@@ -94,7 +94,7 @@ pub fn bin(name: &str) -> PathBuf {
 /// A command for a workspace binary, with an environment that cannot change its behaviour:
 /// no `RUST_LOG` and no `LANMON_*` variables from the developer's shell.
 #[track_caller]
-fn command(name: &str) -> Command {
+pub fn command(name: &str) -> Command {
     let mut cmd = Command::new(bin(name));
     cmd.env_remove("RUST_LOG").env("NO_COLOR", "1");
     for (key, _) in std::env::vars_os() {
@@ -260,6 +260,13 @@ impl Server {
     /// snapshot, which names the real port.
     #[track_caller]
     pub fn start_on(port: u16) -> Server {
+        Server::start_with(port, &[])
+    }
+
+    /// Like [`Server::start_on`] with extra flags. Unless they include `--beacon-to`, the
+    /// beacon is turned off.
+    #[track_caller]
+    pub fn start_with(port: u16, extra: &[&str]) -> Server {
         let mut cmd = command("server");
         cmd.arg("--bind")
             .arg(format!("{LOOPBACK}:{port}"))
@@ -269,10 +276,13 @@ impl Server {
                 "--report-interval",
                 REPORT_INTERVAL,
             ])
+            .args(["--log-level", "info"])
+            .args(extra);
+        if !extra.contains(&"--beacon-to") {
             // The UDP discovery beacon goes to every interface's broadcast address by default,
             // i.e. onto the shared network: never from tests.
-            .arg("--no-beacon")
-            .args(["--log-level", "info"]);
+            cmd.arg("--no-beacon");
+        }
         let mut proc = Proc::spawn("server".into(), &mut cmd);
         let (Some(stdout), Some(stderr)) = (proc.child.stdout.take(), proc.child.stderr.take())
         else {
@@ -346,6 +356,21 @@ impl Server {
         }
     }
 
+    /// The last snapshot the server printed before its stdout closed (it exited); panics if
+    /// stdout does not close within `within`.
+    #[track_caller]
+    pub fn final_snapshot(&self, within: Duration) -> Value {
+        let last = poll(within, || {
+            let r = lock(&self.reports);
+            r.closed.then(|| r.latest.clone())
+        });
+        match last {
+            Some(Some(snapshot)) => snapshot,
+            Some(None) => panic!("the server printed no snapshot at all"),
+            None => panic!("server stdout still open after {within:?}"),
+        }
+    }
+
     /// Sends `signal` (`libc::SIGINT`, `libc::SIGTERM`, ...) to the server.
     #[track_caller]
     pub fn signal(&self, signal: libc::c_int) {
@@ -384,11 +409,30 @@ impl Agent {
     /// Starts an agent named `name` sending every 200 ms to `127.0.0.1:port`.
     #[track_caller]
     pub fn start(port: u16, name: &str) -> Agent {
+        let (host, port) = (LOOPBACK.to_string(), port.to_string());
+        Agent::start_with(name, &["--host", &host, "--port", &port])
+    }
+
+    /// Starts an agent named `name` sampling every 200 ms, finding the server as `target`
+    /// says (`["--host", ..]` or `["--discover", ..]`).
+    #[track_caller]
+    pub fn start_with(name: &str, target: &[&str]) -> Agent {
+        let mut args = target.to_vec();
+        args.extend(["--interval", AGENT_INTERVAL, "--name", name]);
+        args.extend(["--log-level", "info"]);
+        Agent::spawn(name, &args)
+    }
+
+    /// Runs `agent` with exactly `args` (e.g. the `discover` subcommand).
+    #[track_caller]
+    pub fn start_with_args(args: &[&str]) -> Agent {
+        Agent::spawn(&args.join(" "), args)
+    }
+
+    #[track_caller]
+    fn spawn(name: &str, args: &[&str]) -> Agent {
         let mut cmd = command("agent");
-        cmd.args(["--host", &LOOPBACK.to_string()])
-            .args(["--port", &port.to_string()])
-            .args(["--interval", AGENT_INTERVAL, "--name", name])
-            .args(["--log-level", "info"]);
+        cmd.args(args);
         let mut proc = Proc::spawn(format!("agent {name}"), &mut cmd);
         let (Some(stdout), Some(stderr)) = (proc.child.stdout.take(), proc.child.stderr.take())
         else {
@@ -539,6 +583,16 @@ pub fn mem_total_bytes() -> u64 {
 }
 
 // ---- Raw TCP ----------------------------------------------------------------------------------
+
+/// A UDP port that was free a moment ago (for a test's own discovery port).
+pub fn free_udp_port() -> u16 {
+    let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
+        .unwrap_or_else(|e| panic!("cannot bind a UDP socket: {e}"));
+    socket
+        .local_addr()
+        .unwrap_or_else(|e| panic!("no local address: {e}"))
+        .port()
+}
 
 /// A port on 127.0.0.1 that was free a moment ago: bind port 0, read the port, release it.
 pub fn free_port() -> u16 {

@@ -1,0 +1,90 @@
+# lanmon — every target a newcomer or CI needs. `make help` lists them.
+#
+#   make demo    a server and two agents on this machine (loopback only); Ctrl+C stops all
+#   make test    everything CI runs: setup, fmt check, clippy -D warnings, unit tests, itest
+
+SHELL        := /bin/bash
+CARGO        ?= cargo
+ARGS         ?=
+DEMO_PORT    ?= 8080
+RELEASE_BIN  := target/release
+DEBUG_BIN    := target/debug
+
+.PHONY: help setup build run-server run-agent demo test lint fmt-check clippy unit itest itest-loopback itest-lan clean
+
+help:
+	@echo "make demo        server + 2 agents on this machine (loopback only), Ctrl+C stops all"
+	@echo "make test        everything CI runs (setup, fmt, clippy, unit tests, itest)"
+	@echo "make build       release binaries in $(RELEASE_BIN)/ (server, agent)"
+	@echo "make run-server  ARGS='--beacon-to 127.255.255.255'   run the server (ARGS passed through)"
+	@echo "make run-agent   ARGS='--host 192.168.1.10'           run an agent (or ARGS=--discover)"
+	@echo "make itest       integration tests only (real binaries, real sockets)"
+	@echo "make clean       remove build output"
+
+# Installs what the tests need on a bare Debian machine (as root), and checks the toolchain.
+setup:
+	@command -v $(CARGO) >/dev/null || { [ -f "$$HOME/.cargo/env" ] && . "$$HOME/.cargo/env"; command -v $(CARGO) >/dev/null; } \
+	  || { echo "cargo not found: install Rust first (https://rustup.rs), then re-run make"; exit 1; }
+	@missing=""; \
+	 command -v jq      >/dev/null || missing="$$missing jq"; \
+	 command -v ip      >/dev/null || missing="$$missing iproute2"; \
+	 command -v unshare >/dev/null || missing="$$missing util-linux"; \
+	 command -v python3 >/dev/null || missing="$$missing python3"; \
+	 if [ -n "$$missing" ]; then \
+	   if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	     echo "installing:$$missing"; \
+	     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
+	   else echo "please install:$$missing"; exit 1; fi; \
+	 fi
+
+build:
+	$(CARGO) build --release --workspace --bins
+
+# The server's default beacon goes to every LAN this machine is on; on a shared or watched
+# network pass ARGS='--beacon-to 127.255.255.255' (this machine only) or ARGS=--no-beacon.
+run-server: build
+	$(RELEASE_BIN)/server $(ARGS)
+
+run-agent: build
+	$(RELEASE_BIN)/agent $(ARGS)
+
+demo: build
+	@bins/scripts/demo.sh $(RELEASE_BIN) $(DEMO_PORT)
+
+test: setup lint unit itest
+
+lint: fmt-check clippy
+
+fmt-check:
+	$(CARGO) fmt --all -- --check
+
+clippy:
+	$(CARGO) clippy --workspace --all-targets --locked -- -D warnings
+
+unit:
+	$(CARGO) test --workspace --exclude integration-tests --locked
+
+itest: itest-loopback itest-lan
+
+# Real server and agents on 127.0.0.1. As root, inside a private network namespace
+# (unshare -n) as a safety net: nothing in it can reach the shared network.
+itest-loopback:
+	$(CARGO) build --workspace --bins --locked
+	$(CARGO) test -p integration-tests --locked --no-run
+	@if [ "$$(id -u)" = 0 ] && command -v unshare >/dev/null; then \
+	  unshare -n sh -c 'ip link set lo up && exec $(CARGO) test -p integration-tests --locked --offline'; \
+	else \
+	  $(CARGO) test -p integration-tests --locked --offline; \
+	fi
+
+# Discovery across a real multi-host LAN built from network namespaces (needs root).
+itest-lan:
+	$(CARGO) build --workspace --bins --locked
+	@if [ "$$(id -u)" = 0 ]; then \
+	  integration-tests/netns/lan-discovery.sh $(DEBUG_BIN); \
+	else \
+	  echo "itest-lan: SKIPPED (needs root to create network namespaces; CI runs it as root)"; \
+	fi
+
+clean:
+	$(CARGO) clean

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# `make demo`: a server and two agents on this machine, loopback only. One agent finds the
+# server by --host, the other by --discover (the beacon goes to 127.255.255.255 only).
+# Ctrl+C stops all three.
+set -euo pipefail
+bin=${1:-target/release}
+port=${2:-8080}
+discovery_port=$((port + 1000))
+pids=()
+stop() {
+  trap - INT TERM EXIT
+  # Background children of a non-interactive shell ignore SIGINT: stop them with SIGTERM.
+  [ ${#pids[@]} -gt 0 ] && kill -TERM "${pids[@]}" 2>/dev/null || true
+  wait 2>/dev/null || true
+  echo "demo stopped"
+}
+trap stop INT TERM EXIT
+
+logs=$(mktemp -d)
+"$bin/agent" --host 127.0.0.1 --port "$port" --interval 1s --name demo-agent-1 --quiet \
+  >"$logs/agent1.log" 2>&1 &
+pids+=($!)
+"$bin/agent" --discover --discovery-port "$discovery_port" --interval 1s --name demo-agent-2 \
+  --quiet >"$logs/agent2.log" 2>&1 &
+pids+=($!)
+echo "demo: server on 127.0.0.1:$port, agents' logs in $logs; Ctrl+C stops all"
+# In the foreground, so Ctrl+C reaches it directly; the EXIT trap then stops the agents.
+"$bin/server" --bind "127.0.0.1:$port" --report-interval 2s \
+  --beacon-to 127.255.255.255 --discovery-port "$discovery_port" --name demo || true
