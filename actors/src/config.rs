@@ -35,3 +35,61 @@ pub const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames queued for one connection before the server decides the peer is not reading.
 pub const SESSION_QUEUE_FRAMES: usize = 256;
+/// Samples remembered per agent by the server (one hour at the default 5 s interval).
+pub const DEFAULT_HISTORY: usize = 720;
+/// The server drops a connection that sent nothing for this many of the agent's intervals
+/// (the agent's samples are its heartbeat); the agent likewise gives up on a server that has
+/// not acknowledged anything for this many intervals.
+pub const IDLE_INTERVALS: u32 = 3;
+/// Most simultaneous connections the server accepts.
+pub const MAX_CONNECTIONS: usize = 20_000;
+/// Most simultaneous connections from one IP address.
+pub const MAX_CONNECTIONS_PER_IP: usize = 1_000;
+/// TCP keepalive: first probe after this much silence (both sides), as a second line of
+/// defence under the application heartbeat.
+pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
+/// TCP keepalive: time between probes, and how many unanswered probes close the socket.
+pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
+pub const KEEPALIVE_RETRIES: u32 = 3;
+
+/// The server's limits on what one peer may do. Each has a flag; hitting one ends that
+/// connection only (with an `error` frame where possible and one log line).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest frame accepted, in bytes.
+    pub max_frame_len: usize,
+    /// Most per-core entries in `hello.cores` (and so in every sample).
+    pub max_cores: usize,
+    /// Most simultaneous connections in total.
+    pub max_connections: usize,
+    /// Most simultaneous connections from one IP address.
+    pub max_connections_per_ip: usize,
+    /// Time a connection has to send `hello` (slowloris guard).
+    pub hello_timeout: Duration,
+    /// A connection silent for this many of its agent's intervals is closed (`timeout`).
+    pub idle_intervals: u32,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_frame_len: crate::protocol::MAX_FRAME_LEN,
+            max_cores: crate::protocol::MAX_CORES,
+            max_connections: MAX_CONNECTIONS,
+            max_connections_per_ip: MAX_CONNECTIONS_PER_IP,
+            hello_timeout: HELLO_TIMEOUT,
+            idle_intervals: IDLE_INTERVALS,
+        }
+    }
+}
+
+/// Turns on TCP keepalive on a connected socket (errors are ignored: it is a second line of
+/// defence).
+pub fn set_keepalive(stream: &tokio::net::TcpStream) {
+    let keepalive = socket2::TcpKeepalive::new()
+        .with_time(KEEPALIVE_IDLE)
+        .with_interval(KEEPALIVE_INTERVAL);
+    #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
+    let keepalive = keepalive.with_retries(KEEPALIVE_RETRIES);
+    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
+}

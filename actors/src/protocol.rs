@@ -113,6 +113,10 @@ pub struct Welcome {
     pub server_id: String,
     pub server_name: String,
     pub server_version: String,
+    /// Highest `seq` of this agent's current run that the server already holds (it survived a
+    /// reconnect); the agent need not send those samples again. Absent for a new run.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seq: Option<u64>,
 }
 
 /// `ack`: highest `seq` of this run that the server has received.
@@ -142,6 +146,8 @@ pub enum ErrorCode {
     Timeout,
     /// A newer connection with the same agent id took over.
     Replaced,
+    /// A server limit was hit (connections in total or per IP, idle time, ...).
+    Limit,
     /// Some other server-side limit.
     #[serde(other)]
     Other,
@@ -155,6 +161,7 @@ impl ErrorCode {
             ErrorCode::InvalidValue => "invalid_value",
             ErrorCode::Timeout => "timeout",
             ErrorCode::Replaced => "replaced",
+            ErrorCode::Limit => "limit",
             ErrorCode::Other => "other",
         }
     }

@@ -26,6 +26,8 @@ pub enum Invalid {
         value: u64,
         total: u64,
     },
+    #[error("cores = {got} is not in 1..={max}")]
+    TooManyCores { got: u32, max: usize },
     #[error("seq must start at 1, got 0")]
     ZeroSeq,
 }
@@ -55,7 +57,13 @@ fn text(field: &'static str, value: &str, may_be_empty: bool) -> Result<(), Inva
     Ok(())
 }
 
+/// Validates a `hello` with the protocol's default core limit ([`MAX_CORES`]).
 pub fn hello(h: &Hello) -> Result<(), Invalid> {
+    hello_with_limit(h, MAX_CORES)
+}
+
+/// Validates a `hello`, allowing at most `max_cores` cores.
+pub fn hello_with_limit(h: &Hello, max_cores: usize) -> Result<(), Invalid> {
     if h.proto != PROTOCOL_VERSION {
         return Err(Invalid::UnsupportedVersion { got: h.proto });
     }
@@ -65,10 +73,10 @@ pub fn hello(h: &Hello) -> Result<(), Invalid> {
     text("hostname", &h.hostname, true)?;
     text("os", &h.os, true)?;
     text("agent_version", &h.agent_version, true)?;
-    if h.cores == 0 || h.cores as usize > MAX_CORES {
-        return Err(Invalid::Field {
-            field: "cores",
-            reason: "not in 1..=4096",
+    if h.cores == 0 || h.cores as usize > max_cores {
+        return Err(Invalid::TooManyCores {
+            got: h.cores,
+            max: max_cores,
         });
     }
     if h.interval_ms < MIN_INTERVAL_MS {
@@ -217,8 +225,17 @@ mod tests {
         };
         assert!(matches!(
             hello(&no_cores),
-            Err(Invalid::Field { field: "cores", .. })
+            Err(Invalid::TooManyCores { got: 0, .. })
         ));
+        let many = Hello {
+            cores: 65,
+            ..hello_fixture()
+        };
+        assert_eq!(hello(&many), Ok(()));
+        assert_eq!(
+            hello_with_limit(&many, 64),
+            Err(Invalid::TooManyCores { got: 65, max: 64 })
+        );
         let fast = Hello {
             interval_ms: 1,
             ..hello_fixture()

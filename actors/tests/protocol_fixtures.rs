@@ -178,6 +178,7 @@ fn server_welcome() -> TestResult {
         server_id: "9d8c7b6a-5f4e-4d3c-2b1a-0f9e8d7c6b5a".into(),
         server_name: "lanmon-server".into(),
         server_version: "0.1.0".into(),
+        last_seq: Some(41),
     });
     round_trip_server("server_welcome.json", &frame)
 }

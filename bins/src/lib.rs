@@ -13,6 +13,64 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (examples: 5s, 500ms, 1m)"))
 }
 
+/// Raises the soft open-files limit towards the hard limit, enough for `connections` sockets
+/// plus some slack (each agent is one socket); warns when the hard limit is lower. Returns the
+/// soft limit now in force.
+#[cfg(unix)]
+pub fn raise_fd_limit(connections: usize) -> u64 {
+    let want = u64::try_from(connections)
+        .unwrap_or(u64::MAX)
+        .saturating_add(64);
+    let Some((soft, hard)) = nofile_limit() else {
+        return 0;
+    };
+    if soft >= want {
+        return soft;
+    }
+    let new = want.min(hard);
+    let now = if set_nofile_limit(new, hard) {
+        new
+    } else {
+        soft
+    };
+    if now < want {
+        tracing::warn!(
+            "open-files limit is {now} (hard limit {hard}): room for about {} connections; raise it with `ulimit -n`",
+            now.saturating_sub(64)
+        );
+    }
+    now
+}
+
+#[cfg(not(unix))]
+pub fn raise_fd_limit(_connections: usize) -> u64 {
+    0
+}
+
+#[cfg(unix)]
+fn nofile_limit() -> Option<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit only writes into the struct we pass, which lives for the call.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    (rc == 0).then_some((lim.rlim_cur as u64, lim.rlim_max as u64))
+}
+
+#[cfg(unix)]
+fn set_nofile_limit(soft: u64, hard: u64) -> bool {
+    let lim = libc::rlimit {
+        rlim_cur: soft as libc::rlim_t,
+        rlim_max: hard as libc::rlim_t,
+    };
+    // SAFETY: setrlimit only reads the struct we pass, which lives for the call.
+    #[allow(unsafe_code)]
+    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
+    rc == 0
+}
+
 /// Log verbosity, from `--log-level` / `--quiet`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum LogLevel {

@@ -33,7 +33,10 @@ use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
 use crate::codec::{AgentCodec, encode_line};
-use crate::config::{BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, WELCOME_TIMEOUT, WRITE_TIMEOUT};
+use crate::config::{
+    BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, IDLE_INTERVALS, WELCOME_TIMEOUT, WRITE_TIMEOUT,
+    set_keepalive,
+};
 use crate::discovery::{self, Found, WAITING_HINT_EVERY};
 use crate::metrics::MetricsSource;
 use crate::protocol::{self, AgentFrame, Bye, ErrorFrame, Metrics, PROTOCOL_VERSION, ServerFrame};
@@ -114,6 +117,18 @@ enum ConnState {
     Backoff(Duration),
 }
 
+/// Most samples in flight (sent, not yet acknowledged) during a replay.
+pub const REPLAY_WINDOW: u64 = 32;
+
+/// Per-connection send state: what to send next, what the server has acknowledged, and when
+/// it last said anything.
+#[derive(Debug)]
+struct Flow {
+    next: u64,
+    acked: u64,
+    last_heard: tokio::time::Instant,
+}
+
 /// How a connection ended.
 #[derive(Debug)]
 enum Ended {
@@ -137,6 +152,7 @@ pub async fn run<S: MetricsSource>(
 struct Agent<S> {
     source: S,
     target: Target,
+    interval: Duration,
     hello: protocol::Hello,
     seq: u64,
     outbox: Outbox,
@@ -169,6 +185,7 @@ impl<S: MetricsSource> Agent<S> {
         Self {
             source,
             target: config.target,
+            interval: config.interval,
             hello,
             seq: 0,
             outbox: Outbox::new(config.buffer),
@@ -398,6 +415,7 @@ impl<S: MetricsSource> Agent<S> {
         mut beacons: Option<&mut discovery::Listener>,
     ) -> Ended {
         let _ = stream.set_nodelay(true);
+        set_keepalive(&stream);
         let (read, mut write) = stream.into_split();
         let mut frames = FramedRead::new(read, AgentCodec::new());
         if let Err(e) = send(&mut write, &AgentFrame::Hello(self.hello.clone())).await {
@@ -414,6 +432,10 @@ impl<S: MetricsSource> Agent<S> {
                     w.server_name,
                     w.server_version
                 );
+                // The server already holds these from before the reconnect: do not resend.
+                if let Some(held) = w.last_seq {
+                    self.outbox.ack(held);
+                }
             }
             Some(Ok(Some(Ok(ServerFrame::Error(e))))) => return Ended::Refused(e),
             Some(Ok(Some(Ok(other)))) => {
@@ -425,29 +447,38 @@ impl<S: MetricsSource> Agent<S> {
                 return Ended::Lost(format!("no welcome within {WELCOME_TIMEOUT:?}"));
             }
         }
-        // Replay what the server has not acknowledged (including samples taken while away).
-        let pending: Vec<Metrics> = self.outbox.pending().cloned().collect();
-        if pending.len() > 1 {
-            tracing::info!("sending {} buffered sample(s)", pending.len());
+        let mut flow = Flow {
+            next: self.outbox.pending().next().map_or(self.seq + 1, |m| m.seq),
+            acked: self.outbox.pending().next().map_or(self.seq, |m| m.seq - 1),
+            last_heard: tokio::time::Instant::now(),
+        };
+        let backlog = self.seq.saturating_sub(flow.acked);
+        if backlog > 1 {
+            tracing::info!("sending {backlog} buffered sample(s), {REPLAY_WINDOW} at a time");
         }
-        for m in pending {
-            if let Err(e) = self.send_metrics(&mut write, m).await {
+        let idle = self.interval * IDLE_INTERVALS;
+        loop {
+            if let Err(e) = self.pump(&mut write, &mut flow).await {
                 return Ended::Lost(e.to_string());
             }
-        }
-        loop {
             tokio::select! {
                 biased;
                 () = self.shutdown.cancelled() => return self.say_bye(&mut write).await,
-                frame = frames.next() => match frame {
-                    Some(Ok(ServerFrame::Ack(ack))) => self.outbox.ack(ack.seq),
-                    Some(Ok(ServerFrame::Error(e))) => return Ended::Refused(e),
-                    Some(Ok(ServerFrame::Bye(Bye { reason }))) => {
-                        return Ended::Lost(format!("server said bye ({})", reason.unwrap_or_default()));
+                frame = frames.next() => {
+                    flow.last_heard = tokio::time::Instant::now();
+                    match frame {
+                        Some(Ok(ServerFrame::Ack(ack))) => {
+                            flow.acked = flow.acked.max(ack.seq);
+                            self.outbox.ack(ack.seq);
+                        }
+                        Some(Ok(ServerFrame::Error(e))) => return Ended::Refused(e),
+                        Some(Ok(ServerFrame::Bye(Bye { reason }))) => {
+                            return Ended::Lost(format!("server said bye ({})", reason.unwrap_or_default()));
+                        }
+                        Some(Ok(ServerFrame::Welcome(_))) => {}
+                        Some(Err(e)) => return Ended::Lost(format!("bad frame from server: {e}")),
+                        None => return Ended::Lost("server closed the connection".into()),
                     }
-                    Some(Ok(ServerFrame::Welcome(_))) => {}
-                    Some(Err(e)) => return Ended::Lost(format!("bad frame from server: {e}")),
-                    None => return Ended::Lost("server closed the connection".into()),
                 },
                 heard = next_beacon(beacons.as_deref_mut()) => {
                     if let Ok((found, true)) = heard
@@ -461,22 +492,42 @@ impl<S: MetricsSource> Agent<S> {
                     }
                 },
                 _ = self.ticker.tick() => {
-                    let seq = self.sample();
-                    let latest = self.outbox.pending().last().filter(|m| m.seq == seq).cloned();
-                    if let Some(m) = latest
-                        && let Err(e) = self.send_metrics(&mut write, m).await
-                    {
-                        return Ended::Lost(e.to_string());
+                    self.sample();
+                    // Samples are the agent's heartbeat and acks the server's: a server that
+                    // acknowledged nothing for several intervals is gone (or the path is
+                    // half-open), whatever TCP says.
+                    if flow.next > flow.acked + 1 && flow.last_heard.elapsed() > idle {
+                        return Ended::Lost(format!(
+                            "no acknowledgement from the server for {:?} (half-open connection?)",
+                            flow.last_heard.elapsed()
+                        ));
                     }
                 }
             }
         }
     }
 
-    async fn send_metrics(&mut self, write: &mut OwnedWriteHalf, m: Metrics) -> io::Result<()> {
-        let seq = m.seq;
-        let n = send(write, &AgentFrame::Metrics(m)).await?;
-        tracing::info!("Sent {n} bytes (seq {seq})");
+    /// Sends every sample not yet sent, while no more than [`REPLAY_WINDOW`] are
+    /// unacknowledged: a backlog after a reconnect goes out at the pace the server
+    /// acknowledges it, so many agents replaying at once cannot flood the server.
+    async fn pump(&mut self, write: &mut OwnedWriteHalf, flow: &mut Flow) -> io::Result<()> {
+        while flow.next <= self.seq && flow.next <= flow.acked + REPLAY_WINDOW {
+            // Samples dropped from a full outbox are gone for good: skip them.
+            let oldest = self.outbox.pending().next().map_or(self.seq + 1, |m| m.seq);
+            flow.next = flow.next.max(oldest);
+            let Some(m) = self.outbox.get(flow.next).cloned() else {
+                return Ok(());
+            };
+            let live = m.seq == self.seq;
+            let seq = m.seq;
+            let n = send(write, &AgentFrame::Metrics(m)).await?;
+            if live {
+                tracing::info!("Sent {n} bytes (seq {seq})");
+            } else {
+                tracing::debug!("Sent {n} bytes (seq {seq}, buffered)");
+            }
+            flow.next += 1;
+        }
         Ok(())
     }
 

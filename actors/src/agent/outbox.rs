@@ -41,6 +41,14 @@ impl Outbox {
         }
     }
 
+    /// The sample with this seq, if still held. Seqs in the outbox are consecutive (samples
+    /// are pushed in order and only ever removed from the front), so this is an index.
+    pub fn get(&self, seq: u64) -> Option<&Metrics> {
+        let first = self.queue.front()?.seq;
+        let index = usize::try_from(seq.checked_sub(first)?).ok()?;
+        self.queue.get(index).filter(|m| m.seq == seq)
+    }
+
     /// Samples not yet acknowledged, oldest first.
     pub fn pending(&self) -> impl Iterator<Item = &Metrics> {
         self.queue.iter()
@@ -81,8 +89,12 @@ mod tests {
         });
         o.ack(3);
         assert_eq!(o.pending().map(|m| m.seq).collect::<Vec<_>>(), [4, 5]);
+        assert_eq!(o.get(4).map(|m| m.seq), Some(4));
+        assert_eq!(o.get(3), None);
+        assert_eq!(o.get(6), None);
         o.ack(99);
         assert!(o.is_empty());
+        assert_eq!(o.get(1), None);
     }
 
     #[test]

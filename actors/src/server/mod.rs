@@ -17,6 +17,7 @@
 //! 5. the caller stops the `System`, which stops the actors.
 
 pub mod beacon;
+pub mod history;
 pub mod listener;
 pub mod registry;
 pub mod reporter;
@@ -31,7 +32,7 @@ use actix::prelude::*;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{DEFAULT_REPORT_INTERVAL, SHUTDOWN_GRACE};
+use crate::config::{DEFAULT_HISTORY, DEFAULT_REPORT_INTERVAL, Limits, SHUTDOWN_GRACE};
 use crate::discovery::Beacon;
 use crate::snapshot::{ServerInfo, Snapshot};
 use crate::{Error, Result};
@@ -49,6 +50,10 @@ pub struct ServerConfig {
     pub report_format: ReportFormat,
     /// UDP announcements for `agent --discover`; `None` turns them off.
     pub beacon: Option<beacon::BeaconConfig>,
+    /// What one peer may do.
+    pub limits: Limits,
+    /// Samples remembered per agent.
+    pub history: usize,
 }
 
 impl ServerConfig {
@@ -59,6 +64,8 @@ impl ServerConfig {
             report_interval: DEFAULT_REPORT_INTERVAL,
             report_format: ReportFormat::Text,
             beacon: None,
+            limits: Limits::default(),
+            history: DEFAULT_HISTORY,
         }
     }
 }
@@ -102,11 +109,14 @@ impl Server {
             version: crate::VERSION.to_string(),
             listen: local_addr.to_string(),
         });
-        let registry = Registry::new((*info).clone()).start();
+        let registry = Registry::new((*info).clone(), config.history).start();
         let writers = TaskTracker::new();
+        let settings = Arc::new(session::Settings {
+            info: (*info).clone(),
+            limits: config.limits.clone(),
+        });
         let listener =
-            listener::Listener::new(socket, registry.clone(), info.clone(), writers.clone())
-                .start();
+            listener::Listener::new(socket, registry.clone(), settings, writers.clone()).start();
         let reporter = reporter::Reporter::new(
             registry.clone(),
             config.report_interval,

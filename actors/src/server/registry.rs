@@ -15,6 +15,7 @@ use actix::prelude::*;
 
 use crate::config::{MAX_AGENTS, OFFLINE_RETENTION, STALE_AFTER_INTERVALS};
 use crate::protocol::{self, Metrics};
+use crate::server::history::History;
 use crate::server::session::{self, SessionId};
 use crate::snapshot::{AgentView, SNAPSHOT_VERSION, ServerInfo, Snapshot, Status, Summary};
 use crate::util::now_ms;
@@ -28,9 +29,11 @@ pub struct Connect {
     pub close: Recipient<session::Close>,
 }
 
-/// A validated `hello`: attaches the session to an agent id.
+/// A validated `hello`: attaches the session to an agent id. Answers the highest seq already
+/// held for this agent's run (`None` for a run the registry has not seen), which the Session
+/// passes on in `welcome` so the agent does not resend those samples.
 #[derive(Message)]
-#[rtype(result = "()")]
+#[rtype(result = "Option<u64>")]
 pub struct Hello {
     pub session: SessionId,
     pub hello: protocol::Hello,
@@ -85,35 +88,7 @@ struct AgentEntry {
     latest_at: Option<Instant>,
     /// Set when the agent attached; "stale" counts from here before the first sample.
     attached_at: Instant,
-    seq: SeqCounters,
-}
-
-/// Per-run sequence bookkeeping: which samples are new, repeated or missing.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct SeqCounters {
-    pub highest: u64,
-    pub first: u64,
-    pub received: u64,
-    pub duplicates: u64,
-    pub gaps: u64,
-}
-
-impl SeqCounters {
-    /// Records `seq`; returns false for a duplicate (already seen, to be dropped).
-    pub fn record(&mut self, seq: u64) -> bool {
-        if seq <= self.highest {
-            self.duplicates += 1;
-            return false;
-        }
-        if self.received == 0 {
-            self.first = seq;
-        } else {
-            self.gaps += seq - self.highest - 1;
-        }
-        self.highest = seq;
-        self.received += 1;
-        true
-    }
+    history: History,
 }
 
 impl AgentEntry {
@@ -149,17 +124,17 @@ impl AgentEntry {
             offline_reason: (status == Status::Offline)
                 .then(|| self.offline_reason.clone())
                 .flatten(),
-            seq: self.seq.highest,
+            seq: self.history.highest(),
             cpu: latest.and_then(|m| m.cpu.clone()),
             memory: latest.and_then(|m| m.memory),
             last_seen_ms: self
                 .latest_at
                 .map(|t| u64::try_from(now.duration_since(t).as_millis()).unwrap_or(u64::MAX)),
             last_sample_ts_ms: latest.map(|m| m.ts_ms),
-            received: self.seq.received,
-            duplicates: self.seq.duplicates,
-            gaps: self.seq.gaps,
-            first_seq: self.seq.first,
+            received: self.history.received(),
+            duplicates: self.history.duplicates(),
+            gaps: self.history.gaps(),
+            first_seq: self.history.first_seq(),
         }
     }
 }
@@ -167,14 +142,18 @@ impl AgentEntry {
 /// See the module documentation.
 pub struct Registry {
     server: ServerInfo,
+    /// Samples remembered per agent.
+    history: usize,
     agents: HashMap<String, AgentEntry>,
     sessions: HashMap<SessionId, SessionEntry>,
 }
 
 impl Registry {
-    pub fn new(server: ServerInfo) -> Self {
+    /// A registry that remembers `history` samples per agent.
+    pub fn new(server: ServerInfo, history: usize) -> Self {
         Self {
             server,
+            history,
             agents: HashMap::new(),
             sessions: HashMap::new(),
         }
@@ -228,11 +207,11 @@ impl Handler<Connect> for Registry {
 }
 
 impl Handler<Hello> for Registry {
-    type Result = ();
+    type Result = Option<u64>;
 
-    fn handle(&mut self, msg: Hello, _: &mut Self::Context) {
+    fn handle(&mut self, msg: Hello, _: &mut Self::Context) -> Option<u64> {
         let Some(session) = self.sessions.get_mut(&msg.session) else {
-            return; // the session ended before its hello was processed
+            return None; // the session ended before its hello was processed
         };
         let id = msg.hello.agent_id.clone();
         session.agent = Some(id.clone());
@@ -249,8 +228,9 @@ impl Handler<Hello> for Registry {
                     old_entry.agent = None;
                     old_entry.close.do_send(session::Close::Replaced);
                 }
-                if entry.hello.run_id != msg.hello.run_id {
-                    entry.seq = SeqCounters::default();
+                let same_run = entry.hello.run_id == msg.hello.run_id;
+                if !same_run {
+                    entry.history.new_run();
                     entry.latest = None;
                     entry.latest_at = None;
                 }
@@ -259,6 +239,7 @@ impl Handler<Hello> for Registry {
                 entry.offline_since = None;
                 entry.offline_reason = None;
                 entry.attached_at = now;
+                (same_run && entry.history.highest() > 0).then(|| entry.history.highest())
             }
             None => {
                 self.agents.insert(
@@ -272,12 +253,13 @@ impl Handler<Hello> for Registry {
                         latest: None,
                         latest_at: None,
                         attached_at: now,
-                        seq: SeqCounters::default(),
+                        history: History::new(self.history),
                     },
                 );
                 if self.agents.len() > MAX_AGENTS {
                     self.prune(now);
                 }
+                None
             }
         }
     }
@@ -297,9 +279,15 @@ impl Handler<Sample> for Registry {
         let Some(entry) = self.agents.get_mut(id) else {
             return;
         };
-        if entry.seq.record(msg.metrics.seq) {
-            entry.latest = Some(msg.metrics);
+        let m = &msg.metrics;
+        let mem_used = m.memory.map(|mem| mem.used);
+        let cpu_total = m.cpu.as_ref().map(|c| c.total);
+        if entry.history.record(m.seq, m.ts_ms, cpu_total, mem_used) {
             entry.latest_at = Some(Instant::now());
+            // A replayed older sample fills the history but is not the latest reading.
+            if m.seq == entry.history.highest() {
+                entry.latest = Some(msg.metrics);
+            }
         }
     }
 }
@@ -367,30 +355,5 @@ impl Handler<OpenSessions> for Registry {
 
     fn handle(&mut self, _: OpenSessions, _: &mut Self::Context) -> usize {
         self.sessions.len()
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn seq_counters_count_duplicates_and_gaps() {
-        let mut s = SeqCounters::default();
-        assert!(s.record(5));
-        assert!(s.record(6));
-        assert!(!s.record(6));
-        assert!(!s.record(2));
-        assert!(s.record(9));
-        assert_eq!(
-            s,
-            SeqCounters {
-                highest: 9,
-                first: 5,
-                received: 3,
-                duplicates: 2,
-                gaps: 2
-            }
-        );
     }
 }

@@ -16,6 +16,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use futures_util::SinkExt;
@@ -26,16 +27,24 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::task::TaskTracker;
 
 use crate::codec::{CodecError, ServerCodec};
-use crate::config::{HELLO_TIMEOUT, SESSION_QUEUE_FRAMES, WRITE_TIMEOUT};
+use crate::config::{Limits, SESSION_QUEUE_FRAMES, WRITE_TIMEOUT, set_keepalive};
 use crate::protocol::{
     self, Ack, AgentFrame, Bye, ErrorCode, ErrorFrame, PROTOCOL_VERSION, ServerFrame, Welcome,
 };
+use crate::server::listener::ConnGuard;
 use crate::server::registry::{self, Registry};
 use crate::snapshot::ServerInfo;
 use crate::validate::{self, Invalid};
 
 /// Identifies one connection for the life of the server process.
 pub type SessionId = u64;
+
+/// What every session needs to know about its server, shared.
+#[derive(Debug)]
+pub struct Settings {
+    pub info: ServerInfo,
+    pub limits: Limits,
+}
 
 /// Asks a session to end.
 #[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,11 +61,15 @@ pub struct Session {
     id: SessionId,
     peer: SocketAddr,
     registry: Addr<Registry>,
-    server: Arc<ServerInfo>,
+    settings: Arc<Settings>,
     out: mpsc::Sender<ServerFrame>,
     hello: Option<protocol::Hello>,
     highest_seq: u64,
     end_reason: Option<String>,
+    /// When the peer last sent a frame (idle timeout).
+    last_frame_at: Instant,
+    /// Counts this connection against the connection limits until the session is dropped.
+    _slot: ConnGuard,
 }
 
 impl Session {
@@ -67,24 +80,29 @@ impl Session {
         peer: SocketAddr,
         id: SessionId,
         registry: Addr<Registry>,
-        server: Arc<ServerInfo>,
+        settings: Arc<Settings>,
+        slot: ConnGuard,
         tracker: &TaskTracker,
     ) -> Addr<Session> {
         let _ = stream.set_nodelay(true);
+        set_keepalive(&stream);
         let (read, write) = stream.into_split();
         let (out, rx) = mpsc::channel(SESSION_QUEUE_FRAMES);
         actix::spawn(tracker.track_future(write_frames(rx, write, peer)));
         Session::create(move |ctx| {
-            ctx.add_stream(FramedRead::new(read, ServerCodec::new()));
+            let codec = ServerCodec::with_max_len(settings.limits.max_frame_len);
+            ctx.add_stream(FramedRead::new(read, codec));
             Session {
                 id,
                 peer,
                 registry,
-                server,
+                settings,
                 out,
                 hello: None,
                 highest_seq: 0,
                 end_reason: None,
+                last_frame_at: Instant::now(),
+                _slot: slot,
             }
         })
     }
@@ -122,7 +140,7 @@ impl Session {
                 ctx,
             );
         }
-        if let Err(e) = validate::hello(&hello) {
+        if let Err(e) = validate::hello_with_limit(&hello, self.settings.limits.max_cores) {
             let code = match e {
                 Invalid::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
                 _ => ErrorCode::InvalidValue,
@@ -134,20 +152,54 @@ impl Session {
             "agent {} ({}) connected: {} cores, every {} ms, {}",
             hello.name, hello.agent_id, hello.cores, hello.interval_ms, hello.os
         );
-        self.registry.do_send(registry::Hello {
+        let interval = Duration::from_millis(hello.interval_ms);
+        let attach = registry::Hello {
             session: self.id,
             hello: hello.clone(),
-        });
+        };
         self.hello = Some(hello);
-        self.send(
-            ServerFrame::Welcome(Welcome {
-                proto: PROTOCOL_VERSION,
-                server_id: self.server.id.clone(),
-                server_name: self.server.name.clone(),
-                server_version: self.server.version.clone(),
-            }),
-            ctx,
-        );
+        // Wait for the registry's answer before handling the next frame: `welcome` carries the
+        // resume point, and samples must not overtake the hello.
+        let answer = self
+            .registry
+            .send(attach)
+            .into_actor(self)
+            .map(|last_seq, this, ctx| {
+                let last_seq = last_seq.unwrap_or(None);
+                this.highest_seq = last_seq.unwrap_or(0);
+                let info = &this.settings.info;
+                let welcome = Welcome {
+                    proto: PROTOCOL_VERSION,
+                    server_id: info.id.clone(),
+                    server_name: info.name.clone(),
+                    server_version: info.version.clone(),
+                    last_seq,
+                };
+                this.send(ServerFrame::Welcome(welcome), ctx);
+            });
+        ctx.wait(answer);
+        self.watch_idle(interval, ctx);
+    }
+
+    /// Closes the connection when the agent sends nothing for `idle_intervals` of its
+    /// intervals: its samples are its heartbeat, so silence means it is gone (or half-open).
+    fn watch_idle(&mut self, interval: Duration, ctx: &mut Context<Self>) {
+        let idle = (interval * self.settings.limits.idle_intervals).max(Duration::from_secs(1));
+        let check_every = (interval / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        ctx.run_interval(check_every, move |this, ctx| {
+            if this.end_reason.is_none() && this.last_frame_at.elapsed() > idle {
+                let who = this.hello.as_ref().map(|h| h.name.as_str()).unwrap_or("-");
+                tracing::warn!(peer = %this.peer, agent = who, "closing connection: timeout: nothing received for {idle:?}");
+                this.send(
+                    ServerFrame::Error(ErrorFrame {
+                        code: ErrorCode::Timeout,
+                        message: format!("nothing received for {idle:?}"),
+                    }),
+                    ctx,
+                );
+                this.end(format!("timeout: nothing received for {idle:?}"), ctx);
+            }
+        });
     }
 
     fn on_metrics(&mut self, metrics: protocol::Metrics, ctx: &mut Context<Self>) {
@@ -180,10 +232,11 @@ impl Actor for Session {
             peer: self.peer,
             close: ctx.address().recipient(),
         });
-        ctx.run_later(HELLO_TIMEOUT, |this, ctx| {
+        let hello_timeout = self.settings.limits.hello_timeout;
+        ctx.run_later(hello_timeout, move |this, ctx| {
             if this.hello.is_none() {
-                let secs = HELLO_TIMEOUT.as_secs();
-                this.fail(ErrorCode::Timeout, format!("no hello within {secs} s"), ctx);
+                let limit = format!("no hello within {hello_timeout:?}");
+                this.fail(ErrorCode::Timeout, limit, ctx);
             }
         });
     }
@@ -209,6 +262,7 @@ impl StreamHandler<Result<AgentFrame, CodecError>> for Session {
         if self.end_reason.is_some() {
             return; // already closing: ignore what is still in flight
         }
+        self.last_frame_at = Instant::now();
         match item {
             Ok(AgentFrame::Hello(h)) => self.on_hello(h, ctx),
             Ok(AgentFrame::Metrics(m)) => self.on_metrics(m, ctx),

@@ -5,8 +5,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::Parser;
-use lanmon::config::{DEFAULT_BIND, DEFAULT_REPORT_INTERVAL};
+use lanmon::config::{
+    DEFAULT_BIND, DEFAULT_HISTORY, DEFAULT_REPORT_INTERVAL, HELLO_TIMEOUT, IDLE_INTERVALS, Limits,
+    MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP,
+};
 use lanmon::discovery::{DEFAULT_BEACON_INTERVAL, DEFAULT_DISCOVERY_PORT};
+use lanmon::protocol::{MAX_CORES, MAX_FRAME_LEN};
 use lanmon::server::beacon::{BeaconConfig, BeaconTargets};
 use lanmon::server::{ReportFormat, Server, ServerConfig};
 use lanmon_bins::{LogLevel, init_logging, parse_duration, shutdown_signal};
@@ -70,6 +74,40 @@ struct Cli {
     #[arg(long, env = "LANMON_NO_BEACON")]
     no_beacon: bool,
 
+    /// Samples remembered per agent (default: one hour at the agent's default 5 s interval).
+    /// Each costs about 40 bytes.
+    #[arg(long, env = "LANMON_HISTORY", default_value_t = DEFAULT_HISTORY, value_name = "SAMPLES")]
+    history: usize,
+
+    /// Longest frame accepted from an agent, in bytes; a longer one closes that connection.
+    #[arg(long, env = "LANMON_MAX_FRAME_BYTES", default_value_t = MAX_FRAME_LEN, value_name = "BYTES")]
+    max_frame_bytes: usize,
+
+    /// Most CPU cores an agent may announce (per-core entries per sample).
+    #[arg(long, env = "LANMON_MAX_CORES", default_value_t = MAX_CORES, value_name = "N")]
+    max_cores: usize,
+
+    /// Most simultaneous connections; more are refused with an `error` frame (code `limit`).
+    #[arg(long, env = "LANMON_MAX_CONNECTIONS", default_value_t = MAX_CONNECTIONS, value_name = "N")]
+    max_connections: usize,
+
+    /// Most simultaneous connections from one IP address.
+    #[arg(long, env = "LANMON_MAX_CONNECTIONS_PER_IP", default_value_t = MAX_CONNECTIONS_PER_IP,
+          value_name = "N")]
+    max_connections_per_ip: usize,
+
+    /// Time a new connection has to send its `hello` before it is closed (slowloris guard).
+    #[arg(long, env = "LANMON_HELLO_TIMEOUT", value_parser = parse_duration,
+          default_value = humantime::format_duration(HELLO_TIMEOUT).to_string(),
+          value_name = "DURATION")]
+    hello_timeout: Duration,
+
+    /// Close a connection that sent nothing for this many of its agent's intervals (the
+    /// agent's samples are its heartbeat); the agent is then `offline` (timeout).
+    #[arg(long, env = "LANMON_IDLE_INTERVALS", default_value_t = IDLE_INTERVALS, value_name = "N",
+          value_parser = clap::value_parser!(u32).range(2..))]
+    idle_intervals: u32,
+
     /// Log verbosity on stderr (RUST_LOG, if set, overrides it).
     #[arg(long, env = "LANMON_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
@@ -101,6 +139,15 @@ fn main() -> ExitCode {
         config.name = name.clone();
     }
     config.report_interval = cli.report_interval.max(Duration::from_millis(50));
+    config.history = cli.history.max(1);
+    config.limits = Limits {
+        max_frame_len: cli.max_frame_bytes.max(1024),
+        max_cores: cli.max_cores.max(1),
+        max_connections: cli.max_connections,
+        max_connections_per_ip: cli.max_connections_per_ip,
+        hello_timeout: cli.hello_timeout,
+        idle_intervals: cli.idle_intervals,
+    };
     config.report_format = match cli.report_format {
         Format::Text => ReportFormat::Text,
         Format::Json => ReportFormat::Json,
@@ -113,6 +160,7 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    lanmon_bins::raise_fd_limit(cli.max_connections);
     let system = actix::System::new();
     let result = system.block_on(async move {
         let server = Server::start(config).await?;

@@ -1,0 +1,224 @@
+//! Per-agent sample history: a bounded ring ordered by (run, seq), and the exactly-once
+//! bookkeeping that goes with it.
+//!
+//! Samples of the current run are deduplicated by `seq`; a replayed sample that fills a gap is
+//! put in its right place. The ring keeps the last `capacity` samples (across runs, oldest
+//! dropped first), so memory per agent is fixed. Counters describe the current run:
+//! `received` (distinct samples accepted), `duplicates` (seen before, dropped), and, within the
+//! window, `first_seq` and `gaps` (seqs between `first_seq` and the highest never received).
+
+use std::collections::VecDeque;
+
+/// One remembered sample, kept small on purpose (the latest full sample lives elsewhere).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Point {
+    /// Which run of the agent (counts up on every new `run_id`).
+    pub run: u32,
+    pub seq: u64,
+    /// Agent-side timestamp, ms since the Unix epoch.
+    pub ts_ms: u64,
+    pub cpu_total: Option<f32>,
+    pub mem_used: Option<u64>,
+}
+
+/// See the module documentation.
+#[derive(Debug, Clone)]
+pub struct History {
+    points: VecDeque<Point>,
+    capacity: usize,
+    run: u32,
+    highest: u64,
+    received: u64,
+    duplicates: u64,
+    /// Highest seq of the current run pushed out of the window (a repeat of it is a duplicate).
+    evicted_through: u64,
+}
+
+impl History {
+    pub fn new(capacity: usize) -> Self {
+        Self {
+            points: VecDeque::new(),
+            capacity: capacity.max(1),
+            run: 0,
+            highest: 0,
+            received: 0,
+            duplicates: 0,
+            evicted_through: 0,
+        }
+    }
+
+    /// Starts counting a new run of the agent; earlier points stay until pushed out.
+    pub fn new_run(&mut self) {
+        self.run += 1;
+        self.highest = 0;
+        self.received = 0;
+        self.duplicates = 0;
+        self.evicted_through = 0;
+    }
+
+    /// Records a sample of the current run; false if it is a duplicate (then nothing changes
+    /// but the duplicate count).
+    pub fn record(
+        &mut self,
+        seq: u64,
+        ts_ms: u64,
+        cpu_total: Option<f32>,
+        mem_used: Option<u64>,
+    ) -> bool {
+        let key = (self.run, seq);
+        if seq <= self.evicted_through {
+            self.duplicates += 1;
+            return false;
+        }
+        let pos = match self.points.binary_search_by(|p| (p.run, p.seq).cmp(&key)) {
+            Ok(_) => {
+                self.duplicates += 1;
+                return false;
+            }
+            Err(pos) => pos,
+        };
+        self.points.insert(
+            pos,
+            Point {
+                run: self.run,
+                seq,
+                ts_ms,
+                cpu_total,
+                mem_used,
+            },
+        );
+        self.received += 1;
+        self.highest = self.highest.max(seq);
+        while self.points.len() > self.capacity {
+            if let Some(old) = self.points.pop_front()
+                && old.run == self.run
+            {
+                self.evicted_through = self.evicted_through.max(old.seq);
+            }
+        }
+        true
+    }
+
+    /// Highest seq received in the current run (0 before the first).
+    pub fn highest(&self) -> u64 {
+        self.highest
+    }
+
+    pub fn received(&self) -> u64 {
+        self.received
+    }
+
+    pub fn duplicates(&self) -> u64 {
+        self.duplicates
+    }
+
+    /// The current run's points (a suffix of the ring, since runs only count up).
+    fn current(&self) -> impl ExactSizeIterator<Item = &Point> {
+        let start = self.points.partition_point(|p| p.run < self.run);
+        self.points.range(start..)
+    }
+
+    /// Lowest seq of the current run still in the window (0 if none).
+    pub fn first_seq(&self) -> u64 {
+        self.current().next().map_or(0, |p| p.seq)
+    }
+
+    /// Seqs between `first_seq` and the highest that were never received.
+    pub fn gaps(&self) -> u64 {
+        let held = self.current().len() as u64;
+        match self.first_seq() {
+            0 => 0,
+            first => (self.highest - first + 1).saturating_sub(held),
+        }
+    }
+
+    /// Every remembered point, oldest first.
+    pub fn points(&self) -> impl Iterator<Item = &Point> {
+        self.points.iter()
+    }
+
+    pub fn len(&self) -> usize {
+        self.points.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.points.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rec(h: &mut History, seq: u64) -> bool {
+        h.record(seq, seq * 1000, Some(1.0), Some(1))
+    }
+
+    #[test]
+    fn in_order_samples_have_no_gaps_or_duplicates() {
+        let mut h = History::new(10);
+        for seq in 5..=9 {
+            assert!(rec(&mut h, seq));
+        }
+        assert_eq!(
+            (h.first_seq(), h.highest(), h.gaps(), h.duplicates()),
+            (5, 9, 0, 0)
+        );
+        assert_eq!(h.received(), 5);
+    }
+
+    #[test]
+    fn repeats_are_duplicates_and_change_nothing() {
+        let mut h = History::new(10);
+        (1..=3).for_each(|s| {
+            rec(&mut h, s);
+        });
+        assert!(!rec(&mut h, 2));
+        assert!(!rec(&mut h, 3));
+        assert_eq!((h.received(), h.duplicates(), h.len()), (3, 2, 3));
+    }
+
+    #[test]
+    fn replay_fills_a_gap_in_its_place() {
+        let mut h = History::new(10);
+        for seq in [1, 2, 5, 6] {
+            rec(&mut h, seq);
+        }
+        assert_eq!(h.gaps(), 2);
+        rec(&mut h, 4);
+        rec(&mut h, 3);
+        assert_eq!(h.gaps(), 0);
+        let seqs: Vec<u64> = h.points().map(|p| p.seq).collect();
+        assert_eq!(seqs, [1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn window_is_bounded_and_evicted_repeats_stay_duplicates() {
+        let mut h = History::new(3);
+        (1..=5).for_each(|s| {
+            rec(&mut h, s);
+        });
+        assert_eq!((h.len(), h.first_seq(), h.gaps()), (3, 3, 0));
+        assert!(
+            !rec(&mut h, 1),
+            "seq 1 was seen, then evicted: still a duplicate"
+        );
+        assert_eq!(h.duplicates(), 1);
+    }
+
+    #[test]
+    fn a_new_run_restarts_counting_but_keeps_old_points() {
+        let mut h = History::new(10);
+        (1..=4).for_each(|s| {
+            rec(&mut h, s);
+        });
+        h.new_run();
+        assert_eq!(
+            (h.highest(), h.received(), h.first_seq(), h.gaps()),
+            (0, 0, 0, 0)
+        );
+        assert!(rec(&mut h, 1), "seq 1 of the new run is new");
+        assert!(rec(&mut h, 2));
+        assert_eq!((h.first_seq(), h.gaps(), h.len()), (1, 0, 6));
+    }
+}
