@@ -371,6 +371,17 @@ impl Server {
         }
     }
 
+    /// The server's process id (for /proc readings).
+    pub fn pid(&self) -> u32 {
+        self.proc.child.id()
+    }
+
+    /// SIGKILL: the server dies without a word to anyone.
+    #[track_caller]
+    pub fn kill(&mut self) {
+        self.proc.kill();
+    }
+
     /// Sends `signal` (`libc::SIGINT`, `libc::SIGTERM`, ...) to the server.
     #[track_caller]
     pub fn signal(&self, signal: libc::c_int) {
@@ -483,6 +494,11 @@ impl Agent {
                 self.diagnostics()
             )
         })
+    }
+
+    /// The agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.proc.child.id()
     }
 
     /// SIGKILL: the agent dies without a word to the server.
