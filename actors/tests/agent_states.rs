@@ -1,0 +1,230 @@
+//! The agent's connection state machine (`Connecting → Connected → Backoff`), driven against a
+//! scripted fake server on 127.0.0.1 with an injected `MetricsSource`: what it sends, when it
+//! reconnects, what it replays. Every wait has a deadline.
+
+// Test helpers: a failed expectation is a failed test.
+#![allow(clippy::expect_used)]
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use lanmon::agent::{AgentConfig, Target};
+use lanmon::codec::ServerCodec;
+use lanmon::metrics::{HostInfo, MetricsSource, Reading};
+use lanmon::protocol::{Ack, AgentFrame, Cpu, Memory, ServerFrame, Welcome};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::time::timeout;
+use tokio_util::codec::Framed;
+use tokio_util::sync::CancellationToken;
+
+const DEADLINE: Duration = Duration::from_secs(10);
+const INTERVAL: Duration = Duration::from_millis(50);
+
+/// Exact, made-up readings: the test knows every value the agent sends.
+struct FakeSource;
+
+impl MetricsSource for FakeSource {
+    fn host(&self) -> HostInfo {
+        HostInfo {
+            hostname: "fake-host".into(),
+            os: "FakeOS 1".into(),
+            cores: 2,
+        }
+    }
+
+    fn read(&mut self) -> Reading {
+        Reading {
+            cpu: Some(Cpu {
+                total: 25.0,
+                per_core: vec![20.0, 30.0],
+            }),
+            memory: Some(Memory {
+                total: 1000,
+                used: 400,
+                free: 100,
+                available: Some(600),
+            }),
+        }
+    }
+}
+
+type Conn = Framed<TcpStream, ServerCodec>;
+
+fn start_agent(
+    port: u16,
+) -> (
+    CancellationToken,
+    tokio::task::JoinHandle<lanmon::Result<()>>,
+) {
+    let config = AgentConfig {
+        target: Target::Host {
+            host: "127.0.0.1".into(),
+            port,
+        },
+        id: "agent-under-test".into(),
+        name: "under-test".into(),
+        interval: INTERVAL,
+        buffer: 1000,
+    };
+    let shutdown = CancellationToken::new();
+    let task = tokio::spawn(lanmon::agent::run(config, FakeSource, shutdown.clone()));
+    (shutdown, task)
+}
+
+async fn accept(listener: &TcpListener) -> Conn {
+    let (stream, _) = timeout(DEADLINE, listener.accept())
+        .await
+        .expect("agent did not connect in time")
+        .expect("accept failed");
+    Framed::new(stream, ServerCodec::new())
+}
+
+async fn next(conn: &mut Conn) -> Option<AgentFrame> {
+    match timeout(DEADLINE, conn.next()).await {
+        Ok(Some(Ok(frame))) => Some(frame),
+        Ok(Some(Err(e))) => panic!("agent sent a bad frame: {e}"),
+        Ok(None) => None,
+        Err(_) => panic!("agent sent nothing within {DEADLINE:?}"),
+    }
+}
+
+/// Reads the hello and answers welcome (with `last_seq`); returns the hello's run id.
+async fn handshake(conn: &mut Conn, last_seq: Option<u64>) -> String {
+    let Some(AgentFrame::Hello(hello)) = next(conn).await else {
+        panic!("first frame was not hello");
+    };
+    assert_eq!((hello.cores, hello.name.as_str()), (2, "under-test"));
+    let welcome = Welcome {
+        proto: 1,
+        server_id: "fake".into(),
+        server_name: "fake".into(),
+        server_version: "0".into(),
+        last_seq,
+    };
+    conn.send(ServerFrame::Welcome(welcome))
+        .await
+        .expect("send welcome");
+    hello.run_id
+}
+
+/// Reads metrics frames until `n` were received; acks each if `ack`.
+async fn metrics(conn: &mut Conn, n: usize, ack: bool) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    while seqs.len() < n {
+        match next(conn).await {
+            Some(AgentFrame::Metrics(m)) => {
+                assert_eq!(m.cpu.as_ref().map(|c| c.total), Some(25.0));
+                seqs.push(m.seq);
+                if ack {
+                    conn.send(ServerFrame::Ack(Ack { seq: m.seq }))
+                        .await
+                        .expect("send ack");
+                }
+            }
+            other => panic!("expected metrics, got {other:?}"),
+        }
+    }
+    seqs
+}
+
+/// Connected: hello first, then samples numbered 1, 2, 3… On shutdown the agent says bye and
+/// `run` returns Ok.
+#[tokio::test]
+async fn streams_numbered_samples_and_says_bye() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let (shutdown, task) = start_agent(listener.local_addr().expect("addr").port());
+    let mut conn = accept(&listener).await;
+    handshake(&mut conn, None).await;
+    assert_eq!(metrics(&mut conn, 5, true).await, [1, 2, 3, 4, 5]);
+    shutdown.cancel();
+    loop {
+        match next(&mut conn).await {
+            Some(AgentFrame::Bye(_)) => break,
+            Some(AgentFrame::Metrics(_)) => continue,
+            other => panic!("expected bye, got {other:?}"),
+        }
+    }
+    let result = timeout(DEADLINE, task).await.expect("agent did not stop");
+    assert!(matches!(result, Ok(Ok(()))), "{result:?}");
+}
+
+/// Connected → Backoff → Connecting → Connected: after the connection drops, the agent comes
+/// back with the same run id and sends exactly what was not acknowledged, in order — and
+/// nothing the server said it already holds (`welcome.last_seq`).
+#[tokio::test]
+async fn reconnects_and_replays_only_unacknowledged_samples() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let (shutdown, _task) = start_agent(listener.local_addr().expect("addr").port());
+
+    let mut conn = accept(&listener).await;
+    let run = handshake(&mut conn, None).await;
+    let first = metrics(&mut conn, 3, true).await;
+    // Receive two more without acknowledging them, then drop the connection.
+    let unacked = metrics(&mut conn, 2, false).await;
+    assert_eq!([first, unacked.clone()].concat(), [1, 2, 3, 4, 5]);
+    drop(conn);
+
+    let mut conn = accept(&listener).await;
+    // Pretend the server did store seq 4 before the drop: only 5 onwards may come again.
+    assert_eq!(
+        handshake(&mut conn, Some(4)).await,
+        run,
+        "same run after reconnect"
+    );
+    let again = metrics(&mut conn, 4, true).await;
+    assert_eq!(
+        again[0], 5,
+        "replay starts after welcome.last_seq: {again:?}"
+    );
+    assert!(
+        again.windows(2).all(|w| w[1] == w[0] + 1),
+        "in order, no holes: {again:?}"
+    );
+    shutdown.cancel();
+}
+
+/// A server that accepts but never acknowledges is given up after a few intervals (a
+/// half-open connection must not stall the agent): it reconnects by itself.
+#[tokio::test]
+async fn silent_server_is_dropped_and_the_agent_reconnects() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let (shutdown, _task) = start_agent(listener.local_addr().expect("addr").port());
+    let mut silent = accept(&listener).await;
+    handshake(&mut silent, None).await;
+    // Read (so the agent's writes succeed) but never ack, and keep the socket open.
+    let reader = tokio::spawn(async move { while let Some(Ok(_)) = silent.next().await {} });
+    let mut conn = accept(&listener).await;
+    handshake(&mut conn, None).await;
+    let seqs = metrics(&mut conn, 3, true).await;
+    assert_eq!(
+        seqs[0], 1,
+        "nothing was acknowledged, so everything is sent again: {seqs:?}"
+    );
+    reader.abort();
+    shutdown.cancel();
+}
+
+/// Nothing listening: the agent keeps trying (Backoff → Connecting) and connects as soon as a
+/// server appears on the port, with its first sample intact.
+#[tokio::test]
+async fn keeps_trying_until_a_server_appears() {
+    let port = {
+        let probe = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        probe.local_addr().expect("addr").port()
+    };
+    let (shutdown, task) = start_agent(port);
+    // The outage being simulated: 300 ms with nothing on the port (the first retries come
+    // after 0.25–0.5 s and 0.5–1 s, so at least one attempt fails). Not a synchronisation.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(
+        !task.is_finished(),
+        "the agent must not exit while the server is away"
+    );
+    let listener = TcpListener::bind(("127.0.0.1", port))
+        .await
+        .expect("rebind");
+    let mut conn = accept(&listener).await;
+    handshake(&mut conn, None).await;
+    assert_eq!(metrics(&mut conn, 1, true).await, [1]);
+    shutdown.cancel();
+}
