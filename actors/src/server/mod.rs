@@ -37,7 +37,7 @@ use crate::discovery::Beacon;
 use crate::snapshot::{ServerInfo, Snapshot};
 use crate::{Error, Result};
 
-pub use reporter::ReportFormat;
+pub use reporter::{ReportFormat, SortBy, TextOptions};
 
 /// Everything the server needs to start. Defaults come from [`crate::config`].
 #[derive(Debug, Clone)]
@@ -48,6 +48,8 @@ pub struct ServerConfig {
     pub name: String,
     pub report_interval: Duration,
     pub report_format: ReportFormat,
+    /// What the text report shows (sort, top, filter).
+    pub text: reporter::TextOptions,
     /// UDP announcements for `agent --discover`; `None` turns them off.
     pub beacon: Option<beacon::BeaconConfig>,
     /// What one peer may do.
@@ -63,6 +65,7 @@ impl ServerConfig {
             name: crate::util::host_name(),
             report_interval: DEFAULT_REPORT_INTERVAL,
             report_format: ReportFormat::Text,
+            text: reporter::TextOptions::default(),
             beacon: None,
             limits: Limits::default(),
             history: DEFAULT_HISTORY,
@@ -94,7 +97,7 @@ impl Server {
     pub async fn start_with_output(
         config: ServerConfig,
         redraw: bool,
-        out: Box<dyn Write>,
+        out: Box<dyn Write + Send>,
     ) -> Result<Server> {
         let socket = TcpListener::bind(config.bind)
             .await
@@ -122,9 +125,13 @@ impl Server {
             config.report_interval,
             config.report_format,
             redraw,
+            config.text.clone(),
             out,
-        )
-        .start();
+        );
+        // Its own thread: rendering thousands of agents must not delay ingest.
+        let reporter_thread = Arbiter::new();
+        let reporter =
+            reporter::Reporter::start_in_arbiter(&reporter_thread.handle(), |_| reporter);
         let beacon = match config.beacon {
             Some(beacon_config) => {
                 let payload = Beacon::new(&info.id, &info.name, local_addr.port());

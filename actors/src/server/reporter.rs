@@ -8,7 +8,10 @@
 //!
 //! [`Flush`] asks for one more report at once (the server's last, at shutdown).
 //!
-//! Rendering is a pure function ([`render_text`]) so it is tested without an actor.
+//! The Reporter runs on its own thread (Arbiter), so rendering a large fleet never delays the
+//! actors that ingest samples. Rendering is a pure function ([`render_text_with`]) so it is
+//! tested without an actor. The text report shows a fleet summary and up to `--top` agents,
+//! ordered by `--sort` and narrowed by `--filter`; the JSON snapshot always has every agent.
 
 use std::fmt::Write as _;
 use std::io::Write;
@@ -39,7 +42,8 @@ pub struct Reporter {
     format: ReportFormat,
     /// Redraw in place (the output is a terminal).
     redraw: bool,
-    out: Box<dyn Write>,
+    text: TextOptions,
+    out: Box<dyn Write + Send>,
 }
 
 impl Reporter {
@@ -48,13 +52,15 @@ impl Reporter {
         interval: Duration,
         format: ReportFormat,
         redraw: bool,
-        out: Box<dyn Write>,
+        text: TextOptions,
+        out: Box<dyn Write + Send>,
     ) -> Self {
         Self {
             registry,
             interval,
             format,
             redraw,
+            text,
             out,
         }
     }
@@ -71,7 +77,7 @@ impl Reporter {
                     // Home the cursor and clear the screen, then draw: a `top`-like view.
                     text.push_str("\x1b[H\x1b[2J");
                 }
-                text.push_str(&render_text(snapshot));
+                text.push_str(&render_text_with(snapshot, &self.text));
                 if !self.redraw {
                     text.push('\n');
                 }
@@ -137,8 +143,102 @@ fn status_cell(a: &AgentView) -> String {
     }
 }
 
-/// The text report: a header line, then one line per agent.
+/// Order of the agents in the text report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortBy {
+    /// By name (then id).
+    #[default]
+    Name,
+    /// Busiest CPU first.
+    Cpu,
+    /// Most memory used first.
+    Mem,
+    /// Offline first, then stale, then live; by name within.
+    Status,
+    /// Longest silent first.
+    LastSeen,
+}
+
+/// What the text report shows: which agents, in which order, how many.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextOptions {
+    pub sort: SortBy,
+    /// At most this many agent lines (0: all).
+    pub top: usize,
+    /// Only agents whose name, host name or IP contains this (case-insensitive).
+    pub filter: Option<String>,
+}
+
+impl Default for TextOptions {
+    fn default() -> Self {
+        Self {
+            sort: SortBy::Name,
+            top: DEFAULT_TOP,
+            filter: None,
+        }
+    }
+}
+
+/// Agent lines in the text report unless `--top` says otherwise.
+pub const DEFAULT_TOP: usize = 50;
+
+fn cpu_of(a: &AgentView) -> f32 {
+    a.cpu.as_ref().map_or(-1.0, |c| c.total)
+}
+
+fn sort_agents(agents: &mut [&AgentView], by: SortBy) {
+    let rank = |s: Status| match s {
+        Status::Offline => 0,
+        Status::Stale => 1,
+        Status::Live => 2,
+    };
+    match by {
+        SortBy::Name => {}
+        SortBy::Cpu => agents.sort_by(|a, b| cpu_of(b).total_cmp(&cpu_of(a))),
+        SortBy::Mem => agents.sort_by_key(|a| std::cmp::Reverse(a.memory.map_or(0, |m| m.used))),
+        SortBy::Status => agents.sort_by_key(|a| rank(a.status)),
+        SortBy::LastSeen => {
+            agents.sort_by_key(|a| std::cmp::Reverse(a.last_seen_ms.unwrap_or(u64::MAX)))
+        }
+    }
+}
+
+/// The fleet in one line: mean CPU of live agents, memory used over total across them.
+fn fleet_line(s: &Snapshot) -> String {
+    let live: Vec<&AgentView> = s
+        .agents
+        .iter()
+        .filter(|a| a.status == Status::Live)
+        .collect();
+    let cpus: Vec<f32> = live
+        .iter()
+        .filter_map(|a| a.cpu.as_ref().map(|c| c.total))
+        .collect();
+    let cpu = if cpus.is_empty() {
+        "-".to_string()
+    } else {
+        format!("{:.1}%", cpus.iter().sum::<f32>() / cpus.len() as f32)
+    };
+    let (used, total) = live
+        .iter()
+        .filter_map(|a| a.memory)
+        .fold((0u64, 0u64), |(u, t), m| {
+            (u.saturating_add(m.used), t.saturating_add(m.total))
+        });
+    format!(
+        "  fleet: CPU {cpu} (mean of live agents), memory {} / {}",
+        human_bytes(used),
+        human_bytes(total)
+    )
+}
+
+/// The text report with default options: every agent (up to [`DEFAULT_TOP`]) by name.
 pub fn render_text(s: &Snapshot) -> String {
+    render_text_with(s, &TextOptions::default())
+}
+
+/// The text report: a header line, a fleet summary, then one line per selected agent.
+pub fn render_text_with(s: &Snapshot, opts: &TextOptions) -> String {
     let mut out = String::new();
     let _ = writeln!(
         out,
@@ -154,30 +254,45 @@ pub fn render_text(s: &Snapshot) -> String {
     if s.agents.is_empty() {
         let _ = writeln!(
             out,
-            "  no agents yet: run `agent --host <this machine's IP>` on each machine"
+            "  no agents yet: run `agent --host <this machine's IP>` (or `agent --discover`) on each machine"
         );
         return out;
     }
-    let name_w = s
+    let _ = writeln!(out, "{}", fleet_line(s));
+    let needle = opts.filter.as_ref().map(|f| f.to_lowercase());
+    let mut agents: Vec<&AgentView> = s
         .agents
+        .iter()
+        .filter(|a| {
+            needle.as_ref().is_none_or(|n| {
+                [&a.name, &a.hostname, &a.ip]
+                    .iter()
+                    .any(|f| f.to_lowercase().contains(n))
+            })
+        })
+        .collect();
+    let matched = agents.len();
+    sort_agents(&mut agents, opts.sort);
+    if opts.top > 0 {
+        agents.truncate(opts.top);
+    }
+    if agents.is_empty() {
+        let _ = writeln!(out, "  no agent matches the filter");
+        return out;
+    }
+    let name_w = agents
         .iter()
         .map(|a| a.name.chars().count())
         .max()
         .unwrap_or(4)
         .clamp(4, 24);
-    let ip_w = s
-        .agents
-        .iter()
-        .map(|a| a.ip.len())
-        .max()
-        .unwrap_or(2)
-        .max(2);
+    let ip_w = agents.iter().map(|a| a.ip.len()).max().unwrap_or(2).max(2);
     let _ = writeln!(
         out,
         "  {:<name_w$}  {:<ip_w$}  {:<8}  {:>6}  {:<30}  {:>7}  LAST",
         "NAME", "IP", "STATUS", "CPU", "MEMORY USED / TOTAL (FREE)", "CORES%"
     );
-    for a in &s.agents {
+    for a in &agents {
         let name: String = a.name.chars().take(name_w).collect();
         let cpu = a
             .cpu
@@ -208,14 +323,21 @@ pub fn render_text(s: &Snapshot) -> String {
             .unwrap_or_else(|| "-".into());
         let age = a
             .last_seen_ms
-            .map(human_age)
+            .map(|ms| format!("{} ago", human_age(ms)))
             .unwrap_or_else(|| "never".into());
         let _ = writeln!(
             out,
-            "  {name:<name_w$}  {:<ip_w$}  {:<8}  {cpu:>6}  {mem:<30}  {:>7}  {age} ago",
+            "  {name:<name_w$}  {:<ip_w$}  {:<8}  {cpu:>6}  {mem:<30}  {:>7}  {age}",
             a.ip,
             status_cell(a),
             format!("[{cores}]"),
+        );
+    }
+    if matched > agents.len() {
+        let _ = writeln!(
+            out,
+            "  … and {} more (see --top, --sort, --filter)",
+            matched - agents.len()
         );
     }
     out
@@ -299,6 +421,45 @@ mod tests {
             .find(|l| l.contains("db-1"))
             .unwrap_or_default();
         assert!(db.contains("offline (bye)"), "{db}");
+    }
+
+    #[test]
+    fn top_sort_and_filter_select_agents() {
+        let mut busy = agent("busy", Status::Live);
+        busy.cpu = Some(Cpu {
+            total: 90.0,
+            per_core: vec![90.0, 90.0],
+        });
+        busy.ip = "10.0.0.9".into();
+        let snap = snapshot(vec![
+            agent("idle-a", Status::Live),
+            busy,
+            agent("idle-b", Status::Live),
+        ]);
+        let opts = TextOptions {
+            sort: SortBy::Cpu,
+            top: 1,
+            filter: None,
+        };
+        let text = render_text_with(&snap, &opts);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].starts_with("  fleet: CPU 38.2%"), "{text}");
+        assert!(lines[3].contains("busy"), "{text}");
+        assert!(
+            !text.contains("idle-a") && text.contains("… and 2 more"),
+            "{text}"
+        );
+        let opts = TextOptions {
+            filter: Some("10.0.0".into()),
+            ..TextOptions::default()
+        };
+        let text = render_text_with(&snap, &opts);
+        assert!(text.contains("busy") && !text.contains("idle"), "{text}");
+        let opts = TextOptions {
+            filter: Some("nothing-like-this".into()),
+            ..TextOptions::default()
+        };
+        assert!(render_text_with(&snap, &opts).contains("no agent matches"));
     }
 
     #[test]

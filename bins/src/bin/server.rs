@@ -12,7 +12,8 @@ use lanmon::config::{
 use lanmon::discovery::{DEFAULT_BEACON_INTERVAL, DEFAULT_DISCOVERY_PORT};
 use lanmon::protocol::{MAX_CORES, MAX_FRAME_LEN};
 use lanmon::server::beacon::{BeaconConfig, BeaconTargets};
-use lanmon::server::{ReportFormat, Server, ServerConfig};
+use lanmon::server::reporter::DEFAULT_TOP;
+use lanmon::server::{ReportFormat, Server, ServerConfig, SortBy, TextOptions};
 use lanmon_bins::{LogLevel, init_logging, parse_duration, shutdown_signal};
 
 /// lanmon server: receives CPU and memory samples from agents over TCP and shows every
@@ -46,6 +47,19 @@ struct Cli {
     /// (one snapshot object per line, for scripts and jq), or `off`.
     #[arg(long, env = "LANMON_REPORT_FORMAT", value_enum, default_value_t = Format::Text)]
     report_format: Format,
+
+    /// Text report: order of the agents — `name`, `cpu` (busiest first), `mem` (most used
+    /// first), `status` (offline first), `last-seen` (longest silent first).
+    #[arg(long, env = "LANMON_SORT", value_enum, default_value_t = Sort::Name)]
+    sort: Sort,
+
+    /// Text report: show at most this many agents (0: all); a summary line covers the fleet.
+    #[arg(long, env = "LANMON_TOP", default_value_t = DEFAULT_TOP, value_name = "N")]
+    top: usize,
+
+    /// Text report: only agents whose name, host name or IP contains this text.
+    #[arg(long, env = "LANMON_FILTER", value_name = "TEXT")]
+    filter: Option<String>,
 
     /// UDP port the discovery beacon is sent to (agents with --discover listen on it).
     #[arg(long, env = "LANMON_DISCOVERY_PORT", default_value_t = DEFAULT_DISCOVERY_PORT, value_name = "PORT")]
@@ -118,6 +132,15 @@ struct Cli {
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum Sort {
+    Name,
+    Cpu,
+    Mem,
+    Status,
+    LastSeen,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 enum Format {
     Text,
     Json,
@@ -140,6 +163,17 @@ fn main() -> ExitCode {
     }
     config.report_interval = cli.report_interval.max(Duration::from_millis(50));
     config.history = cli.history.max(1);
+    config.text = TextOptions {
+        sort: match cli.sort {
+            Sort::Name => SortBy::Name,
+            Sort::Cpu => SortBy::Cpu,
+            Sort::Mem => SortBy::Mem,
+            Sort::Status => SortBy::Status,
+            Sort::LastSeen => SortBy::LastSeen,
+        },
+        top: cli.top,
+        filter: cli.filter.clone(),
+    };
     config.limits = Limits {
         max_frame_len: cli.max_frame_bytes.max(1024),
         max_cores: cli.max_cores.max(1),
