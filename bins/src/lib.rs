@@ -56,6 +56,7 @@ fn nofile_limit() -> Option<(u64, u64)> {
     // SAFETY: getrlimit only writes into the struct we pass, which lives for the call.
     #[allow(unsafe_code)]
     let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
+    #[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux, not on every Unix
     (rc == 0).then_some((lim.rlim_cur as u64, lim.rlim_max as u64))
 }
 
