@@ -53,10 +53,14 @@ impl<In, Out> FrameCodec<In, Out> {
     /// A codec that refuses frames longer than `max_len` bytes (newline excluded).
     pub fn with_max_len(max_len: usize) -> Self {
         Self {
-            lines: AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), b"\n".to_vec(), max_len),
+            lines: Self::splitter(max_len),
             max_len,
             _types: PhantomData,
         }
+    }
+
+    fn splitter(max_len: usize) -> AnyDelimiterCodec {
+        AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), b"\n".to_vec(), max_len)
     }
 }
 
@@ -97,6 +101,9 @@ impl<In: DeserializeOwned, Out> Decoder for FrameCodec<In, Out> {
             // connection is ending anyway and a half-written frame was never meant to count.
             None => {
                 buf.clear();
+                // The line splitter remembers how far it scanned; start it afresh with the
+                // buffer, or a reader that resumes after EOF would scan past the new end.
+                self.lines = Self::splitter(self.max_len);
                 Ok(None)
             }
         }
