@@ -5,4 +5,5 @@
 
 mod core;
 mod discovery;
+mod faults;
 mod support;
