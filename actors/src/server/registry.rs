@@ -97,9 +97,10 @@ impl AgentEntry {
             return Status::Offline;
         }
         let since = self.latest_at.unwrap_or(self.attached_at);
-        let allowed = Duration::from_millis(self.hello.interval_ms) * STALE_AFTER_INTERVALS
-            // A little slack so a sample that is a few ms late does not flap the status.
-            + Duration::from_millis(500);
+        let interval = Duration::from_millis(self.hello.interval_ms);
+        // A quarter interval of slack so a sample that is a little late does not flap the
+        // status (and `stale` still shows well before the idle timeout makes it `offline`).
+        let allowed = interval * STALE_AFTER_INTERVALS + interval / 4;
         if now.duration_since(since) > allowed {
             Status::Stale
         } else {
