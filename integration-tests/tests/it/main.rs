@@ -6,4 +6,5 @@
 mod core;
 mod discovery;
 mod faults;
+mod hostile;
 mod support;
