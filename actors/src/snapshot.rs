@@ -98,8 +98,10 @@ pub struct AgentView {
     pub received: u64,
     /// Samples received again (already seen) and dropped, in the current run.
     pub duplicates: u64,
-    /// Sequence numbers skipped (never received) in the current run.
+    /// Sequence numbers never received between `first_seq` and `seq`, i.e. within the
+    /// server's history window (`--history` samples) of the current run.
     pub gaps: u64,
-    /// Lowest sequence number received in the current run (0 before the first).
+    /// Lowest sequence number of the current run still in the history window (0 before the
+    /// first sample); it moves up as the window slides.
     pub first_seq: u64,
 }

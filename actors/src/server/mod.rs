@@ -99,12 +99,10 @@ impl Server {
         redraw: bool,
         out: Box<dyn Write + Send>,
     ) -> Result<Server> {
-        let socket = TcpListener::bind(config.bind)
-            .await
-            .map_err(|source| Error::Bind {
-                addr: config.bind,
-                source,
-            })?;
+        let socket = listen(config.bind).map_err(|source| Error::Bind {
+            addr: config.bind,
+            source,
+        })?;
         let local_addr = socket.local_addr()?;
         let info = Arc::new(ServerInfo {
             id: crate::util::random_id(),
@@ -192,6 +190,24 @@ impl Server {
             let _ = tokio::time::timeout_at(deadline, self.reporter.send(reporter::Flush)).await;
         }
     }
+}
+
+/// Pending connections the kernel queues for accept (the usual 128 drops connection attempts
+/// when hundreds of agents reconnect at once; the kernel caps it at `net.core.somaxconn`).
+pub const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds the agents' TCP socket with SO_REUSEADDR (a restarted server can bind at once) and a
+/// deep accept queue.
+fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
+    };
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Runs a server until `shutdown` resolves, then stops it in order. Must run inside an actix
