@@ -125,14 +125,12 @@ impl<In, Out: Serialize> Encoder<Out> for FrameCodec<In, Out> {
     }
 }
 
-/// Encodes one frame to a line (newline included), for callers that write without a codec.
+/// Encodes one frame to a line (newline included), with the protocol's length limit, for
+/// callers that write without a codec.
 pub fn encode_line<T: Serialize>(frame: &T) -> Result<Vec<u8>, CodecError> {
-    let mut line = serde_json::to_vec(frame).map_err(CodecError::Encode)?;
-    if line.len() > MAX_FRAME_LEN {
-        return Err(CodecError::FrameTooLong { max: MAX_FRAME_LEN });
-    }
-    line.push(b'\n');
-    Ok(line)
+    let mut buf = BytesMut::new();
+    FrameCodec::<(), &T>::new().encode(frame, &mut buf)?;
+    Ok(buf.to_vec())
 }
 
 #[cfg(test)]

@@ -82,14 +82,3 @@ impl Default for Limits {
         }
     }
 }
-
-/// Turns on TCP keepalive on a connected socket (errors are ignored: it is a second line of
-/// defence).
-pub fn set_keepalive(stream: &tokio::net::TcpStream) {
-    let keepalive = socket2::TcpKeepalive::new()
-        .with_time(KEEPALIVE_IDLE)
-        .with_interval(KEEPALIVE_INTERVAL);
-    #[cfg(any(target_os = "linux", target_os = "macos", target_os = "freebsd"))]
-    let keepalive = keepalive.with_retries(KEEPALIVE_RETRIES);
-    let _ = socket2::SockRef::from(stream).set_tcp_keepalive(&keepalive);
-}

@@ -120,7 +120,7 @@ pub fn listen_socket(port: u16) -> io::Result<UdpSocket> {
 
 /// Listens for beacons and remembers which servers were heard; rate-limits its warnings.
 #[derive(Debug)]
-pub struct Listener {
+pub struct BeaconListener {
     socket: UdpSocket,
     port: u16,
     /// Only accept the server with this name.
@@ -131,7 +131,7 @@ pub struct Listener {
     ignored: u64,
 }
 
-impl Listener {
+impl BeaconListener {
     pub fn bind(port: u16, want: Option<String>) -> io::Result<Self> {
         Ok(Self {
             socket: listen_socket(port)?,

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 /// Everything that can go wrong in the library, by cause.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         addr: SocketAddr,
         #[source]
@@ -15,8 +15,6 @@ pub enum Error {
     Codec(#[from] crate::codec::CodecError),
     #[error("actor mailbox closed: {0}")]
     Mailbox(#[from] actix::MailboxError),
-    #[error("could not read system metrics: {0}")]
-    Metrics(String),
     #[error(transparent)]
     Io(#[from] std::io::Error),
     #[error("{0}")]

@@ -148,6 +148,8 @@ pub enum ErrorCode {
     Replaced,
     /// A server limit was hit (connections in total or per IP, idle time, ...).
     Limit,
+    /// Another live agent already uses this agent id.
+    DuplicateId,
     /// Some other server-side limit.
     #[serde(other)]
     Other,
@@ -162,6 +164,7 @@ impl ErrorCode {
             ErrorCode::Timeout => "timeout",
             ErrorCode::Replaced => "replaced",
             ErrorCode::Limit => "limit",
+            ErrorCode::DuplicateId => "duplicate_id",
             ErrorCode::Other => "other",
         }
     }

@@ -35,6 +35,9 @@ pub struct ServerInfo {
     pub version: String,
     /// The TCP address the server accepts agents on (the real port when bound to port 0).
     pub listen: String,
+    /// The HTTP address (API, `/metrics`, dashboard), when HTTP is on.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -34,6 +34,8 @@ pub enum Invalid {
 
 /// Smallest sampling interval an agent may announce.
 pub const MIN_INTERVAL_MS: u64 = 100;
+/// Largest sampling interval an agent may announce (one hour): it bounds the idle timeout.
+pub const MAX_INTERVAL_MS: u64 = 3_600_000;
 
 fn text(field: &'static str, value: &str, may_be_empty: bool) -> Result<(), Invalid> {
     if value.len() > MAX_TEXT_LEN {
@@ -83,6 +85,12 @@ pub fn hello_with_limit(h: &Hello, max_cores: usize) -> Result<(), Invalid> {
         return Err(Invalid::Field {
             field: "interval_ms",
             reason: "below 100 ms",
+        });
+    }
+    if h.interval_ms > MAX_INTERVAL_MS {
+        return Err(Invalid::Field {
+            field: "interval_ms",
+            reason: "above one hour",
         });
     }
     Ok(())
@@ -236,6 +244,17 @@ mod tests {
             hello_with_limit(&many, 64),
             Err(Invalid::TooManyCores { got: 65, max: 64 })
         );
+        let slow = Hello {
+            interval_ms: u64::MAX,
+            ..hello_fixture()
+        };
+        assert!(matches!(
+            hello(&slow),
+            Err(Invalid::Field {
+                field: "interval_ms",
+                ..
+            })
+        ));
         let fast = Hello {
             interval_ms: 1,
             ..hello_fixture()

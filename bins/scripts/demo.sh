@@ -23,7 +23,8 @@ pids+=($!)
 "$bin/agent" --discover --discovery-port "$discovery_port" --interval 1s --name demo-agent-2 \
   --quiet >"$logs/agent2.log" 2>&1 &
 pids+=($!)
-echo "demo: server on 127.0.0.1:$port, agents' logs in $logs; Ctrl+C stops all"
+http_port=$((port + 1))
+echo "demo: server on 127.0.0.1:$port, HTTP on http://127.0.0.1:$http_port/ (API, /metrics), agents' logs in $logs; Ctrl+C stops all"
 # In the foreground, so Ctrl+C reaches it directly; the EXIT trap then stops the agents.
-"$bin/server" --bind "127.0.0.1:$port" --report-interval 2s \
+"$bin/server" --bind "127.0.0.1:$port" --http "127.0.0.1:$http_port" --report-interval 2s \
   --beacon-to 127.255.255.255 --discovery-port "$discovery_port" --name demo || true

@@ -33,7 +33,8 @@ pub fn raise_fd_limit(connections: usize) -> u64 {
     } else {
         soft
     };
-    if now < want {
+    // Warn only when the limit is well short of the connection cap, not over the slack.
+    if now.saturating_add(64) < want.saturating_mul(9) / 10 {
         tracing::warn!(
             "open-files limit is {now} (hard limit {hard}): room for about {} connections; raise it with `ulimit -n`",
             now.saturating_sub(64)

@@ -35,10 +35,10 @@ use tokio_util::sync::CancellationToken;
 use crate::codec::{AgentCodec, encode_line};
 use crate::config::{
     BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, IDLE_INTERVALS, WELCOME_TIMEOUT, WRITE_TIMEOUT,
-    set_keepalive,
 };
 use crate::discovery::{self, Found, WAITING_HINT_EVERY};
 use crate::metrics::MetricsSource;
+use crate::net::set_keepalive;
 use crate::protocol::{self, AgentFrame, Bye, ErrorFrame, Metrics, PROTOCOL_VERSION, ServerFrame};
 use crate::util::{now_ms, random_id, random_u64};
 
@@ -126,7 +126,32 @@ pub const REPLAY_WINDOW: u64 = 32;
 struct Flow {
     next: u64,
     acked: u64,
-    last_heard: tokio::time::Instant,
+    /// Since when samples have been waiting for an ack (`None`: everything sent is acked).
+    waiting_since: Option<tokio::time::Instant>,
+}
+
+impl Flow {
+    /// Records an ack; an ack for a sample never sent is a protocol error.
+    fn ack(&mut self, seq: u64) -> Result<(), String> {
+        if seq >= self.next {
+            return Err(format!(
+                "server acknowledged seq {seq}, but only up to {} was sent",
+                self.next.saturating_sub(1)
+            ));
+        }
+        if seq > self.acked {
+            self.acked = seq;
+            self.waiting_since = (self.next > self.acked + 1).then(tokio::time::Instant::now);
+        }
+        Ok(())
+    }
+
+    /// Records that `seq` went out.
+    fn sent(&mut self, seq: u64) {
+        self.next = seq + 1;
+        self.waiting_since
+            .get_or_insert_with(tokio::time::Instant::now);
+    }
 }
 
 /// How a connection ended.
@@ -160,7 +185,7 @@ struct Agent<S> {
     shutdown: CancellationToken,
     backoff: Backoff,
     /// The beacon listener, in discover mode.
-    discovery: Option<discovery::Listener>,
+    discovery: Option<discovery::BeaconListener>,
     /// The server this agent was last connected to (discover mode), by server id.
     server_id: Option<String>,
     connected_once: bool,
@@ -211,7 +236,7 @@ impl<S: MetricsSource> Agent<S> {
             port, server_name, ..
         } = &self.target
         {
-            let listener = discovery::Listener::bind(*port, server_name.clone()).map_err(|e| {
+            let listener = discovery::BeaconListener::bind(*port, server_name.clone()).map_err(|e| {
                 crate::Error::Other(format!(
                     "cannot listen for beacons on UDP port {port}: {e} (another program holds the port without SO_REUSEPORT?)"
                 ))
@@ -412,7 +437,7 @@ impl<S: MetricsSource> Agent<S> {
         &mut self,
         stream: TcpStream,
         addr: SocketAddr,
-        mut beacons: Option<&mut discovery::Listener>,
+        mut beacons: Option<&mut discovery::BeaconListener>,
     ) -> Ended {
         let _ = stream.set_nodelay(true);
         set_keepalive(&stream);
@@ -434,6 +459,12 @@ impl<S: MetricsSource> Agent<S> {
                 );
                 // The server already holds these from before the reconnect: do not resend.
                 if let Some(held) = w.last_seq {
+                    if held > self.seq {
+                        return Ended::Lost(format!(
+                            "server claims to hold seq {held} of this run, which has only {}",
+                            self.seq
+                        ));
+                    }
                     self.outbox.ack(held);
                 }
             }
@@ -447,16 +478,17 @@ impl<S: MetricsSource> Agent<S> {
                 return Ended::Lost(format!("no welcome within {WELCOME_TIMEOUT:?}"));
             }
         }
+        let first_pending = self.outbox.pending().next().map_or(self.seq + 1, |m| m.seq);
         let mut flow = Flow {
-            next: self.outbox.pending().next().map_or(self.seq + 1, |m| m.seq),
-            acked: self.outbox.pending().next().map_or(self.seq, |m| m.seq - 1),
-            last_heard: tokio::time::Instant::now(),
+            next: first_pending,
+            acked: first_pending - 1,
+            waiting_since: None,
         };
         let backlog = self.seq.saturating_sub(flow.acked);
         if backlog > 1 {
             tracing::info!("sending {backlog} buffered sample(s), {REPLAY_WINDOW} at a time");
         }
-        let idle = self.interval * IDLE_INTERVALS;
+        let idle = self.interval.saturating_mul(IDLE_INTERVALS);
         loop {
             if let Err(e) = self.pump(&mut write, &mut flow).await {
                 return Ended::Lost(e.to_string());
@@ -465,10 +497,11 @@ impl<S: MetricsSource> Agent<S> {
                 biased;
                 () = self.shutdown.cancelled() => return self.say_bye(&mut write).await,
                 frame = frames.next() => {
-                    flow.last_heard = tokio::time::Instant::now();
                     match frame {
                         Some(Ok(ServerFrame::Ack(ack))) => {
-                            flow.acked = flow.acked.max(ack.seq);
+                            if let Err(e) = flow.ack(ack.seq) {
+                                return Ended::Lost(e);
+                            }
                             self.outbox.ack(ack.seq);
                         }
                         Some(Ok(ServerFrame::Error(e))) => return Ended::Refused(e),
@@ -481,7 +514,10 @@ impl<S: MetricsSource> Agent<S> {
                     }
                 },
                 heard = next_beacon(beacons.as_deref_mut()) => {
+                    let chose_by_name =
+                        matches!(&self.target, Target::Discover { server_name: Some(_), .. });
                     if let Ok((found, true)) = heard
+                        && !chose_by_name
                         && self.server_id.as_ref() != Some(&found.beacon.server_id)
                     {
                         tracing::warn!(
@@ -491,18 +527,15 @@ impl<S: MetricsSource> Agent<S> {
                         );
                     }
                 },
-                _ = self.ticker.tick() => {
-                    self.sample();
-                    // Samples are the agent's heartbeat and acks the server's: a server that
-                    // acknowledged nothing for several intervals is gone (or the path is
-                    // half-open), whatever TCP says.
-                    if flow.next > flow.acked + 1 && flow.last_heard.elapsed() > idle {
-                        return Ended::Lost(format!(
-                            "no acknowledgement from the server for {:?} (half-open connection?)",
-                            flow.last_heard.elapsed()
-                        ));
-                    }
+                // Samples are the agent's heartbeat and acks the server's: a server that
+                // acknowledged nothing for several intervals is gone (or the path is
+                // half-open), whatever TCP says.
+                () = ack_deadline(flow.waiting_since, idle) => {
+                    return Ended::Lost(format!(
+                        "no acknowledgement from the server for {idle:?} (half-open connection?)"
+                    ));
                 }
+                _ = self.ticker.tick() => { self.sample(); }
             }
         }
     }
@@ -520,15 +553,21 @@ impl<S: MetricsSource> Agent<S> {
             };
             let live = m.seq == self.seq;
             let seq = m.seq;
-            let n = send(write, &AgentFrame::Metrics(m)).await?;
+            let n = send_within(write, &AgentFrame::Metrics(m), self.write_deadline()).await?;
             if live {
                 tracing::info!("Sent {n} bytes (seq {seq})");
             } else {
                 tracing::debug!("Sent {n} bytes (seq {seq}, buffered)");
             }
-            flow.next += 1;
+            flow.sent(seq);
         }
         Ok(())
+    }
+
+    /// How long one sample may take to write: no longer than an interval (at least a second),
+    /// so a server that stopped reading cannot hold up sampling for long.
+    fn write_deadline(&self) -> Duration {
+        self.interval.clamp(Duration::from_secs(1), WRITE_TIMEOUT)
     }
 
     async fn say_bye(&mut self, write: &mut OwnedWriteHalf) -> Ended {
@@ -541,10 +580,27 @@ impl<S: MetricsSource> Agent<S> {
     }
 }
 
-/// Writes one frame with a deadline; returns the bytes written.
+/// Resolves `idle` after `since`; never while nothing is waiting for an ack.
+async fn ack_deadline(since: Option<tokio::time::Instant>, idle: Duration) {
+    match since {
+        Some(since) => tokio::time::sleep_until(since + idle).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes one frame with the default deadline; returns the bytes written.
 async fn send(write: &mut OwnedWriteHalf, frame: &AgentFrame) -> io::Result<usize> {
+    send_within(write, frame, WRITE_TIMEOUT).await
+}
+
+/// Writes one frame within `deadline`; returns the bytes written.
+async fn send_within(
+    write: &mut OwnedWriteHalf,
+    frame: &AgentFrame,
+    deadline: Duration,
+) -> io::Result<usize> {
     let line = encode_line(frame).map_err(io::Error::other)?;
-    match tokio::time::timeout(WRITE_TIMEOUT, write.write_all(&line)).await {
+    match tokio::time::timeout(deadline, write.write_all(&line)).await {
         Ok(result) => result.map(|()| line.len()),
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,
@@ -601,7 +657,9 @@ impl ConnectError {
 }
 
 /// The next beacon, or never (not in discover mode).
-async fn next_beacon(listener: Option<&mut discovery::Listener>) -> std::io::Result<(Found, bool)> {
+async fn next_beacon(
+    listener: Option<&mut discovery::BeaconListener>,
+) -> std::io::Result<(Found, bool)> {
     match listener {
         Some(l) => l.next().await,
         None => std::future::pending().await,

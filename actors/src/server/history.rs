@@ -146,12 +146,109 @@ impl History {
     }
 }
 
+/// Average, minimum and maximum of the values in one bucket.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Stat {
+    pub avg: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+/// One point of a series: every sample whose timestamp falls in `[ts_ms, ts_ms + step)`.
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct Bucket {
+    pub ts_ms: u64,
+    /// Samples in the bucket.
+    pub n: u64,
+    /// CPU usage of the whole machine, percent.
+    pub cpu: Option<Stat>,
+    /// Memory used, bytes.
+    pub mem_used: Option<Stat>,
+}
+
+#[derive(Default)]
+struct Acc {
+    n: u64,
+    cpu: Option<(f64, f64, f64, u64)>,
+    mem: Option<(f64, f64, f64, u64)>,
+}
+
+fn add(acc: &mut Option<(f64, f64, f64, u64)>, v: f64) {
+    let (sum, min, max, n) = acc.get_or_insert((0.0, f64::INFINITY, f64::NEG_INFINITY, 0));
+    *sum += v;
+    *min = min.min(v);
+    *max = max.max(v);
+    *n += 1;
+}
+
+fn stat(acc: Option<(f64, f64, f64, u64)>) -> Option<Stat> {
+    acc.map(|(sum, min, max, n)| Stat {
+        avg: sum / n as f64,
+        min,
+        max,
+    })
+}
+
+/// Aggregates points with `from_ms <= ts < to_ms` into buckets of `step_ms` aligned to
+/// multiples of the step (avg, min and max, so spikes survive). Empty buckets are left out.
+pub fn series<'a>(
+    points: impl Iterator<Item = &'a Point>,
+    from_ms: u64,
+    to_ms: u64,
+    step_ms: u64,
+) -> Vec<Bucket> {
+    let step = step_ms.max(1);
+    let mut buckets: std::collections::BTreeMap<u64, Acc> = std::collections::BTreeMap::new();
+    for p in points.filter(|p| p.ts_ms >= from_ms && p.ts_ms < to_ms) {
+        let acc = buckets.entry(p.ts_ms / step * step).or_default();
+        acc.n += 1;
+        if let Some(c) = p.cpu_total {
+            add(&mut acc.cpu, f64::from(c));
+        }
+        if let Some(m) = p.mem_used {
+            add(&mut acc.mem, m as f64);
+        }
+    }
+    buckets
+        .into_iter()
+        .map(|(ts_ms, acc)| Bucket {
+            ts_ms,
+            n: acc.n,
+            cpu: stat(acc.cpu),
+            mem_used: stat(acc.mem),
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn rec(h: &mut History, seq: u64) -> bool {
         h.record(seq, seq * 1000, Some(1.0), Some(1))
+    }
+
+    #[test]
+    fn series_buckets_keep_avg_min_and_max() {
+        let mut h = History::new(10);
+        for (seq, cpu) in [(1, 10.0), (2, 90.0), (3, 20.0), (4, 40.0)] {
+            h.record(seq, seq * 1000, Some(cpu), Some(seq * 100));
+        }
+        // Buckets of 2 s over [1 s, 5 s): {1 s}, {2 s, 3 s}, {4 s}.
+        let got = series(h.points(), 1000, 5000, 2000);
+        let ts: Vec<u64> = got.iter().map(|b| b.ts_ms).collect();
+        assert_eq!(ts, [0, 2000, 4000]);
+        assert_eq!(
+            got[1].cpu,
+            Some(Stat {
+                avg: 55.0,
+                min: 20.0,
+                max: 90.0
+            })
+        );
+        assert_eq!(got[1].n, 2);
+        assert_eq!(got[2].mem_used.map(|m| m.max), Some(400.0));
+        assert!(series(h.points(), 5000, 9000, 1000).is_empty());
     }
 
     #[test]

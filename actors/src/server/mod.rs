@@ -9,7 +9,7 @@
 //! [`Server::start`] binds the listening socket on the configured address (port 0 allowed;
 //! the real address is [`Server::local_addr`]) and starts the actors on the current actix
 //! `System`. [`Server::shutdown`] stops it in this order:
-//! 1. the Beacon and the Listener stop: no more announcements, no new connections;
+//! 1. the Beacon, the Listener and HTTP stop: no more announcements, no new connections;
 //! 2. the Registry tells every Session to close: each sends `bye` to its agent;
 //! 3. the sessions' writers flush their last frames (bounded by
 //!    [`SHUTDOWN_GRACE`](crate::config::SHUTDOWN_GRACE));
@@ -18,7 +18,9 @@
 
 pub mod beacon;
 pub mod history;
+pub mod http;
 pub mod listener;
+pub mod prometheus;
 pub mod registry;
 pub mod reporter;
 pub mod session;
@@ -52,6 +54,8 @@ pub struct ServerConfig {
     pub text: reporter::TextOptions,
     /// UDP announcements for `agent --discover`; `None` turns them off.
     pub beacon: Option<beacon::BeaconConfig>,
+    /// The HTTP API, `/metrics` and dashboard; `None` turns HTTP off.
+    pub http: Option<http::HttpConfig>,
     /// What one peer may do.
     pub limits: Limits,
     /// Samples remembered per agent.
@@ -67,6 +71,7 @@ impl ServerConfig {
             report_format: ReportFormat::Text,
             text: reporter::TextOptions::default(),
             beacon: None,
+            http: None,
             limits: Limits::default(),
             history: DEFAULT_HISTORY,
         }
@@ -81,6 +86,7 @@ pub struct Server {
     listener: Addr<listener::Listener>,
     reporter: Addr<reporter::Reporter>,
     beacon: Option<Addr<beacon::BeaconActor>>,
+    http: Option<http::Http>,
     writers: TaskTracker,
 }
 
@@ -104,11 +110,23 @@ impl Server {
             source,
         })?;
         let local_addr = socket.local_addr()?;
+        let http_socket = match &config.http {
+            Some(http) => Some(http::Http::bind(http).map_err(|source| Error::Bind {
+                addr: http.bind,
+                source,
+            })?),
+            None => None,
+        };
+        let http_addr = match &http_socket {
+            Some(s) => Some(s.local_addr()?),
+            None => None,
+        };
         let info = Arc::new(ServerInfo {
             id: crate::util::random_id(),
             name: config.name.clone(),
             version: crate::VERSION.to_string(),
             listen: local_addr.to_string(),
+            http: http_addr.map(|a| a.to_string()),
         });
         let registry = Registry::new((*info).clone(), config.history).start();
         let writers = TaskTracker::new();
@@ -130,6 +148,12 @@ impl Server {
         let reporter_thread = Arbiter::new();
         let reporter =
             reporter::Reporter::start_in_arbiter(&reporter_thread.handle(), |_| reporter);
+        let http = match (http_socket, &config.http) {
+            (Some(socket), Some(http_config)) => {
+                Some(http::Http::start(socket, http_config, registry.clone())?)
+            }
+            _ => None,
+        };
         let beacon = match config.beacon {
             Some(beacon_config) => {
                 let payload = Beacon::new(&info.id, &info.name, local_addr.port());
@@ -144,6 +168,7 @@ impl Server {
             listener,
             reporter,
             beacon,
+            http,
             writers,
         })
     }
@@ -170,6 +195,9 @@ impl Server {
             let _ = beacon.send(beacon::Stop).await;
         }
         let _ = self.listener.send(listener::Stop).await;
+        if let Some(http) = &self.http {
+            let _ = tokio::time::timeout_at(deadline, http.stop()).await;
+        }
         let open = self.registry.send(registry::Shutdown).await.unwrap_or(0);
         tracing::info!("shutting down: closing {open} connection(s)");
         // Sessions stop as they process `Close`; wait until the registry has seen them go.

@@ -3,7 +3,7 @@
 //! Owns: one [`AgentEntry`] per agent id (not per IP: several agents on one host are distinct),
 //! with its address, latest sample, status and counters; and the list of open sessions.
 //! Receives from Sessions: [`Connect`], [`Hello`], [`Sample`], [`Disconnect`]; from the
-//! Reporter: [`GetSnapshot`]; from the server's shutdown path: [`Shutdown`].
+//! Reporter and the HTTP API: [`GetSnapshot`], [`GetHistory`]; from the server's shutdown path: [`Shutdown`].
 //! Sends to Sessions: [`session::Close`] (when a newer connection takes over an agent id, and
 //! on shutdown).
 
@@ -15,7 +15,7 @@ use actix::prelude::*;
 
 use crate::config::{MAX_AGENTS, OFFLINE_RETENTION, STALE_AFTER_INTERVALS};
 use crate::protocol::{self, Metrics};
-use crate::server::history::History;
+use crate::server::history::{Bucket, History, series};
 use crate::server::session::{self, SessionId};
 use crate::snapshot::{AgentView, SNAPSHOT_VERSION, ServerInfo, Snapshot, Status, Summary};
 use crate::util::now_ms;
@@ -31,9 +31,10 @@ pub struct Connect {
 
 /// A validated `hello`: attaches the session to an agent id. Answers the highest seq already
 /// held for this agent's run (`None` for a run the registry has not seen), which the Session
-/// passes on in `welcome` so the agent does not resend those samples.
+/// passes on in `welcome` so the agent does not resend those samples; or why the id is
+/// refused (another live run holds it).
 #[derive(Message)]
-#[rtype(result = "Option<u64>")]
+#[rtype(result = "Result<Option<u64>, String>")]
 pub struct Hello {
     pub session: SessionId,
     pub hello: protocol::Hello,
@@ -59,6 +60,17 @@ pub struct Disconnect {
 #[derive(Message)]
 #[rtype(result = "Snapshot")]
 pub struct GetSnapshot;
+
+/// Asks for an agent's history in buckets of `step_ms` over `[from_ms, to_ms)`; `None` if
+/// the agent is unknown.
+#[derive(Message)]
+#[rtype(result = "Option<Vec<Bucket>>")]
+pub struct GetHistory {
+    pub agent_id: String,
+    pub from_ms: u64,
+    pub to_ms: u64,
+    pub step_ms: u64,
+}
 
 /// Closes every session (each says `bye` to its agent). Returns how many were open.
 #[derive(Message)]
@@ -208,20 +220,38 @@ impl Handler<Connect> for Registry {
 }
 
 impl Handler<Hello> for Registry {
-    type Result = Option<u64>;
+    type Result = Result<Option<u64>, String>;
 
-    fn handle(&mut self, msg: Hello, _: &mut Self::Context) -> Option<u64> {
-        let Some(session) = self.sessions.get_mut(&msg.session) else {
-            return None; // the session ended before its hello was processed
+    fn handle(&mut self, msg: Hello, _: &mut Self::Context) -> Self::Result {
+        let Some(peer) = self.sessions.get(&msg.session).map(|s| s.peer) else {
+            return Ok(None); // the session ended before its hello was processed
         };
         let id = msg.hello.agent_id.clone();
-        session.agent = Some(id.clone());
-        let peer = session.peer;
         let now = Instant::now();
+        if let Some(entry) = self.agents.get(&id) {
+            let same_run = entry.hello.run_id == msg.hello.run_id;
+            // Another run of the same id that is still streaming: two agents share an id
+            // (e.g. same host, same name). Refuse the newcomer instead of letting them take
+            // the id from each other forever. A half-open old connection goes stale within
+            // two intervals, and then the newcomer's retry wins.
+            if !same_run
+                && entry.session.is_some_and(|s| s != msg.session)
+                && entry.status(now) == Status::Live
+            {
+                return Err(format!(
+                    "agent id {id} is in use by a live agent ({} from {}); give each agent its own --name or --id",
+                    entry.hello.name,
+                    entry.peer.ip()
+                ));
+            }
+        }
+        if let Some(session) = self.sessions.get_mut(&msg.session) {
+            session.agent = Some(id.clone());
+        }
         match self.agents.get_mut(&id) {
             Some(entry) => {
-                // A newer connection for the same agent wins: the old one is half-open or the
-                // agent restarted. Tell the old session to go.
+                // A newer connection of the same run wins: the old one is half-open. Tell the
+                // old session to go.
                 if let Some(old) = entry.session.replace(msg.session)
                     && old != msg.session
                     && let Some(old_entry) = self.sessions.get_mut(&old)
@@ -240,7 +270,7 @@ impl Handler<Hello> for Registry {
                 entry.offline_since = None;
                 entry.offline_reason = None;
                 entry.attached_at = now;
-                (same_run && entry.history.highest() > 0).then(|| entry.history.highest())
+                Ok((same_run && entry.history.highest() > 0).then(|| entry.history.highest()))
             }
             None => {
                 self.agents.insert(
@@ -260,7 +290,7 @@ impl Handler<Hello> for Registry {
                 if self.agents.len() > MAX_AGENTS {
                     self.prune(now);
                 }
-                None
+                Ok(None)
             }
         }
     }
@@ -337,6 +367,18 @@ impl Handler<GetSnapshot> for Registry {
             summary,
             agents,
         })
+    }
+}
+
+impl Handler<GetHistory> for Registry {
+    type Result = MessageResult<GetHistory>;
+
+    fn handle(&mut self, q: GetHistory, _: &mut Self::Context) -> Self::Result {
+        MessageResult(
+            self.agents
+                .get(&q.agent_id)
+                .map(|a| series(a.history.points(), q.from_ms, q.to_ms, q.step_ms)),
+        )
     }
 }
 

@@ -391,6 +391,7 @@ mod tests {
                 name: "lab".into(),
                 version: "0.1.0".into(),
                 listen: "127.0.0.1:8080".into(),
+                http: None,
             },
             summary: Summary {
                 agents: agents.len(),

@@ -27,7 +27,8 @@ use tokio_util::codec::{FramedRead, FramedWrite};
 use tokio_util::task::TaskTracker;
 
 use crate::codec::{CodecError, ServerCodec};
-use crate::config::{Limits, SESSION_QUEUE_FRAMES, WRITE_TIMEOUT, set_keepalive};
+use crate::config::{Limits, SESSION_QUEUE_FRAMES, WRITE_TIMEOUT};
+use crate::net::set_keepalive;
 use crate::protocol::{
     self, Ack, AgentFrame, Bye, ErrorCode, ErrorFrame, PROTOCOL_VERSION, ServerFrame, Welcome,
 };
@@ -123,11 +124,23 @@ impl Session {
         ctx.stop();
     }
 
-    /// Refuses the connection: one log line, an `error` frame, then close.
+    /// Refuses the connection: one log line, an `error` frame, then close. The agent's
+    /// offline reason is `error: <message>`.
     fn fail(&mut self, code: ErrorCode, message: String, ctx: &mut Context<Self>) {
+        let reason = format!("error: {message}");
+        self.close_with(code, message, reason, ctx);
+    }
+
+    /// One log line naming the peer, an `error` frame, then close with `reason`.
+    fn close_with(
+        &mut self,
+        code: ErrorCode,
+        message: String,
+        reason: String,
+        ctx: &mut Context<Self>,
+    ) {
         let who = self.hello.as_ref().map(|h| h.name.as_str()).unwrap_or("-");
         tracing::warn!(peer = %self.peer, agent = who, "closing connection: {code}: {message}");
-        let reason = format!("error: {message}");
         self.send(ServerFrame::Error(ErrorFrame { code, message }), ctx);
         self.end(reason, ctx);
     }
@@ -164,8 +177,15 @@ impl Session {
             .registry
             .send(attach)
             .into_actor(self)
-            .map(|last_seq, this, ctx| {
-                let last_seq = last_seq.unwrap_or(None);
+            .map(|answer, this, ctx| {
+                let last_seq = match answer {
+                    Ok(Ok(last_seq)) => last_seq,
+                    Ok(Err(refused)) => return this.fail(ErrorCode::DuplicateId, refused, ctx),
+                    Err(e) => {
+                        let message = format!("registry unavailable: {e}");
+                        return this.fail(ErrorCode::Other, message, ctx);
+                    }
+                };
                 this.highest_seq = last_seq.unwrap_or(0);
                 let info = &this.settings.info;
                 let welcome = Welcome {
@@ -184,20 +204,19 @@ impl Session {
     /// Closes the connection when the agent sends nothing for `idle_intervals` of its
     /// intervals: its samples are its heartbeat, so silence means it is gone (or half-open).
     fn watch_idle(&mut self, interval: Duration, ctx: &mut Context<Self>) {
-        let idle = (interval * self.settings.limits.idle_intervals).max(Duration::from_secs(1));
-        let check_every = (interval / 2).clamp(Duration::from_millis(100), Duration::from_secs(5));
+        let idle = interval
+            .saturating_mul(self.settings.limits.idle_intervals)
+            .max(Duration::from_secs(1));
+        let check_every = (interval / 4).clamp(Duration::from_millis(50), Duration::from_secs(5));
         ctx.run_interval(check_every, move |this, ctx| {
             if this.end_reason.is_none() && this.last_frame_at.elapsed() > idle {
-                let who = this.hello.as_ref().map(|h| h.name.as_str()).unwrap_or("-");
-                tracing::warn!(peer = %this.peer, agent = who, "closing connection: timeout: nothing received for {idle:?}");
-                this.send(
-                    ServerFrame::Error(ErrorFrame {
-                        code: ErrorCode::Timeout,
-                        message: format!("nothing received for {idle:?}"),
-                    }),
+                let message = format!("nothing received for {idle:?}");
+                this.close_with(
+                    ErrorCode::Timeout,
+                    message.clone(),
+                    format!("timeout: {message}"),
                     ctx,
                 );
-                this.end(format!("timeout: nothing received for {idle:?}"), ctx);
             }
         });
     }

@@ -3,7 +3,8 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::{Args, Parser, Subcommand};
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand};
 use lanmon::agent::{AgentConfig, DEFAULT_BUFFER, Target, default_agent_id};
 use lanmon::config::{DEFAULT_INTERVAL, DEFAULT_PORT};
 use lanmon::discovery::DEFAULT_DISCOVERY_PORT;
@@ -27,7 +28,8 @@ use tokio_util::sync::CancellationToken;
     about,
     long_about,
     args_conflicts_with_subcommands = true,
-    subcommand_negates_reqs = true
+    subcommand_negates_reqs = true,
+    group(ArgGroup::new("target").required(true).args(["host", "discover"]))
 )]
 struct Cli {
     #[command(subcommand)]
@@ -66,26 +68,23 @@ struct DiscoverArgs {
 #[derive(Debug, Args)]
 struct RunArgs {
     /// The server's IP address or host name (its startup banner lists them).
-    #[arg(
-        long,
-        env = "LANMON_HOST",
-        value_name = "HOST",
-        required_unless_present = "discover"
-    )]
+    #[arg(long, env = "LANMON_HOST", value_name = "HOST")]
     host: Option<String>,
 
     /// Find the server by its UDP beacon instead of --host (it must be on the same LAN).
-    #[arg(long, env = "LANMON_DISCOVER", conflicts_with = "host")]
+    #[arg(long, env = "LANMON_DISCOVER", value_parser = BoolishValueParser::new(),
+          action = ArgAction::SetTrue)]
     discover: bool,
 
     /// With --discover: list the servers heard (like `agent discover`) and exit.
-    #[arg(long, requires = "discover")]
+    #[arg(long, env = "LANMON_LIST", requires = "discover",
+          value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     list: bool,
 
     /// With --discover: only connect to the server with this name (when several beacon).
     #[arg(
         long,
-        env = "LANMON_SERVER_NAME",
+        env = "LANMON_DISCOVER_NAME",
         requires = "discover",
         value_name = "NAME"
     )]
@@ -106,7 +105,7 @@ struct RunArgs {
     #[arg(long, env = "LANMON_PORT", default_value_t = DEFAULT_PORT)]
     port: u16,
 
-    /// How often to sample and send (at least 200ms; e.g. 5s, 1s, 500ms).
+    /// How often to sample and send (200ms to 1h; e.g. 5s, 1s, 500ms).
     #[arg(long, env = "LANMON_INTERVAL", value_parser = parse_duration,
           default_value = humantime::format_duration(DEFAULT_INTERVAL).to_string(),
           value_name = "DURATION")]
@@ -134,7 +133,8 @@ struct LogArgs {
     log_level: LogLevel,
 
     /// Only log warnings and errors: no line per sample (same as --log-level warn).
-    #[arg(short, long, env = "LANMON_QUIET")]
+    #[arg(short, long, env = "LANMON_QUIET", value_parser = BoolishValueParser::new(),
+          action = ArgAction::SetTrue)]
     quiet: bool,
 }
 
@@ -152,6 +152,7 @@ impl LogArgs {
 }
 
 const MIN_INTERVAL: Duration = Duration::from_millis(200);
+const MAX_INTERVAL: Duration = Duration::from_secs(3600);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -166,9 +167,9 @@ fn main() -> ExitCode {
         }
         None => {
             cli.log.init();
-            if cli.run.interval < MIN_INTERVAL {
+            if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&cli.run.interval) {
                 eprintln!(
-                    "agent: --interval must be at least {MIN_INTERVAL:?} (CPU usage cannot be measured faster)"
+                    "agent: --interval must be between {MIN_INTERVAL:?} (CPU usage cannot be measured faster) and {MAX_INTERVAL:?}"
                 );
                 return ExitCode::from(2);
             }
@@ -190,7 +191,7 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 /// `agent discover`: the diagnostic to run first when discovery finds nothing.
 fn list_servers(port: u16, listen_for: Duration) -> anyhow::Result<ExitCode> {
     runtime()?.block_on(async move {
-        let mut listener = lanmon::discovery::Listener::bind(port, None)
+        let mut listener = lanmon::discovery::BeaconListener::bind(port, None)
             .map_err(|e| anyhow::anyhow!("cannot listen on UDP port {port}: {e}"))?;
         println!("listening for lanmon servers on UDP port {port} for {listen_for:?}…");
         let servers = listener.survey(listen_for).await;

@@ -4,7 +4,8 @@ use std::net::{IpAddr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Parser};
 use lanmon::config::{
     DEFAULT_BIND, DEFAULT_HISTORY, DEFAULT_REPORT_INTERVAL, HELLO_TIMEOUT, IDLE_INTERVALS, Limits,
     MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP,
@@ -12,6 +13,7 @@ use lanmon::config::{
 use lanmon::discovery::{DEFAULT_BEACON_INTERVAL, DEFAULT_DISCOVERY_PORT};
 use lanmon::protocol::{MAX_CORES, MAX_FRAME_LEN};
 use lanmon::server::beacon::{BeaconConfig, BeaconTargets};
+use lanmon::server::http::{DEFAULT_HTTP_BIND, HttpConfig};
 use lanmon::server::reporter::DEFAULT_TOP;
 use lanmon::server::{ReportFormat, Server, ServerConfig, SortBy, TextOptions};
 use lanmon_bins::{LogLevel, init_logging, parse_duration, shutdown_signal};
@@ -85,8 +87,24 @@ struct Cli {
     beacon_interval: Duration,
 
     /// Do not send discovery beacons (agents then need --host).
-    #[arg(long, env = "LANMON_NO_BEACON")]
+    #[arg(long, env = "LANMON_NO_BEACON", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     no_beacon: bool,
+
+    /// HTTP address for the JSON API (`/api/agents`), Prometheus (`/metrics`), `/healthz` and
+    /// the dashboard (`/`). Port 0 picks a free port (the JSON snapshot's `server.http` says
+    /// which).
+    #[arg(long, env = "LANMON_HTTP", default_value = DEFAULT_HTTP_BIND, value_name = "ADDR:PORT",
+          conflicts_with = "no_http")]
+    http: SocketAddr,
+
+    /// Do not serve HTTP (no API, no /metrics, no dashboard).
+    #[arg(long, env = "LANMON_NO_HTTP", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
+    no_http: bool,
+
+    /// Leave out the per-core series (`lanmon_cpu_core_usage_ratio`) from /metrics, for very
+    /// large fleets.
+    #[arg(long, env = "LANMON_NO_PER_CORE_METRICS", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
+    no_per_core_metrics: bool,
 
     /// Samples remembered per agent (default: one hour at the agent's default 5 s interval).
     /// Each costs about 40 bytes.
@@ -119,7 +137,7 @@ struct Cli {
     /// Close a connection that sent nothing for this many of its agent's intervals (the
     /// agent's samples are its heartbeat); the agent is then `offline` (timeout).
     #[arg(long, env = "LANMON_IDLE_INTERVALS", default_value_t = IDLE_INTERVALS, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(2..))]
+          value_parser = clap::value_parser!(u32).range(2..=100))]
     idle_intervals: u32,
 
     /// Log verbosity on stderr (RUST_LOG, if set, overrides it).
@@ -127,7 +145,8 @@ struct Cli {
     log_level: LogLevel,
 
     /// Only log warnings and errors (same as --log-level warn).
-    #[arg(short, long, env = "LANMON_QUIET")]
+    #[arg(short, long, env = "LANMON_QUIET", value_parser = BoolishValueParser::new(),
+          action = ArgAction::SetTrue)]
     quiet: bool,
 }
 
@@ -163,6 +182,10 @@ fn main() -> ExitCode {
     }
     config.report_interval = cli.report_interval.max(Duration::from_millis(50));
     config.history = cli.history.max(1);
+    config.http = (!cli.no_http).then_some(HttpConfig {
+        bind: cli.http,
+        per_core_metrics: !cli.no_per_core_metrics,
+    });
     config.text = TextOptions {
         sort: match cli.sort {
             Sort::Name => SortBy::Name,

@@ -270,3 +270,27 @@ fn future_protocol_gets_unsupported_version_agent_unaffected() {
         "the refused client must not be listed"
     );
 }
+
+/// Two agents that share an id (same host, same name) do not take it from each other: the
+/// first keeps streaming, the second is refused with `duplicate_id` and an explanation, and
+/// keeps retrying instead of exiting.
+#[test]
+fn two_agents_with_one_id_do_not_fight() {
+    let server = Server::start();
+    let first = Agent::start(server.port(), "twin");
+    let before = seqs(&server.wait_for(DEADLINE, |s| is_live(s, "twin")), &["twin"]);
+    let mut second = Agent::start(server.port(), "twin");
+    second.wait_for_output(DEADLINE, 0, "duplicate_id");
+    assert!(
+        second.stdout().contains("--name or --id"),
+        "{}",
+        second.diagnostics()
+    );
+    let snap = server.wait_for(DEADLINE, |s| all_live_and_advanced(s, &before));
+    let twin = agent(&snap, "twin").unwrap();
+    assert_eq!(snap["summary"]["agents"], 1, "{snap}");
+    assert_eq!(twin["duplicates"], 0, "{twin}");
+    assert_eq!(twin["first_seq"], 1, "the first agent's run was never reset: {twin}");
+    assert_eq!(second.try_exit(), None, "{}", second.diagnostics());
+    drop(first);
+}

@@ -283,6 +283,10 @@ impl Server {
             // i.e. onto the shared network: never from tests.
             cmd.arg("--no-beacon");
         }
+        if !extra.contains(&"--http") {
+            // The default HTTP port is fixed (8081): parallel tests would collide on it.
+            cmd.arg("--no-http");
+        }
         let mut proc = Proc::spawn("server".into(), &mut cmd);
         let (Some(stdout), Some(stderr)) = (proc.child.stdout.take(), proc.child.stderr.take())
         else {

@@ -1,0 +1,279 @@
+//! The HTTP side of the server (actix-web): read-only JSON API, Prometheus `/metrics`, and the
+//! web dashboard.
+//!
+//! - `GET /healthz` — liveness, for service managers and containers.
+//! - `GET /api/agents` — the same snapshot as `--report-format json`.
+//! - `GET /api/agents/{id}/history?from=&to=&step=` — an agent's series (avg/min/max per
+//!   point); times in ms since the Unix epoch, `step` in ms. Bad parameters: 400 with a
+//!   message; unknown agent: 404.
+//! - `GET /metrics` — Prometheus text exposition ([`super::prometheus`]).
+//! - `GET /` — the dashboard.
+//!
+//! Handlers only ask the Registry (an `Addr`, usable from the HTTP worker thread); nothing here
+//! changes state.
+
+use std::net::{SocketAddr, TcpListener};
+use std::time::Duration;
+
+use actix::Addr;
+use actix_web::http::header::{CACHE_CONTROL, ContentType};
+use actix_web::{App, HttpResponse, HttpServer, Responder, web};
+use serde::{Deserialize, Serialize};
+
+use crate::server::history::Bucket;
+use crate::server::registry::{self, Registry};
+use crate::util::now_ms;
+
+/// Default HTTP address: every interface, so Prometheus and browsers on the LAN reach it.
+pub const DEFAULT_HTTP_BIND: &str = "0.0.0.0:8081";
+/// Longest range one history request may span, in points.
+pub const MAX_HISTORY_POINTS: u64 = 10_000;
+/// Default history range when `from` is not given.
+pub const DEFAULT_HISTORY_RANGE: Duration = Duration::from_secs(3600);
+
+/// The HTTP side's settings.
+#[derive(Debug, Clone)]
+pub struct HttpConfig {
+    pub bind: SocketAddr,
+    /// Export `lanmon_cpu_core_usage_ratio` (one series per core per agent).
+    pub per_core_metrics: bool,
+}
+
+#[derive(Clone)]
+struct State {
+    registry: Addr<Registry>,
+    per_core_metrics: bool,
+}
+
+/// A running HTTP server.
+pub struct Http {
+    handle: actix_web::dev::ServerHandle,
+}
+
+impl Http {
+    /// Binds `config.bind` (port 0 allowed). Returns the bound socket, to be started with
+    /// [`Http::start`] once the registry exists.
+    pub fn bind(config: &HttpConfig) -> std::io::Result<TcpListener> {
+        TcpListener::bind(config.bind)
+    }
+
+    /// Starts serving on `socket` in the current actix system.
+    pub fn start(
+        socket: TcpListener,
+        config: &HttpConfig,
+        registry: Addr<Registry>,
+    ) -> std::io::Result<Http> {
+        let state = State {
+            registry,
+            per_core_metrics: config.per_core_metrics,
+        };
+        let server = HttpServer::new(move || {
+            App::new()
+                .app_data(web::Data::new(state.clone()))
+                .route("/healthz", web::get().to(healthz))
+                .route("/api/agents", web::get().to(agents))
+                .route("/api/agents/{id}/history", web::get().to(history))
+                .route("/metrics", web::get().to(metrics))
+                .route("/", web::get().to(dashboard))
+        })
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .listen(socket)?
+        .run();
+        let handle = server.handle();
+        actix::spawn(async move {
+            if let Err(e) = server.await {
+                tracing::error!("HTTP server failed: {e}");
+            }
+        });
+        Ok(Http { handle })
+    }
+
+    /// Stops serving (open requests get up to a second).
+    pub async fn stop(&self) {
+        self.handle.stop(true).await;
+    }
+}
+
+fn bad_request(message: impl Into<String>) -> HttpResponse {
+    HttpResponse::BadRequest().json(ApiError {
+        error: message.into(),
+    })
+}
+
+#[derive(Serialize)]
+struct ApiError {
+    error: String,
+}
+
+async fn healthz() -> impl Responder {
+    HttpResponse::Ok().json(serde_json::json!({"status": "ok", "version": crate::VERSION}))
+}
+
+async fn agents(state: web::Data<State>) -> HttpResponse {
+    match state.registry.send(registry::GetSnapshot).await {
+        Ok(snapshot) => HttpResponse::Ok()
+            .insert_header((CACHE_CONTROL, "no-store"))
+            .json(snapshot),
+        Err(e) => HttpResponse::ServiceUnavailable().json(ApiError {
+            error: format!("registry unavailable: {e}"),
+        }),
+    }
+}
+
+async fn metrics(state: web::Data<State>) -> HttpResponse {
+    match state.registry.send(registry::GetSnapshot).await {
+        Ok(snapshot) => HttpResponse::Ok()
+            .content_type(super::prometheus::CONTENT_TYPE)
+            .body(super::prometheus::render(&snapshot, state.per_core_metrics)),
+        Err(e) => HttpResponse::ServiceUnavailable().body(format!("registry unavailable: {e}")),
+    }
+}
+
+/// Query of `GET /api/agents/{id}/history`; all optional, as strings so a bad value gets
+/// our own 400 message.
+#[derive(Debug, Deserialize)]
+struct HistoryQuery {
+    from: Option<String>,
+    to: Option<String>,
+    step: Option<String>,
+}
+
+/// A validated history request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Range {
+    pub from_ms: u64,
+    pub to_ms: u64,
+    pub step_ms: u64,
+}
+
+/// Checks `from`/`to`/`step` (ms): defaults to the last hour in about 300 points; refuses
+/// `from >= to`, a zero step and more than [`MAX_HISTORY_POINTS`] points.
+pub fn parse_range(
+    from: Option<&str>,
+    to: Option<&str>,
+    step: Option<&str>,
+    now_ms: u64,
+) -> Result<Range, String> {
+    let number = |name: &str, v: Option<&str>| -> Result<Option<u64>, String> {
+        v.map(|s| {
+            s.parse::<u64>().map_err(|_| {
+                format!("`{name}` must be a whole number of milliseconds since the Unix epoch (or a step in ms), got `{s}`")
+            })
+        })
+        .transpose()
+    };
+    let to_ms = number("to", to)?.unwrap_or(now_ms);
+    let default_range = u64::try_from(DEFAULT_HISTORY_RANGE.as_millis()).unwrap_or(u64::MAX);
+    let from_ms = number("from", from)?.unwrap_or(to_ms.saturating_sub(default_range));
+    if from_ms >= to_ms {
+        return Err(format!("`from` ({from_ms}) must be before `to` ({to_ms})"));
+    }
+    let span = to_ms - from_ms;
+    let step_ms = match number("step", step)? {
+        Some(0) => return Err("`step` must be at least 1 ms".into()),
+        Some(s) => s,
+        None => (span / 300).max(1000),
+    };
+    if span / step_ms > MAX_HISTORY_POINTS {
+        return Err(format!(
+            "{} points requested; at most {MAX_HISTORY_POINTS} (use a larger `step`)",
+            span / step_ms
+        ));
+    }
+    Ok(Range {
+        from_ms,
+        to_ms,
+        step_ms,
+    })
+}
+
+#[derive(Serialize)]
+struct HistoryResponse {
+    agent: String,
+    from: u64,
+    to: u64,
+    step: u64,
+    /// Where the points come from: `memory` (the server's recent-history ring).
+    source: &'static str,
+    points: Vec<Bucket>,
+}
+
+async fn history(
+    state: web::Data<State>,
+    id: web::Path<String>,
+    query: web::Query<HistoryQuery>,
+) -> HttpResponse {
+    let range = match parse_range(
+        query.from.as_deref(),
+        query.to.as_deref(),
+        query.step.as_deref(),
+        now_ms(),
+    ) {
+        Ok(r) => r,
+        Err(message) => return bad_request(message),
+    };
+    let agent_id = id.into_inner();
+    let asked = registry::GetHistory {
+        agent_id: agent_id.clone(),
+        from_ms: range.from_ms,
+        to_ms: range.to_ms,
+        step_ms: range.step_ms,
+    };
+    match state.registry.send(asked).await {
+        Ok(Some(points)) => HttpResponse::Ok().json(HistoryResponse {
+            agent: agent_id,
+            from: range.from_ms,
+            to: range.to_ms,
+            step: range.step_ms,
+            source: "memory",
+            points,
+        }),
+        Ok(None) => HttpResponse::NotFound().json(ApiError {
+            error: format!("no agent with id `{agent_id}`"),
+        }),
+        Err(e) => HttpResponse::ServiceUnavailable().json(ApiError {
+            error: format!("registry unavailable: {e}"),
+        }),
+    }
+}
+
+/// The dashboard page, embedded in the binary.
+const DASHBOARD_HTML: &str = include_str!("web/index.html");
+
+async fn dashboard() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type(ContentType::html())
+        .body(DASHBOARD_HTML)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn history_range_defaults_and_errors() {
+        let now = 10_000_000;
+        let r = parse_range(None, None, None, now);
+        assert_eq!(
+            r,
+            Ok(Range {
+                from_ms: now - 3_600_000,
+                to_ms: now,
+                step_ms: 12_000
+            })
+        );
+        assert!(parse_range(Some("x"), None, None, now).is_err_and(|e| e.contains("`from`")));
+        assert!(parse_range(Some("5"), Some("5"), None, now).is_err_and(|e| e.contains("before")));
+        assert!(parse_range(None, None, Some("0"), now).is_err_and(|e| e.contains("step")));
+        assert!(
+            parse_range(Some("0"), Some("100000"), Some("1"), now)
+                .is_err_and(|e| e.contains("at most"))
+        );
+        assert_eq!(
+            parse_range(Some("0"), Some("60000"), Some("1000"), now).map(|r| r.step_ms),
+            Ok(1000)
+        );
+    }
+}

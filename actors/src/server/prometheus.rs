@@ -1,0 +1,320 @@
+//! Prometheus text exposition (format 0.0.4) of a [`Snapshot`], served at `GET /metrics`.
+//!
+//! One identity label per agent (`agent`, its stable id); the human names live in
+//! `lanmon_agent_info`. Gauges in base units (ratios 0–1, bytes, seconds), no explicit
+//! timestamps. An offline agent keeps `lanmon_agent_up 0`, its info and its last-sample time,
+//! and drops its CPU and memory series (they would be stale values). Per-core series can be
+//! turned off for very large fleets.
+
+use std::fmt::Write as _;
+
+use crate::snapshot::{Snapshot, Status};
+
+/// The `Content-Type` of the exposition.
+pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
+
+/// Escapes a label value: backslash, double quote and newline.
+fn label(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// A float as Prometheus writes it (`NaN` and infinities spelled its way).
+fn num(v: f64) -> String {
+    if v.is_nan() {
+        "NaN".into()
+    } else if v.is_infinite() {
+        if v > 0.0 {
+            "+Inf".into()
+        } else {
+            "-Inf".into()
+        }
+    } else {
+        format!("{v}")
+    }
+}
+
+struct Family<'a> {
+    out: &'a mut String,
+}
+
+impl Family<'_> {
+    fn header(&mut self, name: &str, kind: &str, help: &str) {
+        let _ = writeln!(self.out, "# HELP {name} {help}");
+        let _ = writeln!(self.out, "# TYPE {name} {kind}");
+    }
+
+    fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: f64) {
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let _ = write!(self.out, "{k}=\"{}\"", label(v));
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {}", num(value));
+    }
+}
+
+/// Renders the exposition. `per_core` adds `lanmon_cpu_core_usage_ratio` series.
+pub fn render(s: &Snapshot, per_core: bool) -> String {
+    let mut out = String::with_capacity(256 + s.agents.len() * if per_core { 900 } else { 600 });
+    let mut f = Family { out: &mut out };
+
+    f.header(
+        "lanmon_agents",
+        "gauge",
+        "Agents known to the server, by status.",
+    );
+    for (status, n) in [
+        ("live", s.summary.live),
+        ("stale", s.summary.stale),
+        ("offline", s.summary.offline),
+    ] {
+        f.sample("lanmon_agents", &[("status", status)], n as f64);
+    }
+
+    f.header(
+        "lanmon_agent_info",
+        "gauge",
+        "Agent identity and descriptive labels (always 1).",
+    );
+    for a in &s.agents {
+        let cores = a.cores.to_string();
+        f.sample(
+            "lanmon_agent_info",
+            &[
+                ("agent", &a.id),
+                ("name", &a.name),
+                ("hostname", &a.hostname),
+                ("ip", &a.ip),
+                ("os", &a.os),
+                ("version", &a.agent_version),
+                ("cores", &cores),
+            ],
+            1.0,
+        );
+    }
+
+    f.header(
+        "lanmon_agent_up",
+        "gauge",
+        "1 if the agent is connected (live or stale), 0 if offline.",
+    );
+    for a in &s.agents {
+        let up = if a.status == Status::Offline {
+            0.0
+        } else {
+            1.0
+        };
+        f.sample("lanmon_agent_up", &[("agent", &a.id)], up);
+    }
+
+    f.header(
+        "lanmon_agent_last_sample_timestamp_seconds",
+        "gauge",
+        "When the agent took its latest sample (agent clock), seconds since the Unix epoch.",
+    );
+    for a in &s.agents {
+        if let Some(ts) = a.last_sample_ts_ms {
+            let secs = ts as f64 / 1000.0;
+            f.sample(
+                "lanmon_agent_last_sample_timestamp_seconds",
+                &[("agent", &a.id)],
+                secs,
+            );
+        }
+    }
+
+    let connected: Vec<_> = s
+        .agents
+        .iter()
+        .filter(|a| a.status != Status::Offline)
+        .collect();
+
+    f.header(
+        "lanmon_cpu_usage_ratio",
+        "gauge",
+        "CPU usage of the whole machine, 0 to 1.",
+    );
+    for a in &connected {
+        if let Some(cpu) = &a.cpu {
+            let v = f64::from(cpu.total) / 100.0;
+            f.sample("lanmon_cpu_usage_ratio", &[("agent", &a.id)], v);
+        }
+    }
+
+    if per_core {
+        f.header(
+            "lanmon_cpu_core_usage_ratio",
+            "gauge",
+            "CPU usage of one logical core, 0 to 1.",
+        );
+        for a in &connected {
+            if let Some(cpu) = &a.cpu {
+                for (i, v) in cpu.per_core.iter().enumerate() {
+                    let core = i.to_string();
+                    let v = f64::from(*v) / 100.0;
+                    f.sample(
+                        "lanmon_cpu_core_usage_ratio",
+                        &[("agent", &a.id), ("cpu", &core)],
+                        v,
+                    );
+                }
+            }
+        }
+    }
+
+    type MemPart = fn(&crate::protocol::Memory) -> Option<u64>;
+    let parts: [(&str, &str, MemPart); 4] = [
+        ("lanmon_memory_total_bytes", "Total memory.", |m| {
+            Some(m.total)
+        }),
+        (
+            "lanmon_memory_used_bytes",
+            "Memory in use by programs (total minus available).",
+            |m| Some(m.used),
+        ),
+        (
+            "lanmon_memory_free_bytes",
+            "Memory holding nothing at all (not even cache).",
+            |m| Some(m.free),
+        ),
+        (
+            "lanmon_memory_available_bytes",
+            "Memory that could be handed to programs.",
+            |m| m.available,
+        ),
+    ];
+    for (name, help, part) in parts {
+        f.header(name, "gauge", help);
+        for a in &connected {
+            if let Some(v) = a.memory.as_ref().and_then(part) {
+                f.sample(name, &[("agent", &a.id)], v as f64);
+            }
+        }
+    }
+
+    f.header(
+        "lanmon_agent_samples_received_total",
+        "counter",
+        "Samples accepted from the agent's current run (resets when the agent restarts).",
+    );
+    for a in &s.agents {
+        f.sample(
+            "lanmon_agent_samples_received_total",
+            &[("agent", &a.id)],
+            a.received as f64,
+        );
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Cpu, Memory};
+    use crate::snapshot::{AgentView, ServerInfo, Summary};
+
+    fn view(id: &str, status: Status) -> AgentView {
+        AgentView {
+            id: id.into(),
+            name: format!("na\"me\\{id}\n"),
+            hostname: "h".into(),
+            ip: "10.0.0.1".into(),
+            os: "Linux".into(),
+            cores: 2,
+            agent_version: "0.1.0".into(),
+            interval_ms: 5000,
+            run_id: "r".into(),
+            status,
+            offline_reason: None,
+            seq: 1,
+            cpu: Some(Cpu {
+                total: 50.0,
+                per_core: vec![25.0, 75.0],
+            }),
+            memory: Some(Memory {
+                total: 1000,
+                used: 250,
+                free: 100,
+                available: Some(750),
+            }),
+            last_seen_ms: Some(10),
+            last_sample_ts_ms: Some(1_500),
+            received: 1,
+            duplicates: 0,
+            gaps: 0,
+            first_seq: 1,
+        }
+    }
+
+    fn snap(agents: Vec<AgentView>) -> Snapshot {
+        Snapshot {
+            version: 1,
+            ts_ms: 0,
+            server: ServerInfo {
+                id: "s".into(),
+                name: "s".into(),
+                version: "0.1.0".into(),
+                listen: "127.0.0.1:1".into(),
+                http: None,
+            },
+            summary: Summary {
+                agents: agents.len(),
+                live: 1,
+                stale: 0,
+                offline: 1,
+            },
+            agents,
+        }
+    }
+
+    #[test]
+    fn live_agent_has_every_series_in_base_units() {
+        let text = render(&snap(vec![view("a1", Status::Live)]), true);
+        for line in [
+            "lanmon_agent_up{agent=\"a1\"} 1",
+            "lanmon_cpu_usage_ratio{agent=\"a1\"} 0.5",
+            "lanmon_cpu_core_usage_ratio{agent=\"a1\",cpu=\"1\"} 0.75",
+            "lanmon_memory_used_bytes{agent=\"a1\"} 250",
+            "lanmon_memory_total_bytes{agent=\"a1\"} 1000",
+            "lanmon_agent_last_sample_timestamp_seconds{agent=\"a1\"} 1.5",
+            "lanmon_agents{status=\"offline\"} 1",
+        ] {
+            assert!(text.lines().any(|l| l == line), "missing {line}\n{text}");
+        }
+        assert!(
+            text.contains(r#"name="na\"me\\a1\n""#),
+            "label values are escaped\n{text}"
+        );
+    }
+
+    #[test]
+    fn offline_agent_keeps_up_0_and_drops_cpu_and_memory() {
+        let text = render(&snap(vec![view("gone", Status::Offline)]), true);
+        assert!(text.contains("lanmon_agent_up{agent=\"gone\"} 0"));
+        assert!(text.contains("lanmon_agent_info{agent=\"gone\""));
+        assert!(!text.contains("lanmon_cpu_usage_ratio{"), "{text}");
+        assert!(!text.contains("lanmon_memory_used_bytes{"), "{text}");
+    }
+
+    #[test]
+    fn per_core_series_can_be_turned_off() {
+        let text = render(&snap(vec![view("a1", Status::Live)]), false);
+        assert!(!text.contains("lanmon_cpu_core_usage_ratio"));
+        assert!(text.contains("lanmon_cpu_usage_ratio{agent=\"a1\"} 0.5"));
+    }
+}
