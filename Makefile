@@ -7,8 +7,9 @@ SHELL        := /bin/bash
 CARGO        ?= cargo
 ARGS         ?=
 DEMO_PORT    ?= 8080
-RELEASE_BIN  := target/release
-DEBUG_BIN    := target/debug
+TARGET_DIR   := $(or $(CARGO_TARGET_DIR),target)
+RELEASE_BIN  := $(TARGET_DIR)/release
+DEBUG_BIN    := $(TARGET_DIR)/debug
 
 .PHONY: help setup build run-server run-agent demo test lint fmt-check clippy unit itest itest-loopback itest-lan clean
 
@@ -25,6 +26,9 @@ help:
 setup:
 	@command -v $(CARGO) >/dev/null || { [ -f "$$HOME/.cargo/env" ] && . "$$HOME/.cargo/env"; command -v $(CARGO) >/dev/null; } \
 	  || { echo "cargo not found: install Rust first (https://rustup.rs), then re-run make"; exit 1; }
+	@if command -v rustup >/dev/null; then \
+	   for c in rustfmt clippy; do rustup component list --installed 2>/dev/null | grep -q "^$$c" || rustup component add $$c; done; \
+	 fi
 	@missing=""; \
 	 command -v jq      >/dev/null || missing="$$missing jq"; \
 	 command -v ip      >/dev/null || missing="$$missing iproute2"; \

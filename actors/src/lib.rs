@@ -13,7 +13,7 @@
 //!   config.rs       defaults and timing constants
 //!   discovery.rs    the UDP beacon format and the agent's beacon listener
 //!   metrics.rs      MetricsSource trait and the sysinfo-backed source
-//!   net.rs          this machine's IPv4 interfaces (banner, beacon targets)
+//!   net.rs          this machine's IPv4 interfaces (banner, beacon targets), TCP keepalive
 //!   util.rs         ids, clock, human units
 //!   error.rs        the library's Error and Result
 //!   server/         the actix server
@@ -23,13 +23,19 @@
 //!     registry.rs   Registry actor: every agent's state and counters
 //!     reporter.rs   Reporter actor: text / JSON report every interval
 //!     beacon.rs     Beacon actor: UDP announcements for `agent --discover`
+//!     history.rs    per-agent sample ring: dedup, gaps, series buckets
+//!     http.rs       HTTP API (actix-web): /api/agents, history, /healthz, /metrics
+//!     prometheus.rs Prometheus text exposition of a snapshot
+//!     web/          the dashboard page, embedded in the binary
 //!   agent/          the agent
 //!     mod.rs        connection state machine and sampling loop
 //!     backoff.rs    exponential backoff with jitter
 //!     outbox.rs     bounded queue of unacknowledged samples
-//! actors/tests/     protocol golden fixtures (round-trip)
-//! bins/src/bin/     thin clap binaries: server, agent
-//! integration-tests/tests/  real binaries on real sockets
+//! actors/tests/     protocol golden fixtures, agent state machine, fuzz properties
+//! bins/src/bin/     thin clap binaries: server, agent, loadgen
+//! bins/benches/     criterion benchmark of the codec; bins/bench/: `make bench` driver
+//! integration-tests/tests/it/  real binaries on real sockets (core, discovery, faults, hostile)
+//! integration-tests/netns/     discovery across a LAN of network namespaces
 //! ```
 
 pub mod agent;

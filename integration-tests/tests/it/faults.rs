@@ -430,8 +430,8 @@ struct Seen {
 /// the others stay live; after SIGCONT it reconnects by itself and has lost nothing.
 #[test]
 fn frozen_agent_goes_stale_then_offline_and_comes_back() {
-    /// Generous bounds for CI; by design stale comes after ~0.9 s (2 intervals + 500 ms
-    /// slack) and offline after ~1 s (3 intervals, at least 1 s).
+    /// Generous bounds for CI; by design stale comes after ~0.45 s (2¼ intervals) and
+    /// offline after ~1 s (3 intervals, at least 1 s).
     const STALE_WITHIN: Duration = Duration::from_secs(2);
     const OFFLINE_WITHIN: Duration = Duration::from_secs(3);
 
