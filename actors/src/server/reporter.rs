@@ -136,10 +136,11 @@ impl Actor for Reporter {
     }
 }
 
-fn status_cell(a: &AgentView) -> String {
+/// Why an agent is offline, as a line suffix (empty otherwise).
+fn reason_suffix(a: &AgentView) -> String {
     match (&a.status, &a.offline_reason) {
-        (Status::Offline, Some(reason)) => format!("offline ({reason})"),
-        (status, _) => status.as_str().to_string(),
+        (Status::Offline, Some(reason)) => format!("  ({reason})"),
+        _ => String::new(),
     }
 }
 
@@ -289,8 +290,8 @@ pub fn render_text_with(s: &Snapshot, opts: &TextOptions) -> String {
     let ip_w = agents.iter().map(|a| a.ip.len()).max().unwrap_or(2).max(2);
     let _ = writeln!(
         out,
-        "  {:<name_w$}  {:<ip_w$}  {:<8}  {:>6}  {:<30}  {:>7}  LAST",
-        "NAME", "IP", "STATUS", "CPU", "MEMORY USED / TOTAL (FREE)", "CORES%"
+        "  {:<name_w$}  {:<ip_w$}  {:<7}  {:>6}  {:<34}  {:<10}  CORES %",
+        "NAME", "IP", "STATUS", "CPU", "MEMORY USED / TOTAL (FREE)", "LAST"
     );
     for a in &agents {
         let name: String = a.name.chars().take(name_w).collect();
@@ -327,10 +328,10 @@ pub fn render_text_with(s: &Snapshot, opts: &TextOptions) -> String {
             .unwrap_or_else(|| "never".into());
         let _ = writeln!(
             out,
-            "  {name:<name_w$}  {:<ip_w$}  {:<8}  {cpu:>6}  {mem:<30}  {:>7}  {age}",
+            "  {name:<name_w$}  {:<ip_w$}  {:<7}  {cpu:>6}  {mem:<34}  {age:<10}  [{cores}]{}",
             a.ip,
-            status_cell(a),
-            format!("[{cores}]"),
+            a.status.as_str(),
+            reason_suffix(a),
         );
     }
     if matched > agents.len() {
@@ -421,7 +422,7 @@ mod tests {
             .lines()
             .find(|l| l.contains("db-1"))
             .unwrap_or_default();
-        assert!(db.contains("offline (bye)"), "{db}");
+        assert!(db.contains(" offline ") && db.ends_with("  (bye)"), "{db}");
     }
 
     #[test]
