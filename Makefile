@@ -23,6 +23,9 @@ help:
 	@echo "make clean       remove build output"
 
 # Installs what the tests need on a bare Debian machine (as root), and checks the toolchain.
+# `prometheus` (Debian's package: `prometheus` and `promtool`) is for the /metrics tests; its
+# service must not start (it would bind 0.0.0.0:9090): a policy-rc.d that denies every start
+# is put in place for the install when the machine has none, and the service is disabled.
 setup:
 	@command -v $(CARGO) >/dev/null || { [ -f "$$HOME/.cargo/env" ] && . "$$HOME/.cargo/env"; command -v $(CARGO) >/dev/null; } \
 	  || { echo "cargo not found: install Rust first (https://rustup.rs), then re-run make"; exit 1; }
@@ -34,11 +37,23 @@ setup:
 	 command -v ip      >/dev/null || missing="$$missing iproute2"; \
 	 command -v unshare >/dev/null || missing="$$missing util-linux"; \
 	 command -v python3 >/dev/null || missing="$$missing python3"; \
+	 [ "$$LANMON_SKIP_PROMETHEUS" = 1 ] || { command -v prometheus >/dev/null && command -v promtool >/dev/null; } \
+	   || missing="$$missing prometheus"; \
 	 if [ -n "$$missing" ]; then \
 	   if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	     echo "installing:$$missing"; \
-	     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing >/dev/null; \
-	   else echo "please install:$$missing"; exit 1; fi; \
+	     policy=/usr/sbin/policy-rc.d; ours=; \
+	     if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' >$$policy && chmod 755 $$policy && ours=1; fi; \
+	     apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	       apt-get install -y -qq --no-install-recommends $$missing >/dev/null; rc=$$?; \
+	     [ -z "$$ours" ] || rm -f $$policy; \
+	     [ $$rc = 0 ] || exit $$rc; \
+	     if [ -x /etc/init.d/prometheus ]; then \
+	       /etc/init.d/prometheus status >/dev/null 2>&1 && /etc/init.d/prometheus stop; \
+	       update-rc.d prometheus disable >/dev/null 2>&1; \
+	       [ ! -d /run/systemd/system ] || systemctl disable --now prometheus >/dev/null 2>&1; \
+	     fi; true; \
+	   else echo "please install:$$missing (or LANMON_SKIP_PROMETHEUS=1 to leave out the Prometheus tests)"; exit 1; fi; \
 	 fi
 
 build:
