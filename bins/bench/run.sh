@@ -1,0 +1,445 @@
+#!/usr/bin/env bash
+# The `make bench` driver: codec micro-benchmarks, server scenarios driven by `loadgen`, and
+# the real agent at its default interval. Writes a Markdown results table with the machine,
+# the date and the exact commands (bins/bench/RESULTS.md, or BENCH_OUT) and prints it.
+#
+# Network rule: every scenario runs inside a private network namespace (`unshare -n`) that
+# has nothing but loopback; the server always runs with --no-beacon, and loadgen refuses any
+# non-loopback target. This needs root (or unprivileged user namespaces); there is no
+# fallback that runs outside the namespace.
+#
+# Settings (environment; defaults in brackets, the quick mode's after the slash):
+#   BENCH_QUICK=1              tiny version of everything (CI smoke test, ~90 s after build)
+#   BENCH_PARTS                which parts to run ["codec server agent"]
+#   BENCH_AGENTS               rate scenarios, agents each ["100 1000 10000" / "20"]
+#   BENCH_QUIET_AGENTS         the same with the server's report off (isolates the ingest
+#                              path from the snapshot/report cost) ["10000" / ""]
+#   BENCH_RATE                 samples/s per agent [1]
+#   BENCH_SECS                 steady seconds per rate scenario (after the ramp) [20 / 3]
+#   BENCH_REPEAT               runs of each scenario up to 1000 agents and of flood [3 / 1]
+#   BENCH_REPEAT_BIG           runs of each scenario above 1000 agents [1]
+#   BENCH_FLOOD_AGENTS         agents in each flood scenario ["200 20" / "10"]
+#   BENCH_FLOOD_SECS           steady seconds of the flood [10 / 2]
+#   BENCH_FLOOD_WINDOW         unacknowledged samples per flooding agent [64]
+#   BENCH_CORES                per-core array length of simulated agents [8]
+#   BENCH_REPORT_INTERVAL      server --report-interval [1s]
+#   BENCH_AGENT_SECS           real agent run time [120 / 12]; the issue asks >= 600 for growth
+#   BENCH_AGENT_WARMUP         seconds before the agent's RSS/CPU baseline [20 / 6]
+#   BENCH_OUT                  results file [bins/bench/RESULTS.md / target/bench/RESULTS-quick.md]
+#   BENCH_NOFILE               file-descriptor limit set in the namespace [65536]
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+cd "$ROOT"
+SELF="$ROOT/bins/bench/run.sh"
+
+QUICK="${BENCH_QUICK:-0}"
+if [[ "$QUICK" == 1 ]]; then
+    def_agents="20" def_quiet_agents="" def_secs=3 def_repeat=1 def_flood_agents=10 def_flood_secs=2
+    def_agent_secs=12 def_agent_warmup=6
+else
+    def_agents="100 1000 10000" def_quiet_agents="10000" def_secs=20 def_repeat=3 def_flood_agents="200 20"
+    def_flood_secs=10 def_agent_secs=120 def_agent_warmup=20
+fi
+export BENCH_QUICK="$QUICK"
+export BENCH_PARTS="${BENCH_PARTS:-codec server agent}"
+export BENCH_AGENTS="${BENCH_AGENTS:-$def_agents}"
+export BENCH_QUIET_AGENTS="${BENCH_QUIET_AGENTS-$def_quiet_agents}"
+export BENCH_RATE="${BENCH_RATE:-1}"
+export BENCH_SECS="${BENCH_SECS:-$def_secs}"
+export BENCH_REPEAT="${BENCH_REPEAT:-$def_repeat}"
+export BENCH_REPEAT_BIG="${BENCH_REPEAT_BIG:-1}"
+export BENCH_FLOOD_AGENTS="${BENCH_FLOOD_AGENTS:-$def_flood_agents}"
+export BENCH_FLOOD_SECS="${BENCH_FLOOD_SECS:-$def_flood_secs}"
+export BENCH_FLOOD_WINDOW="${BENCH_FLOOD_WINDOW:-64}"
+export BENCH_CORES="${BENCH_CORES:-8}"
+export BENCH_REPORT_INTERVAL="${BENCH_REPORT_INTERVAL:-1s}"
+export BENCH_AGENT_SECS="${BENCH_AGENT_SECS:-$def_agent_secs}"
+export BENCH_AGENT_WARMUP="${BENCH_AGENT_WARMUP:-$def_agent_warmup}"
+export BENCH_NOFILE="${BENCH_NOFILE:-65536}"
+
+TARGET_DIR="${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
+    | jq -r .target_directory)}"
+[[ -n "$TARGET_DIR" && "$TARGET_DIR" != null ]] || TARGET_DIR="$ROOT/target"
+export BIN="$TARGET_DIR/release"
+export WORK="$TARGET_DIR/bench"
+if [[ "$QUICK" == 1 ]]; then
+    export BENCH_OUT="${BENCH_OUT:-$WORK/RESULTS-quick.md}"
+else
+    export BENCH_OUT="${BENCH_OUT:-$ROOT/bins/bench/RESULTS.md}"
+fi
+
+log() { printf 'bench: %s\n' "$*" >&2; }
+die() { log "error: $*"; exit 1; }
+has_part() { [[ " $BENCH_PARTS " == *" $1 "* ]]; }
+# Appends a command line to the list of exact commands shown in the results.
+record_cmd() { local c="$*"; printf '%s\n' "${c//$ROOT\//}" >>"$WORK/commands.txt"; }
+
+# ---------------------------------------------------------------------------------------
+# Inside the private network namespace: the server and agent scenarios.
+# ---------------------------------------------------------------------------------------
+
+CLK_TCK="$(getconf CLK_TCK)"
+
+# CPU seconds (user + system, all threads, exited ones included) of a process.
+proc_cpu_s() {
+    awk -v t="$CLK_TCK" '{ sub(/^.*\) /, ""); printf "%.3f\n", ($12 + $13) / t }' "/proc/$1/stat"
+}
+# CPU nanoseconds of a process's live threads (precise, from schedstat).
+proc_cpu_ns() {
+    cat /proc/"$1"/task/*/schedstat 2>/dev/null | awk '{ s += $1 } END { printf "%d\n", s }'
+}
+# A field of /proc/PID/status in kB (VmRSS, VmHWM, Threads…).
+proc_status() { awk -v k="$2:" '$1 == k { print $2 }' "/proc/$1/status"; }
+# TCP payload bytes sent and received by the client socket connected to port $1 (tcp_info).
+tcp_bytes() {
+    ss -tinH state established "( dport = :$1 )" | grep -o 'bytes_\(sent\|received\):[0-9]*' \
+        | awk -F: '{ v[$1] += $2 } END { printf "%d\t%d\n", v["bytes_sent"], v["bytes_received"] }'
+}
+lo_tx_bytes() { awk -F'[: ]+' '$2 == "lo" { print $11 }' /proc/net/dev; }
+
+# Stops a process we started: SIGTERM, then SIGKILL after 10 s. Only ever by its PID.
+stop_pid() {
+    local pid="$1" i
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for i in $(seq 100); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    if kill -0 "$pid" 2>/dev/null; then
+        log "pid $pid ignored SIGTERM for 10 s: killing it"
+        kill -KILL "$pid" 2>/dev/null || true
+    fi
+    wait "$pid" 2>/dev/null || true
+}
+
+STARTED_PIDS=()
+cleanup_pids() {
+    local pid
+    for pid in "${STARTED_PIDS[@]}"; do stop_pid "$pid"; done
+}
+
+# Starts the server on an ephemeral loopback port; sets SERVER_PID and SERVER_ADDR. The
+# address comes from the first JSON report (`.server.listen`), or, with the report off
+# (`quiet`), from the listening socket of that PID.
+start_server() {
+    local dir="$1" report="${2:-json}" i
+    local cmd=("$BIN/server" --bind 127.0.0.1:0 --no-beacon)
+    if [[ "$report" == json ]]; then
+        cmd+=(--report-format json --report-interval "$BENCH_REPORT_INTERVAL")
+    else
+        cmd+=(--report-format off)
+    fi
+    record_cmd "${cmd[*]} >server.jsonl 2>server.log &"
+    "${cmd[@]}" >"$dir/server.jsonl" 2>"$dir/server.log" &
+    SERVER_PID=$!
+    STARTED_PIDS+=("$SERVER_PID")
+    SERVER_ADDR=""
+    for i in $(seq 100); do
+        if [[ "$report" == json && -s "$dir/server.jsonl" ]]; then
+            SERVER_ADDR="$(head -n1 "$dir/server.jsonl" | jq -r '.server.listen' 2>/dev/null || true)"
+        elif [[ "$report" != json ]]; then
+            SERVER_ADDR="$(ss -tlnpH | awk -v p="pid=$SERVER_PID," 'index($0, p) { print $4; exit }')"
+        fi
+        [[ -n "$SERVER_ADDR" && "$SERVER_ADDR" != null ]] && break
+        kill -0 "$SERVER_PID" 2>/dev/null || break
+        sleep 0.1
+    done
+    if [[ -z "$SERVER_ADDR" || "$SERVER_ADDR" == null ]]; then
+        cat "$dir/server.log" >&2 || true
+        die "the server did not report its address within 10 s"
+    fi
+}
+
+# Samples a process's RSS and open descriptors every second until it exits or $2 exists.
+sample_proc() {
+    local pid="$1" stop="$2" out="$3" start
+    start="$(date +%s.%N)"
+    while kill -0 "$pid" 2>/dev/null && [[ ! -e "$stop" ]]; do
+        printf '%s\t%s\t%s\n' "$(echo "$(date +%s.%N) - $start" | bc)" \
+            "$(proc_status "$pid" VmRSS 2>/dev/null || echo 0)" \
+            "$(ls "/proc/$pid/fd" 2>/dev/null | wc -l)" >>"$out"
+        sleep 1
+    done
+}
+
+# Busy CPU seconds of the whole machine so far (every process, all cores).
+machine_busy_s() {
+    awk -v t="$CLK_TCK" '$1 == "cpu" { printf "%.2f\n", ($2 + $3 + $4 + $7 + $8 + $9) / t }' /proc/stat
+}
+
+# One server scenario run: server + loadgen; writes $WORK/results/server-NAME-K.json.
+# REPORT is `json` (the server reports every BENCH_REPORT_INTERVAL) or `off`.
+server_run() {
+    local name="$1" run="$2" report="$3"
+    shift 3
+    local dir="$WORK/runs/$name-$run"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    log "server scenario $name, run $run: loadgen $*"
+    start_server "$dir" "$report"
+    local loadavg wall0 wall1 busy0 busy1 rc=0
+    loadavg="$(cut -d' ' -f1-3 /proc/loadavg)"
+    wall0="$(date +%s.%N)"
+    busy0="$(machine_busy_s)"
+    sample_proc "$SERVER_PID" "$dir/stop-sampling" "$dir/server-samples.tsv" &
+    local sampler=$!
+    local cmd=("$BIN/loadgen" --server "$SERVER_ADDR" --json --progress 0 "$@")
+    record_cmd "${cmd[*]}"
+    # loadgen bounds itself (ramp + duration + 5 s drain); timeout is a second guard.
+    timeout 900 "${cmd[@]}" >"$dir/loadgen.json" 2>"$dir/loadgen.err" || rc=$?
+    wall1="$(date +%s.%N)"
+    busy1="$(machine_busy_s)"
+    touch "$dir/stop-sampling"
+    wait "$sampler" 2>/dev/null || true
+    local cpu hwm rss threads
+    cpu="$(proc_cpu_s "$SERVER_PID")"
+    hwm="$(proc_status "$SERVER_PID" VmHWM)"
+    rss="$(proc_status "$SERVER_PID" VmRSS)"
+    threads="$(proc_status "$SERVER_PID" Threads)"
+    stop_pid "$SERVER_PID"
+    if [[ ! -s "$dir/loadgen.json" ]]; then
+        log "loadgen produced no report (exit $rc):"
+        cat "$dir/loadgen.err" >&2 || true
+        echo '{}' >"$dir/loadgen.json"
+    fi
+    # Server-side view: most agents live at once, samples received in total (last report).
+    local live received warnings max_fds
+    live="$(jq -c '.summary.live' "$dir/server.jsonl" 2>/dev/null | sort -n | tail -n1)"
+    received="$(tail -n1 "$dir/server.jsonl" | jq '[.agents[].received] | add // 0' 2>/dev/null || echo null)"
+    warnings="$(grep -c ' WARN ' "$dir/server.log" || true)"
+    max_fds="$(awk 'BEGIN { m = 0 } $3 > m { m = $3 } END { print m }' "$dir/server-samples.tsv" 2>/dev/null || echo 0)"
+    jq -n --arg name "$name" --argjson run "$run" --argjson rc "$rc" \
+        --slurpfile lg "$dir/loadgen.json" \
+        --argjson cpu "$cpu" --argjson hwm "${hwm:-0}" --argjson rss "${rss:-0}" \
+        --argjson threads "${threads:-0}" --argjson live "${live:-null}" \
+        --argjson received "${received:-null}" --argjson warnings "${warnings:-0}" \
+        --argjson fds "${max_fds:-0}" --arg loadavg "$loadavg" \
+        --argjson wall "$(echo "$wall1 - $wall0" | bc)" --arg report "$report" \
+        --argjson busy "$(echo "$busy1 - $busy0" | bc)" \
+        --arg warn_sample "$(grep ' WARN ' "$dir/server.log" | head -n3 | cut -c1-300 || true)" \
+        '{name: $name, run: $run, report: $report, loadgen_exit: $rc, loadgen: $lg[0],
+          machine_busy_s: $busy,
+          server: {cpu_s: $cpu, wall_s: $wall, peak_rss_kb: $hwm, end_rss_kb: $rss,
+                   threads: $threads, max_live: $live, received: $received,
+                   warnings: $warnings, warning_sample: $warn_sample, max_fds: $fds},
+          loadavg_before: $loadavg}' >"$WORK/results/server-$name-$run.json"
+    jq -c '{name, run, ok: .loadgen.ok, connected: .loadgen.connected,
+            samples_per_s: .loadgen.samples_per_s, p99_ms: .loadgen.latency.p99_ms,
+            cpu_s: .server.cpu_s, peak_rss_kb: .server.peak_rss_kb}' \
+        "$WORK/results/server-$name-$run.json" >&2
+}
+
+server_scenarios() {
+    local n ramp runs k
+    for n in $BENCH_AGENTS; do
+        ramp=$(((n + 999) / 1000))
+        runs="$BENCH_REPEAT"
+        ((n > 1000)) && runs="$BENCH_REPEAT_BIG"
+        for k in $(seq "$runs"); do
+            server_run "rate-$n" "$k" json --agents "$n" --rate "$BENCH_RATE" \
+                --ramp "${ramp}s" --duration "${BENCH_SECS}s" --cores "$BENCH_CORES"
+        done
+    done
+    for n in $BENCH_QUIET_AGENTS; do
+        ramp=$(((n + 999) / 1000))
+        runs="$BENCH_REPEAT"
+        ((n > 1000)) && runs="$BENCH_REPEAT_BIG"
+        for k in $(seq "$runs"); do
+            server_run "rate-$n-report-off" "$k" off --agents "$n" --rate "$BENCH_RATE" \
+                --ramp "${ramp}s" --duration "${BENCH_SECS}s" --cores "$BENCH_CORES"
+        done
+    done
+    for n in $BENCH_FLOOD_AGENTS; do
+        for k in $(seq "$BENCH_REPEAT"); do
+            server_run "flood-$n" "$k" json --agents "$n" --flood --window "$BENCH_FLOOD_WINDOW" \
+                --ramp 1s --duration "${BENCH_FLOOD_SECS}s" --cores "$BENCH_CORES"
+        done
+    done
+}
+
+# The real agent at its default interval against a server; writes $WORK/results/agent.json.
+agent_scenario() {
+    local dir="$WORK/runs/agent"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    log "agent scenario: real agent at its default interval for ${BENCH_AGENT_SECS}s"
+    start_server "$dir"
+    local port="${SERVER_ADDR##*:}"
+    local cmd=("$BIN/agent" --host 127.0.0.1 --port "$port" --quiet --name bench-agent)
+    record_cmd "${cmd[*]} &"
+    "${cmd[@]}" >"$dir/agent.log" 2>&1 &
+    local apid=$!
+    STARTED_PIDS+=("$apid")
+    local t0 now elapsed samples
+    t0="$(date +%s.%N)"
+    printf 't_s\tcpu_ns\trss_kb\ttcp_sent\ttcp_received\tlo_tx\tsamples\n' >"$dir/agent-samples.tsv"
+    # One row per second, for BENCH_AGENT_SECS seconds (bounded: the loop counts seconds).
+    for _ in $(seq "$BENCH_AGENT_SECS"); do
+        sleep 1
+        kill -0 "$apid" 2>/dev/null || die "the agent exited early: $(tail -n5 "$dir/agent.log")"
+        now="$(date +%s.%N)"
+        elapsed="$(echo "$now - $t0" | bc)"
+        samples="$(tail -n1 "$dir/server.jsonl" \
+            | jq '[.agents[] | select(.name == "bench-agent") | .received] | add // 0' \
+            2>/dev/null || echo -1)"
+        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$elapsed" "$(proc_cpu_ns "$apid")" \
+            "$(proc_status "$apid" VmRSS)" "$(tcp_bytes "$port")" "$(lo_tx_bytes)" \
+            "$samples" >>"$dir/agent-samples.tsv"
+    done
+    local hwm cpu_total interval_ms anon file pss
+    hwm="$(proc_status "$apid" VmHWM)"
+    anon="$(proc_status "$apid" RssAnon)"
+    file="$(proc_status "$apid" RssFile)"
+    pss="$(awk '$1 == "Pss:" { print $2 }' "/proc/$apid/smaps_rollup" 2>/dev/null || echo null)"
+    cpu_total="$(proc_cpu_ns "$apid" | awk '{ printf "%.4f", $1 / 1e9 }')"
+    interval_ms="$(tail -n1 "$dir/server.jsonl" | jq '[.agents[] | select(.name == "bench-agent") | .interval_ms][0] // null')"
+    stop_pid "$apid"
+    stop_pid "$SERVER_PID"
+    # Rows after the warm-up. CPU per sample: over all of them, and the median over the
+    # windows between rows where the server's count went up (one sample each, normally).
+    awk -F'\t' -v warm="$BENCH_AGENT_WARMUP" -v hwm="$hwm" -v cpu_total="$cpu_total" \
+        -v secs="$BENCH_AGENT_SECS" -v interval_ms="$interval_ms" '
+        function median(a, n,   i, j, t) {
+            if (n == 0) return "null"
+            for (i = 2; i <= n; i++) {
+                t = a[i]
+                for (j = i - 1; j >= 1 && a[j] > t; j--) a[j + 1] = a[j]
+                a[j + 1] = t
+            }
+            return (n % 2) ? a[(n + 1) / 2] : (a[n / 2] + a[n / 2 + 1]) / 2
+        }
+        NR == 1 || $7 < 0 || $1 < warm { next }
+        {
+            rows++
+            rss[rows] = $3
+            if (rows == 1) { c0 = $2; w0 = $4; r0 = $5; l0 = $6; s0 = $7; rss0 = $3; pc = $2; ps = $7 }
+            else if ($7 > ps) { k++; per[k] = ($2 - pc) / ($7 - ps); pc = $2; ps = $7 }
+            c1 = $2; w1 = $4; r1 = $5; l1 = $6; s1 = $7; rss1 = $3
+        }
+        END {
+            ds = s1 - s0
+            printf "{\"secs\": %s, \"warmup_s\": %s, \"interval_ms\": %s, \"rows\": %d,", secs, warm, interval_ms, rows
+            printf " \"rss_after_warmup_kb\": %d, \"rss_end_kb\": %d, \"rss_median_kb\": %s,", rss0, rss1, median(rss, rows)
+            printf " \"peak_rss_kb\": %d, \"samples_measured\": %d, \"cpu_total_s\": %s,", hwm, ds, cpu_total
+            if (ds > 0) {
+                printf " \"cpu_ms_per_sample\": %.4f,", (c1 - c0) / ds / 1e6
+                printf " \"cpu_ms_per_sample_median\": %s,", (k ? sprintf("%.4f", median(per, k) / 1e6) : "null")
+                printf " \"payload_bytes_per_sample\": %.1f,", (w1 - w0) / ds
+                printf " \"ack_bytes_per_sample\": %.1f,", (r1 - r0) / ds
+                printf " \"wire_bytes_per_sample\": %.1f,", (l1 - l0) / ds
+            } else {
+                printf " \"cpu_ms_per_sample\": null, \"cpu_ms_per_sample_median\": null,"
+                printf " \"payload_bytes_per_sample\": null, \"ack_bytes_per_sample\": null,"
+                printf " \"wire_bytes_per_sample\": null,"
+            }
+            printf " \"samples_total\": %d}\n", s1
+        }' "$dir/agent-samples.tsv" >"$dir/agent-core.json"
+    # Where the RSS is at the end: anonymous (heap, stacks) vs file-backed (code pages of the
+    # binary and shared libraries), and PSS (shared pages divided among their users).
+    jq --argjson anon "${anon:-null}" --argjson file "${file:-null}" --argjson pss "${pss:-null}" \
+        '. + {rss_anon_kb: $anon, rss_file_kb: $file, pss_kb: $pss}' "$dir/agent-core.json" \
+        >"$WORK/results/agent.json"
+    jq -c . "$WORK/results/agent.json" >&2
+}
+
+inside_netns() {
+    trap cleanup_pids EXIT
+    ip link set lo up
+    # Safety net check: nothing but loopback may exist in here.
+    if ip -o link show | grep -qv ': lo:'; then
+        die "the private namespace has interfaces other than lo; refusing to run"
+    fi
+    # One descriptor per connection on each side: 10,000 agents need > 10,000 in the server
+    # and in loadgen. Root may raise the hard limit (up to fs.nr_open); else use the hard one.
+    ulimit -Hn "$BENCH_NOFILE" 2>/dev/null || true
+    ulimit -n "$(ulimit -Hn)"
+    log "inside a private network namespace (lo only); nofile limit $(ulimit -n)"
+    echo "$(ulimit -n)" >"$WORK/nofile.txt"
+    has_part server && server_scenarios
+    has_part agent && agent_scenario
+    return 0
+}
+
+if [[ "${1:-}" == "--in-netns" ]]; then
+    inside_netns
+    exit 0
+fi
+
+# ---------------------------------------------------------------------------------------
+# Outside: build, codec benchmarks, then the scenarios in a private namespace, then render.
+# ---------------------------------------------------------------------------------------
+
+for tool in cargo jq bc awk unshare ip timeout; do
+    command -v "$tool" >/dev/null || die "needs \`$tool\`"
+done
+rm -rf "$WORK/results" "$WORK/runs" "$WORK/commands.txt"
+mkdir -p "$WORK/results" "$WORK/runs"
+T_START="$(date +%s)"
+
+build=(cargo build --release -p lanmon-bins --bins)
+record_cmd "${build[*]}"
+log "${build[*]}"
+"${build[@]}"
+
+if has_part codec; then
+    crit_args=()
+    [[ "$QUICK" == 1 ]] && crit_args=(--warm-up-time 0.2 --measurement-time 0.5 --sample-size 10)
+    bench=(cargo bench -p lanmon-bins --bench codec -- "${crit_args[@]}")
+    record_cmd "${bench[*]}"
+    log "${bench[*]}"
+    rm -rf "$TARGET_DIR/criterion"
+    "${bench[@]}" | tee "$WORK/criterion.txt" >&2
+    for dir in "$TARGET_DIR"/criterion/{encode,decode}/metrics/*/new; do
+        [[ -f "$dir/estimates.json" ]] || continue
+        jq -n --slurpfile b "$dir/benchmark.json" --slurpfile e "$dir/estimates.json" \
+            '{group: $b[0].group_id, cores: ($b[0].value_str | tonumber),
+              bytes: $b[0].throughput.ElementsAndBytes.bytes,
+              median_ns: $e[0].median.point_estimate,
+              low_ns: $e[0].median.confidence_interval.lower_bound,
+              high_ns: $e[0].median.confidence_interval.upper_bound}'
+    done | jq -s . >"$WORK/results/codec.json"
+fi
+
+if has_part server || has_part agent; then
+    if ! unshare -n true 2>/dev/null; then
+        die "cannot create a private network namespace (unshare -n): run as root. The \
+scenarios never run outside one (network rule)."
+    fi
+    record_cmd "unshare -n bash bins/bench/run.sh --in-netns   # runs the scenarios below"
+    unshare -n bash "$SELF" --in-netns
+fi
+
+T_END="$(date +%s)"
+mem_total="$(awk '$1 == "MemTotal:" { printf "%.1f GiB", $2 / 1048576 }' /proc/meminfo)"
+jq -n \
+    --arg date "$(date -u '+%Y-%m-%d %H:%M UTC')" \
+    --arg nproc "$(nproc)" \
+    --arg cpu "$(awk -F': ' '/^model name/ { print $2; exit }' /proc/cpuinfo)" \
+    --arg kernel "$(uname -sr)" \
+    --arg mem "$mem_total" \
+    --arg rustc "$(rustc --version)" \
+    --arg commit "$(git rev-parse --short HEAD 2>/dev/null || echo unknown)$(git diff --quiet HEAD 2>/dev/null || echo ' (with uncommitted changes)')" \
+    --arg quick "$QUICK" \
+    --arg nofile "$(cat "$WORK/nofile.txt" 2>/dev/null || echo '?')" \
+    --arg total_s "$((T_END - T_START))" \
+    --rawfile commands "$WORK/commands.txt" \
+    --arg settings "$(env | grep '^BENCH_' | sort | tr '\n' ' ')" \
+    '{date: $date, nproc: $nproc, cpu: $cpu, kernel: $kernel, mem: $mem, rustc: $rustc,
+      commit: $commit, quick: ($quick == "1"), nofile: $nofile, total_s: $total_s,
+      commands: $commands, settings: $settings}' >"$WORK/results/machine.json"
+
+shopt -s nullglob
+server_files=("$WORK"/results/server-*.json)
+servers='[]'
+((${#server_files[@]} > 0)) && servers="$(jq -s . "${server_files[@]}")"
+codec='[]'
+[[ -s "$WORK/results/codec.json" ]] && codec="$(cat "$WORK/results/codec.json")"
+agent=null
+[[ -s "$WORK/results/agent.json" ]] && agent="$(cat "$WORK/results/agent.json")"
+jq -n -r \
+    --slurpfile machine "$WORK/results/machine.json" \
+    --argjson codec "$codec" --argjson server "$servers" --argjson agent "$agent" \
+    -f "$ROOT/bins/bench/render.jq" >"$BENCH_OUT"
+cat "$BENCH_OUT"
+log "results written to $BENCH_OUT (raw data in $WORK)"
