@@ -7,4 +7,5 @@ mod core;
 mod discovery;
 mod faults;
 mod hostile;
+mod http;
 mod support;
