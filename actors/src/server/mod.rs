@@ -24,6 +24,7 @@ pub mod prometheus;
 pub mod registry;
 pub mod reporter;
 pub mod session;
+pub mod store;
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;

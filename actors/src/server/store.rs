@@ -1,0 +1,1302 @@
+//! Store actor: the durable history, in one SQLite database under `--data-dir`.
+//!
+//! Owns: the database connection that writes (`<data-dir>/lanmon.db`, WAL mode,
+//! `synchronous=NORMAL`), the lock file that keeps a second server off the same directory, and
+//! the batch of writes not yet committed. It runs on its own Arbiter thread, so a slow disk
+//! delays acknowledgements, never Sessions or the Registry.
+//!
+//! Receives from the Registry: [`Attach`] (an agent's hello, at every connect) and [`Append`]
+//! (a sample the Registry accepted, i.e. not a duplicate); from the server's startup and
+//! shutdown paths: [`Subscribe`] and [`Flush`]. Sends to the subscriber (the Registry):
+//! [`Committed`] after every transaction, with the highest seq now durable per agent run, so
+//! that a sample is acknowledged to its agent only once it is on disk.
+//!
+//! Writes are batched: the first write after a commit arms a [`FLUSH_DELAY`] timer; when it
+//! fires, everything queued goes into one transaction (raw rows, the 1 min / 10 min / 1 h
+//! rollups, the agents' last-known state). Rollups are updated as samples arrive, so every
+//! tier is always current and nothing has to be recomputed later. Old rows are deleted every
+//! [`RETENTION_EVERY`] in bounded batches of [`DELETE_BATCH`] rows on an index, so dropping a
+//! day of data never holds the database for long.
+//!
+//! Reads for the HTTP API go through a [`Reader`], a separate read-only connection (WAL lets
+//! it read while this actor writes). At startup [`Store::open`] returns what the Registry needs
+//! to carry on where the last server stopped ([`Restored`]).
+//!
+//! Schema (version 1):
+//! ```text
+//! agents(key, id, hello JSON, ip, run_id, run_key, last_seq, latest JSON)  one per agent id
+//! runs(key, agent, run_id)                  short keys for (agent, run) used by `raw`
+//! raw(agent, ts_ms, run, seq, cpu, mem)     unique (run, seq); index (agent, ts_ms)
+//! rollup_1m / rollup_10m / rollup_1h(agent, ts_ms, n, cpu_n, cpu_sum, cpu_min, cpu_max,
+//!                                    mem_n, mem_sum, mem_min, mem_max)   key (agent, ts_ms)
+//! ```
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use actix::prelude::*;
+use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
+
+use crate::protocol::{Hello, Metrics};
+use crate::server::history::{Bucket, Stat};
+use crate::util::now_ms;
+
+/// Time a write waits for others to join its transaction. Short, because acknowledgements
+/// wait for the commit: it bounds the extra ack latency a store adds.
+pub const FLUSH_DELAY: Duration = Duration::from_millis(25);
+/// A batch this large is committed at once, without waiting for [`FLUSH_DELAY`].
+pub const MAX_BATCH: usize = 10_000;
+/// How often old rows are deleted.
+pub const RETENTION_EVERY: Duration = Duration::from_secs(60);
+/// Most rows one DELETE removes; a pass that hits it comes back after [`RETENTION_BACKLOG`].
+pub const DELETE_BATCH: usize = 2_000;
+/// Pause between two bounded delete passes while old data remains.
+pub const RETENTION_BACKLOG: Duration = Duration::from_millis(200);
+/// Database file name inside the data directory.
+pub const DB_FILE: &str = "lanmon.db";
+/// Lock file inside the data directory: one server per directory.
+pub const LOCK_FILE: &str = "lanmon.lock";
+/// Offline reason of every agent reloaded at startup.
+pub const RESTART_REASON: &str = "server restarted";
+
+/// Default retention of raw samples.
+pub const DEFAULT_RAW_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// Default retention of the 1-minute rollups.
+pub const DEFAULT_1M_RETENTION: Duration = Duration::from_secs(7 * 24 * 3600);
+/// Default retention of the 10-minute rollups.
+pub const DEFAULT_10M_RETENTION: Duration = Duration::from_secs(90 * 24 * 3600);
+/// Default retention of the 1-hour rollups.
+pub const DEFAULT_1H_RETENTION: Duration = Duration::from_secs(365 * 24 * 3600);
+
+/// The default data directory: `$XDG_DATA_HOME/lanmon`, else `$HOME/.local/share/lanmon`,
+/// else `./lanmon-data`. Per user, needs no root, and does not depend on the directory the
+/// server was started from (a server started elsewhere must not silently begin an empty
+/// history). Services set `--data-dir /var/lib/lanmon` (e.g. systemd's `StateDirectory`).
+pub fn default_data_dir() -> PathBuf {
+    let non_empty = |k: &str| std::env::var_os(k).filter(|v| !v.is_empty());
+    if let Some(xdg) = non_empty("XDG_DATA_HOME") {
+        return PathBuf::from(xdg).join("lanmon");
+    }
+    if let Some(home) = non_empty("HOME") {
+        return PathBuf::from(home).join(".local/share/lanmon");
+    }
+    PathBuf::from("lanmon-data")
+}
+
+// ---- Tiers ------------------------------------------------------------------------------------
+
+/// One resolution of the history.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Tier {
+    /// Every sample as received.
+    Raw,
+    /// One row per agent per minute.
+    Min1,
+    /// One row per agent per 10 minutes.
+    Min10,
+    /// One row per agent per hour.
+    Hour1,
+}
+
+impl Tier {
+    /// Every tier, finest first.
+    pub const ALL: [Tier; 4] = [Tier::Raw, Tier::Min1, Tier::Min10, Tier::Hour1];
+    /// The rollup tiers.
+    pub const ROLLUPS: [Tier; 3] = [Tier::Min1, Tier::Min10, Tier::Hour1];
+
+    /// Width of one row in ms (0 for raw: one row per sample).
+    pub fn bucket_ms(self) -> u64 {
+        match self {
+            Tier::Raw => 0,
+            Tier::Min1 => 60_000,
+            Tier::Min10 => 600_000,
+            Tier::Hour1 => 3_600_000,
+        }
+    }
+
+    /// Name in the HTTP response's `source`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Raw => "raw",
+            Tier::Min1 => "1m",
+            Tier::Min10 => "10m",
+            Tier::Hour1 => "1h",
+        }
+    }
+
+    fn table(self) -> &'static str {
+        match self {
+            Tier::Raw => "raw",
+            Tier::Min1 => "rollup_1m",
+            Tier::Min10 => "rollup_10m",
+            Tier::Hour1 => "rollup_1h",
+        }
+    }
+}
+
+/// How long each tier is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Retention {
+    pub raw: Duration,
+    pub min1: Duration,
+    pub min10: Duration,
+    pub hour1: Duration,
+}
+
+impl Default for Retention {
+    fn default() -> Self {
+        Self {
+            raw: DEFAULT_RAW_RETENTION,
+            min1: DEFAULT_1M_RETENTION,
+            min10: DEFAULT_10M_RETENTION,
+            hour1: DEFAULT_1H_RETENTION,
+        }
+    }
+}
+
+impl Retention {
+    pub fn of(&self, tier: Tier) -> Duration {
+        match tier {
+            Tier::Raw => self.raw,
+            Tier::Min1 => self.min1,
+            Tier::Min10 => self.min10,
+            Tier::Hour1 => self.hour1,
+        }
+    }
+
+    /// Oldest timestamp `tier` still holds at `now_ms`.
+    fn horizon(&self, tier: Tier, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(u64::try_from(self.of(tier).as_millis()).unwrap_or(u64::MAX))
+    }
+}
+
+/// The tier that serves `[from_ms, to_ms)` in steps of `step_ms`: the coarsest tier whose rows
+/// are no wider than a step (so each point is exact and few rows are read), moved to a coarser
+/// one while that tier's retention no longer reaches back to `from_ms`.
+pub fn choose_tier(from_ms: u64, step_ms: u64, now_ms: u64, retention: &Retention) -> Tier {
+    let mut i = Tier::ALL
+        .iter()
+        .rposition(|t| t.bucket_ms() <= step_ms)
+        .unwrap_or(0);
+    while i + 1 < Tier::ALL.len() && retention.horizon(Tier::ALL[i], now_ms) > from_ms {
+        i += 1;
+    }
+    Tier::ALL[i]
+}
+
+// ---- Rollup math -------------------------------------------------------------------------------
+
+/// Count, sum, minimum and maximum of one quantity.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct MinMax {
+    pub n: u64,
+    pub sum: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+impl MinMax {
+    fn one(v: f64) -> Self {
+        Self {
+            n: 1,
+            sum: v,
+            min: v,
+            max: v,
+        }
+    }
+
+    fn merge(a: Option<Self>, b: Option<Self>) -> Option<Self> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(Self {
+                n: a.n + b.n,
+                sum: a.sum + b.sum,
+                min: a.min.min(b.min),
+                max: a.max.max(b.max),
+            }),
+            (a, None) => a,
+            (None, b) => b,
+        }
+    }
+
+    fn stat(self) -> Stat {
+        Stat {
+            avg: self.sum / self.n.max(1) as f64,
+            min: self.min,
+            max: self.max,
+        }
+    }
+}
+
+/// The aggregate of some samples: how many, and CPU total / memory used over those that had
+/// the reading (a sample may lack one). Merging is associative, so a rollup row can absorb
+/// samples one batch at a time, and coarse points can be built from finer rows.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Agg {
+    pub n: u64,
+    pub cpu: Option<MinMax>,
+    pub mem: Option<MinMax>,
+}
+
+impl Agg {
+    /// One sample.
+    pub fn sample(cpu: Option<f64>, mem: Option<f64>) -> Self {
+        Self {
+            n: 1,
+            cpu: cpu.map(MinMax::one),
+            mem: mem.map(MinMax::one),
+        }
+    }
+
+    pub fn merge(&mut self, other: &Agg) {
+        self.n += other.n;
+        self.cpu = MinMax::merge(self.cpu, other.cpu);
+        self.mem = MinMax::merge(self.mem, other.mem);
+    }
+
+    /// The HTTP API's point for this aggregate.
+    pub fn bucket(&self, ts_ms: u64) -> Bucket {
+        Bucket {
+            ts_ms,
+            n: self.n,
+            cpu: self.cpu.map(MinMax::stat),
+            mem_used: self.mem.map(MinMax::stat),
+        }
+    }
+}
+
+/// Start of the `width_ms` bucket holding `ts_ms`.
+pub fn bucket_start(ts_ms: u64, width_ms: u64) -> u64 {
+    let w = width_ms.max(1);
+    ts_ms / w * w
+}
+
+/// Re-buckets `(ts_ms, agg)` rows into points of `step_ms` over `[from_ms, to_ms)`, oldest
+/// first; empty points are left out.
+pub fn rebucket(
+    rows: impl IntoIterator<Item = (u64, Agg)>,
+    from_ms: u64,
+    to_ms: u64,
+    step_ms: u64,
+) -> Vec<Bucket> {
+    let mut points: std::collections::BTreeMap<u64, Agg> = std::collections::BTreeMap::new();
+    for (ts, agg) in rows {
+        if ts >= from_ms && ts < to_ms {
+            points
+                .entry(bucket_start(ts, step_ms))
+                .or_default()
+                .merge(&agg);
+        }
+    }
+    points.into_iter().map(|(ts, a)| a.bucket(ts)).collect()
+}
+
+// ---- Messages ---------------------------------------------------------------------------------
+
+/// An agent said hello (at every connect): remember it, and its run.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Attach {
+    pub hello: Hello,
+    pub ip: String,
+}
+
+/// A new sample (not a duplicate) of the agent's current run.
+#[derive(Message, Debug, Clone)]
+#[rtype(result = "()")]
+pub struct Append {
+    pub agent_id: String,
+    pub run_id: String,
+    pub metrics: Metrics,
+}
+
+/// Where to send [`Committed`].
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Subscribe {
+    pub committed: Recipient<Committed>,
+}
+
+/// Commits whatever is queued now (shutdown). Answers whether it worked.
+#[derive(Message)]
+#[rtype(result = "bool")]
+pub struct Flush;
+
+/// Sent after each commit: per agent run written in it, the highest seq now on disk.
+#[derive(Message, Debug, Clone, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub struct Committed {
+    pub runs: Vec<DurableSeq>,
+}
+
+/// The highest seq of `(agent_id, run_id)` on disk.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DurableSeq {
+    pub agent_id: String,
+    pub run_id: String,
+    pub seq: u64,
+}
+
+// ---- Opening ----------------------------------------------------------------------------------
+
+/// Where and how long to keep history.
+#[derive(Debug, Clone)]
+pub struct StoreConfig {
+    pub data_dir: PathBuf,
+    pub retention: Retention,
+}
+
+/// What the last server left about one agent.
+#[derive(Debug, Clone)]
+pub struct Restored {
+    pub hello: Hello,
+    pub ip: String,
+    /// The last sample stored (full, with per-core values).
+    pub latest: Option<Metrics>,
+    /// Highest seq of `hello.run_id` on disk.
+    pub last_seq: u64,
+    /// The newest samples of that run, oldest first: `(seq, ts_ms, cpu, mem_used)`.
+    pub points: Vec<(u64, u64, Option<f32>, Option<u64>)>,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS agents (
+    key INTEGER PRIMARY KEY,
+    id TEXT NOT NULL UNIQUE,
+    hello TEXT NOT NULL,
+    ip TEXT NOT NULL,
+    run_id TEXT NOT NULL,
+    run_key INTEGER NOT NULL DEFAULT 0,
+    last_seq INTEGER NOT NULL DEFAULT 0,
+    latest TEXT
+);
+CREATE TABLE IF NOT EXISTS runs (
+    key INTEGER PRIMARY KEY,
+    agent INTEGER NOT NULL,
+    run_id TEXT NOT NULL,
+    UNIQUE (agent, run_id)
+);
+CREATE TABLE IF NOT EXISTS raw (
+    agent INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    run INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    cpu REAL,
+    mem INTEGER
+);
+CREATE UNIQUE INDEX IF NOT EXISTS raw_run_seq ON raw (run, seq);
+CREATE INDEX IF NOT EXISTS raw_agent_ts ON raw (agent, ts_ms);
+";
+
+fn rollup_schema(table: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {table} (
+            agent INTEGER NOT NULL, ts_ms INTEGER NOT NULL, n INTEGER NOT NULL,
+            cpu_n INTEGER NOT NULL, cpu_sum REAL, cpu_min REAL, cpu_max REAL,
+            mem_n INTEGER NOT NULL, mem_sum REAL, mem_min REAL, mem_max REAL,
+            PRIMARY KEY (agent, ts_ms)) WITHOUT ROWID;"
+    )
+}
+
+const SCHEMA_VERSION: &str = "1";
+
+fn open_db(path: &Path) -> rusqlite::Result<Connection> {
+    let conn = Connection::open(path)?;
+    // WAL: readers (the HTTP API) never block the writer, and a commit is one append to the
+    // log. NORMAL: a commit survives the process dying at any point (SIGKILL, panic); only a
+    // power loss or kernel crash can lose the last commits before a checkpoint.
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.busy_timeout(Duration::from_secs(5))?;
+    conn.execute_batch(SCHEMA)?;
+    for tier in Tier::ROLLUPS {
+        conn.execute_batch(&rollup_schema(tier.table()))?;
+    }
+    let version: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'schema'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    if version.is_none() {
+        conn.execute(
+            "INSERT INTO meta (key, value) VALUES ('schema', ?1)",
+            [SCHEMA_VERSION],
+        )?;
+    }
+    Ok(conn)
+}
+
+fn u64_of(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// Reads every agent's last-known state, with up to `ring` of its newest samples.
+fn load(conn: &Connection, ring: usize) -> rusqlite::Result<Vec<Restored>> {
+    let mut agents =
+        conn.prepare("SELECT hello, ip, run_key, last_seq, latest FROM agents ORDER BY key")?;
+    let mut points = conn.prepare(
+        "SELECT seq, ts_ms, cpu, mem FROM raw WHERE run = ?1 ORDER BY seq DESC LIMIT ?2",
+    )?;
+    let rows = agents.query_map([], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, i64>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, Option<String>>(4)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (hello, ip, run_key, last_seq, latest) = row?;
+        let Ok(hello) = serde_json::from_str::<Hello>(&hello) else {
+            tracing::warn!("store: skipping an agent whose stored hello does not parse");
+            continue;
+        };
+        let latest = latest.and_then(|l| serde_json::from_str::<Metrics>(&l).ok());
+        let mut pts: Vec<(u64, u64, Option<f32>, Option<u64>)> = points
+            .query_map(
+                params![run_key, i64::try_from(ring).unwrap_or(i64::MAX)],
+                |r| {
+                    Ok((
+                        u64_of(r.get(0)?),
+                        u64_of(r.get(1)?),
+                        r.get::<_, Option<f64>>(2)?.map(|c| c as f32),
+                        r.get::<_, Option<i64>>(3)?.map(u64_of),
+                    ))
+                },
+            )?
+            .collect::<rusqlite::Result<_>>()?;
+        pts.reverse();
+        out.push(Restored {
+            hello,
+            ip,
+            latest,
+            last_seq: u64_of(last_seq),
+            points: pts,
+        });
+    }
+    Ok(out)
+}
+
+// ---- The actor --------------------------------------------------------------------------------
+
+/// One queued write.
+enum Op {
+    Attach(Attach),
+    Append(Append),
+}
+
+/// See the module documentation.
+pub struct Store {
+    conn: Connection,
+    retention: Retention,
+    /// Held (with an exclusive lock) for the actor's life.
+    _lock: File,
+    batch: Vec<Op>,
+    flush_armed: bool,
+    subscriber: Option<Recipient<Committed>>,
+    /// agent id → agents.key
+    agent_keys: HashMap<String, i64>,
+    /// (agents.key, run id) → runs.key
+    run_keys: HashMap<(i64, String), i64>,
+    /// Set when the last commit failed: the batch is kept and retried.
+    failing: bool,
+}
+
+impl Store {
+    /// Creates the data directory if missing, takes its lock, opens (or creates) the database
+    /// and reads what the last server left: every agent with up to `ring` recent samples.
+    pub fn open(config: &StoreConfig, ring: usize) -> crate::Result<(Store, Vec<Restored>)> {
+        let dir = &config.data_dir;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            crate::Error::Other(format!(
+                "cannot create data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let lock = File::create(dir.join(LOCK_FILE)).map_err(|e| {
+            crate::Error::Other(format!(
+                "cannot write in data directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        if lock.try_lock().is_err() {
+            return Err(crate::Error::Other(format!(
+                "data directory {} is in use by another server (give each its own --data-dir)",
+                dir.display()
+            )));
+        }
+        let path = dir.join(DB_FILE);
+        let db_err =
+            |e: rusqlite::Error| crate::Error::Other(format!("database {}: {e}", path.display()));
+        let conn = open_db(&path).map_err(db_err)?;
+        let restored = load(&conn, ring).map_err(db_err)?;
+        let mut store = Store {
+            conn,
+            retention: config.retention,
+            _lock: lock,
+            batch: Vec::new(),
+            flush_armed: false,
+            subscriber: None,
+            agent_keys: HashMap::new(),
+            run_keys: HashMap::new(),
+            failing: false,
+        };
+        store.load_keys().map_err(db_err)?;
+        Ok((store, restored))
+    }
+
+    fn load_keys(&mut self) -> rusqlite::Result<()> {
+        let mut q = self.conn.prepare("SELECT id, key FROM agents")?;
+        for row in q.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?)))? {
+            let (id, key) = row?;
+            self.agent_keys.insert(id, key);
+        }
+        Ok(())
+    }
+
+    /// Commits the batch in one transaction; returns the durable seqs to announce.
+    fn commit(&mut self) -> rusqlite::Result<Vec<DurableSeq>> {
+        let batch = std::mem::take(&mut self.batch);
+        let result = write_batch(
+            &mut self.conn,
+            &batch,
+            &mut self.agent_keys,
+            &mut self.run_keys,
+        );
+        if result.is_err() {
+            // Nothing of it was committed: keep it (in order, ahead of newer writes) and retry.
+            // The agents get no ack meanwhile and keep the samples themselves.
+            let newer = std::mem::replace(&mut self.batch, batch);
+            self.batch.extend(newer);
+            // The key caches may name rows of the rolled-back transaction.
+            self.agent_keys.clear();
+            self.run_keys.clear();
+            let _ = self.load_keys();
+        }
+        result
+    }
+
+    fn flush(&mut self) -> bool {
+        self.flush_armed = false;
+        if self.batch.is_empty() {
+            return true;
+        }
+        let started = std::time::Instant::now();
+        let n = self.batch.len();
+        match self.commit() {
+            Ok(durable) => {
+                if self.failing {
+                    tracing::info!("store: writing again");
+                    self.failing = false;
+                }
+                tracing::trace!("store: committed {n} write(s) in {:?}", started.elapsed());
+                if let Some(s) = &self.subscriber
+                    && !durable.is_empty()
+                {
+                    s.do_send(Committed { runs: durable });
+                }
+                true
+            }
+            Err(e) => {
+                if !self.failing {
+                    tracing::error!(
+                        "store: cannot commit {n} write(s), retrying (agents keep their samples meanwhile): {e}"
+                    );
+                    self.failing = true;
+                }
+                false
+            }
+        }
+    }
+
+    fn arm(&mut self, ctx: &mut Context<Self>) {
+        if self.batch.len() >= MAX_BATCH {
+            self.flush();
+        }
+        if !self.flush_armed && !self.batch.is_empty() {
+            self.flush_armed = true;
+            let delay = if self.failing {
+                Duration::from_secs(1)
+            } else {
+                FLUSH_DELAY
+            };
+            ctx.run_later(delay, |this, ctx| {
+                this.flush();
+                this.arm(ctx);
+            });
+        }
+    }
+
+    /// One bounded pass over every tier and agent; true if old rows remain.
+    fn expire(&mut self, now_ms: u64) -> bool {
+        let keys: Vec<i64> = self.agent_keys.values().copied().collect();
+        let mut more = false;
+        for tier in Tier::ALL {
+            let horizon = i64_of(self.retention.horizon(tier, now_ms));
+            for &agent in &keys {
+                match delete_before(&self.conn, tier, agent, horizon) {
+                    Ok(n) => more |= n >= DELETE_BATCH,
+                    Err(e) => {
+                        tracing::warn!("store: cannot delete old {} rows: {e}", tier.name());
+                        return false;
+                    }
+                }
+            }
+        }
+        more
+    }
+
+    fn schedule_expiry(&self, after: Duration, ctx: &mut Context<Self>) {
+        ctx.run_later(after, |this, ctx| {
+            let next = if this.expire(now_ms()) {
+                RETENTION_BACKLOG
+            } else {
+                RETENTION_EVERY
+            };
+            this.schedule_expiry(next, ctx);
+        });
+    }
+}
+
+/// Deletes at most [`DELETE_BATCH`] rows of `agent` older than `horizon` from `tier`, on the
+/// `(agent, ts_ms)` index; returns how many.
+fn delete_before(
+    conn: &Connection,
+    tier: Tier,
+    agent: i64,
+    horizon: i64,
+) -> rusqlite::Result<usize> {
+    let table = tier.table();
+    // The timestamp of the DELETE_BATCH-th oldest row bounds this pass (rows sharing it go
+    // too; without one, fewer than DELETE_BATCH rows are old).
+    let bound: Option<i64> = conn
+        .query_row(
+            &format!(
+                "SELECT ts_ms FROM {table} WHERE agent = ?1 AND ts_ms < ?2 \
+                 ORDER BY ts_ms LIMIT 1 OFFSET ?3"
+            ),
+            params![agent, horizon, i64_of(DELETE_BATCH as u64 - 1)],
+            |r| r.get(0),
+        )
+        .optional()?;
+    match bound {
+        Some(upto) => conn.execute(
+            &format!("DELETE FROM {table} WHERE agent = ?1 AND ts_ms <= ?2"),
+            params![agent, upto],
+        ),
+        None => conn.execute(
+            &format!("DELETE FROM {table} WHERE agent = ?1 AND ts_ms < ?2"),
+            params![agent, horizon],
+        ),
+    }
+}
+
+fn agent_key(
+    tx: &rusqlite::Transaction<'_>,
+    keys: &mut HashMap<String, i64>,
+    id: &str,
+) -> rusqlite::Result<Option<i64>> {
+    if let Some(k) = keys.get(id) {
+        return Ok(Some(*k));
+    }
+    let k: Option<i64> = tx
+        .query_row("SELECT key FROM agents WHERE id = ?1", [id], |r| r.get(0))
+        .optional()?;
+    if let Some(k) = k {
+        keys.insert(id.to_string(), k);
+    }
+    Ok(k)
+}
+
+/// The newest sample of one agent run in a batch.
+struct Newest<'a> {
+    agent_id: String,
+    run_id: String,
+    seq: u64,
+    latest: Option<&'a Metrics>,
+}
+
+/// Writes one batch in one transaction.
+fn write_batch(
+    conn: &mut Connection,
+    batch: &[Op],
+    agent_keys: &mut HashMap<String, i64>,
+    run_keys: &mut HashMap<(i64, String), i64>,
+) -> rusqlite::Result<Vec<DurableSeq>> {
+    let tx = conn.transaction()?;
+    // Per (agent key, run key): highest seq written (or found already there), and the sample
+    // with it.
+    let mut highest: HashMap<(i64, i64), Newest<'_>> = HashMap::new();
+    let mut rollups: HashMap<(Tier, i64, u64), Agg> = HashMap::new();
+    {
+        let mut insert_raw = tx.prepare_cached(
+            "INSERT OR IGNORE INTO raw (agent, ts_ms, run, seq, cpu, mem) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for op in batch {
+            match op {
+                Op::Attach(a) => {
+                    let hello = serde_json::to_string(&a.hello)
+                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                    tx.execute(
+                        "INSERT INTO agents (id, hello, ip, run_id) VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (id) DO UPDATE SET hello = excluded.hello, ip = excluded.ip,
+                           last_seq = CASE WHEN run_id = excluded.run_id THEN last_seq ELSE 0 END,
+                           latest = CASE WHEN run_id = excluded.run_id THEN latest ELSE NULL END,
+                           run_id = excluded.run_id",
+                        params![a.hello.agent_id, hello, a.ip, a.hello.run_id],
+                    )?;
+                    let Some(agent) = agent_key(&tx, agent_keys, &a.hello.agent_id)? else {
+                        continue;
+                    };
+                    tx.execute(
+                        "INSERT OR IGNORE INTO runs (agent, run_id) VALUES (?1, ?2)",
+                        params![agent, a.hello.run_id],
+                    )?;
+                    let run: i64 = tx.query_row(
+                        "SELECT key FROM runs WHERE agent = ?1 AND run_id = ?2",
+                        params![agent, a.hello.run_id],
+                        |r| r.get(0),
+                    )?;
+                    run_keys.insert((agent, a.hello.run_id.clone()), run);
+                    tx.execute(
+                        "UPDATE agents SET run_key = ?1 WHERE key = ?2",
+                        params![run, agent],
+                    )?;
+                }
+                Op::Append(s) => {
+                    // An Append always follows its Attach (same sender, same mailbox).
+                    let Some(agent) = agent_key(&tx, agent_keys, &s.agent_id)? else {
+                        continue;
+                    };
+                    let Some(&run) = run_keys.get(&(agent, s.run_id.clone())) else {
+                        continue;
+                    };
+                    let m = &s.metrics;
+                    let cpu = m.cpu.as_ref().map(|c| f64::from(c.total));
+                    let mem = m.memory.map(|mem| mem.used);
+                    let added = insert_raw.execute(params![
+                        agent,
+                        i64_of(m.ts_ms),
+                        run,
+                        i64_of(m.seq),
+                        cpu,
+                        mem.map(i64_of)
+                    ])?;
+                    if added == 1 {
+                        for tier in Tier::ROLLUPS {
+                            rollups
+                                .entry((tier, agent, bucket_start(m.ts_ms, tier.bucket_ms())))
+                                .or_default()
+                                .merge(&Agg::sample(cpu, mem.map(|v| v as f64)));
+                        }
+                    }
+                    let e = highest.entry((agent, run)).or_insert_with(|| Newest {
+                        agent_id: s.agent_id.clone(),
+                        run_id: s.run_id.clone(),
+                        seq: 0,
+                        latest: None,
+                    });
+                    if m.seq > e.seq {
+                        e.seq = m.seq;
+                        e.latest = Some(m);
+                    }
+                }
+            }
+        }
+    }
+    for ((tier, agent, ts), agg) in &rollups {
+        merge_rollup(&tx, *tier, *agent, *ts, agg)?;
+    }
+    for ((agent, run), newest) in &highest {
+        let latest = newest
+            .latest
+            .map(serde_json::to_string)
+            .transpose()
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        tx.execute(
+            "UPDATE agents SET latest = CASE WHEN ?3 > last_seq THEN ?4 ELSE latest END,
+                               last_seq = max(last_seq, ?3)
+             WHERE key = ?1 AND run_key = ?2",
+            params![agent, run, i64_of(newest.seq), latest],
+        )?;
+    }
+    tx.commit()?;
+    Ok(highest
+        .into_values()
+        .map(|n| DurableSeq {
+            agent_id: n.agent_id,
+            run_id: n.run_id,
+            seq: n.seq,
+        })
+        .collect())
+}
+
+/// Adds `agg` to the rollup row `(agent, ts)` of `tier`.
+fn merge_rollup(
+    tx: &rusqlite::Transaction<'_>,
+    tier: Tier,
+    agent: i64,
+    ts: u64,
+    agg: &Agg,
+) -> rusqlite::Result<()> {
+    let table = tier.table();
+    let old = tx
+        .prepare_cached(&format!(
+            "SELECT n, cpu_n, cpu_sum, cpu_min, cpu_max, mem_n, mem_sum, mem_min, mem_max
+             FROM {table} WHERE agent = ?1 AND ts_ms = ?2"
+        ))?
+        .query_row(params![agent, i64_of(ts)], |r| row_agg_at(r, 0))
+        .optional()?;
+    let mut total = old.unwrap_or_default();
+    total.merge(agg);
+    let part = |m: Option<MinMax>| match m {
+        Some(m) => (i64_of(m.n), Some(m.sum), Some(m.min), Some(m.max)),
+        None => (0, None, None, None),
+    };
+    let (cn, cs, cmin, cmax) = part(total.cpu);
+    let (mn, ms, mmin, mmax) = part(total.mem);
+    tx.prepare_cached(&format!(
+        "INSERT OR REPLACE INTO {table}
+         (agent, ts_ms, n, cpu_n, cpu_sum, cpu_min, cpu_max, mem_n, mem_sum, mem_min, mem_max)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+    ))?
+    .execute(params![
+        agent,
+        i64_of(ts),
+        i64_of(total.n),
+        cn,
+        cs,
+        cmin,
+        cmax,
+        mn,
+        ms,
+        mmin,
+        mmax
+    ])?;
+    Ok(())
+}
+
+impl Actor for Store {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        // Soon after start (a server that was down for a while has old rows), then regularly.
+        self.schedule_expiry(Duration::from_secs(1), ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        if !self.batch.is_empty() {
+            self.flush();
+        }
+    }
+}
+
+impl Handler<Attach> for Store {
+    type Result = ();
+
+    fn handle(&mut self, msg: Attach, ctx: &mut Self::Context) {
+        self.batch.push(Op::Attach(msg));
+        self.arm(ctx);
+    }
+}
+
+impl Handler<Append> for Store {
+    type Result = ();
+
+    fn handle(&mut self, msg: Append, ctx: &mut Self::Context) {
+        self.batch.push(Op::Append(msg));
+        self.arm(ctx);
+    }
+}
+
+impl Handler<Subscribe> for Store {
+    type Result = ();
+
+    fn handle(&mut self, msg: Subscribe, _: &mut Self::Context) {
+        self.subscriber = Some(msg.committed);
+    }
+}
+
+impl Handler<Flush> for Store {
+    type Result = bool;
+
+    fn handle(&mut self, _: Flush, _: &mut Self::Context) -> bool {
+        self.flush()
+    }
+}
+
+// ---- Reading ----------------------------------------------------------------------------------
+
+/// Read-only access for the HTTP API, on its own connection (WAL: it never blocks the Store).
+pub struct Reader {
+    conn: Mutex<Connection>,
+    retention: Retention,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("retention", &self.retention)
+            .finish()
+    }
+}
+
+/// An agent's series from the store.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Series {
+    pub tier: Tier,
+    pub points: Vec<Bucket>,
+}
+
+impl Reader {
+    /// Opens the database in `config.data_dir` read-only (after [`Store::open`] created it).
+    pub fn open(config: &StoreConfig) -> crate::Result<Reader> {
+        let path = config.data_dir.join(DB_FILE);
+        let conn = Connection::open_with_flags(
+            &path,
+            OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .and_then(|c| {
+            c.busy_timeout(Duration::from_secs(5))?;
+            Ok(c)
+        })
+        .map_err(|e| crate::Error::Other(format!("database {}: {e}", path.display())))?;
+        Ok(Reader {
+            conn: Mutex::new(conn),
+            retention: config.retention,
+        })
+    }
+
+    /// `agent_id`'s series over `[from_ms, to_ms)` in steps of `step_ms`, from the tier
+    /// [`choose_tier`] picks; `None` if the store has never seen the agent.
+    pub fn history(
+        &self,
+        agent_id: &str,
+        from_ms: u64,
+        to_ms: u64,
+        step_ms: u64,
+        now_ms: u64,
+    ) -> rusqlite::Result<Option<Series>> {
+        let conn = self
+            .conn
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let agent: Option<i64> = conn
+            .query_row("SELECT key FROM agents WHERE id = ?1", [agent_id], |r| {
+                r.get(0)
+            })
+            .optional()?;
+        let Some(agent) = agent else {
+            return Ok(None);
+        };
+        let tier = choose_tier(from_ms, step_ms, now_ms, &self.retention);
+        let range = params![agent, i64_of(from_ms), i64_of(to_ms)];
+        let rows: Vec<(u64, Agg)> = if tier == Tier::Raw {
+            conn.prepare_cached(
+                "SELECT ts_ms, cpu, mem FROM raw WHERE agent = ?1 AND ts_ms >= ?2 AND ts_ms < ?3",
+            )?
+            .query_map(range, |r| {
+                Ok((
+                    u64_of(r.get(0)?),
+                    Agg::sample(r.get(1)?, r.get::<_, Option<i64>>(2)?.map(|m| m as f64)),
+                ))
+            })?
+            .collect::<rusqlite::Result<_>>()?
+        } else {
+            conn.prepare_cached(&format!(
+                "SELECT ts_ms, n, cpu_n, cpu_sum, cpu_min, cpu_max, mem_n, mem_sum, mem_min, mem_max
+                 FROM {} WHERE agent = ?1 AND ts_ms >= ?2 AND ts_ms < ?3",
+                tier.table()
+            ))?
+            .query_map(range, |r| {
+                let ts = u64_of(r.get(0)?);
+                let agg = row_agg_at(r, 1)?;
+                Ok((ts, agg))
+            })?
+            .collect::<rusqlite::Result<_>>()?
+        };
+        Ok(Some(Series {
+            tier,
+            points: rebucket(rows, from_ms, to_ms, step_ms),
+        }))
+    }
+}
+
+/// A rollup row's aggregate: columns n, cpu_n, cpu_sum, cpu_min, cpu_max, mem_n, mem_sum,
+/// mem_min, mem_max from column `at` on.
+fn row_agg_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Agg> {
+    let part = |i: usize| -> rusqlite::Result<Option<MinMax>> {
+        let n: i64 = r.get(i)?;
+        Ok(
+            match (
+                r.get::<_, Option<f64>>(i + 1)?,
+                r.get(i + 2)?,
+                r.get(i + 3)?,
+            ) {
+                (Some(sum), Some(min), Some(max)) if n > 0 => Some(MinMax {
+                    n: u64_of(n),
+                    sum,
+                    min,
+                    max,
+                }),
+                _ => None,
+            },
+        )
+    };
+    Ok(Agg {
+        n: u64_of(r.get(at)?),
+        cpu: part(at + 1)?,
+        mem: part(at + 5)?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const H: u64 = 3_600_000;
+
+    #[test]
+    fn rollup_keeps_avg_min_max_and_counts_missing_readings() {
+        let mut a = Agg::default();
+        for (cpu, mem) in [
+            (Some(10.0), Some(100.0)),
+            (Some(90.0), None),
+            (Some(20.0), Some(300.0)),
+        ] {
+            a.merge(&Agg::sample(cpu, mem));
+        }
+        a.merge(&Agg::sample(None, Some(200.0)));
+        let b = a.bucket(0);
+        assert_eq!(b.n, 4);
+        assert_eq!(
+            b.cpu,
+            Some(Stat {
+                avg: 40.0,
+                min: 10.0,
+                max: 90.0
+            })
+        );
+        assert_eq!(
+            b.mem_used,
+            Some(Stat {
+                avg: 200.0,
+                min: 100.0,
+                max: 300.0
+            })
+        );
+        assert_eq!(Agg::sample(None, None).bucket(0).cpu, None);
+    }
+
+    #[test]
+    fn merging_partial_rollups_equals_rolling_up_everything() {
+        let samples: Vec<Agg> = (0..50u32)
+            .map(|i| Agg::sample(Some(f64::from(i * 7 % 100)), Some(f64::from(i))))
+            .collect();
+        let mut whole = Agg::default();
+        samples.iter().for_each(|s| whole.merge(s));
+        let (mut left, mut right) = (Agg::default(), Agg::default());
+        samples[..17].iter().for_each(|s| left.merge(s));
+        samples[17..].iter().for_each(|s| right.merge(s));
+        left.merge(&right);
+        assert_eq!(left, whole);
+    }
+
+    #[test]
+    fn rebucket_aligns_to_the_step_and_keeps_spikes() {
+        let rows = [
+            (60_000, Agg::sample(Some(5.0), None)),
+            (120_000, Agg::sample(Some(99.0), None)),
+            (179_999, Agg::sample(Some(1.0), None)),
+            (400_000, Agg::sample(Some(50.0), None)),
+        ];
+        let got = rebucket(rows, 60_000, 400_000, 120_000);
+        assert_eq!(
+            got.iter().map(|b| b.ts_ms).collect::<Vec<_>>(),
+            [0, 120_000]
+        );
+        assert_eq!(got[1].cpu.map(|c| (c.min, c.max)), Some((1.0, 99.0)));
+        assert_eq!(got[1].n, 2);
+    }
+
+    #[test]
+    fn tier_choice_follows_step_and_retention() {
+        let r = Retention::default();
+        let now = 400 * 24 * H;
+        // The dashboard's ranges with about 300 points each.
+        assert_eq!(choose_tier(now - H, 12_000, now, &r), Tier::Raw);
+        assert_eq!(choose_tier(now - 24 * H, 288_000, now, &r), Tier::Min1);
+        assert_eq!(
+            choose_tier(now - 7 * 24 * H, 2_016_000, now, &r),
+            Tier::Min10
+        );
+        assert_eq!(
+            choose_tier(now - 30 * 24 * H, 8_640_000, now, &r),
+            Tier::Hour1
+        );
+        // A fine step over a range older than the raw tier keeps: the finest tier that has it.
+        assert_eq!(choose_tier(now - 48 * H, 20_000, now, &r), Tier::Min1);
+        assert_eq!(choose_tier(now - 30 * 24 * H, 60_000, now, &r), Tier::Min10);
+        // Beyond every retention: the coarsest tier (it may be empty).
+        assert_eq!(choose_tier(0, 1_000, now, &r), Tier::Hour1);
+        assert_eq!(bucket_start(3_599_999, H), 0);
+        assert_eq!(bucket_start(3_600_000, H), H);
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!(
+            "lanmon-store-{name}-{}-{}",
+            std::process::id(),
+            crate::util::random_id()
+        ));
+        std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("temp dir: {e}"));
+        dir
+    }
+
+    fn hello(run: &str) -> Hello {
+        Hello {
+            proto: crate::protocol::PROTOCOL_VERSION,
+            agent_id: "a1".into(),
+            run_id: run.into(),
+            name: "one".into(),
+            hostname: "one".into(),
+            os: "test".into(),
+            cores: 1,
+            agent_version: "0".into(),
+            interval_ms: 1000,
+        }
+    }
+
+    fn metrics(seq: u64, ts_ms: u64, cpu: f32) -> Metrics {
+        Metrics {
+            seq,
+            ts_ms,
+            cpu: Some(crate::protocol::Cpu {
+                total: cpu,
+                per_core: vec![cpu],
+            }),
+            memory: None,
+        }
+    }
+
+    #[test]
+    fn batches_are_durable_deduplicated_rolled_up_and_reloaded() {
+        let dir = temp_dir("roundtrip");
+        let config = StoreConfig {
+            data_dir: dir.join("nested"),
+            retention: Retention::default(),
+        };
+        let (mut store, restored) = Store::open(&config, 10).unwrap_or_else(|e| panic!("{e}"));
+        assert!(restored.is_empty());
+        assert!(
+            Store::open(&config, 10).is_err(),
+            "a second server on the same directory is refused"
+        );
+        store.batch.push(Op::Attach(Attach {
+            hello: hello("r1"),
+            ip: "127.0.0.1".into(),
+        }));
+        let now = 10 * H;
+        for seq in 1..=5u64 {
+            store.batch.push(Op::Append(Append {
+                agent_id: "a1".into(),
+                run_id: "r1".into(),
+                metrics: metrics(seq, now + seq * 1000, seq as f32 * 10.0),
+            }));
+        }
+        // seq 3 again (e.g. after a crash between commit and ack): ignored, rollups unchanged.
+        store.batch.push(Op::Append(Append {
+            agent_id: "a1".into(),
+            run_id: "r1".into(),
+            metrics: metrics(3, now + 3000, 99.0),
+        }));
+        let durable = store.commit().unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            durable,
+            [DurableSeq {
+                agent_id: "a1".into(),
+                run_id: "r1".into(),
+                seq: 5
+            }]
+        );
+        let reader = Reader::open(&config).unwrap_or_else(|e| panic!("{e}"));
+        let raw = reader
+            .history("a1", now, now + 60_000, 1000, now + 60_000)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("agent missing"));
+        assert_eq!(raw.tier, Tier::Raw);
+        assert_eq!(raw.points.len(), 5);
+        let minute = reader
+            .history("a1", now, now + 60_000, 60_000, now + 60_000)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("agent missing"));
+        assert_eq!(minute.tier, Tier::Min1);
+        assert_eq!(minute.points.len(), 1);
+        assert_eq!(minute.points[0].n, 5);
+        assert_eq!(
+            minute.points[0].cpu,
+            Some(Stat {
+                avg: 30.0,
+                min: 10.0,
+                max: 50.0
+            })
+        );
+        assert_eq!(reader.history("nobody", 0, 1, 1, 1).ok(), Some(None));
+        drop(store);
+
+        let (_store, restored) = Store::open(&config, 3).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(restored.len(), 1);
+        let a = &restored[0];
+        assert_eq!((a.hello.run_id.as_str(), a.last_seq), ("r1", 5));
+        assert_eq!(a.latest.as_ref().map(|m| m.seq), Some(5));
+        assert_eq!(a.points.iter().map(|p| p.0).collect::<Vec<_>>(), [3, 4, 5]);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn retention_deletes_in_bounded_batches() {
+        let dir = temp_dir("retention");
+        let config = StoreConfig {
+            data_dir: dir.clone(),
+            retention: Retention {
+                raw: Duration::from_secs(60),
+                ..Retention::default()
+            },
+        };
+        let (mut store, _) = Store::open(&config, 10).unwrap_or_else(|e| panic!("{e}"));
+        store.batch.push(Op::Attach(Attach {
+            hello: hello("r1"),
+            ip: "127.0.0.1".into(),
+        }));
+        let old = DELETE_BATCH as u64 + 500;
+        for seq in 1..=old + 10 {
+            store.batch.push(Op::Append(Append {
+                agent_id: "a1".into(),
+                run_id: "r1".into(),
+                // `old` samples an hour back, then 10 recent ones.
+                metrics: metrics(seq, if seq <= old { seq } else { 2 * H + seq }, 1.0),
+            }));
+        }
+        store.commit().unwrap_or_else(|e| panic!("{e}"));
+        let count = |s: &Store| -> i64 {
+            s.conn
+                .query_row("SELECT count(*) FROM raw", [], |r| r.get(0))
+                .unwrap_or(-1)
+        };
+        let now = 2 * H + old + 20;
+        assert!(store.expire(now), "the first pass stops at the batch limit");
+        assert_eq!(count(&store), 510);
+        assert!(!store.expire(now));
+        assert_eq!(count(&store), 10);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}
