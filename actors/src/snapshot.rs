@@ -107,4 +107,8 @@ pub struct AgentView {
     /// Lowest sequence number of the current run still in the history window (0 before the
     /// first sample); it moves up as the window slides.
     pub first_seq: u64,
+    /// With a store (`--data-dir`): the highest seq of the current run on disk, i.e. what the
+    /// server has acknowledged (or will with its next ack). Absent with `--no-store`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stored_seq: Option<u64>,
 }

@@ -99,6 +99,21 @@ impl History {
         true
     }
 
+    /// Continues a run that a previous server held (restart with a store): `points` (oldest
+    /// first, as `(seq, ts_ms, cpu_total, mem_used)`) refill the window, and every seq up to
+    /// `highest` counts as held, so its repeat is a duplicate.
+    pub fn resume(&mut self, points: &[(u64, u64, Option<f32>, Option<u64>)], highest: u64) {
+        for &(seq, ts_ms, cpu_total, mem_used) in points {
+            self.record(seq, ts_ms, cpu_total, mem_used);
+        }
+        let below_window = match self.first_seq() {
+            0 => highest,
+            first => first - 1,
+        };
+        self.evicted_through = self.evicted_through.max(below_window);
+        self.highest = self.highest.max(highest);
+    }
+
     /// Highest seq received in the current run (0 before the first).
     pub fn highest(&self) -> u64 {
         self.highest
@@ -301,6 +316,24 @@ mod tests {
             "seq 1 was seen, then evicted: still a duplicate"
         );
         assert_eq!(h.duplicates(), 1);
+    }
+
+    #[test]
+    fn a_resumed_run_treats_everything_held_before_as_duplicates() {
+        let mut h = History::new(3);
+        let stored: Vec<_> = (8..=10)
+            .map(|s| (s, s * 1000, Some(1.0), Some(1)))
+            .collect();
+        h.resume(&stored, 10);
+        assert_eq!((h.first_seq(), h.highest(), h.gaps()), (8, 10, 0));
+        assert!(!rec(&mut h, 10), "held by the previous server");
+        assert!(!rec(&mut h, 2), "below the refilled window, but held");
+        assert!(rec(&mut h, 11));
+        assert_eq!((h.duplicates(), h.gaps(), h.highest()), (2, 0, 11));
+        let mut empty = History::new(3);
+        empty.resume(&[], 7);
+        assert!(!rec(&mut empty, 7));
+        assert!(rec(&mut empty, 8));
     }
 
     #[test]

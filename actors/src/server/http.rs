@@ -4,8 +4,10 @@
 //! - `GET /healthz` — liveness, for service managers and containers.
 //! - `GET /api/agents` — the same snapshot as `--report-format json`.
 //! - `GET /api/agents/{id}/history?from=&to=&step=` — an agent's series (avg/min/max per
-//!   point); times in ms since the Unix epoch, `step` in ms. Bad parameters: 400 with a
-//!   message; unknown agent: 404.
+//!   point); times in ms since the Unix epoch, `step` in ms. With a store, from the tier that
+//!   suits the range ([`store::choose_tier`]), read on a blocking thread through the store's
+//!   read-only connection; without one, from the Registry's in-memory ring. `source` says
+//!   which. Bad parameters: 400 with a message; unknown agent: 404.
 //! - `GET /metrics` — Prometheus text exposition ([`super::prometheus`]).
 //! - `GET /` — the dashboard.
 //!
@@ -13,6 +15,7 @@
 //! changes state.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 use std::time::Duration;
 
 use actix::Addr;
@@ -22,6 +25,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::server::history::Bucket;
 use crate::server::registry::{self, Registry};
+use crate::server::store;
 use crate::util::now_ms;
 
 /// Default HTTP address: every interface, so Prometheus and browsers on the LAN reach it.
@@ -37,12 +41,15 @@ pub struct HttpConfig {
     pub bind: SocketAddr,
     /// Export `lanmon_cpu_core_usage_ratio` (one series per core per agent).
     pub per_core_metrics: bool,
+    /// The durable history, read by the history endpoint; `None`: the in-memory ring.
+    pub store: Option<Arc<store::Reader>>,
 }
 
 #[derive(Clone)]
 struct State {
     registry: Addr<Registry>,
     per_core_metrics: bool,
+    store: Option<Arc<store::Reader>>,
 }
 
 /// A running HTTP server.
@@ -66,6 +73,7 @@ impl Http {
         let state = State {
             registry,
             per_core_metrics: config.per_core_metrics,
+            store: config.store.clone(),
         };
         let server = HttpServer::new(move || {
             App::new()
@@ -195,7 +203,8 @@ struct HistoryResponse {
     from: u64,
     to: u64,
     step: u64,
-    /// Where the points come from: `memory` (the server's recent-history ring).
+    /// Where the points come from: `memory` (the server's recent-history ring, without a
+    /// store), or the store's tier: `raw`, `1m`, `10m` or `1h`.
     source: &'static str,
     points: Vec<Bucket>,
 }
@@ -215,6 +224,35 @@ async fn history(
         Err(message) => return bad_request(message),
     };
     let agent_id = id.into_inner();
+    let unknown = |agent_id: &str| {
+        HttpResponse::NotFound().json(ApiError {
+            error: format!("no agent with id `{agent_id}`"),
+        })
+    };
+    if let Some(reader) = state.store.clone() {
+        let id = agent_id.clone();
+        let now = now_ms();
+        let read =
+            web::block(move || reader.history(&id, range.from_ms, range.to_ms, range.step_ms, now))
+                .await;
+        return match read {
+            Ok(Ok(Some(series))) => HttpResponse::Ok().json(HistoryResponse {
+                agent: agent_id,
+                from: range.from_ms,
+                to: range.to_ms,
+                step: range.step_ms,
+                source: series.tier.name(),
+                points: series.points,
+            }),
+            Ok(Ok(None)) => unknown(&agent_id),
+            Ok(Err(e)) => HttpResponse::InternalServerError().json(ApiError {
+                error: format!("cannot read the history: {e}"),
+            }),
+            Err(e) => HttpResponse::ServiceUnavailable().json(ApiError {
+                error: format!("history reader unavailable: {e}"),
+            }),
+        };
+    }
     let asked = registry::GetHistory {
         agent_id: agent_id.clone(),
         from_ms: range.from_ms,
@@ -230,9 +268,7 @@ async fn history(
             source: "memory",
             points,
         }),
-        Ok(None) => HttpResponse::NotFound().json(ApiError {
-            error: format!("no agent with id `{agent_id}`"),
-        }),
+        Ok(None) => unknown(&agent_id),
         Err(e) => HttpResponse::ServiceUnavailable().json(ApiError {
             error: format!("registry unavailable: {e}"),
         }),

@@ -2,9 +2,13 @@
 //!
 //! ```text
 //! agent ──TCP──▶ Listener ──starts──▶ Session (one per connection) ──▶ Registry ◀── Reporter
-//!   ▲
-//!   └──UDP beacon── Beacon
+//!   ▲                                                                  │  ▲
+//!   └──UDP beacon── Beacon                                      Append ▼  │ Committed
+//!                                                       Store (SQLite, own thread)
 //! ```
+//!
+//! With a store (`--data-dir`), a Session acknowledges a sample only when the Registry tells
+//! it that the Store has committed it (see [`registry`]).
 //!
 //! [`Server::start`] binds the listening socket on the configured address (port 0 allowed;
 //! the real address is [`Server::local_addr`]) and starts the actors on the current actix
@@ -13,8 +17,9 @@
 //! 2. the Registry tells every Session to close: each sends `bye` to its agent;
 //! 3. the sessions' writers flush their last frames (bounded by
 //!    [`SHUTDOWN_GRACE`](crate::config::SHUTDOWN_GRACE));
-//! 4. the Reporter prints a last report (agents now `offline`, reason "server shut down");
-//! 5. the caller stops the `System`, which stops the actors.
+//! 4. the Store commits what is still queued;
+//! 5. the Reporter prints a last report (agents now `offline`, reason "server shut down");
+//! 6. the caller stops the `System`, which stops the actors.
 
 pub mod beacon;
 pub mod history;
@@ -59,8 +64,10 @@ pub struct ServerConfig {
     pub http: Option<http::HttpConfig>,
     /// What one peer may do.
     pub limits: Limits,
-    /// Samples remembered per agent.
+    /// Samples remembered per agent in memory.
     pub history: usize,
+    /// Durable history (SQLite under a data directory); `None`: in memory only, as before.
+    pub store: Option<store::StoreConfig>,
 }
 
 impl ServerConfig {
@@ -75,6 +82,7 @@ impl ServerConfig {
             http: None,
             limits: Limits::default(),
             history: DEFAULT_HISTORY,
+            store: None,
         }
     }
 }
@@ -88,6 +96,7 @@ pub struct Server {
     reporter: Addr<reporter::Reporter>,
     beacon: Option<Addr<beacon::BeaconActor>>,
     http: Option<http::Http>,
+    store: Option<Addr<store::Store>>,
     writers: TaskTracker,
 }
 
@@ -129,11 +138,38 @@ impl Server {
             listen: local_addr.to_string(),
             http: http_addr.map(|a| a.to_string()),
         });
-        let registry = Registry::new((*info).clone(), config.history).start();
+        let (registry, store, reader) = match &config.store {
+            None => (
+                Registry::new((*info).clone(), config.history).start(),
+                None,
+                None,
+            ),
+            Some(store_config) => {
+                let opened = std::time::Instant::now();
+                let (store, restored) = store::Store::open(store_config, config.history)?;
+                let reader = Arc::new(store::Reader::open(store_config)?);
+                tracing::info!(
+                    "history in {} ({} agent(s) restored in {:?})",
+                    store_config.data_dir.display(),
+                    restored.len(),
+                    opened.elapsed()
+                );
+                // Its own thread: a slow disk delays acks, never Sessions or the Registry.
+                let store = store::Store::start_in_arbiter(&Arbiter::new().handle(), |_| store);
+                let registry =
+                    Registry::with_store((*info).clone(), config.history, store.clone(), restored)
+                        .start();
+                store.do_send(store::Subscribe {
+                    committed: registry.clone().recipient(),
+                });
+                (registry, Some(store), Some(reader))
+            }
+        };
         let writers = TaskTracker::new();
         let settings = Arc::new(session::Settings {
             info: (*info).clone(),
             limits: config.limits.clone(),
+            durable_acks: store.is_some(),
         });
         let listener =
             listener::Listener::new(socket, registry.clone(), settings, writers.clone()).start();
@@ -151,7 +187,11 @@ impl Server {
             reporter::Reporter::start_in_arbiter(&reporter_thread.handle(), |_| reporter);
         let http = match (http_socket, &config.http) {
             (Some(socket), Some(http_config)) => {
-                Some(http::Http::start(socket, http_config, registry.clone())?)
+                let http_config = http::HttpConfig {
+                    store: reader,
+                    ..http_config.clone()
+                };
+                Some(http::Http::start(socket, &http_config, registry.clone())?)
             }
             _ => None,
         };
@@ -170,6 +210,7 @@ impl Server {
             reporter,
             beacon,
             http,
+            store,
             writers,
         })
     }
@@ -214,6 +255,11 @@ impl Server {
             .is_err()
         {
             tracing::warn!("some connections did not flush before the shutdown deadline");
+        }
+        if let Some(store) = &self.store
+            && !matches!(store.send(store::Flush).await, Ok(true))
+        {
+            tracing::warn!("the store could not commit its last writes (agents resend them)");
         }
         if tokio::time::Instant::now() < deadline {
             let _ = tokio::time::timeout_at(deadline, self.reporter.send(reporter::Flush)).await;

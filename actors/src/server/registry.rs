@@ -3,9 +3,18 @@
 //! Owns: one [`AgentEntry`] per agent id (not per IP: several agents on one host are distinct),
 //! with its address, latest sample, status and counters; and the list of open sessions.
 //! Receives from Sessions: [`Connect`], [`Hello`], [`Sample`], [`Disconnect`]; from the
-//! Reporter and the HTTP API: [`GetSnapshot`], [`GetHistory`]; from the server's shutdown path: [`Shutdown`].
+//! Reporter and the HTTP API: [`GetSnapshot`], [`GetHistory`]; from the server's shutdown path: [`Shutdown`];
+//! from the Store: [`store::Committed`].
 //! Sends to Sessions: [`session::Close`] (when a newer connection takes over an agent id, and
-//! on shutdown).
+//! on shutdown) and, with a store, [`session::Durable`] (what may be acknowledged); to the
+//! Store: [`store::Attach`] and [`store::Append`] (every sample that is not a duplicate).
+//!
+//! With a store, a sample is acknowledged only once it is on disk: Session → Registry
+//! (deduplicates) → Store (batches, commits) → [`store::Committed`] → Registry →
+//! [`session::Durable`] → Session sends `ack`. The durable seq of the agent's current run is
+//! also the resume point given in `welcome`. At startup the Registry is filled from the store
+//! ([`Registry::with_store`]): every agent offline ("server restarted") with its last-known
+//! state and the seq of its run, so a replaying agent produces no duplicate.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -17,6 +26,7 @@ use crate::config::{MAX_AGENTS, OFFLINE_RETENTION, STALE_AFTER_INTERVALS};
 use crate::protocol::{self, Metrics};
 use crate::server::history::{Bucket, History, series};
 use crate::server::session::{self, SessionId};
+use crate::server::store::{self, Store};
 use crate::snapshot::{AgentView, SNAPSHOT_VERSION, ServerInfo, Snapshot, Status, Summary};
 use crate::util::now_ms;
 
@@ -27,10 +37,13 @@ pub struct Connect {
     pub session: SessionId,
     pub peer: SocketAddr,
     pub close: Recipient<session::Close>,
+    /// Where to say what is durable (used only with a store).
+    pub durable: Recipient<session::Durable>,
 }
 
 /// A validated `hello`: attaches the session to an agent id. Answers the highest seq already
-/// held for this agent's run (`None` for a run the registry has not seen), which the Session
+/// held for this agent's run (on disk, with a store; `None` for a run the registry has not
+/// seen), which the Session
 /// passes on in `welcome` so the agent does not resend those samples; or why the id is
 /// refused (another live run holds it).
 #[derive(Message)]
@@ -85,6 +98,7 @@ pub struct OpenSessions;
 struct SessionEntry {
     peer: SocketAddr,
     close: Recipient<session::Close>,
+    durable: Recipient<session::Durable>,
     agent: Option<String>,
 }
 
@@ -101,6 +115,8 @@ struct AgentEntry {
     /// Set when the agent attached; "stale" counts from here before the first sample.
     attached_at: Instant,
     history: History,
+    /// Highest seq of the current run on disk (with a store).
+    durable: u64,
 }
 
 impl AgentEntry {
@@ -120,7 +136,8 @@ impl AgentEntry {
         }
     }
 
-    fn view(&self, id: &str, now: Instant) -> AgentView {
+    /// The agent's snapshot entry; `stored` when a store is in use.
+    fn view(&self, id: &str, now: Instant, stored: bool) -> AgentView {
         let status = self.status(now);
         let latest = self.latest.as_ref();
         AgentView {
@@ -148,6 +165,7 @@ impl AgentEntry {
             duplicates: self.history.duplicates(),
             gaps: self.history.gaps(),
             first_seq: self.history.first_seq(),
+            stored_seq: stored.then_some(self.durable),
         }
     }
 }
@@ -159,6 +177,8 @@ pub struct Registry {
     history: usize,
     agents: HashMap<String, AgentEntry>,
     sessions: HashMap<SessionId, SessionEntry>,
+    /// Where accepted samples go to be made durable; `None`: in-memory only (acks at once).
+    store: Option<Addr<Store>>,
 }
 
 impl Registry {
@@ -169,6 +189,53 @@ impl Registry {
             history,
             agents: HashMap::new(),
             sessions: HashMap::new(),
+            store: None,
+        }
+    }
+
+    /// A registry that persists through `store`, starting from what the last server left:
+    /// every agent offline ([`store::RESTART_REASON`]) with its last-known state, its ring
+    /// refilled and its run's durable seq, so that a replay after the restart is deduplicated.
+    pub fn with_store(
+        server: ServerInfo,
+        history: usize,
+        store: Addr<Store>,
+        restored: Vec<store::Restored>,
+    ) -> Self {
+        let mut registry = Self::new(server, history);
+        registry.store = Some(store);
+        let now = Instant::now();
+        for r in restored {
+            let peer = SocketAddr::new(
+                r.ip.parse()
+                    .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED)),
+                0,
+            );
+            let mut ring = History::new(history);
+            ring.resume(&r.points, r.last_seq);
+            registry.agents.insert(
+                r.hello.agent_id.clone(),
+                AgentEntry {
+                    hello: r.hello,
+                    peer,
+                    session: None,
+                    offline_since: Some(now),
+                    offline_reason: Some(store::RESTART_REASON.to_string()),
+                    latest: r.latest,
+                    latest_at: None,
+                    attached_at: now,
+                    history: ring,
+                    durable: r.last_seq,
+                },
+            );
+        }
+        registry
+    }
+
+    /// Tells `agent`'s session (if any) what it may acknowledge.
+    fn tell_durable(&self, entry: &AgentEntry) {
+        if let Some(s) = entry.session.and_then(|s| self.sessions.get(&s)) {
+            s.durable.do_send(session::Durable { seq: entry.durable });
         }
     }
 
@@ -213,6 +280,7 @@ impl Handler<Connect> for Registry {
             SessionEntry {
                 peer: msg.peer,
                 close: msg.close,
+                durable: msg.durable,
                 agent: None,
             },
         );
@@ -248,6 +316,13 @@ impl Handler<Hello> for Registry {
         if let Some(session) = self.sessions.get_mut(&msg.session) {
             session.agent = Some(id.clone());
         }
+        if let Some(store) = &self.store {
+            store.do_send(store::Attach {
+                hello: msg.hello.clone(),
+                ip: peer.ip().to_string(),
+            });
+        }
+        let durable = self.store.is_some();
         match self.agents.get_mut(&id) {
             Some(entry) => {
                 // A newer connection of the same run wins: the old one is half-open. Tell the
@@ -264,13 +339,20 @@ impl Handler<Hello> for Registry {
                     entry.history.new_run();
                     entry.latest = None;
                     entry.latest_at = None;
+                    entry.durable = 0;
                 }
                 entry.hello = msg.hello;
                 entry.peer = peer;
                 entry.offline_since = None;
                 entry.offline_reason = None;
                 entry.attached_at = now;
-                Ok((same_run && entry.history.highest() > 0).then(|| entry.history.highest()))
+                // With a store, only what is on disk: the agent forgets what `welcome` names.
+                let held = if durable {
+                    entry.durable
+                } else {
+                    entry.history.highest()
+                };
+                Ok((same_run && held > 0).then_some(held))
             }
             None => {
                 self.agents.insert(
@@ -285,6 +367,7 @@ impl Handler<Hello> for Registry {
                         latest_at: None,
                         attached_at: now,
                         history: History::new(self.history),
+                        durable: 0,
                     },
                 );
                 if self.agents.len() > MAX_AGENTS {
@@ -315,10 +398,22 @@ impl Handler<Sample> for Registry {
         let cpu_total = m.cpu.as_ref().map(|c| c.total);
         if entry.history.record(m.seq, m.ts_ms, cpu_total, mem_used) {
             entry.latest_at = Some(Instant::now());
+            if let Some(store) = &self.store {
+                store.do_send(store::Append {
+                    agent_id: id.clone(),
+                    run_id: entry.hello.run_id.clone(),
+                    metrics: msg.metrics.clone(),
+                });
+            }
             // A replayed older sample fills the history but is not the latest reading.
             if m.seq == entry.history.highest() {
                 entry.latest = Some(msg.metrics);
             }
+        } else if self.store.is_some() && m.seq <= entry.durable {
+            // A repeat of a sample already on disk: acknowledge it now (one still waiting for
+            // its commit is acknowledged by that commit).
+            let entry = &self.agents[id];
+            self.tell_durable(entry);
         }
     }
 }
@@ -341,13 +436,35 @@ impl Handler<Disconnect> for Registry {
     }
 }
 
+impl Handler<store::Committed> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: store::Committed, _: &mut Self::Context) {
+        for run in msg.runs {
+            let Some(entry) = self.agents.get_mut(&run.agent_id) else {
+                continue;
+            };
+            if entry.hello.run_id != run.run_id || run.seq <= entry.durable {
+                continue; // an older run's commit, or nothing new
+            }
+            entry.durable = run.seq;
+            let entry = &self.agents[&run.agent_id];
+            self.tell_durable(entry);
+        }
+    }
+}
+
 impl Handler<GetSnapshot> for Registry {
     type Result = MessageResult<GetSnapshot>;
 
     fn handle(&mut self, _: GetSnapshot, _: &mut Self::Context) -> Self::Result {
         let now = Instant::now();
-        let mut agents: Vec<AgentView> =
-            self.agents.iter().map(|(id, a)| a.view(id, now)).collect();
+        let stored = self.store.is_some();
+        let mut agents: Vec<AgentView> = self
+            .agents
+            .iter()
+            .map(|(id, a)| a.view(id, now, stored))
+            .collect();
         agents.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
         let mut summary = Summary {
             agents: agents.len(),

@@ -380,6 +380,7 @@ mod tests {
             duplicates: 0,
             gaps: 0,
             first_seq: 1,
+            stored_seq: None,
         }
     }
 

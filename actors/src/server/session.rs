@@ -4,6 +4,8 @@
 //! before any frame is handled and arms the hello timeout; the first frame must be a valid
 //! `hello` (answered with `welcome`), then `metrics` frames (each validated, forwarded as
 //! [`registry::Sample`] and answered with `ack`), until `bye`, end of stream, or an error.
+//! Without a store the `ack` goes out at once; with one ([`Settings::durable_acks`]) it goes
+//! out when the Registry says the sample is on disk ([`Durable`]).
 //! `stopping()` reports the end and its reason ([`registry::Disconnect`]).
 //!
 //! Bad input ends this connection only: an `error` frame, one log line naming the peer and the
@@ -11,7 +13,8 @@
 //! that sends but never reads cannot grow the server's memory: when the queue is full the
 //! session ends.
 //!
-//! Receives: frames from its socket; [`Close`] from the Registry. Sends: [`registry::Connect`],
+//! Receives: frames from its socket; [`Close`] and [`Durable`] from the Registry. Sends:
+//! [`registry::Connect`],
 //! [`registry::Hello`], [`registry::Sample`], [`registry::Disconnect`].
 
 use std::net::SocketAddr;
@@ -45,6 +48,15 @@ pub type SessionId = u64;
 pub struct Settings {
     pub info: ServerInfo,
     pub limits: Limits,
+    /// Acknowledge a sample only once the store has committed it ([`Durable`]).
+    pub durable_acks: bool,
+}
+
+/// Every sample of this session's agent run up to `seq` is on disk: acknowledge it.
+#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
+#[rtype(result = "()")]
+pub struct Durable {
+    pub seq: u64,
 }
 
 /// Asks a session to end.
@@ -66,6 +78,8 @@ pub struct Session {
     out: mpsc::Sender<ServerFrame>,
     hello: Option<protocol::Hello>,
     highest_seq: u64,
+    /// Highest seq acknowledged on this connection (with durable acks).
+    acked_seq: u64,
     end_reason: Option<String>,
     /// When the peer last sent a frame (idle timeout).
     last_frame_at: Instant,
@@ -101,6 +115,7 @@ impl Session {
                 out,
                 hello: None,
                 highest_seq: 0,
+                acked_seq: 0,
                 end_reason: None,
                 last_frame_at: Instant::now(),
                 _slot: slot,
@@ -187,6 +202,7 @@ impl Session {
                     }
                 };
                 this.highest_seq = last_seq.unwrap_or(0);
+                this.acked_seq = this.highest_seq;
                 let info = &this.settings.info;
                 let welcome = Welcome {
                     proto: PROTOCOL_VERSION,
@@ -237,8 +253,10 @@ impl Session {
             session: self.id,
             metrics,
         });
-        let seq = self.highest_seq;
-        self.send(ServerFrame::Ack(Ack { seq }), ctx);
+        if !self.settings.durable_acks {
+            let seq = self.highest_seq;
+            self.send(ServerFrame::Ack(Ack { seq }), ctx);
+        }
     }
 }
 
@@ -250,6 +268,7 @@ impl Actor for Session {
             session: self.id,
             peer: self.peer,
             close: ctx.address().recipient(),
+            durable: ctx.address().recipient(),
         });
         let hello_timeout = self.settings.limits.hello_timeout;
         ctx.run_later(hello_timeout, move |this, ctx| {
@@ -321,6 +340,20 @@ impl Handler<Close> for Session {
                 "a newer connection with the same agent id took over".into(),
                 ctx,
             ),
+        }
+    }
+}
+
+impl Handler<Durable> for Session {
+    type Result = ();
+
+    fn handle(&mut self, msg: Durable, ctx: &mut Self::Context) {
+        // Never beyond what this connection received: the agent refuses an ack for a sample
+        // it did not send on it.
+        let seq = msg.seq.min(self.highest_seq);
+        if self.end_reason.is_none() && seq > self.acked_seq {
+            self.acked_seq = seq;
+            self.send(ServerFrame::Ack(Ack { seq }), ctx);
         }
     }
 }

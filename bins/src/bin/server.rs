@@ -1,6 +1,7 @@
 //! `server`: accepts agents on TCP, keeps their state, and reports their metrics.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -15,6 +16,7 @@ use lanmon::protocol::{MAX_CORES, MAX_FRAME_LEN};
 use lanmon::server::beacon::{BeaconConfig, BeaconTargets};
 use lanmon::server::http::{DEFAULT_HTTP_BIND, HttpConfig};
 use lanmon::server::reporter::DEFAULT_TOP;
+use lanmon::server::store::{self, Retention, StoreConfig};
 use lanmon::server::{ReportFormat, Server, ServerConfig, SortBy, TextOptions};
 use lanmon_bins::{LogLevel, init_logging, parse_duration, shutdown_signal};
 
@@ -106,8 +108,44 @@ struct Cli {
     #[arg(long, env = "LANMON_NO_PER_CORE_METRICS", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     no_per_core_metrics: bool,
 
-    /// Samples remembered per agent (default: one hour at the agent's default 5 s interval).
-    /// Each costs about 40 bytes.
+    /// Directory of the durable history (created if missing; one server per directory).
+    /// Default: $XDG_DATA_HOME/lanmon, else ~/.local/share/lanmon, else ./lanmon-data. A
+    /// system service would use /var/lib/lanmon.
+    #[arg(
+        long,
+        env = "LANMON_DATA_DIR",
+        value_name = "DIR",
+        conflicts_with = "no_store"
+    )]
+    data_dir: Option<PathBuf>,
+
+    /// Keep history in memory only (the last --history samples per agent); nothing is
+    /// written to disk, a restart forgets everything, and samples are acknowledged at once.
+    #[arg(long, env = "LANMON_NO_STORE", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
+    no_store: bool,
+
+    /// How long raw samples are kept on disk.
+    #[arg(long, env = "LANMON_RETENTION_RAW", value_parser = parse_duration,
+          default_value = "24h", value_name = "DURATION")]
+    retention_raw: Duration,
+
+    /// How long the 1-minute rollups (avg/min/max) are kept on disk.
+    #[arg(long, env = "LANMON_RETENTION_1M", value_parser = parse_duration,
+          default_value = "7d", value_name = "DURATION")]
+    retention_1m: Duration,
+
+    /// How long the 10-minute rollups are kept on disk.
+    #[arg(long, env = "LANMON_RETENTION_10M", value_parser = parse_duration,
+          default_value = "90d", value_name = "DURATION")]
+    retention_10m: Duration,
+
+    /// How long the 1-hour rollups are kept on disk.
+    #[arg(long, env = "LANMON_RETENTION_1H", value_parser = parse_duration,
+          default_value = "365d", value_name = "DURATION")]
+    retention_1h: Duration,
+
+    /// Samples remembered per agent in memory (default: one hour at the agent's default 5 s
+    /// interval). Each costs about 40 bytes.
     #[arg(long, env = "LANMON_HISTORY", default_value_t = DEFAULT_HISTORY, value_name = "SAMPLES")]
     history: usize,
 
@@ -185,6 +223,16 @@ fn main() -> ExitCode {
     config.http = (!cli.no_http).then_some(HttpConfig {
         bind: cli.http,
         per_core_metrics: !cli.no_per_core_metrics,
+        store: None,
+    });
+    config.store = (!cli.no_store).then(|| StoreConfig {
+        data_dir: cli.data_dir.clone().unwrap_or_else(store::default_data_dir),
+        retention: Retention {
+            raw: cli.retention_raw,
+            min1: cli.retention_1m,
+            min10: cli.retention_10m,
+            hour1: cli.retention_1h,
+        },
     });
     config.text = TextOptions {
         sort: match cli.sort {

@@ -8,4 +8,5 @@ mod discovery;
 mod faults;
 mod hostile;
 mod http;
+mod store;
 mod support;

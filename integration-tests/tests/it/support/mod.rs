@@ -2,8 +2,9 @@
 //! server's JSON snapshots (`--report-format json`), never on fixed sleeps.
 //!
 //! - [`Server::start`] spawns `server --bind 127.0.0.1:0 --report-format json
-//!   --report-interval 100ms --no-beacon`; a background thread keeps the latest snapshot and another the
-//!   server's stderr (banner and logs), shown when a wait fails.
+//!   --report-interval 100ms --no-beacon --no-http --no-store`; a background thread keeps the latest snapshot and another the
+//!   server's stderr (banner and logs), shown when a wait fails. A test that wants the
+//!   durable history passes `--data-dir` with its own [`TempDir`].
 //! - [`Agent::start`] spawns `agent --host 127.0.0.1 --port PORT --interval 200ms --name NAME`
 //!   with its stdout (logs) and stderr captured.
 //! - Every child is killed and reaped on drop, so a failing test leaves no process behind.
@@ -287,6 +288,11 @@ impl Server {
             // The default HTTP port is fixed (8081): parallel tests would collide on it.
             cmd.arg("--no-http");
         }
+        if !extra.contains(&"--data-dir") {
+            // The default data directory is shared (one server per directory): parallel tests
+            // would collide on it, and a test must not leave history behind.
+            cmd.arg("--no-store");
+        }
         let mut proc = Proc::spawn("server".into(), &mut cmd);
         let (Some(stdout), Some(stderr)) = (proc.child.stdout.take(), proc.child.stderr.take())
         else {
@@ -533,6 +539,47 @@ impl Agent {
     /// The exit status if the agent has exited.
     pub fn try_exit(&mut self) -> Option<ExitStatus> {
         self.proc.try_exit()
+    }
+}
+
+// ---- Temporary directories ------------------------------------------------------------------
+
+/// A directory of its own under the system's temp dir (pid, counter and clock in its name, so
+/// parallel tests never share one), removed with everything in it on drop.
+pub struct TempDir {
+    path: PathBuf,
+}
+
+impl TempDir {
+    #[track_caller]
+    pub fn new(what: &str) -> TempDir {
+        static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = std::env::temp_dir().join(format!(
+            "lanmon-it-{what}-{}-{n}-{nanos}",
+            std::process::id()
+        ));
+        std::fs::create_dir_all(&path)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", path.display()));
+        TempDir { path }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        &self.path
+    }
+
+    /// The path as a string, for command lines.
+    pub fn arg(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
     }
 }
 
