@@ -9,7 +9,9 @@
 //!   read-only connection; without one, from the Registry's in-memory ring. `source` says
 //!   which. Bad parameters: 400 with a message; unknown agent: 404.
 //! - `GET /metrics` — Prometheus text exposition ([`super::prometheus`]).
-//! - `GET /` — the dashboard.
+//! - `GET /` — the dashboard ([`super::web`]); `GET /static/{name}` — its embedded files.
+//! - `GET /api/events` — the dashboard's live feed: Server-Sent Events, one snapshot per
+//!   second ([`super::web::events`]).
 //!
 //! Handlers only ask the Registry (an `Addr`, usable from the HTTP worker thread); nothing here
 //! changes state.
@@ -18,14 +20,15 @@ use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::Addr;
-use actix_web::http::header::{CACHE_CONTROL, ContentType};
+use actix::{Actor, Addr, Arbiter};
+use actix_web::http::header::CACHE_CONTROL;
 use actix_web::{App, HttpResponse, HttpServer, Responder, web};
 use serde::{Deserialize, Serialize};
 
 use crate::server::history::Bucket;
 use crate::server::registry::{self, Registry};
 use crate::server::store;
+use crate::server::web::{self as dashboard, events};
 use crate::util::now_ms;
 
 /// Default HTTP address: every interface, so Prometheus and browsers on the LAN reach it.
@@ -50,11 +53,13 @@ struct State {
     registry: Addr<Registry>,
     per_core_metrics: bool,
     store: Option<Arc<store::Reader>>,
+    events: Addr<events::Broadcaster>,
 }
 
 /// A running HTTP server.
 pub struct Http {
     handle: actix_web::dev::ServerHandle,
+    events: Addr<events::Broadcaster>,
 }
 
 impl Http {
@@ -70,10 +75,16 @@ impl Http {
         config: &HttpConfig,
         registry: Addr<Registry>,
     ) -> std::io::Result<Http> {
+        // Its own thread: encoding a large fleet's snapshot every second must not delay ingest.
+        let events_source = registry.clone().recipient();
+        let events = events::Broadcaster::start_in_arbiter(&Arbiter::new().handle(), move |_| {
+            events::Broadcaster::new(events_source, events::EVENTS_INTERVAL)
+        });
         let state = State {
             registry,
             per_core_metrics: config.per_core_metrics,
             store: config.store.clone(),
+            events: events.clone(),
         };
         let server = HttpServer::new(move || {
             App::new()
@@ -82,7 +93,9 @@ impl Http {
                 .route("/api/agents", web::get().to(agents))
                 .route("/api/agents/{id}/history", web::get().to(history))
                 .route("/metrics", web::get().to(metrics))
-                .route("/", web::get().to(dashboard))
+                .route("/", web::get().to(dashboard_page))
+                .route("/static/{name}", web::get().to(static_asset))
+                .route("/api/events", web::get().to(live_events))
         })
         .workers(1)
         .disable_signals()
@@ -95,11 +108,12 @@ impl Http {
                 tracing::error!("HTTP server failed: {e}");
             }
         });
-        Ok(Http { handle })
+        Ok(Http { handle, events })
     }
 
-    /// Stops serving (open requests get up to a second).
+    /// Stops serving (open requests get up to a second; dashboard streams end at once).
     pub async fn stop(&self) {
+        let _ = self.events.send(events::Stop).await;
         self.handle.stop(true).await;
     }
 }
@@ -276,12 +290,48 @@ async fn history(
 }
 
 /// The dashboard page, embedded in the binary.
-const DASHBOARD_HTML: &str = include_str!("web/index.html");
-
-async fn dashboard() -> HttpResponse {
+async fn dashboard_page() -> HttpResponse {
     HttpResponse::Ok()
-        .content_type(ContentType::html())
-        .body(DASHBOARD_HTML)
+        .content_type(dashboard::INDEX.content_type)
+        .insert_header((CACHE_CONTROL, "no-cache"))
+        .body(dashboard::INDEX.body)
+}
+
+/// The dashboard's embedded scripts, styles and icon.
+async fn static_asset(name: web::Path<String>) -> HttpResponse {
+    match dashboard::asset(&name) {
+        Some(asset) => HttpResponse::Ok()
+            .content_type(asset.content_type)
+            .insert_header((CACHE_CONTROL, "no-cache"))
+            .body(asset.body),
+        None => HttpResponse::NotFound().json(ApiError {
+            error: format!("no file `{name}`"),
+        }),
+    }
+}
+
+/// The dashboard's live feed: a `text/event-stream` of snapshots, one per second. Each browser
+/// has a small bounded queue ([`events::Broadcaster`]); a browser that does not keep up is
+/// disconnected and its `EventSource` reconnects.
+async fn live_events(state: web::Data<State>) -> HttpResponse {
+    match state.events.send(events::Subscribe).await {
+        Ok(Ok(rx)) => {
+            let stream = tokio_stream::StreamExt::map(
+                tokio_stream::wrappers::ReceiverStream::new(rx),
+                Ok::<_, std::convert::Infallible>,
+            );
+            HttpResponse::Ok()
+                .content_type("text/event-stream")
+                .insert_header((CACHE_CONTROL, "no-store"))
+                .streaming(stream)
+        }
+        Ok(Err(refused)) => HttpResponse::ServiceUnavailable().json(ApiError {
+            error: refused.to_string(),
+        }),
+        Err(e) => HttpResponse::ServiceUnavailable().json(ApiError {
+            error: format!("live feed unavailable: {e}"),
+        }),
+    }
 }
 
 #[cfg(test)]

@@ -30,6 +30,7 @@ pub mod registry;
 pub mod reporter;
 pub mod session;
 pub mod store;
+pub mod web;
 
 use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;

@@ -1,0 +1,238 @@
+// The dashboard in a real browser: Debian's Chromium, headless, driven by playwright-core,
+// against the real server and three real agents, everything on 127.0.0.1.
+//
+// Proves: agents appear; values change live (Server-Sent Events); sorting and the text filter
+// work; an agent that dies stays listed, greyed, with its last-known values; the detail view
+// draws its charts and zooms; the page logs no console error. Saves screenshot.png (overview)
+// and screenshot-detail.png next to this file.
+//
+//   node integration-tests/browser/dashboard.test.mjs [BIN_DIR]     (default target/debug)
+//
+// Run it inside `unshare -n` (the Makefile's itest-browser does, as root): Chromium then has
+// no network but loopback. Its flags keep it from calling out anyway.
+
+import { spawn } from "node:child_process";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import readline from "node:readline";
+import { fileURLToPath } from "node:url";
+import { chromium } from "playwright-core";
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const root = path.resolve(here, "../..");
+const bin = path.resolve(root, process.argv[2] || process.env.LANMON_BIN_DIR || "target/debug");
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+const DEADLINE_MS = 15000; // for each wait
+const AGENTS = ["browser-alpha", "browser-bravo", "browser-charlie"];
+
+const started = Date.now();
+const children = [];
+let context = null;
+let userDataDir = null;
+
+function log(msg) {
+  console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
+}
+
+function fail(msg) {
+  throw new Error(msg);
+}
+
+function check(cond, msg) {
+  if (!cond) fail(msg);
+}
+
+function run(name, args) {
+  const child = spawn(path.join(bin, name), args, { stdio: ["ignore", "pipe", "pipe"] });
+  child.stderr.on("data", (d) => process.env.VERBOSE && process.stderr.write(`${name}: ${d}`));
+  children.push(child);
+  return child;
+}
+
+/// The server's first JSON snapshot (stdout, --report-format json) tells its real addresses.
+function firstSnapshot(server) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("no snapshot from the server within 10 s")), 10000);
+    server.on("exit", (code) => reject(new Error(`server exited (${code}) before its first snapshot`)));
+    const lines = readline.createInterface({ input: server.stdout });
+    lines.on("line", (line) => {
+      try {
+        const snapshot = JSON.parse(line);
+        clearTimeout(timer);
+        resolve(snapshot);
+      } catch {
+        // not a snapshot line
+      }
+    });
+  });
+}
+
+async function stopAll() {
+  if (context) await context.close().catch(() => {});
+  for (const c of children) if (c.exitCode === null) c.kill("SIGTERM");
+  await Promise.all(
+    children.map((c) => (c.exitCode !== null ? null : new Promise((r) => {
+      const t = setTimeout(() => { c.kill("SIGKILL"); r(); }, 3000);
+      c.on("exit", () => { clearTimeout(t); r(); });
+    }))),
+  );
+  if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
+}
+
+async function main() {
+  const server = run("server", [
+    "--bind", "127.0.0.1:0", "--http", "127.0.0.1:0", "--no-beacon", "--no-store",
+    "--report-format", "json", "--report-interval", "1s",
+  ]);
+  const snapshot = await firstSnapshot(server);
+  const tcpPort = snapshot.server.listen.split(":").pop();
+  const http = snapshot.server.http;
+  check(http && http.startsWith("127.0.0.1:"), `server.http is ${http}`);
+  log(`server on ${snapshot.server.listen}, HTTP on ${http}`);
+  for (const name of AGENTS) {
+    run("agent", ["--host", "127.0.0.1", "--port", tcpPort, "--interval", "1s", "--name", name, "--quiet"]);
+  }
+
+  userDataDir = mkdtempSync(path.join(tmpdir(), "lanmon-chromium-"));
+  context = await chromium.launchPersistentContext(userDataDir, {
+    executablePath: CHROMIUM,
+    headless: true,
+    viewport: { width: 1360, height: 640 },
+    colorScheme: "dark",
+    args: [
+      "--no-sandbox", "--headless", "--disable-gpu", "--disable-quic", "--no-first-run",
+      "--disable-background-networking", "--disable-component-update", "--disable-sync",
+    ],
+  });
+  const page = context.pages()[0] || (await context.newPage());
+  page.setDefaultTimeout(DEADLINE_MS);
+  const problems = [];
+  page.on("console", (m) => m.type() === "error" && problems.push(`console error: ${m.text()}`));
+  page.on("pageerror", (e) => problems.push(`page error: ${e.message}`));
+  page.on("requestfailed", (r) => {
+    // The live feed is cut when the test closes the page; anything else is a problem.
+    if (!r.url().endsWith("/api/events")) problems.push(`request failed: ${r.url()} ${r.failure()?.errorText}`);
+  });
+  page.on("request", (r) => {
+    if (!r.url().startsWith(`http://${http}/`)) problems.push(`request outside the server: ${r.url()}`);
+  });
+
+  await page.goto(`http://${http}/`);
+  const rows = "#rows tr[data-id]:not([hidden])";
+
+  // 1. Agents appear, live.
+  await page.waitForFunction(
+    (sel) => [...document.querySelectorAll(sel)].filter((r) => r.dataset.status === "live").length === 3,
+    rows,
+  );
+  log("three agents listed, live");
+  const names = () => page.$$eval(`${rows} .c-name a`, (els) => els.map((e) => e.textContent));
+  check(JSON.stringify(await names()) === JSON.stringify(AGENTS), `rows by name: ${await names()}`);
+
+  // 2. Values change live: the seq grows and the row's text (CPU, memory, last seen) changes.
+  const alpha = `${rows}[data-name="browser-alpha"]`;
+  const seq0 = Number(await page.getAttribute(alpha, "data-seq"));
+  const text0 = await page.textContent(alpha);
+  await page.waitForFunction(
+    ([sel, seq, text]) => {
+      const r = document.querySelector(sel);
+      return r && Number(r.dataset.seq) >= seq + 2 && r.textContent !== text;
+    },
+    [alpha, seq0, text0],
+  );
+  check(/%$/.test(await page.textContent(`${alpha} .c-cpu`)), "CPU cell shows no percentage");
+  check(/ \/ /.test(await page.textContent(`${alpha} .c-mem`)), "memory cell shows no used / total");
+  log(`values change live (seq ${seq0} → ${await page.getAttribute(alpha, "data-seq")})`);
+
+  // 3. Sorting: name descending, then ascending; CPU busiest first.
+  await page.click('th[data-sort="name"]');
+  check(JSON.stringify(await names()) === JSON.stringify([...AGENTS].reverse()), `name ▼: ${await names()}`);
+  check((await page.getAttribute('th[data-sort="name"]', "aria-sort")) === "descending", "no ▼ on Name");
+  await page.click('th[data-sort="name"]');
+  check(JSON.stringify(await names()) === JSON.stringify(AGENTS), `name ▲: ${await names()}`);
+  await page.click('th[data-sort="cpu"]');
+  const cpus = await page.$$eval(`${rows} .c-cpu`, (els) => els.map((e) => parseFloat(e.textContent)));
+  check(cpus.every((v, i) => i === 0 || cpus[i - 1] >= v), `CPU ▼ not in order: ${cpus}`);
+  await page.click('th[data-sort="name"]');
+  log("sorting works");
+
+  // 4. Filter.
+  await page.fill("#filter", "bravo");
+  await page.waitForFunction((sel) => document.querySelectorAll(sel).length === 1, rows);
+  check(JSON.stringify(await names()) === '["browser-bravo"]', `filtered: ${await names()}`);
+  check((await page.textContent("#shown")) === "1 of 3 shown", "no '1 of 3 shown'");
+  await page.fill("#filter", "");
+  await page.waitForFunction((sel) => document.querySelectorAll(sel).length === 3, rows);
+  log("filter works");
+
+  // 5. An agent killed outright goes offline: greyed, last-known values kept.
+  children[1 + AGENTS.indexOf("browser-charlie")].kill("SIGKILL");
+  const charlie = `${rows}[data-name="browser-charlie"]`;
+  await page.waitForSelector(`${charlie}.offline`);
+  check(/%$/.test(await page.textContent(`${charlie} .c-cpu`)), "offline agent lost its last CPU value");
+  check(/^offline/.test(await page.textContent(`${charlie} .c-seen`)), "offline agent's last seen says nothing");
+  log("killed agent shown offline with its last values");
+  await page.waitForTimeout(1500); // a few more sparkline points for the picture
+  await page.screenshot({ path: path.join(here, "screenshot.png"), fullPage: true });
+
+  // 6. Detail view: charts render and zoom.
+  await page.click(`${alpha} .c-name a`);
+  await page.waitForFunction(() => location.hash.startsWith("#/agent/") && !document.getElementById("detail").hidden);
+  await page.waitForFunction(() => Number(document.getElementById("chart-cpu").dataset.points) > 0);
+  await page.waitForFunction(() => Number(document.getElementById("chart-mem").dataset.points) > 0);
+  await page.waitForFunction(() => Number(document.getElementById("chart-cores").dataset.points) > 0);
+  // Pixels of the series colour (blue-ish for CPU), not just grid and labels.
+  const painted = () => page.$eval("#chart-cpu canvas", (c) => {
+    const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;
+    let n = 0;
+    for (let i = 0; i < d.length; i += 4) if (d[i + 3] > 0 && d[i + 2] - d[i] > 80) n++;
+    return n;
+  });
+  const painted1h = await painted();
+  check(painted1h > 0, "CPU chart (1 h) draws no series");
+  check((await page.textContent("#d-name")) === "browser-alpha", "detail view of the wrong agent");
+  log(`detail charts drawn (${painted1h} series pixels in the 1 h CPU chart)`);
+
+  const pressed = (range) => page.getAttribute(`#ranges button[data-range="${range}"]`, "aria-pressed");
+  await page.click('#ranges button[data-range="86400000"]');
+  check((await pressed(86400000)) === "true", "24 h not selected");
+  await page.click('#ranges button[data-range="3600000"]');
+  check((await pressed(3600000)) === "true", "1 h not selected");
+  // Drag across the last few minutes of the 1 h CPU chart (where this young server's data is).
+  const label0 = await page.textContent("#range-label");
+  const box = await page.locator("#chart-cpu canvas").boundingBox();
+  const y = box.y + box.height / 2;
+  await page.mouse.move(box.x + box.width * 0.955, y);
+  await page.mouse.down();
+  await page.mouse.move(box.x + box.width - 2, y, { steps: 5 });
+  await page.mouse.up();
+  await page.waitForSelector("#zoom-out:not([hidden])");
+  await page.waitForFunction((l) => document.getElementById("range-label").textContent !== l, label0);
+  check((await pressed(3600000)) === "false", "zoomed in, yet 1 h still shown as selected");
+  await page.waitForFunction(() => Number(document.getElementById("chart-cpu").dataset.points) > 5);
+  const paintedZoom = await painted();
+  check(paintedZoom > painted1h && paintedZoom > 200, `zoomed CPU chart: ${paintedZoom} series pixels (1 h: ${painted1h})`);
+  log(`range buttons and drag-to-zoom work (${paintedZoom} series pixels zoomed in)`);
+  await page.mouse.move(box.x + box.width * 0.8, y); // show the read-out in the picture
+  await page.screenshot({ path: path.join(here, "screenshot-detail.png"), fullPage: true });
+  await page.click("#zoom-out");
+  await page.waitForSelector("#zoom-out[hidden]", { state: "attached" });
+  check((await pressed(3600000)) === "true", "reset zoom did not return to 1 h");
+
+  // 7. Back to the overview; nothing went wrong in the page.
+  await page.click("text=← All agents");
+  await page.waitForFunction((sel) => document.querySelectorAll(sel).length === 3, rows);
+  check(problems.length === 0, `the page had problems:\n  ${problems.join("\n  ")}`);
+  log("no console errors, no failed or outside requests");
+}
+
+try {
+  await main();
+  await stopAll();
+  log(`PASS: dashboard in Chromium (screenshots in ${path.relative(root, here)}/)`);
+} catch (e) {
+  console.error(`FAIL: ${e.message}`);
+  await stopAll();
+  process.exit(1);
+}
