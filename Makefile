@@ -11,7 +11,7 @@ TARGET_DIR   := $(or $(CARGO_TARGET_DIR),target)
 RELEASE_BIN  := $(TARGET_DIR)/release
 DEBUG_BIN    := $(TARGET_DIR)/debug
 
-.PHONY: help setup build run-server run-agent demo test lint fmt-check clippy unit itest itest-loopback itest-lan clean
+.PHONY: help setup build run-server run-agent demo test lint fmt-check clippy unit itest itest-loopback itest-lan itest-browser clean
 
 help:
 	@echo "make demo        server + 2 agents on this machine (loopback only), Ctrl+C stops all"
@@ -39,6 +39,9 @@ setup:
 	 command -v python3 >/dev/null || missing="$$missing python3"; \
 	 [ "$$LANMON_SKIP_PROMETHEUS" = 1 ] || { command -v prometheus >/dev/null && command -v promtool >/dev/null; } \
 	   || missing="$$missing prometheus"; \
+	 command -v chromium >/dev/null || missing="$$missing chromium"; \
+	 command -v node     >/dev/null || missing="$$missing nodejs"; \
+	 command -v npm      >/dev/null || missing="$$missing npm"; \
 	 if [ -n "$$missing" ]; then \
 	   if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 	     echo "installing:$$missing"; \
@@ -83,7 +86,7 @@ clippy:
 unit:
 	$(CARGO) test --workspace --exclude integration-tests --locked
 
-itest: itest-loopback itest-lan
+itest: itest-loopback itest-lan itest-browser
 
 # Real server and agents on 127.0.0.1. As root, inside a private network namespace
 # (unshare -n) as a safety net: nothing in it can reach the shared network.
@@ -103,6 +106,18 @@ itest-lan:
 	  integration-tests/netns/lan-discovery.sh $(DEBUG_BIN); \
 	else \
 	  echo "itest-lan: SKIPPED (needs root to create network namespaces; CI runs it as root)"; \
+	fi
+
+# The dashboard in a real browser: Debian's Chromium, headless, driven by playwright-core
+# (integration-tests/browser, pinned by its package-lock.json) against a real server and three
+# agents on 127.0.0.1. As root, inside a private network namespace like itest-loopback.
+itest-browser:
+	$(CARGO) build --workspace --bins --locked
+	cd integration-tests/browser && npm ci --no-audit --no-fund --loglevel=error
+	@if [ "$$(id -u)" = 0 ] && command -v unshare >/dev/null; then \
+	  unshare -n sh -c 'ip link set lo up; exec node integration-tests/browser/dashboard.test.mjs $(DEBUG_BIN)'; \
+	else \
+	  node integration-tests/browser/dashboard.test.mjs $(DEBUG_BIN); \
 	fi
 
 clean:
