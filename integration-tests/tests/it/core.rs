@@ -278,7 +278,10 @@ fn future_protocol_gets_unsupported_version_agent_unaffected() {
 fn two_agents_with_one_id_do_not_fight() {
     let server = Server::start();
     let first = Agent::start(server.port(), "twin");
-    let before = seqs(&server.wait_for(DEADLINE, |s| is_live(s, "twin")), &["twin"]);
+    let before = seqs(
+        &server.wait_for(DEADLINE, |s| is_live(s, "twin")),
+        &["twin"],
+    );
     let mut second = Agent::start(server.port(), "twin");
     second.wait_for_output(DEADLINE, 0, "duplicate_id");
     assert!(
@@ -290,7 +293,10 @@ fn two_agents_with_one_id_do_not_fight() {
     let twin = agent(&snap, "twin").unwrap();
     assert_eq!(snap["summary"]["agents"], 1, "{snap}");
     assert_eq!(twin["duplicates"], 0, "{twin}");
-    assert_eq!(twin["first_seq"], 1, "the first agent's run was never reset: {twin}");
+    assert_eq!(
+        twin["first_seq"], 1,
+        "the first agent's run was never reset: {twin}"
+    );
     assert_eq!(second.try_exit(), None, "{}", second.diagnostics());
     drop(first);
 }
