@@ -23,11 +23,11 @@
 //!     registry.rs   Registry actor: every agent's state and counters
 //!     reporter.rs   Reporter actor: text / JSON report every interval
 //!     beacon.rs     Beacon actor: UDP announcements for `agent --discover`
+//!     store.rs      Store actor: durable history in SQLite (tiers, retention, restart)
 //!     history.rs    per-agent sample ring: dedup, gaps, series buckets
-//!     http.rs       HTTP (actix-web): /api/agents, history, /healthz, /metrics, /api/events, /
+//!     http.rs       HTTP API (actix-web): /api/agents, history, /healthz, /metrics
 //!     prometheus.rs Prometheus text exposition of a snapshot
-//!     web/          the live dashboard: page, styles and scripts embedded in the binary;
-//!       events.rs   Broadcaster actor: one snapshot per second to every browser (SSE)
+//!     web/          the dashboard page, embedded in the binary
 //!   agent/          the agent
 //!     mod.rs        connection state machine and sampling loop
 //!     backoff.rs    exponential backoff with jitter
@@ -35,7 +35,8 @@
 //! actors/tests/     protocol golden fixtures, agent state machine, fuzz properties
 //! bins/src/bin/     thin clap binaries: server, agent, loadgen
 //! bins/benches/     criterion benchmark of the codec; bins/bench/: `make bench` driver
-//! integration-tests/tests/it/  real binaries on real sockets (core, discovery, faults, hostile)
+//! integration-tests/tests/it/  real binaries on real sockets (core, discovery, faults, hostile,
+//!                              http, store)
 //! integration-tests/netns/     discovery across a LAN of network namespaces
 //! ```
 

@@ -1299,4 +1299,56 @@ mod tests {
         assert_eq!(count(&store), 10);
         let _ = std::fs::remove_dir_all(&dir);
     }
+
+    /// Measures the disk use of one agent-day at the default 5 s interval (17,280 samples,
+    /// committed in batches as a live server would). Run by hand:
+    /// `cargo test -p lanmon --release --lib -- --ignored --nocapture disk_use`.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn disk_use_per_agent_day() {
+        let dir = temp_dir("disk-use");
+        let config = StoreConfig {
+            data_dir: dir.clone(),
+            retention: Retention::default(),
+        };
+        let (mut store, _) = Store::open(&config, 10).unwrap_or_else(|e| panic!("{e}"));
+        let agents = 10u64;
+        let day = 17_280u64;
+        for a in 0..agents {
+            let mut h = hello("r1");
+            h.agent_id = format!("agent-{a:02}");
+            store.batch.push(Op::Attach(Attach {
+                hello: h,
+                ip: "10.0.0.1".into(),
+            }));
+        }
+        let start = 1_800_000_000_000u64;
+        for seq in 1..=day {
+            for a in 0..agents {
+                let mut m = metrics(seq, start + seq * 5000, (seq % 100) as f32);
+                m.memory = Some(crate::protocol::Memory {
+                    total: 8 << 30,
+                    used: (2 << 30) + seq * 4096,
+                    free: 1 << 30,
+                    available: Some(5 << 30),
+                });
+                store.batch.push(Op::Append(Append {
+                    agent_id: format!("agent-{a:02}"),
+                    run_id: "r1".into(),
+                    metrics: m,
+                }));
+            }
+            if seq % 60 == 0 {
+                store.commit().unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        store.commit().unwrap_or_else(|e| panic!("{e}"));
+        let _ = store.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
+        let bytes = std::fs::metadata(dir.join(DB_FILE)).map_or(0, |m| m.len());
+        println!(
+            "{agents} agents x 1 day at 5 s: {bytes} bytes, {:.2} MiB per agent per day",
+            bytes as f64 / agents as f64 / (1024.0 * 1024.0)
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }
