@@ -25,9 +25,10 @@
 //!     beacon.rs     Beacon actor: UDP announcements for `agent --discover`
 //!     store.rs      Store actor: durable history in SQLite (tiers, retention, restart)
 //!     history.rs    per-agent sample ring: dedup, gaps, series buckets
-//!     http.rs       HTTP API (actix-web): /api/agents, history, /healthz, /metrics
+//!     http.rs       HTTP (actix-web): /api/agents, history, /healthz, /metrics, /api/events, /
 //!     prometheus.rs Prometheus text exposition of a snapshot
-//!     web/          the dashboard page, embedded in the binary
+//!     web/          the live dashboard: page, styles and scripts embedded in the binary;
+//!       events.rs   Broadcaster actor: one snapshot per second to every browser (SSE)
 //!   agent/          the agent
 //!     mod.rs        connection state machine and sampling loop
 //!     backoff.rs    exponential backoff with jitter
