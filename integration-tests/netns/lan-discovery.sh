@@ -259,7 +259,8 @@ done
 echo "LAN: $NS_BR + $PREFIX-h1..h5 (10.231.0.1..5/24); logs in $TMP"
 
 # --- 1. server in h1, agents in h2..h4 ------------------------------------------------------
-SERVER_ARGS=(--bind 0.0.0.0:8080 --report-format json --report-interval 200ms --beacon-interval 200ms)
+# --no-store: two servers run at once here, and a test must leave no history behind.
+SERVER_ARGS=(--bind 0.0.0.0:8080 --report-format json --report-interval 200ms --beacon-interval 200ms --no-store)
 start_in "$PREFIX-h1" "server 1 (h1)" "$TMP/server1.out" "$TMP/server1.err" \
     "$BIN_DIR/server" --name lan-srv1 "${SERVER_ARGS[@]}"
 SRV1=$LAST_PID
