@@ -71,6 +71,11 @@ $machine[0] as $m
       "- \(.name) run \(.run): loadgen exit \(.loadgen_exit); \(.loadgen.error_reasons // {} | to_entries | map("\(.value) × \(.key)") | join("; ") | if . == "" then "no failure reason recorded" else . end); server warnings: \(.server.warnings)\(if .server.warning_sample != "" then " (first: `\(.server.warning_sample | split("\n")[0] | .[0:200])`)" else "" end)"),
     ""
   else empty end),
+  ($server | map(select(.machine_busy_s != null
+        and (.machine_busy_s - .server.cpu_s - (.loadgen.loadgen_cpu_s // 0)) > 0.5 * .server.wall_s))
+    | if length > 0 then
+        "**Noisy runs:** other processes used more than half a core during \(map("\(.name)#\(.run)") | join(", ")) (the machine is shared); their figures are pessimistic.\n"
+      else empty end),
   "Whole-run latency (ramp included), p99 ms: \($scenarios | map("\(.name) \(.runs | map(.loadgen.latency_all.p99_ms) | median | num(2))") | join(", ")). Load average before each run: \($server | sort_by([.name, .run]) | map("\(.name)#\(.run) \(.loadavg_before)") | join("; ")).\n",
 
   "## Agent (real `agent`, default interval)\n",

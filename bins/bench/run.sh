@@ -27,7 +27,7 @@
 #   BENCH_AGENT_WARMUP         seconds before the agent's RSS/CPU baseline [20 / 6]
 #   BENCH_OUT                  results file [bins/bench/RESULTS.md / target/bench/RESULTS-quick.md]
 #   BENCH_NOFILE               file-descriptor limit set in the namespace [65536]
-set -euo pipefail
+set -Eeuo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
 cd "$ROOT"
@@ -70,6 +70,8 @@ else
 fi
 
 log() { printf 'bench: %s\n' "$*" >&2; }
+# A failing command ends the run (set -e); say which one, with its line.
+trap 'log "failed (exit $?) at run.sh line $LINENO: $BASH_COMMAND"' ERR
 die() { log "error: $*"; exit 1; }
 has_part() { [[ " $BENCH_PARTS " == *" $1 "* ]]; }
 # Appends a command line to the list of exact commands shown in the results.
@@ -125,6 +127,10 @@ cleanup_pids() {
 start_server() {
     local dir="$1" report="${2:-json}" i
     local cmd=("$BIN/server" --bind 127.0.0.1:0 --no-beacon)
+    # Servers with an HTTP API get an ephemeral loopback port rather than their fixed default.
+    if "$BIN/server" --help 2>/dev/null | grep -q -- '--http <'; then
+        cmd+=(--http 127.0.0.1:0)
+    fi
     if [[ "$report" == json ]]; then
         cmd+=(--report-format json --report-interval "$BENCH_REPORT_INTERVAL")
     else
@@ -204,11 +210,13 @@ server_run() {
         echo '{}' >"$dir/loadgen.json"
     fi
     # Server-side view: most agents live at once, samples received in total (last report).
+    # Reports are read leniently: the last line can be cut short when the server exits.
     local live received warnings max_fds
-    live="$(jq -c '.summary.live' "$dir/server.jsonl" 2>/dev/null | sort -n | tail -n1)"
-    received="$(tail -n1 "$dir/server.jsonl" | jq '[.agents[].received] | add // 0' 2>/dev/null || echo null)"
+    live="$(jq -cR 'fromjson? | .summary.live' "$dir/server.jsonl" 2>/dev/null | sort -n | tail -n1 || true)"
+    received="$(tail -n2 "$dir/server.jsonl" | jq -R 'fromjson? | [.agents[].received] | add // 0' \
+        2>/dev/null | tail -n1 || true)"
     warnings="$(grep -c ' WARN ' "$dir/server.log" || true)"
-    max_fds="$(awk 'BEGIN { m = 0 } $3 > m { m = $3 } END { print m }' "$dir/server-samples.tsv" 2>/dev/null || echo 0)"
+    max_fds="$(awk 'BEGIN { m = 0 } $3 > m { m = $3 } END { print m }' "$dir/server-samples.tsv" 2>/dev/null || true)"
     jq -n --arg name "$name" --argjson run "$run" --argjson rc "$rc" \
         --slurpfile lg "$dir/loadgen.json" \
         --argjson cpu "$cpu" --argjson hwm "${hwm:-0}" --argjson rss "${rss:-0}" \
@@ -281,8 +289,9 @@ agent_scenario() {
         now="$(date +%s.%N)"
         elapsed="$(echo "$now - $t0" | bc)"
         samples="$(tail -n1 "$dir/server.jsonl" \
-            | jq '[.agents[] | select(.name == "bench-agent") | .received] | add // 0' \
-            2>/dev/null || echo -1)"
+            | jq -R 'fromjson? | [.agents[] | select(.name == "bench-agent") | .received] | add // 0' \
+            2>/dev/null || true)"
+        [[ -n "$samples" ]] || samples=-1
         printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$elapsed" "$(proc_cpu_ns "$apid")" \
             "$(proc_status "$apid" VmRSS)" "$(tcp_bytes "$port")" "$(lo_tx_bytes)" \
             "$samples" >>"$dir/agent-samples.tsv"
@@ -293,7 +302,8 @@ agent_scenario() {
     file="$(proc_status "$apid" RssFile)"
     pss="$(awk '$1 == "Pss:" { print $2 }' "/proc/$apid/smaps_rollup" 2>/dev/null || echo null)"
     cpu_total="$(proc_cpu_ns "$apid" | awk '{ printf "%.4f", $1 / 1e9 }')"
-    interval_ms="$(tail -n1 "$dir/server.jsonl" | jq '[.agents[] | select(.name == "bench-agent") | .interval_ms][0] // null')"
+    interval_ms="$(tail -n2 "$dir/server.jsonl" | jq -R 'fromjson? | [.agents[] | select(.name == "bench-agent") | .interval_ms][0] // null' 2>/dev/null | tail -n1 || true)"
+    [[ -n "$interval_ms" ]] || interval_ms=null
     stop_pid "$apid"
     stop_pid "$SERVER_PID"
     # Rows after the warm-up. CPU per sample: over all of them, and the median over the
