@@ -29,7 +29,7 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 udp=18123
-"$bin/server" --bind 127.0.0.1:0 --no-http --report-format json --report-interval 50ms \
+"$bin/server" --bind 127.0.0.1:0 --no-http --no-store --report-format json --report-interval 50ms \
   --beacon-to 127.255.255.255 --discovery-port "$udp" --quiet >"$work/snap" 2>"$work/err" &
 server_pid=$!
 

@@ -7,16 +7,16 @@ bin=${1:-target/release}
 port=${2:-8080}
 discovery_port=$((port + 1000))
 pids=()
+logs=$(mktemp -d)
 stop() {
   trap - INT TERM EXIT
   # Background children of a non-interactive shell ignore SIGINT: stop them with SIGTERM.
   [ ${#pids[@]} -gt 0 ] && kill -TERM "${pids[@]}" 2>/dev/null || true
   wait 2>/dev/null || true
+  rm -rf "$logs"
   echo "demo stopped"
 }
 trap stop INT TERM EXIT
-
-logs=$(mktemp -d)
 "$bin/agent" --host 127.0.0.1 --port "$port" --interval 1s --name demo-agent-1 --quiet \
   >"$logs/agent1.log" 2>&1 &
 pids+=($!)
@@ -26,5 +26,7 @@ pids+=($!)
 http_port=$((port + 1))
 echo "demo: server on 127.0.0.1:$port, HTTP on http://127.0.0.1:$http_port/ (API, /metrics), agents' logs in $logs; Ctrl+C stops all"
 # In the foreground, so Ctrl+C reaches it directly; the EXIT trap then stops the agents.
+# History goes to a throwaway directory: the demo leaves nothing behind.
 "$bin/server" --bind "127.0.0.1:$port" --http "127.0.0.1:$http_port" --report-interval 2s \
-  --beacon-to 127.255.255.255 --discovery-port "$discovery_port" --name demo || true
+  --data-dir "$logs/data" --beacon-to 127.255.255.255 --discovery-port "$discovery_port" \
+  --name demo || true

@@ -290,7 +290,7 @@ pub fn render_text_with(s: &Snapshot, opts: &TextOptions) -> String {
     let ip_w = agents.iter().map(|a| a.ip.len()).max().unwrap_or(2).max(2);
     let _ = writeln!(
         out,
-        "  {:<name_w$}  {:<ip_w$}  {:<7}  {:>6}  {:<34}  {:<10}  CORES %",
+        "  {:<name_w$}  {:<ip_w$}  {:<7}  {:>6}  {:<38}  {:<10}  CORES %",
         "NAME", "IP", "STATUS", "CPU", "MEMORY USED / TOTAL (FREE)", "LAST"
     );
     for a in &agents {
@@ -328,7 +328,7 @@ pub fn render_text_with(s: &Snapshot, opts: &TextOptions) -> String {
             .unwrap_or_else(|| "never".into());
         let _ = writeln!(
             out,
-            "  {name:<name_w$}  {:<ip_w$}  {:<7}  {cpu:>6}  {mem:<34}  {age:<10}  [{cores}]{}",
+            "  {name:<name_w$}  {:<ip_w$}  {:<7}  {cpu:>6}  {mem:<38}  {age:<10}  [{cores}]{}",
             a.ip,
             a.status.as_str(),
             reason_suffix(a),
