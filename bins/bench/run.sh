@@ -23,6 +23,8 @@
 #   BENCH_FLOOD_WINDOW         unacknowledged samples per flooding agent [64]
 #   BENCH_CORES                per-core array length of simulated agents [8]
 #   BENCH_REPORT_INTERVAL      server --report-interval [1s]
+#   BENCH_SERVER_ARGS          extra server flags, e.g. "--no-store" [none]. A server with a
+#                              durable store gets a fresh --data-dir per run under target/bench
 #   BENCH_AGENT_SECS           real agent run time [120 / 12]; the issue asks >= 600 for growth
 #   BENCH_AGENT_WARMUP         seconds before the agent's RSS/CPU baseline [20 / 6]
 #   BENCH_OUT                  results file [bins/bench/RESULTS.md / target/bench/RESULTS-quick.md]
@@ -57,6 +59,7 @@ export BENCH_REPORT_INTERVAL="${BENCH_REPORT_INTERVAL:-1s}"
 export BENCH_AGENT_SECS="${BENCH_AGENT_SECS:-$def_agent_secs}"
 export BENCH_AGENT_WARMUP="${BENCH_AGENT_WARMUP:-$def_agent_warmup}"
 export BENCH_NOFILE="${BENCH_NOFILE:-65536}"
+export BENCH_SERVER_ARGS="${BENCH_SERVER_ARGS:-}"
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
     | jq -r .target_directory)}"
@@ -127,10 +130,19 @@ cleanup_pids() {
 start_server() {
     local dir="$1" report="${2:-json}" i
     local cmd=("$BIN/server" --bind 127.0.0.1:0 --no-beacon)
+    local help
+    help="$("$BIN/server" --help 2>/dev/null || true)"
     # Servers with an HTTP API get an ephemeral loopback port rather than their fixed default.
-    if "$BIN/server" --help 2>/dev/null | grep -q -- '--http <'; then
+    if grep -q -- '--http <' <<<"$help"; then
         cmd+=(--http 127.0.0.1:0)
     fi
+    # A durable store gets a fresh directory of its own (never the user's data directory).
+    if grep -q -- '--data-dir <' <<<"$help" && [[ " $BENCH_SERVER_ARGS " != *" --no-store "* ]]; then
+        cmd+=(--data-dir "$dir/data")
+    fi
+    local extra=()
+    read -r -a extra <<<"$BENCH_SERVER_ARGS"
+    cmd+=("${extra[@]}")
     if [[ "$report" == json ]]; then
         cmd+=(--report-format json --report-interval "$BENCH_REPORT_INTERVAL")
     else
