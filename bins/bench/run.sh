@@ -125,8 +125,8 @@ cleanup_pids() {
 }
 
 # Starts the server on an ephemeral loopback port; sets SERVER_PID and SERVER_ADDR. The
-# address comes from the first JSON report (`.server.listen`), or, with the report off
-# (`quiet`), from the listening socket of that PID.
+# address comes from the first JSON report (`.server.listen`), or, with the report off, from
+# the startup banner on stderr ("listening on ADDR (TCP)").
 start_server() {
     local dir="$1" report="${2:-json}" i
     local cmd=("$BIN/server" --bind 127.0.0.1:0 --no-beacon)
@@ -157,7 +157,9 @@ start_server() {
         if [[ "$report" == json && -s "$dir/server.jsonl" ]]; then
             SERVER_ADDR="$(head -n1 "$dir/server.jsonl" | jq -r '.server.listen' 2>/dev/null || true)"
         elif [[ "$report" != json ]]; then
-            SERVER_ADDR="$(ss -tlnpH | awk -v p="pid=$SERVER_PID," 'index($0, p) { print $4; exit }')"
+            # The banner names the agents' TCP port (the HTTP API listens on another one).
+            SERVER_ADDR="$(sed -n 's/.*listening on \([0-9.:]*\) (TCP).*/\1/p' "$dir/server.log" \
+                | head -n1)"
         fi
         [[ -n "$SERVER_ADDR" && "$SERVER_ADDR" != null ]] && break
         kill -0 "$SERVER_PID" 2>/dev/null || break
