@@ -24,7 +24,7 @@ pids+=($!)
   --quiet >"$logs/agent2.log" 2>&1 &
 pids+=($!)
 http_port=$((port + 1))
-echo "demo: server on 127.0.0.1:$port, HTTP on http://127.0.0.1:$http_port/ (API, /metrics), agents' logs in $logs; Ctrl+C stops all"
+echo "demo: server on 127.0.0.1:$port, dashboard on http://127.0.0.1:$http_port/ (also /api/agents, /metrics), agents' logs in $logs; Ctrl+C stops all"
 # In the foreground, so Ctrl+C reaches it directly; the EXIT trap then stops the agents.
 # History goes to a throwaway directory: the demo leaves nothing behind.
 "$bin/server" --bind "127.0.0.1:$port" --http "127.0.0.1:$http_port" --report-interval 2s \

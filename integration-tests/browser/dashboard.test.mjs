@@ -119,7 +119,7 @@ async function main() {
   });
 
   await page.goto(`http://${http}/`);
-  const rows = "#rows tr[data-id]:not([hidden])";
+  const rows = "#rows .row[data-id]:not([hidden])";
 
   // 1. Agents appear, live.
   await page.waitForFunction(
@@ -146,15 +146,15 @@ async function main() {
   log(`values change live (seq ${seq0} → ${await page.getAttribute(alpha, "data-seq")})`);
 
   // 3. Sorting: name descending, then ascending; CPU busiest first.
-  await page.click('th[data-sort="name"]');
+  await page.click('.head [data-sort="name"]');
   check(JSON.stringify(await names()) === JSON.stringify([...AGENTS].reverse()), `name ▼: ${await names()}`);
-  check((await page.getAttribute('th[data-sort="name"]', "aria-sort")) === "descending", "no ▼ on Name");
-  await page.click('th[data-sort="name"]');
+  check((await page.getAttribute('.head [data-sort="name"]', "aria-sort")) === "descending", "no ▼ on Name");
+  await page.click('.head [data-sort="name"]');
   check(JSON.stringify(await names()) === JSON.stringify(AGENTS), `name ▲: ${await names()}`);
-  await page.click('th[data-sort="cpu"]');
+  await page.click('.head [data-sort="cpu"]');
   const cpus = await page.$$eval(`${rows} .c-cpu`, (els) => els.map((e) => parseFloat(e.textContent)));
   check(cpus.every((v, i) => i === 0 || cpus[i - 1] >= v), `CPU ▼ not in order: ${cpus}`);
-  await page.click('th[data-sort="name"]');
+  await page.click('.head [data-sort="name"]');
   log("sorting works");
 
   // 4. Filter.

@@ -15,6 +15,7 @@
 
 use std::fmt::Write as _;
 use std::io::Write;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use actix::prelude::*;
@@ -238,6 +239,16 @@ pub fn render_text(s: &Snapshot) -> String {
     render_text_with(s, &TextOptions::default())
 }
 
+/// The dashboard's address for people: an unspecified bind address (`0.0.0.0`) becomes
+/// `localhost`, which works on the server's own machine.
+fn dashboard_url(http: SocketAddr) -> String {
+    if http.ip().is_unspecified() {
+        format!("http://localhost:{}/", http.port())
+    } else {
+        format!("http://{http}/")
+    }
+}
+
 /// The text report: a header line, a fleet summary, then one line per selected agent.
 pub fn render_text_with(s: &Snapshot, opts: &TextOptions) -> String {
     let mut out = String::new();
@@ -252,6 +263,14 @@ pub fn render_text_with(s: &Snapshot, opts: &TextOptions) -> String {
         s.summary.stale,
         s.summary.offline,
     );
+    if let Some(http) = s
+        .server
+        .http
+        .as_deref()
+        .and_then(|a| a.parse::<SocketAddr>().ok())
+    {
+        let _ = writeln!(out, "  dashboard: {}", dashboard_url(http));
+    }
     if s.agents.is_empty() {
         let _ = writeln!(
             out,
@@ -403,6 +422,24 @@ mod tests {
             },
             agents,
         }
+    }
+
+    /// Proves: with HTTP on, the text report says where the dashboard is (0.0.0.0 shown as
+    /// localhost); without HTTP it says nothing about it.
+    #[test]
+    fn text_report_names_the_dashboard() {
+        let mut s = snapshot(vec![]);
+        assert!(!render_text_with(&s, &TextOptions::default()).contains("dashboard"));
+        s.server.http = Some("127.0.0.1:9001".into());
+        assert!(
+            render_text_with(&s, &TextOptions::default())
+                .contains("\n  dashboard: http://127.0.0.1:9001/\n")
+        );
+        s.server.http = Some("0.0.0.0:8081".into());
+        assert!(
+            render_text_with(&s, &TextOptions::default())
+                .contains("dashboard: http://localhost:8081/")
+        );
     }
 
     #[test]

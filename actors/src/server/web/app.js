@@ -2,13 +2,13 @@
 // detail view (#/agent/<id>) with history charts. Plain JavaScript, no build step.
 //
 // Data: /api/events pushes the snapshot (the same JSON as /api/agents) once per second; the
-// overview updates its rows in place (only cells whose text changed; canvases only for rows on
-// screen). Sparklines start from /api/agents/{id}/history (fetched when a row first comes on
+// overview updates rows in place, and only rows on screen (only cells whose text changed; rows
+// off screen are brought up to date when they scroll into view). Sparklines start from /api/agents/{id}/history (fetched when a row first comes on
 // screen, a few at a time) and then grow from the live snapshots.
 "use strict";
 
 (function () {
-  const { drawSparkline, drawCoreBars, TimeChart, loadColor, fullTime } = window.LanmonChart;
+  const { drawSparkline, drawCoreBars, TimeChart, loadColor, fullTime, css } = window.LanmonChart;
   const $ = (id) => document.getElementById(id);
 
   const SPARK_WINDOW = 10 * 60 * 1000;
@@ -88,7 +88,18 @@
     if (state.lastEvent && Date.now() - state.lastEvent > FEED_SILENT_MS) setConn("lost", "no updates");
   }, 1000);
 
+  // How long each snapshot took to apply (ms), for people and tests checking large fleets.
+  const stats = (window.lanmonStats = { snapshots: 0, lastMs: 0, maxMs: 0 });
+
   function onSnapshot(snapshot) {
+    const t0 = performance.now();
+    applySnapshot(snapshot);
+    stats.lastMs = performance.now() - t0;
+    stats.maxMs = Math.max(stats.maxMs, stats.lastMs);
+    stats.snapshots++;
+  }
+
+  function applySnapshot(snapshot) {
     state.snapshot = snapshot;
     state.agents = new Map(snapshot.agents.map((a) => [a.id, a]));
     $("server-name").textContent = `${snapshot.server.name} · v${snapshot.server.version}`;
@@ -192,6 +203,8 @@
       if (!row) continue;
       row.visible = e.isIntersecting;
       if (row.visible) {
+        const a = state.agents.get(row.id);
+        if (row.stale && a) updateRow(row, a);
         queueSparkHistory(row.id);
         drawRowCanvases(row, true);
       }
@@ -199,7 +212,7 @@
   }, { rootMargin: "200px 0px" });
 
   function cell(tr, cls) {
-    const td = document.createElement("td");
+    const td = document.createElement("div");
     td.className = cls;
     tr.append(td);
     return td;
@@ -217,7 +230,9 @@
   }
 
   function makeRow(id) {
-    const tr = document.createElement("tr");
+    const tr = document.createElement("div");
+    tr.className = "row";
+    tr.setAttribute("role", "row");
     tr.dataset.id = id;
     const dot = document.createElement("span");
     dot.className = "dot";
@@ -253,8 +268,9 @@
   }
 
   function updateRow(row, a) {
+    row.stale = false;
     const offline = a.status === "offline";
-    put(row, "class", row.tr, "className", offline ? "offline" : a.status);
+    put(row, "class", row.tr, "className", `row ${a.status}`);
     put(row, "status", row.tr.dataset, "status", a.status);
     put(row, "seq", row.tr.dataset, "seq", String(a.seq));
     put(row, "dname", row.tr.dataset, "name", a.name);
@@ -281,23 +297,36 @@
       row.coresKey = coresKey;
       row.coresDirty = true;
     }
-    if (row.visible) drawRowCanvases(row, false);
   }
+
+  // Canvas sizes of the rows' small charts, read once (reading layout after DOM writes forces
+  // a reflow; with many rows that is the slow part). Cleared when the window is resized.
+  let rowCanvasSize = null;
+  window.addEventListener("resize", () => {
+    rowCanvasSize = null;
+    for (const row of state.rows.values()) if (row.visible) drawRowCanvases(row, true);
+  });
 
   function drawRowCanvases(row, force) {
     const a = state.agents.get(row.id);
-    if (!a) return;
+    if (!a || row.tr.hidden) return;
+    if (!rowCanvasSize) {
+      const c = { w: row.cores.clientWidth, h: row.cores.clientHeight };
+      const s = { w: row.spark.clientWidth, h: row.spark.clientHeight };
+      if (!c.w || !s.w) return;
+      rowCanvasSize = { cores: c, spark: s };
+    }
     const offline = a.status === "offline";
     if (force || row.coresDirty) {
       row.coresDirty = false;
-      drawCoreBars(row.cores, a.cpu ? a.cpu.per_core : [], offline);
+      drawCoreBars(row.cores, a.cpu ? a.cpu.per_core : [], offline, rowCanvasSize.cores);
     }
     const s = spark(row.id);
     // The time axis moves every second, so redraw each tick while live.
     if (force || s.dirty || !offline) {
       s.dirty = false;
       const to = state.snapshot ? state.snapshot.ts_ms : Date.now();
-      drawSparkline(row.spark, s.points, to - SPARK_WINDOW, to, offline);
+      drawSparkline(row.spark, s.points, to - SPARK_WINDOW, to, offline, rowCanvasSize.spark);
     }
   }
 
@@ -348,8 +377,13 @@
       if (!row) {
         row = makeRow(a.id);
         state.rows.set(a.id, row);
+        updateRow(row, a);
+      } else if (row.visible) {
+        updateRow(row, a);
+      } else {
+        // Off screen: written when it scrolls into view (most of a large fleet is off screen).
+        row.stale = true;
       }
-      updateRow(row, a);
       put(row, "hidden", row.tr, "hidden", !shownIds.has(a.id));
     }
     // Reorder the DOM only when the order changed.
@@ -362,6 +396,10 @@
       body.append(frag);
       state.order = order;
     }
+    // DOM writes are done: now draw the small charts of the rows on screen.
+    for (const row of state.rows.values()) if (row.visible) drawRowCanvases(row, false);
+    // Meter animations cost style work on every row; only small fleets get them.
+    document.body.classList.toggle("many", agents.length > 200);
     $("empty").hidden = agents.length > 0;
     const shownText = f ? `${shown.length} of ${agents.length} shown` : "";
     if ($("shown").textContent !== shownText) $("shown").textContent = shownText;
@@ -370,15 +408,15 @@
   function setSort(key) {
     if (state.sort.key === key) state.sort.dir = -state.sort.dir;
     else state.sort = { key, dir: ["cpu", "mem", "seen", "cores"].includes(key) ? -1 : 1 };
-    for (const th of document.querySelectorAll("th[data-sort]")) {
+    for (const th of document.querySelectorAll(".head [data-sort]")) {
       if (th.dataset.sort === state.sort.key) th.setAttribute("aria-sort", state.sort.dir > 0 ? "ascending" : "descending");
       else th.removeAttribute("aria-sort");
     }
     renderOverview();
   }
 
-  for (const th of document.querySelectorAll("th[data-sort]")) th.addEventListener("click", () => setSort(th.dataset.sort));
-  document.querySelector('th[data-sort="name"]').setAttribute("aria-sort", "ascending");
+  for (const th of document.querySelectorAll(".head [data-sort]")) th.addEventListener("click", () => setSort(th.dataset.sort));
+  document.querySelector('.head [data-sort="name"]').setAttribute("aria-sort", "ascending");
   $("filter").addEventListener("input", (e) => {
     state.filter = e.target.value.trim().toLowerCase();
     renderOverview();
@@ -476,7 +514,6 @@
           }
         }
         const c = ensureCharts();
-        const css = (n) => getComputedStyle(document.documentElement).getPropertyValue(n).trim();
         c.cpu.set({ from, to, step, series: [{ label: "CPU", color: css("--accent"), points: cpu }] });
         c.mem.set({
           from, to, step,

@@ -8,13 +8,25 @@
 "use strict";
 
 (function () {
-  const css = (name) => getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+  // Theme colours (CSS variables), read once: getComputedStyle after DOM writes forces a style
+  // recalculation, which per row of a large table is what makes a page slow.
+  let palette = new Map();
+  const css = (name) => {
+    let v = palette.get(name);
+    if (v === undefined) {
+      v = getComputedStyle(document.documentElement).getPropertyValue(name).trim();
+      palette.set(name, v);
+    }
+    return v;
+  };
+  window.matchMedia("(prefers-color-scheme: dark)").addEventListener("change", () => (palette = new Map()));
 
-  /// Sizes a canvas for its CSS box and the screen's pixel ratio; returns its 2D context
-  /// scaled to CSS pixels, or null while it has no size (hidden).
-  function fit(canvas) {
+  /// Sizes a canvas for its CSS box (`size`, when the caller knows it, saves a layout read)
+  /// and the screen's pixel ratio; returns its 2D context scaled to CSS pixels, or null while
+  /// it has no size (hidden).
+  function fit(canvas, size) {
     const dpr = window.devicePixelRatio || 1;
-    const w = canvas.clientWidth, h = canvas.clientHeight;
+    const w = size ? size.w : canvas.clientWidth, h = size ? size.h : canvas.clientHeight;
     if (!w || !h) return null;
     const pw = Math.round(w * dpr), ph = Math.round(h * dpr);
     if (canvas.width !== pw || canvas.height !== ph) {
@@ -32,8 +44,8 @@
   }
 
   /// points: [[ts_ms, value 0..100], …]; from/to: the time window shown.
-  function drawSparkline(canvas, points, from, to, offline) {
-    const f = fit(canvas);
+  function drawSparkline(canvas, points, from, to, offline, size) {
+    const f = fit(canvas, size);
     if (!f) return;
     const { ctx, w, h } = f;
     ctx.strokeStyle = css("--grid");
@@ -89,8 +101,8 @@
   }
 
   /// values: per-core percentages.
-  function drawCoreBars(canvas, values, offline) {
-    const f = fit(canvas);
+  function drawCoreBars(canvas, values, offline, size) {
+    const f = fit(canvas, size);
     if (!f) return;
     const { ctx, w, h } = f;
     const n = values.length;
@@ -132,13 +144,14 @@
     const hm = `${pad2(d.getHours())}:${pad2(d.getMinutes())}`;
     if (step < MIN) return `${hm}:${pad2(d.getSeconds())}`;
     if (step < DAY && !(d.getHours() === 0 && d.getMinutes() === 0)) return hm;
-    return `${d.toLocaleString(undefined, { month: "short" })} ${d.getDate()}`;
+    return dayFormat.format(d);
   }
 
+  // One formatter, made once (toLocaleDateString builds a new one per call, which is slow).
+  const dayFormat = new Intl.DateTimeFormat(undefined, { month: "short", day: "numeric" });
   function fullTime(t) {
     const d = new Date(t);
-    return `${d.toLocaleDateString(undefined, { month: "short", day: "numeric" })} ` +
-      `${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`;
+    return `${dayFormat.format(d)} ${pad2(d.getHours())}:${pad2(d.getMinutes())}:${pad2(d.getSeconds())}`;
   }
 
   // ---- time chart -----------------------------------------------------------------------
@@ -413,5 +426,5 @@
     return out;
   }
 
-  window.LanmonChart = { drawSparkline, drawCoreBars, TimeChart, loadColor, fullTime };
+  window.LanmonChart = { drawSparkline, drawCoreBars, TimeChart, loadColor, fullTime, css };
 })();
