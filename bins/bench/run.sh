@@ -448,7 +448,7 @@ jq -n \
     --arg nofile "$(cat "$WORK/nofile.txt" 2>/dev/null || echo '?')" \
     --arg total_s "$((T_END - T_START))" \
     --rawfile commands "$WORK/commands.txt" \
-    --arg settings "$(env | grep '^BENCH_' | sort | tr '\n' ' ')" \
+    --arg settings "$(env | grep '^BENCH_' | sort | tr '\n' ' ' | sed "s|$ROOT/||g")" \
     '{date: $date, nproc: $nproc, cpu: $cpu, kernel: $kernel, mem: $mem, rustc: $rustc,
       commit: $commit, quick: ($quick == "1"), nofile: $nofile, total_s: $total_s,
       commands: $commands, settings: $settings}' >"$WORK/results/machine.json"
