@@ -11,7 +11,7 @@ TARGET_DIR   := $(or $(CARGO_TARGET_DIR),target)
 RELEASE_BIN  := $(TARGET_DIR)/release
 DEBUG_BIN    := $(TARGET_DIR)/debug
 
-.PHONY: help setup build run-server run-agent demo test lint fmt-check clippy unit itest itest-loopback itest-lan itest-browser clean
+.PHONY: help setup build run-server run-agent demo test lint fmt-check clippy unit itest itest-loopback itest-lan itest-browser bench bench-smoke clean
 
 help:
 	@echo "make demo        server + 2 agents on this machine (loopback only), Ctrl+C stops all"
@@ -20,6 +20,7 @@ help:
 	@echo "make run-server  ARGS='--beacon-to 127.255.255.255'   run the server (ARGS passed through)"
 	@echo "make run-agent   ARGS='--host 192.168.1.10'           run an agent (or ARGS=--discover)"
 	@echo "make itest       integration tests only (real binaries, real sockets)"
+	@echo "make bench       benchmarks (codec, server at 100/1,000/10,000 agents, flood, agent, discovery): bins/bench/RESULTS.md"
 	@echo "make clean       remove build output"
 
 # Installs what the tests need on a bare Debian machine (as root), and checks the toolchain.
@@ -34,6 +35,7 @@ setup:
 	 fi
 	@missing=""; \
 	 command -v jq      >/dev/null || missing="$$missing jq"; \
+	 command -v bc      >/dev/null || missing="$$missing bc"; \
 	 command -v ip      >/dev/null || missing="$$missing iproute2"; \
 	 command -v unshare >/dev/null || missing="$$missing util-linux"; \
 	 command -v python3 >/dev/null || missing="$$missing python3"; \
@@ -73,7 +75,7 @@ run-agent: build
 demo: build
 	@bins/scripts/demo.sh $(RELEASE_BIN) $(DEMO_PORT)
 
-test: setup lint unit itest
+test: setup lint unit bench-smoke itest
 
 lint: fmt-check clippy
 
@@ -118,6 +120,23 @@ itest-browser:
 	  unshare -n sh -c 'ip link set lo up; exec node integration-tests/browser/dashboard.test.mjs $(DEBUG_BIN)'; \
 	else \
 	  node integration-tests/browser/dashboard.test.mjs $(DEBUG_BIN); \
+	fi
+
+# The benchmarks (root: the scenarios run inside a private network namespace).
+bench:
+	bins/bench/run.sh
+	$(CARGO) build --release --workspace --bins --locked
+	bins/bench/discovery-latency.sh $(RELEASE_BIN) 10
+
+# CI's check that loadgen and the bench harness still build and run: a tiny scenario of
+# everything, and a few rounds of the discovery timing. Results go to target/bench/.
+bench-smoke:
+	@if [ "$$(id -u)" = 0 ]; then \
+	  BENCH_QUICK=1 bins/bench/run.sh && \
+	  $(CARGO) build --release --workspace --bins --locked && \
+	  bins/bench/discovery-latency.sh $(RELEASE_BIN) 3; \
+	else \
+	  echo "bench-smoke: SKIPPED (needs root for its private network namespace; CI runs it as root)"; \
 	fi
 
 clean:

@@ -262,11 +262,18 @@ impl Server {
         {
             tracing::warn!("the store could not commit its last writes (agents resend them)");
         }
-        if tokio::time::Instant::now() < deadline {
-            let _ = tokio::time::timeout_at(deadline, self.reporter.send(reporter::Flush)).await;
+        // The last report is written whole: a line cut off by the process exiting would break
+        // the scripts that read it (at 10,000 agents it takes a while to write).
+        let last_report =
+            tokio::time::timeout(LAST_REPORT_LIMIT, self.reporter.send(reporter::Flush));
+        if last_report.await.is_err() {
+            tracing::warn!("the last report took longer than {LAST_REPORT_LIMIT:?}; skipped");
         }
     }
 }
+
+/// Longest the last report at shutdown may take.
+const LAST_REPORT_LIMIT: Duration = Duration::from_millis(500);
 
 /// Pending connections the kernel queues for accept (the usual 128 drops connection attempts
 /// when hundreds of agents reconnect at once; the kernel caps it at `net.core.somaxconn`).

@@ -68,7 +68,8 @@ impl Reporter {
 
     fn report(&mut self, snapshot: &Snapshot) {
         let written = match self.format {
-            ReportFormat::Off => Ok(()),
+            // Off from the start, or turned off after the output failed: write nothing.
+            ReportFormat::Off => return,
             ReportFormat::Json => serde_json::to_writer(&mut self.out, snapshot)
                 .map_err(std::io::Error::from)
                 .and_then(|()| self.out.write_all(b"\n")),
