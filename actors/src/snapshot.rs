@@ -112,3 +112,68 @@ pub struct AgentView {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_seq: Option<u64>,
 }
+
+/// Snapshot builders for unit tests (the Reporter's and `/metrics`' renderings).
+#[cfg(test)]
+pub(crate) mod fixtures {
+    use super::*;
+
+    /// An agent named `name` (id `id-<name>`) on 127.0.0.1 with 2 cores at 12.34 % CPU and
+    /// 3 GiB of 8 GiB used; offline ones went with `bye`.
+    pub fn agent(name: &str, status: Status) -> AgentView {
+        AgentView {
+            id: format!("id-{name}"),
+            name: name.into(),
+            hostname: name.into(),
+            ip: "127.0.0.1".into(),
+            os: "Linux".into(),
+            cores: 2,
+            agent_version: "0.1.0".into(),
+            interval_ms: 5000,
+            run_id: "r".into(),
+            status,
+            offline_reason: (status == Status::Offline).then(|| "bye".into()),
+            seq: 3,
+            cpu: Some(Cpu {
+                total: 12.34,
+                per_core: vec![10.0, 14.6],
+            }),
+            memory: Some(Memory {
+                total: 8 << 30,
+                used: 3 << 30,
+                free: 1 << 30,
+                available: Some(5 << 30),
+            }),
+            last_seen_ms: Some(1500),
+            last_sample_ts_ms: Some(0),
+            received: 3,
+            duplicates: 0,
+            gaps: 0,
+            first_seq: 1,
+            stored_seq: None,
+        }
+    }
+
+    /// A snapshot of server `lab` on 127.0.0.1:8080 with these agents (summary counted).
+    pub fn snapshot(agents: Vec<AgentView>) -> Snapshot {
+        let count = |s: Status| agents.iter().filter(|a| a.status == s).count();
+        Snapshot {
+            version: 1,
+            ts_ms: 0,
+            server: ServerInfo {
+                id: "s".into(),
+                name: "lab".into(),
+                version: "0.1.0".into(),
+                listen: "127.0.0.1:8080".into(),
+                http: None,
+            },
+            summary: Summary {
+                agents: agents.len(),
+                live: count(Status::Live),
+                stale: count(Status::Stale),
+                offline: count(Status::Offline),
+            },
+            agents,
+        }
+    }
+}

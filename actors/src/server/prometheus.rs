@@ -226,22 +226,16 @@ pub fn render(s: &Snapshot, per_core: bool) -> String {
 mod tests {
     use super::*;
     use crate::protocol::{Cpu, Memory};
-    use crate::snapshot::{AgentView, ServerInfo, Summary};
+    use crate::snapshot::AgentView;
+    use crate::snapshot::fixtures::{agent, snapshot as snap};
 
+    /// The shared test agent with round numbers and a name that needs escaping.
     fn view(id: &str, status: Status) -> AgentView {
         AgentView {
             id: id.into(),
             name: format!("na\"me\\{id}\n"),
-            hostname: "h".into(),
             ip: "10.0.0.1".into(),
-            os: "Linux".into(),
-            cores: 2,
-            agent_version: "0.1.0".into(),
-            interval_ms: 5000,
-            run_id: "r".into(),
-            status,
             offline_reason: None,
-            seq: 1,
             cpu: Some(Cpu {
                 total: 50.0,
                 per_core: vec![25.0, 75.0],
@@ -252,40 +246,17 @@ mod tests {
                 free: 100,
                 available: Some(750),
             }),
-            last_seen_ms: Some(10),
             last_sample_ts_ms: Some(1_500),
-            received: 1,
-            duplicates: 0,
-            gaps: 0,
-            first_seq: 1,
-            stored_seq: None,
-        }
-    }
-
-    fn snap(agents: Vec<AgentView>) -> Snapshot {
-        Snapshot {
-            version: 1,
-            ts_ms: 0,
-            server: ServerInfo {
-                id: "s".into(),
-                name: "s".into(),
-                version: "0.1.0".into(),
-                listen: "127.0.0.1:1".into(),
-                http: None,
-            },
-            summary: Summary {
-                agents: agents.len(),
-                live: 1,
-                stale: 0,
-                offline: 1,
-            },
-            agents,
+            ..agent(id, status)
         }
     }
 
     #[test]
     fn live_agent_has_every_series_in_base_units() {
-        let text = render(&snap(vec![view("a1", Status::Live)]), true);
+        let text = render(
+            &snap(vec![view("a1", Status::Live), view("a2", Status::Offline)]),
+            true,
+        );
         for line in [
             "lanmon_agent_up{agent=\"a1\"} 1",
             "lanmon_cpu_usage_ratio{agent=\"a1\"} 0.5",

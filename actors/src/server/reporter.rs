@@ -367,63 +367,8 @@ pub fn render_text_with(s: &Snapshot, opts: &TextOptions) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::{Cpu, Memory};
-    use crate::snapshot::{ServerInfo, Summary};
-
-    fn agent(name: &str, status: Status) -> AgentView {
-        AgentView {
-            id: format!("id-{name}"),
-            name: name.into(),
-            hostname: name.into(),
-            ip: "127.0.0.1".into(),
-            os: "Linux".into(),
-            cores: 2,
-            agent_version: "0.1.0".into(),
-            interval_ms: 5000,
-            run_id: "r".into(),
-            status,
-            offline_reason: (status == Status::Offline).then(|| "bye".into()),
-            seq: 3,
-            cpu: Some(Cpu {
-                total: 12.34,
-                per_core: vec![10.0, 14.6],
-            }),
-            memory: Some(Memory {
-                total: 8 << 30,
-                used: 3 << 30,
-                free: 1 << 30,
-                available: Some(5 << 30),
-            }),
-            last_seen_ms: Some(1500),
-            last_sample_ts_ms: Some(0),
-            received: 3,
-            duplicates: 0,
-            gaps: 0,
-            first_seq: 1,
-            stored_seq: None,
-        }
-    }
-
-    fn snapshot(agents: Vec<AgentView>) -> Snapshot {
-        Snapshot {
-            version: 1,
-            ts_ms: 0,
-            server: ServerInfo {
-                id: "s".into(),
-                name: "lab".into(),
-                version: "0.1.0".into(),
-                listen: "127.0.0.1:8080".into(),
-                http: None,
-            },
-            summary: Summary {
-                agents: agents.len(),
-                live: 1,
-                stale: 0,
-                offline: 1,
-            },
-            agents,
-        }
-    }
+    use crate::protocol::Cpu;
+    use crate::snapshot::fixtures::{agent, snapshot};
 
     /// Proves: with HTTP on, the text report says where the dashboard is (0.0.0.0 shown as
     /// localhost); without HTTP it says nothing about it.
