@@ -232,8 +232,10 @@ try {
   await main();
   await stopAll();
   log(`PASS: dashboard in Chromium (screenshots in ${path.relative(root, here)}/)`);
+  console.log("1 passed, 0 failed");
 } catch (e) {
   console.error(`FAIL: ${e.message}`);
   await stopAll();
+  console.log("0 passed, 1 failed");
   process.exit(1);
 }
