@@ -207,10 +207,11 @@ fn server_sigterm_exits_zero_and_agent_survives() {
     server_stops_cleanly_on(libc::SIGTERM, "outlives-sigterm");
 }
 
-/// A client that sends a line that is not JSON gets an `error` frame with code `bad_frame`
-/// and is disconnected, while a real agent on the same server stays `live`.
-#[test]
-fn garbage_client_gets_bad_frame_agent_unaffected() {
+/// Sends `line` from a raw client next to a streaming agent and proves: the client gets one
+/// `error` frame with `code` and a message and is disconnected, it is never listed, and the
+/// agent stays `live` with its seq advancing.
+#[track_caller]
+fn refused_alone(line: &str, code: &str) {
     let server = Server::start();
     let _steady = Agent::start(server.port(), "steady");
     let before = seqs(
@@ -218,46 +219,10 @@ fn garbage_client_gets_bad_frame_agent_unaffected() {
         &["steady"],
     );
 
-    let answer = crate::support::raw_exchange(server.port(), "not json");
+    let answer = crate::support::raw_exchange(server.port(), line);
     assert_eq!(answer.frame["type"], "error", "{}", answer.frame);
-    assert_eq!(answer.frame["code"], "bad_frame", "{}", answer.frame);
+    assert_eq!(answer.frame["code"], code, "{}", answer.frame);
     assert!(answer.frame["message"].is_string(), "{}", answer.frame);
-    assert!(
-        answer.closed,
-        "server kept the connection open after an error frame"
-    );
-
-    let snap = server.wait_for(DEADLINE, |s| all_live_and_advanced(s, &before));
-    assert_eq!(
-        names(&snap),
-        ["steady"],
-        "the bad client must not be listed"
-    );
-}
-
-/// A `hello` speaking protocol 99 gets an `error` frame with code `unsupported_version` and is
-/// disconnected, while a real agent on the same server stays `live`.
-#[test]
-fn future_protocol_gets_unsupported_version_agent_unaffected() {
-    let server = Server::start();
-    let _steady = Agent::start(server.port(), "steady");
-    let before = seqs(
-        &server.wait_for(DEADLINE, |s| is_live(s, "steady")),
-        &["steady"],
-    );
-
-    let hello = serde_json::json!({
-        "type": "hello", "proto": 99, "agent_id": "from-the-future", "run_id": "r1",
-        "name": "from-the-future", "hostname": "test", "os": "test", "cores": 1,
-        "agent_version": "99.0.0", "interval_ms": 1000
-    });
-    let answer = crate::support::raw_exchange(server.port(), &hello.to_string());
-    assert_eq!(answer.frame["type"], "error", "{}", answer.frame);
-    assert_eq!(
-        answer.frame["code"], "unsupported_version",
-        "{}",
-        answer.frame
-    );
     assert!(
         answer.closed,
         "server kept the connection open after an error frame"
@@ -269,6 +234,25 @@ fn future_protocol_gets_unsupported_version_agent_unaffected() {
         ["steady"],
         "the refused client must not be listed"
     );
+}
+
+/// A client that sends a line that is not JSON gets an `error` frame with code `bad_frame`
+/// and is disconnected, while a real agent on the same server stays `live`.
+#[test]
+fn garbage_client_gets_bad_frame_agent_unaffected() {
+    refused_alone("not json", "bad_frame");
+}
+
+/// A `hello` speaking protocol 99 gets an `error` frame with code `unsupported_version` and is
+/// disconnected, while a real agent on the same server stays `live`.
+#[test]
+fn future_protocol_gets_unsupported_version_agent_unaffected() {
+    let hello = serde_json::json!({
+        "type": "hello", "proto": 99, "agent_id": "from-the-future", "run_id": "r1",
+        "name": "from-the-future", "hostname": "test", "os": "test", "cores": 1,
+        "agent_version": "99.0.0", "interval_ms": 1000
+    });
+    refused_alone(&hello.to_string(), "unsupported_version");
 }
 
 /// Two agents that share an id (same host, same name) do not take it from each other: the
