@@ -55,8 +55,9 @@ const FLOOD_ROUNDS: u32 = 3;
 const LEAK_PER_SESSION_KIB: u64 = 4;
 
 /// Connections opened at once in [`thousands_of_idle_connections_are_shed`], after waiting
-/// until at most [`FLOOD_QUEUED`] are still waiting to be accepted: together fewer than the
-/// server's listen backlog (128, tokio's default), so that no SYN is dropped.
+/// until at most [`FLOOD_QUEUED`] are still waiting to be accepted: together well under the
+/// server's listen backlog (4096, capped by `net.core.somaxconn`; 128 on systems that keep
+/// the old default), so that no SYN is dropped.
 const FLOOD_WAVE: usize = 96;
 
 /// Connections that may still wait to be accepted when the next wave of the flood starts.
