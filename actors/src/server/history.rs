@@ -179,6 +179,10 @@ pub struct Bucket {
     pub cpu: Option<Stat>,
     /// Memory used, bytes.
     pub mem_used: Option<Stat>,
+    /// CPU usage of each core, percent, by core index (`null` for a core without readings).
+    /// Only the durable store keeps it; empty (and left out of the JSON) otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cores: Vec<Option<Stat>>,
 }
 
 #[derive(Default)]
@@ -231,6 +235,7 @@ pub fn series<'a>(
             n: acc.n,
             cpu: stat(acc.cpu),
             mem_used: stat(acc.mem),
+            cores: Vec::new(),
         })
         .collect()
 }

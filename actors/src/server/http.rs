@@ -89,12 +89,12 @@ impl Http {
         let server = HttpServer::new(move || {
             App::new()
                 .app_data(web::Data::new(state.clone()))
-                .route("/healthz", web::get().to(healthz))
-                .route("/api/agents", web::get().to(agents))
-                .route("/api/agents/{id}/history", web::get().to(history))
-                .route("/metrics", web::get().to(metrics))
-                .route("/", web::get().to(dashboard_page))
-                .route("/static/{name}", web::get().to(static_asset))
+                .route("/healthz", get_or_head().to(healthz))
+                .route("/api/agents", get_or_head().to(agents))
+                .route("/api/agents/{id}/history", get_or_head().to(history))
+                .route("/metrics", get_or_head().to(metrics))
+                .route("/", get_or_head().to(dashboard_page))
+                .route("/static/{name}", get_or_head().to(static_asset))
                 .route("/api/events", web::get().to(live_events))
         })
         .workers(1)
@@ -116,6 +116,11 @@ impl Http {
         let _ = self.events.send(events::Stop).await;
         self.handle.stop(true).await;
     }
+}
+
+/// GET, and HEAD for the same resource (headers only: what monitors and `curl -I` send).
+fn get_or_head() -> actix_web::Route {
+    web::route().guard(actix_web::guard::Any(actix_web::guard::Get()).or(actix_web::guard::Head()))
 }
 
 fn bad_request(message: impl Into<String>) -> HttpResponse {

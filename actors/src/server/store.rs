@@ -12,30 +12,40 @@
 //! that a sample is acknowledged to its agent only once it is on disk.
 //!
 //! Writes are batched: the first write after a commit arms a [`FLUSH_DELAY`] timer; when it
-//! fires, everything queued goes into one transaction (raw rows, the 1 min / 10 min / 1 h
-//! rollups, the agents' last-known state). Rollups are updated as samples arrive, so every
-//! tier is always current and nothing has to be recomputed later. Old rows are deleted every
-//! [`RETENTION_EVERY`] in bounded batches of [`DELETE_BATCH`] rows on an index, so dropping a
-//! day of data never holds the database for long.
+//! fires, everything queued goes into one transaction. A sample costs one prepared `INSERT`
+//! into `raw` there; its contribution to the 1 min / 10 min / 1 h rollups and to the agent's
+//! last-known state is kept in memory per agent and written [`ROLLUP_DELAY`] after the agent's
+//! first pending sample (each agent on its own schedule, so the writes spread out instead of
+//! arriving all at once). Every sample is on disk in `raw` before it is acknowledged; a crash
+//! loses at most the in-memory rollup part, which [`Store::open`] rebuilds from `raw`: raw
+//! rows get their rowid from the store's own counter (never reused), `agents.rolled_upto` is
+//! the newest raw row of the agent already in its rollups, and `meta.repair_from` is a rowid
+//! below which every row is. Old rows are deleted in bounded batches on an index, a slice of
+//! the agents per second ([`RETENTION_EVERY`] to visit all), so dropping a day of data never
+//! holds the database for long.
 //!
 //! Reads for the HTTP API go through a [`Reader`], a separate read-only connection (WAL lets
 //! it read while this actor writes). At startup [`Store::open`] returns what the Registry needs
 //! to carry on where the last server stopped ([`Restored`]).
 //!
-//! Schema (version 1):
+//! Schema (version 2; a version-1 database is upgraded in place by adding columns):
 //! ```text
-//! agents(key, id, hello JSON, ip, run_id, run_key, last_seq, latest JSON)  one per agent id
+//! meta(key, value)                          schema, repair_from, next_row
+//! agents(key, id, hello JSON, ip, run_id, run_key, last_seq, latest JSON, rolled_upto)
 //! runs(key, agent, run_id)                  short keys for (agent, run) used by `raw`
-//! raw(agent, ts_ms, run, seq, cpu, mem)     unique (run, seq); index (agent, ts_ms)
+//! raw(agent, ts_ms, run, seq, cpu, mem, cores)   unique (run, seq); index (agent, ts_ms)
 //! rollup_1m / rollup_10m / rollup_1h(agent, ts_ms, n, cpu_n, cpu_sum, cpu_min, cpu_max,
-//!                                    mem_n, mem_sum, mem_min, mem_max)   key (agent, ts_ms)
+//!                                    mem_n, mem_sum, mem_min, mem_max, cores)
+//!                                                                    key (agent, ts_ms)
 //! ```
+//! `cores` is per-core CPU usage as a little-endian blob: in `raw` one `u16` per core in
+//! hundredths of a percent; in the rollups `u32 n, f32 sum, f32 min, f32 max` per core.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
@@ -49,8 +59,15 @@ use crate::util::now_ms;
 pub const FLUSH_DELAY: Duration = Duration::from_millis(25);
 /// A batch this large is committed at once, without waiting for [`FLUSH_DELAY`].
 pub const MAX_BATCH: usize = 10_000;
-/// How often old rows are deleted.
+/// How long an agent's rollups and last-known state may wait in memory before they are
+/// written (its raw samples are written at once). Bounds what a crash makes [`Store::open`]
+/// rebuild, and how far the rollup tiers lag behind `raw`.
+pub const ROLLUP_DELAY: Duration = Duration::from_secs(10);
+/// Every agent's old rows are looked at once per this period (a slice of the agents per
+/// [`RETENTION_TICK`]).
 pub const RETENTION_EVERY: Duration = Duration::from_secs(60);
+/// How often a slice of the agents has its old rows deleted.
+pub const RETENTION_TICK: Duration = Duration::from_secs(1);
 /// Most rows one DELETE removes; a pass that hits it comes back after [`RETENTION_BACKLOG`].
 pub const DELETE_BATCH: usize = 2_000;
 /// Pause between two bounded delete passes while old data remains.
@@ -230,14 +247,16 @@ impl MinMax {
     }
 }
 
-/// The aggregate of some samples: how many, and CPU total / memory used over those that had
-/// the reading (a sample may lack one). Merging is associative, so a rollup row can absorb
-/// samples one batch at a time, and coarse points can be built from finer rows.
-#[derive(Debug, Clone, Copy, PartialEq, Default)]
+/// The aggregate of some samples: how many, and CPU total / memory used / each core's CPU over
+/// those that had the reading (a sample may lack one). Merging is associative, so a rollup row
+/// can absorb samples one batch at a time, and coarse points can be built from finer rows.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Agg {
     pub n: u64,
     pub cpu: Option<MinMax>,
     pub mem: Option<MinMax>,
+    /// Per-core CPU usage, percent, by core index.
+    pub cores: Vec<Option<MinMax>>,
 }
 
 impl Agg {
@@ -247,13 +266,26 @@ impl Agg {
             n: 1,
             cpu: cpu.map(MinMax::one),
             mem: mem.map(MinMax::one),
+            cores: Vec::new(),
         }
+    }
+
+    /// The same sample with its per-core values.
+    pub fn with_cores(mut self, cores: impl IntoIterator<Item = f64>) -> Self {
+        self.cores = cores.into_iter().map(|v| Some(MinMax::one(v))).collect();
+        self
     }
 
     pub fn merge(&mut self, other: &Agg) {
         self.n += other.n;
         self.cpu = MinMax::merge(self.cpu, other.cpu);
         self.mem = MinMax::merge(self.mem, other.mem);
+        if self.cores.len() < other.cores.len() {
+            self.cores.resize(other.cores.len(), None);
+        }
+        for (mine, theirs) in self.cores.iter_mut().zip(&other.cores) {
+            *mine = MinMax::merge(*mine, *theirs);
+        }
     }
 
     /// The HTTP API's point for this aggregate.
@@ -263,8 +295,61 @@ impl Agg {
             n: self.n,
             cpu: self.cpu.map(MinMax::stat),
             mem_used: self.mem.map(MinMax::stat),
+            cores: self.cores.iter().map(|c| c.map(MinMax::stat)).collect(),
         }
     }
+}
+
+/// `raw.cores`: one little-endian `u16` per core, in hundredths of a percent.
+fn encode_cores(per_core: &[f32]) -> Vec<u8> {
+    per_core
+        .iter()
+        .flat_map(|v| ((v.clamp(0.0, 100.0) * 100.0).round() as u16).to_le_bytes())
+        .collect()
+}
+
+fn decode_cores(blob: &[u8]) -> impl Iterator<Item = f64> + '_ {
+    blob.chunks_exact(2)
+        .map(|b| f64::from(u16::from_le_bytes([b[0], b[1]])) / 100.0)
+}
+
+/// Bytes per core in a rollup's `cores` blob: `u32 n, f32 sum, f32 min, f32 max`.
+const CORE_AGG_BYTES: usize = 16;
+
+/// A rollup's `cores` blob (`None` when no sample had per-core values).
+fn encode_core_aggs(cores: &[Option<MinMax>]) -> Option<Vec<u8>> {
+    if cores.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(cores.len() * CORE_AGG_BYTES);
+    for c in cores {
+        let m = c.unwrap_or(MinMax {
+            n: 0,
+            sum: 0.0,
+            min: 0.0,
+            max: 0.0,
+        });
+        out.extend_from_slice(&u32::try_from(m.n).unwrap_or(u32::MAX).to_le_bytes());
+        for v in [m.sum, m.min, m.max] {
+            out.extend_from_slice(&(v as f32).to_le_bytes());
+        }
+    }
+    Some(out)
+}
+
+fn decode_core_aggs(blob: &[u8]) -> Vec<Option<MinMax>> {
+    let f = |b: &[u8]| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    blob.chunks_exact(CORE_AGG_BYTES)
+        .map(|c| {
+            let n = u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+            (n > 0).then(|| MinMax {
+                n,
+                sum: f(&c[4..8]),
+                min: f(&c[8..12]),
+                max: f(&c[12..16]),
+            })
+        })
+        .collect()
 }
 
 /// Start of the `width_ms` bucket holding `ts_ms`.
@@ -371,7 +456,8 @@ CREATE TABLE IF NOT EXISTS agents (
     run_id TEXT NOT NULL,
     run_key INTEGER NOT NULL DEFAULT 0,
     last_seq INTEGER NOT NULL DEFAULT 0,
-    latest TEXT
+    latest TEXT,
+    rolled_upto INTEGER NOT NULL DEFAULT 0
 );
 CREATE TABLE IF NOT EXISTS runs (
     key INTEGER PRIMARY KEY,
@@ -385,7 +471,8 @@ CREATE TABLE IF NOT EXISTS raw (
     run INTEGER NOT NULL,
     seq INTEGER NOT NULL,
     cpu REAL,
-    mem INTEGER
+    mem INTEGER,
+    cores BLOB
 );
 CREATE UNIQUE INDEX IF NOT EXISTS raw_run_seq ON raw (run, seq);
 CREATE INDEX IF NOT EXISTS raw_agent_ts ON raw (agent, ts_ms);
@@ -396,15 +483,15 @@ fn rollup_schema(table: &str) -> String {
         "CREATE TABLE IF NOT EXISTS {table} (
             agent INTEGER NOT NULL, ts_ms INTEGER NOT NULL, n INTEGER NOT NULL,
             cpu_n INTEGER NOT NULL, cpu_sum REAL, cpu_min REAL, cpu_max REAL,
-            mem_n INTEGER NOT NULL, mem_sum REAL, mem_min REAL, mem_max REAL,
+            mem_n INTEGER NOT NULL, mem_sum REAL, mem_min REAL, mem_max REAL, cores BLOB,
             PRIMARY KEY (agent, ts_ms)) WITHOUT ROWID;"
     )
 }
 
-const SCHEMA_VERSION: &str = "1";
+const SCHEMA_VERSION: &str = "2";
 
 fn open_db(path: &Path) -> rusqlite::Result<Connection> {
-    let conn = Connection::open(path)?;
+    let mut conn = Connection::open(path)?;
     // WAL: readers (the HTTP API) never block the writer, and a commit is one append to the
     // log. NORMAL: a commit survives the process dying at any point (SIGKILL, panic); only a
     // power loss or kernel crash can lose the last commits before a checkpoint.
@@ -420,13 +507,110 @@ fn open_db(path: &Path) -> rusqlite::Result<Connection> {
             r.get(0)
         })
         .optional()?;
-    if version.is_none() {
-        conn.execute(
-            "INSERT INTO meta (key, value) VALUES ('schema', ?1)",
-            [SCHEMA_VERSION],
-        )?;
+    match version.as_deref() {
+        None => {
+            conn.execute(
+                "INSERT INTO meta (key, value) VALUES ('schema', ?1)",
+                [SCHEMA_VERSION],
+            )?;
+        }
+        Some("1") => upgrade_from_1(&mut conn)?,
+        Some(_) => {}
     }
     Ok(conn)
+}
+
+/// Version 1 had no per-core columns and wrote every rollup with its raw row, so all of its
+/// raw rows are in the rollups.
+fn upgrade_from_1(conn: &mut Connection) -> rusqlite::Result<()> {
+    let tx = conn.transaction()?;
+    tx.execute_batch(
+        "ALTER TABLE raw ADD COLUMN cores BLOB;
+         ALTER TABLE agents ADD COLUMN rolled_upto INTEGER NOT NULL DEFAULT 0;",
+    )?;
+    for tier in Tier::ROLLUPS {
+        tx.execute_batch(&format!(
+            "ALTER TABLE {} ADD COLUMN cores BLOB;",
+            tier.table()
+        ))?;
+    }
+    let top: i64 = tx.query_row("SELECT coalesce(max(rowid), 0) FROM raw", [], |r| r.get(0))?;
+    tx.execute("UPDATE agents SET rolled_upto = ?1", [top])?;
+    set_meta(&tx, "repair_from", top)?;
+    tx.execute(
+        "UPDATE meta SET value = ?1 WHERE key = 'schema'",
+        [SCHEMA_VERSION],
+    )?;
+    tx.commit()?;
+    tracing::info!("store: database upgraded to schema {SCHEMA_VERSION} (per-core history)");
+    Ok(())
+}
+
+fn set_meta(conn: &Connection, key: &str, value: i64) -> rusqlite::Result<()> {
+    conn.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
+        .execute(params![key, value.to_string()])?;
+    Ok(())
+}
+
+fn get_meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
+    let v: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+        .optional()?;
+    Ok(v.and_then(|v| v.parse().ok()))
+}
+
+/// Puts into the rollups every raw row a crash kept out of them (see the module
+/// documentation); returns how many rows that was.
+fn repair(conn: &mut Connection) -> rusqlite::Result<usize> {
+    let tx = conn.transaction()?;
+    let from = get_meta(&tx, "repair_from")?.unwrap_or(0);
+    let mut rolled: HashMap<i64, i64> = HashMap::new();
+    {
+        let mut q = tx.prepare("SELECT key, rolled_upto FROM agents")?;
+        for row in q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))? {
+            let (k, upto) = row?;
+            rolled.insert(k, upto);
+        }
+    }
+    let mut missing: HashMap<i64, Pending> = HashMap::new();
+    {
+        let mut q = tx.prepare(
+            "SELECT rowid, agent, ts_ms, cpu, mem, cores FROM raw WHERE rowid > ?1 ORDER BY rowid",
+        )?;
+        let mut rows = q.query([from])?;
+        while let Some(r) = rows.next()? {
+            let (rowid, agent): (i64, i64) = (r.get(0)?, r.get(1)?);
+            if rowid <= rolled.get(&agent).copied().unwrap_or(0) {
+                continue;
+            }
+            let agg = raw_agg(r, 3)?;
+            missing
+                .entry(agent)
+                .or_insert_with(|| Pending::new(Instant::now()))
+                .add(u64_of(r.get(2)?), &agg, rowid);
+        }
+    }
+    let mut n = 0;
+    for (agent, p) in &missing {
+        n += p.rows;
+        write_pending(&tx, *agent, p)?;
+    }
+    let top: i64 = tx.query_row("SELECT coalesce(max(rowid), 0) FROM raw", [], |r| r.get(0))?;
+    set_meta(&tx, "repair_from", top)?;
+    tx.commit()?;
+    Ok(n)
+}
+
+/// The aggregate of one raw row, whose `cpu, mem, cores` columns start at `at`.
+fn raw_agg(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Agg> {
+    let agg = Agg::sample(
+        r.get(at)?,
+        r.get::<_, Option<i64>>(at + 1)?.map(|m| m as f64),
+    );
+    Ok(match r.get_ref(at + 2)?.as_blob_or_null()? {
+        Some(blob) => agg.with_cores(decode_cores(blob)),
+        None => agg,
+    })
 }
 
 fn u64_of(v: i64) -> u64 {
@@ -475,11 +659,13 @@ fn load(conn: &Connection, ring: usize) -> rusqlite::Result<Vec<Restored>> {
             )?
             .collect::<rusqlite::Result<_>>()?;
         pts.reverse();
+        // Raw rows are written before the agent's row catches up (at most ROLLUP_DELAY later).
+        let newest = pts.last().map_or(0, |p| p.0);
         out.push(Restored {
             hello,
             ip,
             latest,
-            last_seq: u64_of(last_seq),
+            last_seq: u64_of(last_seq).max(newest),
             points: pts,
         });
     }
@@ -492,6 +678,81 @@ fn load(conn: &Connection, ring: usize) -> rusqlite::Result<Vec<Restored>> {
 enum Op {
     Attach(Attach),
     Append(Append),
+}
+
+/// The newest sample of one agent run not yet in the agent's row.
+#[derive(Clone)]
+struct Latest {
+    run: i64,
+    seq: u64,
+    metrics: Metrics,
+}
+
+/// What one agent's rollups and row still lack: samples on disk in `raw`, not yet in the
+/// rollup tables.
+#[derive(Clone)]
+struct Pending {
+    /// When the first of them was added (it is written [`ROLLUP_DELAY`] later).
+    since: Instant,
+    /// Per (tier, bucket start): the aggregate of those samples.
+    rollups: HashMap<(Tier, u64), Agg>,
+    /// Rowid of the first and the newest of those raw rows (`i64::MAX` and 0 while none).
+    first_row: i64,
+    last_row: i64,
+    rows: usize,
+    latest: Option<Latest>,
+}
+
+impl Pending {
+    fn new(since: Instant) -> Self {
+        Self {
+            since,
+            rollups: HashMap::new(),
+            first_row: i64::MAX,
+            last_row: 0,
+            rows: 0,
+            latest: None,
+        }
+    }
+
+    fn add(&mut self, ts_ms: u64, agg: &Agg, rowid: i64) {
+        for tier in Tier::ROLLUPS {
+            self.rollups
+                .entry((tier, bucket_start(ts_ms, tier.bucket_ms())))
+                .or_default()
+                .merge(agg);
+        }
+        self.first_row = self.first_row.min(rowid);
+        self.last_row = self.last_row.max(rowid);
+        self.rows += 1;
+    }
+
+    fn note_latest(&mut self, run: i64, metrics: &Metrics) {
+        let newer = match &self.latest {
+            Some(l) => l.run != run || metrics.seq > l.seq,
+            None => true,
+        };
+        if newer {
+            self.latest = Some(Latest {
+                run,
+                seq: metrics.seq,
+                metrics: metrics.clone(),
+            });
+        }
+    }
+
+    /// Adds what a later batch brought.
+    fn absorb(&mut self, later: Pending) {
+        for (k, agg) in later.rollups {
+            self.rollups.entry(k).or_default().merge(&agg);
+        }
+        self.first_row = self.first_row.min(later.first_row);
+        self.last_row = self.last_row.max(later.last_row);
+        self.rows += later.rows;
+        if later.latest.is_some() {
+            self.latest = later.latest;
+        }
+    }
 }
 
 /// See the module documentation.
@@ -507,13 +768,22 @@ pub struct Store {
     agent_keys: HashMap<String, i64>,
     /// (agents.key, run id) → runs.key
     run_keys: HashMap<(i64, String), i64>,
+    /// Rowid of the next raw row.
+    next_row: i64,
+    /// Per agent key: committed samples not yet in the rollups.
+    pending: HashMap<i64, Pending>,
+    /// Agent keys in the order they became pending (entries may be stale).
+    pending_order: VecDeque<(Instant, i64)>,
+    /// Where the next retention slice starts, in the sorted agent keys.
+    expire_cursor: usize,
     /// Set when the last commit failed: the batch is kept and retried.
     failing: bool,
 }
 
 impl Store {
-    /// Creates the data directory if missing, takes its lock, opens (or creates) the database
-    /// and reads what the last server left: every agent with up to `ring` recent samples.
+    /// Creates the data directory if missing, takes its lock, opens (or creates) the database,
+    /// puts into the rollups what a crash kept out of them, and reads what the last server
+    /// left: every agent with up to `ring` recent samples.
     pub fn open(config: &StoreConfig, ring: usize) -> crate::Result<(Store, Vec<Restored>)> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|e| {
@@ -537,8 +807,16 @@ impl Store {
         let path = dir.join(DB_FILE);
         let db_err =
             |e: rusqlite::Error| crate::Error::Other(format!("database {}: {e}", path.display()));
-        let conn = open_db(&path).map_err(db_err)?;
+        let mut conn = open_db(&path).map_err(db_err)?;
+        let repaired = repair(&mut conn).map_err(db_err)?;
+        if repaired > 0 {
+            tracing::info!("store: {repaired} recent sample(s) added to the rollups after a crash");
+        }
         let restored = load(&conn, ring).map_err(db_err)?;
+        let top: i64 = conn
+            .query_row("SELECT coalesce(max(rowid), 0) FROM raw", [], |r| r.get(0))
+            .map_err(db_err)?;
+        let next_row = (top + 1).max(get_meta(&conn, "next_row").map_err(db_err)?.unwrap_or(1));
         let mut store = Store {
             conn,
             retention: config.retention,
@@ -548,6 +826,10 @@ impl Store {
             subscriber: None,
             agent_keys: HashMap::new(),
             run_keys: HashMap::new(),
+            next_row,
+            pending: HashMap::new(),
+            pending_order: VecDeque::new(),
+            expire_cursor: 0,
             failing: false,
         };
         store.load_keys().map_err(db_err)?;
@@ -563,36 +845,53 @@ impl Store {
         Ok(())
     }
 
-    /// Commits the batch in one transaction; returns the durable seqs to announce.
-    fn commit(&mut self) -> rusqlite::Result<Vec<DurableSeq>> {
+    /// Commits the batch in one transaction, with the rollups of every agent whose pending
+    /// samples are due (all of them with `everything`); returns the durable seqs to announce.
+    fn commit_with(&mut self, everything: bool) -> rusqlite::Result<Vec<DurableSeq>> {
         let batch = std::mem::take(&mut self.batch);
-        let result = write_batch(
-            &mut self.conn,
-            &batch,
-            &mut self.agent_keys,
-            &mut self.run_keys,
-        );
-        if result.is_err() {
-            // Nothing of it was committed: keep it (in order, ahead of newer writes) and retry.
-            // The agents get no ack meanwhile and keep the samples themselves.
-            let newer = std::mem::replace(&mut self.batch, batch);
-            self.batch.extend(newer);
-            // The key caches may name rows of the rolled-back transaction.
-            self.agent_keys.clear();
-            self.run_keys.clear();
-            let _ = self.load_keys();
+        let now = Instant::now();
+        let due: Vec<i64> = if everything {
+            self.pending.keys().copied().collect()
+        } else {
+            self.pending_order
+                .iter()
+                .take_while(|(since, _)| now.duration_since(*since) >= ROLLUP_DELAY)
+                .map(|(_, k)| *k)
+                .filter(|k| self.pending.contains_key(k))
+                .collect()
+        };
+        let next_row = self.next_row;
+        let result = write_batch(self, &batch, &due, everything, now);
+        match result {
+            Ok(durable) => Ok(durable),
+            Err(e) => {
+                // Nothing of it was committed: keep it (in order, ahead of newer writes) and
+                // retry. The agents get no ack meanwhile and keep the samples themselves.
+                let newer = std::mem::replace(&mut self.batch, batch);
+                self.batch.extend(newer);
+                self.next_row = next_row;
+                // The key caches may name rows of the rolled-back transaction.
+                self.agent_keys.clear();
+                self.run_keys.clear();
+                let _ = self.load_keys();
+                Err(e)
+            }
         }
-        result
     }
 
-    fn flush(&mut self) -> bool {
+    fn flush_with(&mut self, everything: bool) -> bool {
         self.flush_armed = false;
-        if self.batch.is_empty() {
+        let nothing_due = if everything {
+            self.pending.is_empty()
+        } else {
+            !self.due()
+        };
+        if self.batch.is_empty() && nothing_due {
             return true;
         }
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let n = self.batch.len();
-        match self.commit() {
+        match self.commit_with(everything) {
             Ok(durable) => {
                 if self.failing {
                     tracing::info!("store: writing again");
@@ -618,6 +917,17 @@ impl Store {
         }
     }
 
+    fn flush(&mut self) -> bool {
+        self.flush_with(false)
+    }
+
+    /// Whether some agent's pending rollups are due.
+    fn due(&self) -> bool {
+        self.pending_order
+            .front()
+            .is_some_and(|(since, _)| since.elapsed() >= ROLLUP_DELAY)
+    }
+
     fn arm(&mut self, ctx: &mut Context<Self>) {
         if self.batch.len() >= MAX_BATCH {
             self.flush();
@@ -636,13 +946,21 @@ impl Store {
         }
     }
 
-    /// One bounded pass over every tier and agent; true if old rows remain.
+    /// Deletes old rows of the next slice of agents (enough slices per [`RETENTION_EVERY`] to
+    /// visit every agent), each in bounded batches; true if some of them still have old rows.
     fn expire(&mut self, now_ms: u64) -> bool {
-        let keys: Vec<i64> = self.agent_keys.values().copied().collect();
+        let mut keys: Vec<i64> = self.agent_keys.values().copied().collect();
+        keys.sort_unstable();
+        let ticks = (RETENTION_EVERY.as_millis() / RETENTION_TICK.as_millis()).max(1) as usize;
+        let slice = keys.len().div_ceil(ticks).max(1);
+        if self.expire_cursor >= keys.len() {
+            self.expire_cursor = 0;
+        }
+        let end = (self.expire_cursor + slice).min(keys.len());
         let mut more = false;
-        for tier in Tier::ALL {
-            let horizon = i64_of(self.retention.horizon(tier, now_ms));
-            for &agent in &keys {
+        for &agent in &keys[self.expire_cursor..end] {
+            for tier in Tier::ALL {
+                let horizon = i64_of(self.retention.horizon(tier, now_ms));
                 match delete_before(&self.conn, tier, agent, horizon) {
                     Ok(n) => more |= n >= DELETE_BATCH,
                     Err(e) => {
@@ -652,6 +970,10 @@ impl Store {
                 }
             }
         }
+        // With a backlog, the same slice comes again after RETENTION_BACKLOG.
+        if !more {
+            self.expire_cursor = end;
+        }
         more
     }
 
@@ -660,7 +982,7 @@ impl Store {
             let next = if this.expire(now_ms()) {
                 RETENTION_BACKLOG
             } else {
-                RETENTION_EVERY
+                RETENTION_TICK
             };
             this.schedule_expiry(next, ctx);
         });
@@ -679,24 +1001,26 @@ fn delete_before(
     // The timestamp of the DELETE_BATCH-th oldest row bounds this pass (rows sharing it go
     // too; without one, fewer than DELETE_BATCH rows are old).
     let bound: Option<i64> = conn
+        .prepare_cached(&format!(
+            "SELECT ts_ms FROM {table} WHERE agent = ?1 AND ts_ms < ?2 \
+             ORDER BY ts_ms LIMIT 1 OFFSET ?3"
+        ))?
         .query_row(
-            &format!(
-                "SELECT ts_ms FROM {table} WHERE agent = ?1 AND ts_ms < ?2 \
-                 ORDER BY ts_ms LIMIT 1 OFFSET ?3"
-            ),
             params![agent, horizon, i64_of(DELETE_BATCH as u64 - 1)],
             |r| r.get(0),
         )
         .optional()?;
     match bound {
-        Some(upto) => conn.execute(
-            &format!("DELETE FROM {table} WHERE agent = ?1 AND ts_ms <= ?2"),
-            params![agent, upto],
-        ),
-        None => conn.execute(
-            &format!("DELETE FROM {table} WHERE agent = ?1 AND ts_ms < ?2"),
-            params![agent, horizon],
-        ),
+        Some(upto) => conn
+            .prepare_cached(&format!(
+                "DELETE FROM {table} WHERE agent = ?1 AND ts_ms <= ?2"
+            ))?
+            .execute(params![agent, upto]),
+        None => conn
+            .prepare_cached(&format!(
+                "DELETE FROM {table} WHERE agent = ?1 AND ts_ms < ?2"
+            ))?
+            .execute(params![agent, horizon]),
     }
 }
 
@@ -709,7 +1033,8 @@ fn agent_key(
         return Ok(Some(*k));
     }
     let k: Option<i64> = tx
-        .query_row("SELECT key FROM agents WHERE id = ?1", [id], |r| r.get(0))
+        .prepare_cached("SELECT key FROM agents WHERE id = ?1")?
+        .query_row([id], |r| r.get(0))
         .optional()?;
     if let Some(k) = k {
         keys.insert(id.to_string(), k);
@@ -717,61 +1042,89 @@ fn agent_key(
     Ok(k)
 }
 
-/// The newest sample of one agent run in a batch.
-struct Newest<'a> {
-    agent_id: String,
-    run_id: String,
-    seq: u64,
-    latest: Option<&'a Metrics>,
-}
-
-/// Writes one batch in one transaction.
-fn write_batch(
-    conn: &mut Connection,
-    batch: &[Op],
+/// Records an agent's hello and makes its run current.
+fn attach(
+    tx: &rusqlite::Transaction<'_>,
+    a: &Attach,
     agent_keys: &mut HashMap<String, i64>,
     run_keys: &mut HashMap<(i64, String), i64>,
+) -> rusqlite::Result<()> {
+    let hello = serde_json::to_string(&a.hello)
+        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+    tx.prepare_cached(
+        "INSERT INTO agents (id, hello, ip, run_id) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT (id) DO UPDATE SET hello = excluded.hello, ip = excluded.ip,
+           last_seq = CASE WHEN run_id = excluded.run_id THEN last_seq ELSE 0 END,
+           latest = CASE WHEN run_id = excluded.run_id THEN latest ELSE NULL END,
+           run_id = excluded.run_id",
+    )?
+    .execute(params![a.hello.agent_id, hello, a.ip, a.hello.run_id])?;
+    let Some(agent) = agent_key(tx, agent_keys, &a.hello.agent_id)? else {
+        return Ok(());
+    };
+    tx.prepare_cached("INSERT OR IGNORE INTO runs (agent, run_id) VALUES (?1, ?2)")?
+        .execute(params![agent, a.hello.run_id])?;
+    let run: i64 = tx
+        .prepare_cached("SELECT key FROM runs WHERE agent = ?1 AND run_id = ?2")?
+        .query_row(params![agent, a.hello.run_id], |r| r.get(0))?;
+    run_keys.insert((agent, a.hello.run_id.clone()), run);
+    tx.prepare_cached("UPDATE agents SET run_key = ?1 WHERE key = ?2")?
+        .execute(params![run, agent])?;
+    Ok(())
+}
+
+/// Writes one agent's pending rollups and last-known state.
+fn write_pending(tx: &rusqlite::Transaction<'_>, agent: i64, p: &Pending) -> rusqlite::Result<()> {
+    for ((tier, ts), agg) in &p.rollups {
+        merge_rollup(tx, *tier, agent, *ts, agg)?;
+    }
+    if let Some(l) = &p.latest {
+        let latest = serde_json::to_string(&l.metrics)
+            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+        tx.prepare_cached(
+            "UPDATE agents SET latest = CASE WHEN ?3 > last_seq THEN ?4 ELSE latest END,
+                               last_seq = max(last_seq, ?3)
+             WHERE key = ?1 AND run_key = ?2",
+        )?
+        .execute(params![agent, l.run, i64_of(l.seq), latest])?;
+    }
+    tx.prepare_cached("UPDATE agents SET rolled_upto = max(rolled_upto, ?2) WHERE key = ?1")?
+        .execute(params![agent, p.last_row])?;
+    Ok(())
+}
+
+/// Writes one batch, and the pending rollups of the `due` agents, in one transaction. On
+/// success the store's pending state takes what the batch added; on error it is unchanged
+/// (the caller restores `next_row` and keeps the batch).
+fn write_batch(
+    store: &mut Store,
+    batch: &[Op],
+    due: &[i64],
+    everything: bool,
+    now: Instant,
 ) -> rusqlite::Result<Vec<DurableSeq>> {
+    let Store {
+        conn,
+        agent_keys,
+        run_keys,
+        next_row,
+        pending,
+        pending_order,
+        ..
+    } = store;
     let tx = conn.transaction()?;
-    // Per (agent key, run key): highest seq written (or found already there), and the sample
-    // with it.
-    let mut highest: HashMap<(i64, i64), Newest<'_>> = HashMap::new();
-    let mut rollups: HashMap<(Tier, i64, u64), Agg> = HashMap::new();
+    // Per (agent key, run key): the highest seq in the batch.
+    let mut highest: HashMap<(i64, i64), DurableSeq> = HashMap::new();
+    // Per agent key: what this batch adds to its pending rollups.
+    let mut added: HashMap<i64, Pending> = HashMap::new();
     {
         let mut insert_raw = tx.prepare_cached(
-            "INSERT OR IGNORE INTO raw (agent, ts_ms, run, seq, cpu, mem) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            "INSERT OR IGNORE INTO raw (rowid, agent, ts_ms, run, seq, cpu, mem, cores)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
         )?;
         for op in batch {
             match op {
-                Op::Attach(a) => {
-                    let hello = serde_json::to_string(&a.hello)
-                        .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-                    tx.execute(
-                        "INSERT INTO agents (id, hello, ip, run_id) VALUES (?1, ?2, ?3, ?4)
-                         ON CONFLICT (id) DO UPDATE SET hello = excluded.hello, ip = excluded.ip,
-                           last_seq = CASE WHEN run_id = excluded.run_id THEN last_seq ELSE 0 END,
-                           latest = CASE WHEN run_id = excluded.run_id THEN latest ELSE NULL END,
-                           run_id = excluded.run_id",
-                        params![a.hello.agent_id, hello, a.ip, a.hello.run_id],
-                    )?;
-                    let Some(agent) = agent_key(&tx, agent_keys, &a.hello.agent_id)? else {
-                        continue;
-                    };
-                    tx.execute(
-                        "INSERT OR IGNORE INTO runs (agent, run_id) VALUES (?1, ?2)",
-                        params![agent, a.hello.run_id],
-                    )?;
-                    let run: i64 = tx.query_row(
-                        "SELECT key FROM runs WHERE agent = ?1 AND run_id = ?2",
-                        params![agent, a.hello.run_id],
-                        |r| r.get(0),
-                    )?;
-                    run_keys.insert((agent, a.hello.run_id.clone()), run);
-                    tx.execute(
-                        "UPDATE agents SET run_key = ?1 WHERE key = ?2",
-                        params![run, agent],
-                    )?;
-                }
+                Op::Attach(a) => attach(&tx, a, agent_keys, run_keys)?,
                 Op::Append(s) => {
                     // An Append always follows its Attach (same sender, same mailbox).
                     let Some(agent) = agent_key(&tx, agent_keys, &s.agent_id)? else {
@@ -782,62 +1135,89 @@ fn write_batch(
                     };
                     let m = &s.metrics;
                     let cpu = m.cpu.as_ref().map(|c| f64::from(c.total));
+                    let cores = m.cpu.as_ref().map(|c| encode_cores(&c.per_core));
                     let mem = m.memory.map(|mem| mem.used);
-                    let added = insert_raw.execute(params![
+                    let rowid = *next_row;
+                    let inserted = insert_raw.execute(params![
+                        rowid,
                         agent,
                         i64_of(m.ts_ms),
                         run,
                         i64_of(m.seq),
                         cpu,
-                        mem.map(i64_of)
-                    ])?;
-                    if added == 1 {
-                        for tier in Tier::ROLLUPS {
-                            rollups
-                                .entry((tier, agent, bucket_start(m.ts_ms, tier.bucket_ms())))
-                                .or_default()
-                                .merge(&Agg::sample(cpu, mem.map(|v| v as f64)));
+                        mem.map(i64_of),
+                        cores
+                    ])? == 1;
+                    let p = added.entry(agent).or_insert_with(|| Pending::new(now));
+                    if inserted {
+                        *next_row += 1;
+                        let mut agg = Agg::sample(cpu, mem.map(|v| v as f64));
+                        if let Some(c) = &m.cpu {
+                            agg = agg.with_cores(c.per_core.iter().map(|&v| f64::from(v)));
                         }
+                        p.add(m.ts_ms, &agg, rowid);
                     }
-                    let e = highest.entry((agent, run)).or_insert_with(|| Newest {
+                    p.note_latest(run, m);
+                    let e = highest.entry((agent, run)).or_insert_with(|| DurableSeq {
                         agent_id: s.agent_id.clone(),
                         run_id: s.run_id.clone(),
                         seq: 0,
-                        latest: None,
                     });
-                    if m.seq > e.seq {
-                        e.seq = m.seq;
-                        e.latest = Some(m);
-                    }
+                    e.seq = e.seq.max(m.seq);
                 }
             }
         }
     }
-    for ((tier, agent, ts), agg) in &rollups {
-        merge_rollup(&tx, *tier, *agent, *ts, agg)?;
+    // The due agents: everything pending plus what this batch added. `pending` itself changes
+    // only once the transaction is committed.
+    let mut due: HashSet<i64> = due.iter().copied().collect();
+    if everything {
+        due.extend(added.keys().copied());
     }
-    for ((agent, run), newest) in &highest {
-        let latest = newest
-            .latest
-            .map(serde_json::to_string)
-            .transpose()
-            .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
-        tx.execute(
-            "UPDATE agents SET latest = CASE WHEN ?3 > last_seq THEN ?4 ELSE latest END,
-                               last_seq = max(last_seq, ?3)
-             WHERE key = ?1 AND run_key = ?2",
-            params![agent, run, i64_of(newest.seq), latest],
-        )?;
+    for &agent in &due {
+        match (pending.get(&agent), added.remove(&agent)) {
+            (Some(p), Some(more)) => {
+                let mut whole = p.clone();
+                whole.absorb(more);
+                write_pending(&tx, agent, &whole)?;
+            }
+            (Some(p), None) => write_pending(&tx, agent, p)?,
+            (None, Some(more)) => write_pending(&tx, agent, &more)?,
+            (None, None) => {}
+        }
     }
+    // Below this rowid every raw row is in the rollups (after this transaction).
+    let oldest_pending = pending
+        .iter()
+        .filter(|(k, _)| !due.contains(k))
+        .map(|(_, p)| p)
+        .chain(added.values())
+        .map(|p| p.first_row)
+        .min()
+        .unwrap_or(i64::MAX)
+        .min(*next_row);
+    set_meta(&tx, "repair_from", oldest_pending - 1)?;
+    set_meta(&tx, "next_row", *next_row)?;
     tx.commit()?;
-    Ok(highest
-        .into_values()
-        .map(|n| DurableSeq {
-            agent_id: n.agent_id,
-            run_id: n.run_id,
-            seq: n.seq,
-        })
-        .collect())
+    for agent in &due {
+        pending.remove(agent);
+    }
+    while pending_order
+        .front()
+        .is_some_and(|(since, k)| pending.get(k).is_none_or(|p| p.since != *since))
+    {
+        pending_order.pop_front();
+    }
+    for (agent, more) in added {
+        match pending.get_mut(&agent) {
+            Some(p) => p.absorb(more),
+            None => {
+                pending_order.push_back((more.since, agent));
+                pending.insert(agent, more);
+            }
+        }
+    }
+    Ok(highest.into_values().collect())
 }
 
 /// Adds `agg` to the rollup row `(agent, ts)` of `tier`.
@@ -851,7 +1231,7 @@ fn merge_rollup(
     let table = tier.table();
     let old = tx
         .prepare_cached(&format!(
-            "SELECT n, cpu_n, cpu_sum, cpu_min, cpu_max, mem_n, mem_sum, mem_min, mem_max
+            "SELECT n, cpu_n, cpu_sum, cpu_min, cpu_max, mem_n, mem_sum, mem_min, mem_max, cores
              FROM {table} WHERE agent = ?1 AND ts_ms = ?2"
         ))?
         .query_row(params![agent, i64_of(ts)], |r| row_agg_at(r, 0))
@@ -866,8 +1246,8 @@ fn merge_rollup(
     let (mn, ms, mmin, mmax) = part(total.mem);
     tx.prepare_cached(&format!(
         "INSERT OR REPLACE INTO {table}
-         (agent, ts_ms, n, cpu_n, cpu_sum, cpu_min, cpu_max, mem_n, mem_sum, mem_min, mem_max)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"
+         (agent, ts_ms, n, cpu_n, cpu_sum, cpu_min, cpu_max, mem_n, mem_sum, mem_min, mem_max, cores)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"
     ))?
     .execute(params![
         agent,
@@ -880,7 +1260,8 @@ fn merge_rollup(
         mn,
         ms,
         mmin,
-        mmax
+        mmax,
+        encode_core_aggs(&total.cores)
     ])?;
     Ok(())
 }
@@ -891,11 +1272,17 @@ impl Actor for Store {
     fn started(&mut self, ctx: &mut Self::Context) {
         // Soon after start (a server that was down for a while has old rows), then regularly.
         self.schedule_expiry(Duration::from_secs(1), ctx);
+        // Rollups come due while no sample arrives too.
+        ctx.run_interval(Duration::from_secs(1), |this, _| {
+            if this.due() && !this.flush_armed {
+                this.flush();
+            }
+        });
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
-        if !self.batch.is_empty() {
-            self.flush();
+        if !self.batch.is_empty() || !self.pending.is_empty() {
+            self.flush_with(true);
         }
     }
 }
@@ -930,7 +1317,7 @@ impl Handler<Flush> for Store {
     type Result = bool;
 
     fn handle(&mut self, _: Flush, _: &mut Self::Context) -> bool {
-        self.flush()
+        self.flush_with(true)
     }
 }
 
@@ -1002,19 +1389,15 @@ impl Reader {
         let range = params![agent, i64_of(from_ms), i64_of(to_ms)];
         let rows: Vec<(u64, Agg)> = if tier == Tier::Raw {
             conn.prepare_cached(
-                "SELECT ts_ms, cpu, mem FROM raw WHERE agent = ?1 AND ts_ms >= ?2 AND ts_ms < ?3",
+                "SELECT ts_ms, cpu, mem, cores FROM raw
+                 WHERE agent = ?1 AND ts_ms >= ?2 AND ts_ms < ?3",
             )?
-            .query_map(range, |r| {
-                Ok((
-                    u64_of(r.get(0)?),
-                    Agg::sample(r.get(1)?, r.get::<_, Option<i64>>(2)?.map(|m| m as f64)),
-                ))
-            })?
+            .query_map(range, |r| Ok((u64_of(r.get(0)?), raw_agg(r, 1)?)))?
             .collect::<rusqlite::Result<_>>()?
         } else {
             conn.prepare_cached(&format!(
-                "SELECT ts_ms, n, cpu_n, cpu_sum, cpu_min, cpu_max, mem_n, mem_sum, mem_min, mem_max
-                 FROM {} WHERE agent = ?1 AND ts_ms >= ?2 AND ts_ms < ?3",
+                "SELECT ts_ms, n, cpu_n, cpu_sum, cpu_min, cpu_max, mem_n, mem_sum, mem_min, mem_max,
+                 cores FROM {} WHERE agent = ?1 AND ts_ms >= ?2 AND ts_ms < ?3",
                 tier.table()
             ))?
             .query_map(range, |r| {
@@ -1032,7 +1415,7 @@ impl Reader {
 }
 
 /// A rollup row's aggregate: columns n, cpu_n, cpu_sum, cpu_min, cpu_max, mem_n, mem_sum,
-/// mem_min, mem_max from column `at` on.
+/// mem_min, mem_max, cores from column `at` on.
 fn row_agg_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Agg> {
     let part = |i: usize| -> rusqlite::Result<Option<MinMax>> {
         let n: i64 = r.get(i)?;
@@ -1056,6 +1439,11 @@ fn row_agg_at(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Agg> {
         n: u64_of(r.get(at)?),
         cpu: part(at + 1)?,
         mem: part(at + 5)?,
+        cores: r
+            .get_ref(at + 9)?
+            .as_blob_or_null()?
+            .map(decode_core_aggs)
+            .unwrap_or_default(),
     })
 }
 
@@ -1182,10 +1570,149 @@ mod tests {
             ts_ms,
             cpu: Some(crate::protocol::Cpu {
                 total: cpu,
-                per_core: vec![cpu],
+                per_core: vec![cpu, 100.0 - cpu],
             }),
             memory: None,
         }
+    }
+
+    fn minute_of(reader: &Reader, from: u64) -> Bucket {
+        let series = reader
+            .history("a1", from, from + 60_000, 60_000, from + 60_000)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("agent missing"));
+        assert_eq!(series.tier, Tier::Min1);
+        assert_eq!(series.points.len(), 1, "{series:?}");
+        series.points[0].clone()
+    }
+
+    fn append(store: &mut Store, run: &str, seqs: std::ops::RangeInclusive<u64>, at: u64) {
+        for seq in seqs {
+            store.batch.push(Op::Append(Append {
+                agent_id: "a1".into(),
+                run_id: run.into(),
+                metrics: metrics(seq, at + seq * 1000, seq as f32),
+            }));
+        }
+    }
+
+    /// A database of the first release (schema 1: no per-core columns) is upgraded in place
+    /// and keeps its history.
+    #[test]
+    fn schema_1_is_upgraded() {
+        let dir = temp_dir("schema1");
+        let config = StoreConfig {
+            data_dir: dir.clone(),
+            retention: Retention::default(),
+        };
+        let now = 10 * H;
+        {
+            let conn = Connection::open(dir.join(DB_FILE)).unwrap_or_else(|e| panic!("{e}"));
+            let rollup = |t: &str| {
+                format!(
+                    "CREATE TABLE {t} (agent INTEGER NOT NULL, ts_ms INTEGER NOT NULL,
+                     n INTEGER NOT NULL, cpu_n INTEGER NOT NULL, cpu_sum REAL, cpu_min REAL,
+                     cpu_max REAL, mem_n INTEGER NOT NULL, mem_sum REAL, mem_min REAL,
+                     mem_max REAL, PRIMARY KEY (agent, ts_ms)) WITHOUT ROWID;"
+                )
+            };
+            let hello = serde_json::to_string(&hello("r1")).unwrap_or_default();
+            conn.execute_batch(&format!(
+                "CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+                 INSERT INTO meta VALUES ('schema', '1');
+                 CREATE TABLE agents (key INTEGER PRIMARY KEY, id TEXT NOT NULL UNIQUE,
+                   hello TEXT NOT NULL, ip TEXT NOT NULL, run_id TEXT NOT NULL,
+                   run_key INTEGER NOT NULL DEFAULT 0, last_seq INTEGER NOT NULL DEFAULT 0,
+                   latest TEXT);
+                 CREATE TABLE runs (key INTEGER PRIMARY KEY, agent INTEGER NOT NULL,
+                   run_id TEXT NOT NULL, UNIQUE (agent, run_id));
+                 CREATE TABLE raw (agent INTEGER NOT NULL, ts_ms INTEGER NOT NULL,
+                   run INTEGER NOT NULL, seq INTEGER NOT NULL, cpu REAL, mem INTEGER);
+                 CREATE UNIQUE INDEX raw_run_seq ON raw (run, seq);
+                 CREATE INDEX raw_agent_ts ON raw (agent, ts_ms);
+                 {} {} {}
+                 INSERT INTO agents VALUES (1, 'a1', '{hello}', '127.0.0.1', 'r1', 1, 1, NULL);
+                 INSERT INTO runs VALUES (1, 1, 'r1');
+                 INSERT INTO raw VALUES (1, {t}, 1, 1, 40.0, NULL);
+                 INSERT INTO rollup_1m VALUES (1, {t}, 1, 1, 40.0, 40.0, 40.0, 0, NULL, NULL, NULL);",
+                rollup("rollup_1m"),
+                rollup("rollup_10m"),
+                rollup("rollup_1h"),
+                t = now + 1000,
+            ))
+            .unwrap_or_else(|e| panic!("{e}"));
+        }
+        let (mut store, restored) = Store::open(&config, 10).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(restored[0].last_seq, 1);
+        store.batch.push(Op::Attach(Attach {
+            hello: hello("r1"),
+            ip: "127.0.0.1".into(),
+        }));
+        append(&mut store, "r1", 2..=2, now);
+        store.commit_with(true).unwrap_or_else(|e| panic!("{e}"));
+        let reader = Reader::open(&config).unwrap_or_else(|e| panic!("{e}"));
+        let m = minute_of(&reader, now);
+        assert_eq!((m.n, m.cpu.map(|c| c.max)), (2, Some(40.0)));
+        assert_eq!(m.cores.len(), 2, "the new sample's cores");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A crash (the store dropped without writing its pending rollups) loses nothing: the
+    /// next open puts the raw rows into the rollups, once.
+    #[test]
+    fn rollups_survive_a_crash_exactly_once() {
+        let dir = temp_dir("crash");
+        let config = StoreConfig {
+            data_dir: dir.clone(),
+            retention: Retention::default(),
+        };
+        let now = 10 * H;
+        let (mut store, _) = Store::open(&config, 10).unwrap_or_else(|e| panic!("{e}"));
+        store.batch.push(Op::Attach(Attach {
+            hello: hello("r1"),
+            ip: "127.0.0.1".into(),
+        }));
+        append(&mut store, "r1", 1..=3, now);
+        store.commit_with(true).unwrap_or_else(|e| panic!("{e}"));
+        append(&mut store, "r1", 4..=6, now);
+        store.commit_with(false).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(store.pending.len(), 1, "4..=6 wait in memory");
+        let reader = Reader::open(&config).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            minute_of(&reader, now).n,
+            3,
+            "only the written part is visible"
+        );
+        drop(store); // the crash: pending rollups of 4..=6 are lost with the process
+
+        let (mut store, restored) = Store::open(&config, 10).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            restored[0].last_seq, 6,
+            "raw rows count, not only the agent row"
+        );
+        let m = minute_of(&reader, now);
+        assert_eq!(m.n, 6);
+        assert_eq!(
+            m.cpu,
+            Some(Stat {
+                avg: 3.5,
+                min: 1.0,
+                max: 6.0
+            })
+        );
+        // New rows after the repair take fresh rowids and are counted once more each.
+        store.batch.push(Op::Attach(Attach {
+            hello: hello("r1"),
+            ip: "127.0.0.1".into(),
+        }));
+        append(&mut store, "r1", 7..=8, now);
+        store.commit_with(false).unwrap_or_else(|e| panic!("{e}"));
+        drop(store);
+        let (_store, _) = Store::open(&config, 10).unwrap_or_else(|e| panic!("{e}"));
+        let m = minute_of(&reader, now);
+        assert_eq!(m.n, 8);
+        assert_eq!(m.cores.len(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]
@@ -1219,7 +1746,7 @@ mod tests {
             run_id: "r1".into(),
             metrics: metrics(3, now + 3000, 99.0),
         }));
-        let durable = store.commit().unwrap_or_else(|e| panic!("{e}"));
+        let durable = store.commit_with(true).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             durable,
             [DurableSeq {
@@ -1249,6 +1776,26 @@ mod tests {
                 min: 10.0,
                 max: 50.0
             })
+        );
+        assert_eq!(
+            minute.points[0].cores,
+            [
+                Some(Stat {
+                    avg: 30.0,
+                    min: 10.0,
+                    max: 50.0
+                }),
+                Some(Stat {
+                    avg: 70.0,
+                    min: 50.0,
+                    max: 90.0
+                })
+            ]
+        );
+        assert_eq!(
+            raw.points[1].cores.len(),
+            2,
+            "raw rows keep per-core values"
         );
         assert_eq!(reader.history("nobody", 0, 1, 1, 1).ok(), Some(None));
         drop(store);
@@ -1286,7 +1833,7 @@ mod tests {
                 metrics: metrics(seq, if seq <= old { seq } else { 2 * H + seq }, 1.0),
             }));
         }
-        store.commit().unwrap_or_else(|e| panic!("{e}"));
+        store.commit_with(true).unwrap_or_else(|e| panic!("{e}"));
         let count = |s: &Store| -> i64 {
             s.conn
                 .query_row("SELECT count(*) FROM raw", [], |r| r.get(0))
@@ -1339,10 +1886,12 @@ mod tests {
                 }));
             }
             if seq % 60 == 0 {
-                store.commit().unwrap_or_else(|e| panic!("{e}"));
+                store
+                    .commit_with(seq % 600 == 0)
+                    .unwrap_or_else(|e| panic!("{e}"));
             }
         }
-        store.commit().unwrap_or_else(|e| panic!("{e}"));
+        store.commit_with(true).unwrap_or_else(|e| panic!("{e}"));
         let _ = store.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
         let bytes = std::fs::metadata(dir.join(DB_FILE)).map_or(0, |m| m.len());
         println!(

@@ -69,6 +69,12 @@ impl Response {
 /// `GET path` on `addr` (`127.0.0.1:PORT`) with `Connection: close`; reads to EOF.
 #[track_caller]
 fn get(addr: &str, path: &str) -> Response {
+    request("GET", addr, path)
+}
+
+/// `method path` on `addr` (`127.0.0.1:PORT`) with `Connection: close`; reads to EOF.
+#[track_caller]
+fn request(method: &str, addr: &str, path: &str) -> Response {
     assert!(
         addr.starts_with(&format!("{LOOPBACK}:")),
         "tests only talk to {LOOPBACK}, not {addr}"
@@ -79,25 +85,26 @@ fn get(addr: &str, path: &str) -> Response {
         .set_read_timeout(Some(DEADLINE))
         .unwrap_or_else(|e| panic!("cannot set a read timeout: {e}"));
     let request = format!(
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: lanmon-it\r\nAccept: */*\r\n\
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: lanmon-it\r\nAccept: */*\r\n\
          Connection: close\r\n\r\n"
     );
     stream
         .write_all(request.as_bytes())
-        .unwrap_or_else(|e| panic!("cannot send GET {path} to {addr}: {e}"));
+        .unwrap_or_else(|e| panic!("cannot send {method} {path} to {addr}: {e}"));
     let mut raw = Vec::new();
     stream
         .read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("GET {path} on {addr}: no complete answer: {e}"));
-    parse_response(&raw).unwrap_or_else(|e| {
+        .unwrap_or_else(|e| panic!("{method} {path} on {addr}: no complete answer: {e}"));
+    parse_response(&raw, method == "HEAD").unwrap_or_else(|e| {
         panic!(
-            "GET {path} on {addr}: {e}\n{}",
+            "{method} {path} on {addr}: {e}\n{}",
             String::from_utf8_lossy(&raw)
         )
     })
 }
 
-fn parse_response(raw: &[u8]) -> Result<Response, String> {
+/// Parses a whole HTTP/1.1 response; the answer to a HEAD request has headers only.
+fn parse_response(raw: &[u8], head_only: bool) -> Result<Response, String> {
     let split = raw
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
@@ -121,7 +128,11 @@ fn parse_response(raw: &[u8]) -> Result<Response, String> {
     let chunked = headers.iter().any(|(k, v)| {
         k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
     });
-    if chunked {
+    if head_only {
+        if !body.is_empty() {
+            return Err(format!("{} bytes of body after HEAD", body.len()));
+        }
+    } else if chunked {
         body = dechunk(&body)?;
     } else if let Some((_, len)) = headers
         .iter()
@@ -244,6 +255,23 @@ fn healthz_answers_200_json() {
     let body = r.json();
     assert_eq!(body["status"], "ok", "{body}");
     assert!(body["version"].is_string(), "{body}");
+}
+
+/// HEAD answers like GET, headers only: what uptime monitors and `curl -I` send.
+#[test]
+fn head_answers_like_get_without_a_body() {
+    let (_server, addr) = http_server(&[]);
+    for path in ["/", "/healthz", "/api/agents", "/metrics"] {
+        let got = get(&addr, path);
+        let head = request("HEAD", &addr, path);
+        assert_eq!((head.status, got.status), (200, 200), "{path}: {head:?}");
+        assert_eq!(
+            head.header("content-type"),
+            got.header("content-type"),
+            "{path}"
+        );
+        assert!(head.body.is_empty(), "{path}: {head:?}");
+    }
 }
 
 /// `GET /api/agents` has the shape of the JSON snapshot (same keys at the top, in `summary`
@@ -666,7 +694,7 @@ impl Prometheus {
         stream.write_all(request.as_bytes()).ok()?;
         let mut raw = Vec::new();
         stream.read_to_end(&mut raw).ok()?;
-        let r = parse_response(&raw).ok()?;
+        let r = parse_response(&raw, false).ok()?;
         (r.status == 200).then(|| r.json())
     }
 }
