@@ -30,6 +30,7 @@ const started = Date.now();
 const children = [];
 let context = null;
 let userDataDir = null;
+let dataDir = null;
 
 function log(msg) {
   console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
@@ -78,11 +79,14 @@ async function stopAll() {
     }))),
   );
   if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
+  if (dataDir) rmSync(dataDir, { recursive: true, force: true });
 }
 
 async function main() {
+  // The server as shipped: with its durable store (in a throwaway directory).
+  dataDir = mkdtempSync(path.join(tmpdir(), "lanmon-browser-data-"));
   const server = run("server", [
-    "--bind", "127.0.0.1:0", "--http", "127.0.0.1:0", "--no-beacon", "--no-store",
+    "--bind", "127.0.0.1:0", "--http", "127.0.0.1:0", "--no-beacon", "--data-dir", dataDir,
     "--report-format", "json", "--report-interval", "1s",
   ]);
   const snapshot = await firstSnapshot(server);
@@ -182,6 +186,8 @@ async function main() {
   await page.waitForFunction(() => Number(document.getElementById("chart-cpu").dataset.points) > 0);
   await page.waitForFunction(() => Number(document.getElementById("chart-mem").dataset.points) > 0);
   await page.waitForFunction(() => Number(document.getElementById("chart-cores").dataset.points) > 0);
+  // Per-core lines come from the store's history (same range and zoom as the CPU chart).
+  await page.waitForFunction(() => document.getElementById("chart-cores").dataset.source === "history");
   // Pixels of the series colour (blue-ish for CPU), not just grid and labels.
   const painted = () => page.$eval("#chart-cpu canvas", (c) => {
     const d = c.getContext("2d").getImageData(0, 0, c.width, c.height).data;

@@ -12,17 +12,19 @@
 //! that a sample is acknowledged to its agent only once it is on disk.
 //!
 //! Writes are batched: the first write after a commit arms a [`FLUSH_DELAY`] timer; when it
-//! fires, everything queued goes into one transaction. A sample costs one prepared `INSERT`
-//! into `raw` there; its contribution to the 1 min / 10 min / 1 h rollups and to the agent's
-//! last-known state is kept in memory per agent and written [`ROLLUP_DELAY`] after the agent's
-//! first pending sample (each agent on its own schedule, so the writes spread out instead of
-//! arriving all at once). Every sample is on disk in `raw` before it is acknowledged; a crash
-//! loses at most the in-memory rollup part, which [`Store::open`] rebuilds from `raw`: raw
-//! rows get their rowid from the store's own counter (never reused), `agents.rolled_upto` is
-//! the newest raw row of the agent already in its rollups, and `meta.repair_from` is a rowid
-//! below which every row is. Old rows are deleted in bounded batches on an index, a slice of
-//! the agents per second ([`RETENTION_EVERY`] to visit all), so dropping a day of data never
-//! holds the database for long.
+//! fires, everything queued goes into one transaction. There a sample costs one append to
+//! `raw_log`, a table without indexes (its last page is the only one written, however many
+//! agents there are), which makes it durable: it is acknowledged after that commit.
+//! [`ROLLUP_DELAY`] after an agent's first logged sample (each agent on its own schedule, so
+//! the work spreads out), its logged samples move in one go into `raw` (indexed by agent and
+//! by run, where one agent's rows share pages, so ten samples cost about what one did) and
+//! into the 1 min / 10 min / 1 h rollups, and its row gets the last-known state; the moved
+//! part of `raw_log` is deleted from its start. A sample already in `raw` (a replay) is
+//! skipped by `raw`'s unique `(run, seq)` and so counted once in the rollups. After a crash,
+//! [`Store::open`] moves whatever `raw_log` still holds the same way. Reads of the raw tier
+//! include `raw_log`; the rollup tiers lag by up to [`ROLLUP_DELAY`]. Old rows are deleted in
+//! bounded batches on an index, a slice of the agents per second ([`RETENTION_EVERY`] to
+//! visit all), so dropping a day of data never holds the database for long.
 //!
 //! Reads for the HTTP API go through a [`Reader`], a separate read-only connection (WAL lets
 //! it read while this actor writes). At startup [`Store::open`] returns what the Registry needs
@@ -30,10 +32,11 @@
 //!
 //! Schema (version 2; a version-1 database is upgraded in place by adding columns):
 //! ```text
-//! meta(key, value)                          schema, repair_from, next_row
-//! agents(key, id, hello JSON, ip, run_id, run_key, last_seq, latest JSON, rolled_upto)
+//! meta(key, value)                          schema version
+//! agents(key, id, hello JSON, ip, run_id, run_key, last_seq, latest JSON)  one per agent id
 //! runs(key, agent, run_id)                  short keys for (agent, run) used by `raw`
 //! raw(agent, ts_ms, run, seq, cpu, mem, cores)   unique (run, seq); index (agent, ts_ms)
+//! raw_log(the same columns)                 no index: samples not yet moved into raw
 //! rollup_1m / rollup_10m / rollup_1h(agent, ts_ms, n, cpu_n, cpu_sum, cpu_min, cpu_max,
 //!                                    mem_n, mem_sum, mem_min, mem_max, cores)
 //!                                                                    key (agent, ts_ms)
@@ -59,10 +62,16 @@ use crate::util::now_ms;
 pub const FLUSH_DELAY: Duration = Duration::from_millis(25);
 /// A batch this large is committed at once, without waiting for [`FLUSH_DELAY`].
 pub const MAX_BATCH: usize = 10_000;
-/// How long an agent's rollups and last-known state may wait in memory before they are
-/// written (its raw samples are written at once). Bounds what a crash makes [`Store::open`]
-/// rebuild, and how far the rollup tiers lag behind `raw`.
+/// How long an agent's samples stay in `raw_log` before they move into `raw` and the rollups.
+/// Longer amortises more page writes per agent; it bounds how far the rollup tiers lag, the
+/// memory the store keeps per agent, and what [`Store::open`] moves after a crash.
 pub const ROLLUP_DELAY: Duration = Duration::from_secs(10);
+/// An agent with this many samples logged moves them without waiting for [`ROLLUP_DELAY`]
+/// (a fast sender: bounds the store's memory per agent and the size of one move).
+pub const MOVE_ROWS: usize = 64;
+/// Most samples moved into `raw` in one transaction (beyond what the batch itself brings),
+/// so that moving never delays a commit, and so an acknowledgement, by much.
+pub const MOVE_BUDGET: usize = 2_048;
 /// Every agent's old rows are looked at once per this period (a slice of the agents per
 /// [`RETENTION_TICK`]).
 pub const RETENTION_EVERY: Duration = Duration::from_secs(60);
@@ -456,8 +465,7 @@ CREATE TABLE IF NOT EXISTS agents (
     run_id TEXT NOT NULL,
     run_key INTEGER NOT NULL DEFAULT 0,
     last_seq INTEGER NOT NULL DEFAULT 0,
-    latest TEXT,
-    rolled_upto INTEGER NOT NULL DEFAULT 0
+    latest TEXT
 );
 CREATE TABLE IF NOT EXISTS runs (
     key INTEGER PRIMARY KEY,
@@ -476,6 +484,15 @@ CREATE TABLE IF NOT EXISTS raw (
 );
 CREATE UNIQUE INDEX IF NOT EXISTS raw_run_seq ON raw (run, seq);
 CREATE INDEX IF NOT EXISTS raw_agent_ts ON raw (agent, ts_ms);
+CREATE TABLE IF NOT EXISTS raw_log (
+    agent INTEGER NOT NULL,
+    ts_ms INTEGER NOT NULL,
+    run INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    cpu REAL,
+    mem INTEGER,
+    cores BLOB
+);
 ";
 
 fn rollup_schema(table: &str) -> String {
@@ -520,23 +537,16 @@ fn open_db(path: &Path) -> rusqlite::Result<Connection> {
     Ok(conn)
 }
 
-/// Version 1 had no per-core columns and wrote every rollup with its raw row, so all of its
-/// raw rows are in the rollups.
+/// Version 1 had no per-core columns and no `raw_log` (which [`SCHEMA`] creates).
 fn upgrade_from_1(conn: &mut Connection) -> rusqlite::Result<()> {
     let tx = conn.transaction()?;
-    tx.execute_batch(
-        "ALTER TABLE raw ADD COLUMN cores BLOB;
-         ALTER TABLE agents ADD COLUMN rolled_upto INTEGER NOT NULL DEFAULT 0;",
-    )?;
+    tx.execute_batch("ALTER TABLE raw ADD COLUMN cores BLOB;")?;
     for tier in Tier::ROLLUPS {
         tx.execute_batch(&format!(
             "ALTER TABLE {} ADD COLUMN cores BLOB;",
             tier.table()
         ))?;
     }
-    let top: i64 = tx.query_row("SELECT coalesce(max(rowid), 0) FROM raw", [], |r| r.get(0))?;
-    tx.execute("UPDATE agents SET rolled_upto = ?1", [top])?;
-    set_meta(&tx, "repair_from", top)?;
     tx.execute(
         "UPDATE meta SET value = ?1 WHERE key = 'schema'",
         [SCHEMA_VERSION],
@@ -546,57 +556,37 @@ fn upgrade_from_1(conn: &mut Connection) -> rusqlite::Result<()> {
     Ok(())
 }
 
-fn set_meta(conn: &Connection, key: &str, value: i64) -> rusqlite::Result<()> {
-    conn.prepare_cached("INSERT OR REPLACE INTO meta (key, value) VALUES (?1, ?2)")?
-        .execute(params![key, value.to_string()])?;
-    Ok(())
-}
-
-fn get_meta(conn: &Connection, key: &str) -> rusqlite::Result<Option<i64>> {
-    let v: Option<String> = conn
-        .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
-        .optional()?;
-    Ok(v.and_then(|v| v.parse().ok()))
-}
-
-/// Puts into the rollups every raw row a crash kept out of them (see the module
-/// documentation); returns how many rows that was.
+/// Moves every row a crash left in `raw_log` into `raw` and the rollups (each once: a row
+/// already in `raw` is skipped); returns how many rows that was.
 fn repair(conn: &mut Connection) -> rusqlite::Result<usize> {
     let tx = conn.transaction()?;
-    let from = get_meta(&tx, "repair_from")?.unwrap_or(0);
-    let mut rolled: HashMap<i64, i64> = HashMap::new();
-    {
-        let mut q = tx.prepare("SELECT key, rolled_upto FROM agents")?;
-        for row in q.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))? {
-            let (k, upto) = row?;
-            rolled.insert(k, upto);
-        }
-    }
-    let mut missing: HashMap<i64, Pending> = HashMap::new();
+    let mut left: HashMap<i64, Pending> = HashMap::new();
     {
         let mut q = tx.prepare(
-            "SELECT rowid, agent, ts_ms, cpu, mem, cores FROM raw WHERE rowid > ?1 ORDER BY rowid",
+            "SELECT agent, ts_ms, run, seq, cpu, mem, cores FROM raw_log ORDER BY rowid",
         )?;
-        let mut rows = q.query([from])?;
+        let mut rows = q.query([])?;
         while let Some(r) = rows.next()? {
-            let (rowid, agent): (i64, i64) = (r.get(0)?, r.get(1)?);
-            if rowid <= rolled.get(&agent).copied().unwrap_or(0) {
-                continue;
-            }
-            let agg = raw_agg(r, 3)?;
-            missing
-                .entry(agent)
-                .or_insert_with(|| Pending::new(Instant::now()))
-                .add(u64_of(r.get(2)?), &agg, rowid);
+            let row = LogRow {
+                ts_ms: u64_of(r.get(1)?),
+                run: r.get(2)?,
+                seq: u64_of(r.get(3)?),
+                cpu: r.get(4)?,
+                mem: r.get(5)?,
+                cores: r.get(6)?,
+            };
+            left.entry(r.get(0)?)
+                .or_insert_with(|| Pending::new(Instant::now(), 0))
+                .rows
+                .push(row);
         }
     }
     let mut n = 0;
-    for (agent, p) in &missing {
-        n += p.rows;
+    for (agent, p) in &left {
+        n += p.rows.len();
         write_pending(&tx, *agent, p)?;
     }
-    let top: i64 = tx.query_row("SELECT coalesce(max(rowid), 0) FROM raw", [], |r| r.get(0))?;
-    set_meta(&tx, "repair_from", top)?;
+    tx.execute("DELETE FROM raw_log", [])?;
     tx.commit()?;
     Ok(n)
 }
@@ -688,67 +678,52 @@ struct Latest {
     metrics: Metrics,
 }
 
-/// What one agent's rollups and row still lack: samples on disk in `raw`, not yet in the
-/// rollup tables.
+/// One sample as stored (`raw` and `raw_log` columns).
+#[derive(Clone)]
+struct LogRow {
+    ts_ms: u64,
+    run: i64,
+    seq: u64,
+    cpu: Option<f64>,
+    mem: Option<i64>,
+    cores: Option<Vec<u8>>,
+}
+
+impl LogRow {
+    fn agg(&self) -> Agg {
+        let agg = Agg::sample(self.cpu, self.mem.map(|m| m as f64));
+        match &self.cores {
+            Some(blob) => agg.with_cores(decode_cores(blob)),
+            None => agg,
+        }
+    }
+}
+
+/// One agent's samples that are in `raw_log` (durable) but not yet in `raw` and the rollups.
 #[derive(Clone)]
 struct Pending {
-    /// When the first of them was added (it is written [`ROLLUP_DELAY`] later).
+    /// When the first of them was logged (they move [`ROLLUP_DELAY`] later).
     since: Instant,
-    /// Per (tier, bucket start): the aggregate of those samples.
-    rollups: HashMap<(Tier, u64), Agg>,
-    /// Rowid of the first and the newest of those raw rows (`i64::MAX` and 0 while none).
-    first_row: i64,
-    last_row: i64,
-    rows: usize,
+    /// Rowid in `raw_log` of the first of them.
+    first_log: i64,
+    rows: Vec<LogRow>,
     latest: Option<Latest>,
 }
 
 impl Pending {
-    fn new(since: Instant) -> Self {
+    fn new(since: Instant, first_log: i64) -> Self {
         Self {
             since,
-            rollups: HashMap::new(),
-            first_row: i64::MAX,
-            last_row: 0,
-            rows: 0,
+            first_log,
+            rows: Vec::new(),
             latest: None,
-        }
-    }
-
-    fn add(&mut self, ts_ms: u64, agg: &Agg, rowid: i64) {
-        for tier in Tier::ROLLUPS {
-            self.rollups
-                .entry((tier, bucket_start(ts_ms, tier.bucket_ms())))
-                .or_default()
-                .merge(agg);
-        }
-        self.first_row = self.first_row.min(rowid);
-        self.last_row = self.last_row.max(rowid);
-        self.rows += 1;
-    }
-
-    fn note_latest(&mut self, run: i64, metrics: &Metrics) {
-        let newer = match &self.latest {
-            Some(l) => l.run != run || metrics.seq > l.seq,
-            None => true,
-        };
-        if newer {
-            self.latest = Some(Latest {
-                run,
-                seq: metrics.seq,
-                metrics: metrics.clone(),
-            });
         }
     }
 
     /// Adds what a later batch brought.
     fn absorb(&mut self, later: Pending) {
-        for (k, agg) in later.rollups {
-            self.rollups.entry(k).or_default().merge(&agg);
-        }
-        self.first_row = self.first_row.min(later.first_row);
-        self.last_row = self.last_row.max(later.last_row);
-        self.rows += later.rows;
+        self.first_log = self.first_log.min(later.first_log);
+        self.rows.extend(later.rows);
         if later.latest.is_some() {
             self.latest = later.latest;
         }
@@ -768,9 +743,7 @@ pub struct Store {
     agent_keys: HashMap<String, i64>,
     /// (agents.key, run id) → runs.key
     run_keys: HashMap<(i64, String), i64>,
-    /// Rowid of the next raw row.
-    next_row: i64,
-    /// Per agent key: committed samples not yet in the rollups.
+    /// Per agent key: samples logged, not yet moved into `raw` and the rollups.
     pending: HashMap<i64, Pending>,
     /// Agent keys in the order they became pending (entries may be stale).
     pending_order: VecDeque<(Instant, i64)>,
@@ -782,8 +755,8 @@ pub struct Store {
 
 impl Store {
     /// Creates the data directory if missing, takes its lock, opens (or creates) the database,
-    /// puts into the rollups what a crash kept out of them, and reads what the last server
-    /// left: every agent with up to `ring` recent samples.
+    /// moves what a crash left in `raw_log` to its place, and reads what the last server left:
+    /// every agent with up to `ring` recent samples.
     pub fn open(config: &StoreConfig, ring: usize) -> crate::Result<(Store, Vec<Restored>)> {
         let dir = &config.data_dir;
         std::fs::create_dir_all(dir).map_err(|e| {
@@ -810,13 +783,11 @@ impl Store {
         let mut conn = open_db(&path).map_err(db_err)?;
         let repaired = repair(&mut conn).map_err(db_err)?;
         if repaired > 0 {
-            tracing::info!("store: {repaired} recent sample(s) added to the rollups after a crash");
+            tracing::info!(
+                "store: moved {repaired} logged sample(s) into the history after a crash"
+            );
         }
         let restored = load(&conn, ring).map_err(db_err)?;
-        let top: i64 = conn
-            .query_row("SELECT coalesce(max(rowid), 0) FROM raw", [], |r| r.get(0))
-            .map_err(db_err)?;
-        let next_row = (top + 1).max(get_meta(&conn, "next_row").map_err(db_err)?.unwrap_or(1));
         let mut store = Store {
             conn,
             retention: config.retention,
@@ -826,7 +797,6 @@ impl Store {
             subscriber: None,
             agent_keys: HashMap::new(),
             run_keys: HashMap::new(),
-            next_row,
             pending: HashMap::new(),
             pending_order: VecDeque::new(),
             expire_cursor: 0,
@@ -845,7 +815,7 @@ impl Store {
         Ok(())
     }
 
-    /// Commits the batch in one transaction, with the rollups of every agent whose pending
+    /// Commits the batch in one transaction, with the move of every agent whose pending
     /// samples are due (all of them with `everything`); returns the durable seqs to announce.
     fn commit_with(&mut self, everything: bool) -> rusqlite::Result<Vec<DurableSeq>> {
         let batch = std::mem::take(&mut self.batch);
@@ -853,30 +823,31 @@ impl Store {
         let due: Vec<i64> = if everything {
             self.pending.keys().copied().collect()
         } else {
+            let mut budget = MOVE_BUDGET;
             self.pending_order
                 .iter()
                 .take_while(|(since, _)| now.duration_since(*since) >= ROLLUP_DELAY)
-                .map(|(_, k)| *k)
-                .filter(|k| self.pending.contains_key(k))
+                .filter_map(|(_, k)| self.pending.get(k).map(|p| (*k, p.rows.len())))
+                .take_while(|(_, rows)| {
+                    let fits = *rows <= budget;
+                    budget = budget.saturating_sub(*rows);
+                    fits
+                })
+                .map(|(k, _)| k)
                 .collect()
         };
-        let next_row = self.next_row;
         let result = write_batch(self, &batch, &due, everything, now);
-        match result {
-            Ok(durable) => Ok(durable),
-            Err(e) => {
-                // Nothing of it was committed: keep it (in order, ahead of newer writes) and
-                // retry. The agents get no ack meanwhile and keep the samples themselves.
-                let newer = std::mem::replace(&mut self.batch, batch);
-                self.batch.extend(newer);
-                self.next_row = next_row;
-                // The key caches may name rows of the rolled-back transaction.
-                self.agent_keys.clear();
-                self.run_keys.clear();
-                let _ = self.load_keys();
-                Err(e)
-            }
+        if result.is_err() {
+            // Nothing of it was committed: keep it (in order, ahead of newer writes) and
+            // retry. The agents get no ack meanwhile and keep the samples themselves.
+            let newer = std::mem::replace(&mut self.batch, batch);
+            self.batch.extend(newer);
+            // The key caches may name rows of the rolled-back transaction.
+            self.agent_keys.clear();
+            self.run_keys.clear();
+            let _ = self.load_keys();
         }
+        result
     }
 
     fn flush_with(&mut self, everything: bool) -> bool {
@@ -1073,9 +1044,37 @@ fn attach(
     Ok(())
 }
 
-/// Writes one agent's pending rollups and last-known state.
+/// Moves one agent's pending samples into `raw` (a sample already there is skipped) and adds
+/// those to the rollups; records its last-known state.
 fn write_pending(tx: &rusqlite::Transaction<'_>, agent: i64, p: &Pending) -> rusqlite::Result<()> {
-    for ((tier, ts), agg) in &p.rollups {
+    let mut rollups: HashMap<(Tier, u64), Agg> = HashMap::new();
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT OR IGNORE INTO raw (agent, ts_ms, run, seq, cpu, mem, cores)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        )?;
+        for row in &p.rows {
+            let inserted = insert.execute(params![
+                agent,
+                i64_of(row.ts_ms),
+                row.run,
+                i64_of(row.seq),
+                row.cpu,
+                row.mem,
+                row.cores
+            ])? == 1;
+            if inserted {
+                let agg = row.agg();
+                for tier in Tier::ROLLUPS {
+                    rollups
+                        .entry((tier, bucket_start(row.ts_ms, tier.bucket_ms())))
+                        .or_default()
+                        .merge(&agg);
+                }
+            }
+        }
+    }
+    for ((tier, ts), agg) in &rollups {
         merge_rollup(tx, *tier, agent, *ts, agg)?;
     }
     if let Some(l) = &p.latest {
@@ -1088,14 +1087,12 @@ fn write_pending(tx: &rusqlite::Transaction<'_>, agent: i64, p: &Pending) -> rus
         )?
         .execute(params![agent, l.run, i64_of(l.seq), latest])?;
     }
-    tx.prepare_cached("UPDATE agents SET rolled_upto = max(rolled_upto, ?2) WHERE key = ?1")?
-        .execute(params![agent, p.last_row])?;
     Ok(())
 }
 
-/// Writes one batch, and the pending rollups of the `due` agents, in one transaction. On
-/// success the store's pending state takes what the batch added; on error it is unchanged
-/// (the caller restores `next_row` and keeps the batch).
+/// Writes one batch into `raw_log`, moves the `due` agents' samples (all, with `everything`)
+/// into `raw` and the rollups, and deletes the part of `raw_log` that has moved, in one
+/// transaction. The store's pending state changes only once it has committed.
 fn write_batch(
     store: &mut Store,
     batch: &[Op],
@@ -1107,7 +1104,6 @@ fn write_batch(
         conn,
         agent_keys,
         run_keys,
-        next_row,
         pending,
         pending_order,
         ..
@@ -1115,12 +1111,13 @@ fn write_batch(
     let tx = conn.transaction()?;
     // Per (agent key, run key): the highest seq in the batch.
     let mut highest: HashMap<(i64, i64), DurableSeq> = HashMap::new();
-    // Per agent key: what this batch adds to its pending rollups.
+    // Per agent key: what this batch logged, and its newest sample (cloned once, below).
     let mut added: HashMap<i64, Pending> = HashMap::new();
+    let mut newest: HashMap<i64, (i64, &Metrics)> = HashMap::new();
     {
-        let mut insert_raw = tx.prepare_cached(
-            "INSERT OR IGNORE INTO raw (rowid, agent, ts_ms, run, seq, cpu, mem, cores)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+        let mut log = tx.prepare_cached(
+            "INSERT INTO raw_log (agent, ts_ms, run, seq, cpu, mem, cores)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         for op in batch {
             match op {
@@ -1134,30 +1131,31 @@ fn write_batch(
                         continue;
                     };
                     let m = &s.metrics;
-                    let cpu = m.cpu.as_ref().map(|c| f64::from(c.total));
-                    let cores = m.cpu.as_ref().map(|c| encode_cores(&c.per_core));
-                    let mem = m.memory.map(|mem| mem.used);
-                    let rowid = *next_row;
-                    let inserted = insert_raw.execute(params![
-                        rowid,
-                        agent,
-                        i64_of(m.ts_ms),
+                    let row = LogRow {
+                        ts_ms: m.ts_ms,
                         run,
-                        i64_of(m.seq),
-                        cpu,
-                        mem.map(i64_of),
-                        cores
-                    ])? == 1;
-                    let p = added.entry(agent).or_insert_with(|| Pending::new(now));
-                    if inserted {
-                        *next_row += 1;
-                        let mut agg = Agg::sample(cpu, mem.map(|v| v as f64));
-                        if let Some(c) = &m.cpu {
-                            agg = agg.with_cores(c.per_core.iter().map(|&v| f64::from(v)));
-                        }
-                        p.add(m.ts_ms, &agg, rowid);
+                        seq: m.seq,
+                        cpu: m.cpu.as_ref().map(|c| f64::from(c.total)),
+                        mem: m.memory.map(|mem| i64_of(mem.used)),
+                        cores: m.cpu.as_ref().map(|c| encode_cores(&c.per_core)),
+                    };
+                    let rowid = log.insert(params![
+                        agent,
+                        i64_of(row.ts_ms),
+                        row.run,
+                        i64_of(row.seq),
+                        row.cpu,
+                        row.mem,
+                        row.cores
+                    ])?;
+                    let p = added
+                        .entry(agent)
+                        .or_insert_with(|| Pending::new(now, rowid));
+                    p.rows.push(row);
+                    let n = newest.entry(agent).or_insert((run, m));
+                    if n.0 != run || m.seq > n.1.seq {
+                        *n = (run, m);
                     }
-                    p.note_latest(run, m);
                     let e = highest.entry((agent, run)).or_insert_with(|| DurableSeq {
                         agent_id: s.agent_id.clone(),
                         run_id: s.run_id.clone(),
@@ -1168,11 +1166,26 @@ fn write_batch(
             }
         }
     }
-    // The due agents: everything pending plus what this batch added. `pending` itself changes
-    // only once the transaction is committed.
+    for (agent, (run, m)) in newest {
+        if let Some(p) = added.get_mut(&agent) {
+            p.latest = Some(Latest {
+                run,
+                seq: m.seq,
+                metrics: m.clone(),
+            });
+        }
+    }
     let mut due: HashSet<i64> = due.iter().copied().collect();
     if everything {
         due.extend(added.keys().copied());
+    } else {
+        let rows = |k: &i64| pending.get(k).map_or(0, |p| p.rows.len());
+        due.extend(
+            added
+                .iter()
+                .filter(|(k, more)| rows(k) + more.rows.len() >= MOVE_ROWS)
+                .map(|(k, _)| *k),
+        );
     }
     for &agent in &due {
         match (pending.get(&agent), added.remove(&agent)) {
@@ -1186,18 +1199,18 @@ fn write_batch(
             (None, None) => {}
         }
     }
-    // Below this rowid every raw row is in the rollups (after this transaction).
-    let oldest_pending = pending
+    // Every log row below the oldest one still pending has moved: delete them (a range at
+    // the start of the table; a seek and nothing else when there is none). Computed from
+    // what is pending now, never remembered: rowids restart at 1 once the table is empty.
+    let keep_from = pending
         .iter()
         .filter(|(k, _)| !due.contains(k))
-        .map(|(_, p)| p)
-        .chain(added.values())
-        .map(|p| p.first_row)
+        .map(|(_, p)| p.first_log)
+        .chain(added.values().map(|p| p.first_log))
         .min()
-        .unwrap_or(i64::MAX)
-        .min(*next_row);
-    set_meta(&tx, "repair_from", oldest_pending - 1)?;
-    set_meta(&tx, "next_row", *next_row)?;
+        .unwrap_or(i64::MAX);
+    tx.prepare_cached("DELETE FROM raw_log WHERE rowid < ?1")?
+        .execute([keep_from])?;
     tx.commit()?;
     for agent in &due {
         pending.remove(agent);
@@ -1388,9 +1401,14 @@ impl Reader {
         let tier = choose_tier(from_ms, step_ms, now_ms, &self.retention);
         let range = params![agent, i64_of(from_ms), i64_of(to_ms)];
         let rows: Vec<(u64, Agg)> = if tier == Tier::Raw {
+            // The last seconds are still in raw_log (skipping a repeat of a sample in raw).
             conn.prepare_cached(
                 "SELECT ts_ms, cpu, mem, cores FROM raw
-                 WHERE agent = ?1 AND ts_ms >= ?2 AND ts_ms < ?3",
+                 WHERE agent = ?1 AND ts_ms >= ?2 AND ts_ms < ?3
+                 UNION ALL
+                 SELECT ts_ms, cpu, mem, cores FROM raw_log AS l
+                 WHERE agent = ?1 AND ts_ms >= ?2 AND ts_ms < ?3
+                   AND NOT EXISTS (SELECT 1 FROM raw WHERE run = l.run AND seq = l.seq)",
             )?
             .query_map(range, |r| Ok((u64_of(r.get(0)?), raw_agg(r, 1)?)))?
             .collect::<rusqlite::Result<_>>()?
@@ -1674,16 +1692,26 @@ mod tests {
         }));
         append(&mut store, "r1", 1..=3, now);
         store.commit_with(true).unwrap_or_else(|e| panic!("{e}"));
-        append(&mut store, "r1", 4..=6, now);
+        // 3 again (a replay) and 4..=6: logged, not yet moved into raw and the rollups.
+        append(&mut store, "r1", 3..=6, now);
         store.commit_with(false).unwrap_or_else(|e| panic!("{e}"));
-        assert_eq!(store.pending.len(), 1, "4..=6 wait in memory");
+        assert_eq!(store.pending.len(), 1, "3..=6 wait in raw_log");
         let reader = Reader::open(&config).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
             minute_of(&reader, now).n,
             3,
-            "only the written part is visible"
+            "the rollups have the moved part"
         );
-        drop(store); // the crash: pending rollups of 4..=6 are lost with the process
+        let raw = reader
+            .history("a1", now, now + 60_000, 1000, now + 60_000)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("agent missing"));
+        assert_eq!(
+            raw.points.len(),
+            6,
+            "raw reads include raw_log, once: {raw:?}"
+        );
+        drop(store); // the crash: of the pending state only raw_log survives
 
         let (mut store, restored) = Store::open(&config, 10).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
@@ -1708,10 +1736,15 @@ mod tests {
         append(&mut store, "r1", 7..=8, now);
         store.commit_with(false).unwrap_or_else(|e| panic!("{e}"));
         drop(store);
-        let (_store, _) = Store::open(&config, 10).unwrap_or_else(|e| panic!("{e}"));
+        let (store, _) = Store::open(&config, 10).unwrap_or_else(|e| panic!("{e}"));
         let m = minute_of(&reader, now);
         assert_eq!(m.n, 8);
         assert_eq!(m.cores.len(), 2);
+        let logged: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM raw_log", [], |r| r.get(0))
+            .unwrap_or(-1);
+        assert_eq!(logged, 0, "everything moved at open");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -105,12 +105,14 @@ fn open_db(dir: &TempDir) -> Connection {
         .unwrap_or_else(|e| panic!("cannot open {}: {e}", path.display()))
 }
 
-/// `(count, min seq, max seq)` of the raw samples of the agent's current run on disk.
+/// `(distinct seqs, min seq, max seq)` of the samples of the agent's current run on disk.
 #[track_caller]
 fn stored_run(db: &Connection, agent_id: &str, run_id: &str) -> (u64, u64, u64) {
     db.query_row(
-        "SELECT count(*), coalesce(min(raw.seq), 0), coalesce(max(raw.seq), 0)
-         FROM raw JOIN runs ON raw.run = runs.key JOIN agents ON runs.agent = agents.key
+        // On disk: moved into `raw`, or still in `raw_log` (the last seconds).
+        "SELECT count(DISTINCT s.seq), coalesce(min(s.seq), 0), coalesce(max(s.seq), 0)
+         FROM (SELECT run, seq FROM raw UNION ALL SELECT run, seq FROM raw_log) AS s
+         JOIN runs ON s.run = runs.key JOIN agents ON runs.agent = agents.key
          WHERE agents.id = ?1 AND runs.run_id = ?2",
         [agent_id, run_id],
         |r| {

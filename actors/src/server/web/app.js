@@ -430,6 +430,7 @@
     zoom: null, // { from, to } when zoomed in
     charts: null,
     cores: [], // [{ t, values: [] }] live per-core samples since the view opened
+    coresFromHistory: false, // the store's history has per-core points: chart those instead
     timer: null,
     seq: 0, // request counter: answers to older requests are ignored
     info: null,
@@ -445,7 +446,7 @@
     detail.charts = {
       cpu: new TimeChart($("chart-cpu"), { yMax: 100, format: percent, onZoom }),
       mem: new TimeChart($("chart-mem"), { format: (v) => memFormat(v), onZoom }),
-      cores: new TimeChart($("chart-cores"), { yMax: 100, format: percent }),
+      cores: new TimeChart($("chart-cores"), { yMax: 100, format: percent, onZoom }),
     };
     return detail.charts;
   }
@@ -461,6 +462,7 @@
       detail.id = id;
       detail.zoom = null;
       detail.cores = [];
+      detail.coresFromHistory = false;
       detail.info = null;
     }
     ensureCharts();
@@ -513,7 +515,24 @@
             mem.push({ t: p.ts_ms, avg: p.mem_used.avg / d, min: p.mem_used.min / d, max: p.mem_used.max / d });
           }
         }
+        // Per core: avg lines, with the min–max band only while few enough to stay readable.
+        const cores = [];
+        const n = h.points.reduce((m, p) => Math.max(m, p.cores ? p.cores.length : 0), 0);
+        for (const p of h.points) {
+          (p.cores || []).forEach((v, i) => {
+            if (!v) return;
+            (cores[i] ||= []).push(n <= 4 ? { t: p.ts_ms, avg: v.avg, min: v.min, max: v.max } : { t: p.ts_ms, avg: v.avg });
+          });
+        }
         const c = ensureCharts();
+        detail.coresFromHistory = cores.length > 0;
+        if (detail.coresFromHistory) {
+          const series = [];
+          for (let i = 0; i < n; i++) series.push({ label: `core ${i}`, color: coreColor(i, n), width: 1.25, points: cores[i] || [] });
+          c.cores.set({ from, to, step, series });
+          $("chart-cores").dataset.source = "history";
+          $("cores-legend").textContent = n <= 4 ? "avg line, min–max band, same range as above" : "avg per core, same range as above";
+        }
         c.cpu.set({ from, to, step, series: [{ label: "CPU", color: css("--accent"), points: cpu }] });
         c.mem.set({
           from, to, step,
@@ -522,6 +541,10 @@
         });
       })
       .catch((e) => console.warn("lanmon:", e.message));
+  }
+
+  function coreColor(i, n) {
+    return `hsl(${(i * 360) / Math.max(n, 1) + 200}, 65%, 60%)`;
   }
 
   function info(label, value) {
@@ -567,17 +590,22 @@
     const now = state.snapshot.ts_ms;
     while (detail.cores.length && detail.cores[0].t < now - CORE_WINDOW) detail.cores.shift();
     const n = a.cpu ? a.cpu.per_core.length : 0;
-    const series = [];
-    for (let i = 0; i < n; i++) {
-      series.push({
-        label: `core ${i}`,
-        color: `hsl(${(i * 360) / Math.max(n, 1) + 200}, 65%, 60%)`,
-        width: 1.25,
-        points: detail.cores.filter((s) => s.values.length > i).map((s) => ({ t: s.t, avg: s.values[i] })),
-      });
+    // Without per-core history (a server run with --no-store), chart what this view saw.
+    if (!detail.coresFromHistory) {
+      const series = [];
+      for (let i = 0; i < n; i++) {
+        series.push({
+          label: `core ${i}`,
+          color: coreColor(i, n),
+          width: 1.25,
+          points: detail.cores.filter((s) => s.values.length > i).map((s) => ({ t: s.t, avg: s.values[i] })),
+        });
+      }
+      const from = detail.cores.length ? Math.min(detail.cores[0].t, now - 60000) : now - 60000;
+      ensureCharts().cores.set({ from, to: now, step: a.interval_ms, series });
+      $("chart-cores").dataset.source = "live";
+      $("cores-legend").textContent = "live, since this view opened (last 10 min)";
     }
-    const from = detail.cores.length ? Math.min(detail.cores[0].t, now - 60000) : now - 60000;
-    ensureCharts().cores.set({ from, to: now, step: a.interval_ms, series });
     const grid = $("core-grid");
     if (grid.children.length !== n) {
       grid.replaceChildren();
