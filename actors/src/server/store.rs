@@ -1568,6 +1568,22 @@ mod tests {
         dir
     }
 
+    fn temp_config(name: &str, retention: Retention) -> (PathBuf, StoreConfig) {
+        let dir = temp_dir(name);
+        let config = StoreConfig {
+            data_dir: dir.clone(),
+            retention,
+        };
+        (dir, config)
+    }
+
+    fn attach_a1(store: &mut Store, run: &str) {
+        store.batch.push(Op::Attach(Attach {
+            hello: hello(run),
+            ip: "127.0.0.1".into(),
+        }));
+    }
+
     fn hello(run: &str) -> Hello {
         Hello {
             proto: crate::protocol::PROTOCOL_VERSION,
@@ -1618,11 +1634,7 @@ mod tests {
     /// and keeps its history.
     #[test]
     fn schema_1_is_upgraded() {
-        let dir = temp_dir("schema1");
-        let config = StoreConfig {
-            data_dir: dir.clone(),
-            retention: Retention::default(),
-        };
+        let (dir, config) = temp_config("schema1", Retention::default());
         let now = 10 * H;
         {
             let conn = Connection::open(dir.join(DB_FILE)).unwrap_or_else(|e| panic!("{e}"));
@@ -1662,10 +1674,7 @@ mod tests {
         }
         let (mut store, restored) = Store::open(&config, 10).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(restored[0].last_seq, 1);
-        store.batch.push(Op::Attach(Attach {
-            hello: hello("r1"),
-            ip: "127.0.0.1".into(),
-        }));
+        attach_a1(&mut store, "r1");
         append(&mut store, "r1", 2..=2, now);
         store.commit_with(true).unwrap_or_else(|e| panic!("{e}"));
         let reader = Reader::open(&config).unwrap_or_else(|e| panic!("{e}"));
@@ -1675,21 +1684,14 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// A crash (the store dropped without writing its pending rollups) loses nothing: the
-    /// next open puts the raw rows into the rollups, once.
+    /// A crash (the store dropped with samples only in raw_log) loses nothing: the next open
+    /// moves them into raw and the rollups, each once.
     #[test]
     fn rollups_survive_a_crash_exactly_once() {
-        let dir = temp_dir("crash");
-        let config = StoreConfig {
-            data_dir: dir.clone(),
-            retention: Retention::default(),
-        };
+        let (dir, config) = temp_config("crash", Retention::default());
         let now = 10 * H;
         let (mut store, _) = Store::open(&config, 10).unwrap_or_else(|e| panic!("{e}"));
-        store.batch.push(Op::Attach(Attach {
-            hello: hello("r1"),
-            ip: "127.0.0.1".into(),
-        }));
+        attach_a1(&mut store, "r1");
         append(&mut store, "r1", 1..=3, now);
         store.commit_with(true).unwrap_or_else(|e| panic!("{e}"));
         // 3 again (a replay) and 4..=6: logged, not yet moved into raw and the rollups.
@@ -1729,10 +1731,7 @@ mod tests {
             })
         );
         // New rows after the repair take fresh rowids and are counted once more each.
-        store.batch.push(Op::Attach(Attach {
-            hello: hello("r1"),
-            ip: "127.0.0.1".into(),
-        }));
+        attach_a1(&mut store, "r1");
         append(&mut store, "r1", 7..=8, now);
         store.commit_with(false).unwrap_or_else(|e| panic!("{e}"));
         drop(store);
@@ -1750,21 +1749,15 @@ mod tests {
 
     #[test]
     fn batches_are_durable_deduplicated_rolled_up_and_reloaded() {
-        let dir = temp_dir("roundtrip");
-        let config = StoreConfig {
-            data_dir: dir.join("nested"),
-            retention: Retention::default(),
-        };
+        let (dir, mut config) = temp_config("roundtrip", Retention::default());
+        config.data_dir = dir.join("nested");
         let (mut store, restored) = Store::open(&config, 10).unwrap_or_else(|e| panic!("{e}"));
         assert!(restored.is_empty());
         assert!(
             Store::open(&config, 10).is_err(),
             "a second server on the same directory is refused"
         );
-        store.batch.push(Op::Attach(Attach {
-            hello: hello("r1"),
-            ip: "127.0.0.1".into(),
-        }));
+        attach_a1(&mut store, "r1");
         let now = 10 * H;
         for seq in 1..=5u64 {
             store.batch.push(Op::Append(Append {
@@ -1844,19 +1837,15 @@ mod tests {
 
     #[test]
     fn retention_deletes_in_bounded_batches() {
-        let dir = temp_dir("retention");
-        let config = StoreConfig {
-            data_dir: dir.clone(),
-            retention: Retention {
+        let (dir, config) = temp_config(
+            "retention",
+            Retention {
                 raw: Duration::from_secs(60),
                 ..Retention::default()
             },
-        };
+        );
         let (mut store, _) = Store::open(&config, 10).unwrap_or_else(|e| panic!("{e}"));
-        store.batch.push(Op::Attach(Attach {
-            hello: hello("r1"),
-            ip: "127.0.0.1".into(),
-        }));
+        attach_a1(&mut store, "r1");
         let old = DELETE_BATCH as u64 + 500;
         for seq in 1..=old + 10 {
             store.batch.push(Op::Append(Append {
@@ -1886,11 +1875,7 @@ mod tests {
     #[test]
     #[ignore = "a measurement, not a check"]
     fn disk_use_per_agent_day() {
-        let dir = temp_dir("disk-use");
-        let config = StoreConfig {
-            data_dir: dir.clone(),
-            retention: Retention::default(),
-        };
+        let (dir, config) = temp_config("disk-use", Retention::default());
         let (mut store, _) = Store::open(&config, 10).unwrap_or_else(|e| panic!("{e}"));
         let agents = 10u64;
         let day = 17_280u64;
