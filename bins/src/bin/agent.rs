@@ -8,7 +8,7 @@ use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand};
 use lanmon::agent::{AgentConfig, DEFAULT_BUFFER, Target, default_agent_id};
 use lanmon::config::{DEFAULT_INTERVAL, DEFAULT_PORT};
 use lanmon::discovery::DEFAULT_DISCOVERY_PORT;
-use lanmon::metrics::SysinfoSource;
+use lanmon::metrics::SystemSource;
 use lanmon_bins::{LogLevel, init_logging, parse_duration, shutdown_signal};
 use tokio_util::sync::CancellationToken;
 
@@ -219,7 +219,7 @@ fn list_servers(port: u16, listen_for: Duration) -> anyhow::Result<ExitCode> {
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     let source =
-        SysinfoSource::new().map_err(|e| anyhow::anyhow!("cannot read system metrics: {e}"))?;
+        SystemSource::new().map_err(|e| anyhow::anyhow!("cannot read system metrics: {e}"))?;
     let name = args.name.unwrap_or_else(lanmon::util::host_name);
     let target = match args.host {
         Some(host) => Target::Host {
