@@ -373,3 +373,63 @@ mod timerfd {
         }
     }
 }
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use std::time::{Duration, Instant};
+
+    use lanmon::agent::Ticker;
+
+    use super::timerfd::TimerFdTicker;
+
+    /// The timerfd ticker fires at once, then once per period and never sooner: four ticks
+    /// of a 100 ms timer take at least 300 ms (the kernel never fires a timer early).
+    #[test]
+    fn timerfd_ticks_at_once_then_every_period() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let period = Duration::from_millis(100);
+            let mut ticker = TimerFdTicker::new(period).unwrap();
+            let start = Instant::now();
+            let deadline = Duration::from_secs(5);
+            tokio::time::timeout(deadline, ticker.tick()).await.unwrap();
+            assert!(
+                start.elapsed() < period / 2,
+                "first tick took {:?}",
+                start.elapsed()
+            );
+            for _ in 0..3 {
+                tokio::time::timeout(deadline, ticker.tick()).await.unwrap();
+            }
+            let took = start.elapsed();
+            assert!(
+                took >= period * 3 - Duration::from_millis(5),
+                "4 ticks in {took:?}"
+            );
+        });
+    }
+
+    /// A tick whose future is dropped before it completes (it lost a `select!`) is not lost:
+    /// the next call still completes by the next expiry.
+    #[test]
+    fn timerfd_tick_survives_cancellation() {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            let period = Duration::from_millis(50);
+            let mut ticker = TimerFdTicker::new(period).unwrap();
+            ticker.tick().await; // the immediate one
+            // Normally dropped unfinished (the next expiry is 50 ms away); on a machine too
+            // busy to run us for 50 ms it may complete instead, which is fine too.
+            let _ = tokio::time::timeout(Duration::from_millis(1), ticker.tick()).await;
+            tokio::time::timeout(Duration::from_secs(5), ticker.tick())
+                .await
+                .unwrap();
+        });
+    }
+}
