@@ -12,7 +12,7 @@
 //!   snapshot.rs     the server's JSON snapshot (`--report-format json`), a public interface
 //!   config.rs       defaults and timing constants
 //!   discovery.rs    the UDP beacon format and the agent's beacon listener
-//!   metrics.rs      MetricsSource trait and the sysinfo-backed source
+//!   metrics.rs      MetricsSource trait; the real source: /proc on Linux, else sysinfo
 //!   net.rs          this machine's IPv4 interfaces (banner, beacon targets), TCP keepalive
 //!   util.rs         ids, clock, human units
 //!   error.rs        the library's Error and Result

@@ -19,6 +19,7 @@
 
 pub mod backoff;
 pub mod outbox;
+pub mod ticker;
 
 use std::io;
 use std::net::SocketAddr;
@@ -28,7 +29,6 @@ use futures_util::StreamExt;
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpStream;
 use tokio::net::tcp::OwnedWriteHalf;
-use tokio::time::{Interval, MissedTickBehavior};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
@@ -44,6 +44,7 @@ use crate::util::{now_ms, random_id, random_u64};
 
 pub use backoff::Backoff;
 pub use outbox::Outbox;
+pub use ticker::Ticker;
 
 /// Samples kept for the server while it is away: one hour at the default 5 s interval.
 pub const DEFAULT_BUFFER: usize = 720;
@@ -165,23 +166,36 @@ enum Ended {
     Refused(ErrorFrame),
 }
 
-/// Runs the agent until `shutdown` is cancelled. Never returns because the server is away.
+/// Runs the agent until `shutdown` is cancelled, sampling on a tokio interval of
+/// `config.interval`. Never returns because the server is away.
 pub async fn run<S: MetricsSource>(
     config: AgentConfig,
     source: S,
     shutdown: CancellationToken,
 ) -> crate::Result<()> {
-    Agent::new(config, source, shutdown).run().await
+    let ticker = ticker::interval(config.interval);
+    run_with_ticker(config, source, ticker, shutdown).await
 }
 
-struct Agent<S> {
+/// [`run`], sampling on each tick of `ticker` instead (which should tick every
+/// `config.interval`: the `hello` announces that interval, and the ack deadline counts in it).
+pub async fn run_with_ticker<S: MetricsSource, T: Ticker>(
+    config: AgentConfig,
+    source: S,
+    ticker: T,
+    shutdown: CancellationToken,
+) -> crate::Result<()> {
+    Agent::new(config, source, ticker, shutdown).run().await
+}
+
+struct Agent<S, T> {
     source: S,
     target: Target,
     interval: Duration,
     hello: protocol::Hello,
     seq: u64,
     outbox: Outbox,
-    ticker: Interval,
+    ticker: T,
     shutdown: CancellationToken,
     backoff: Backoff,
     /// The beacon listener, in discover mode.
@@ -191,8 +205,8 @@ struct Agent<S> {
     connected_once: bool,
 }
 
-impl<S: MetricsSource> Agent<S> {
-    fn new(config: AgentConfig, source: S, shutdown: CancellationToken) -> Self {
+impl<S: MetricsSource, T: Ticker> Agent<S, T> {
+    fn new(config: AgentConfig, source: S, ticker: T, shutdown: CancellationToken) -> Self {
         let host = source.host();
         let hello = protocol::Hello {
             proto: PROTOCOL_VERSION,
@@ -205,8 +219,6 @@ impl<S: MetricsSource> Agent<S> {
             agent_version: crate::VERSION.to_string(),
             interval_ms: u64::try_from(config.interval.as_millis()).unwrap_or(u64::MAX),
         };
-        let mut ticker = tokio::time::interval(config.interval);
-        ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         Self {
             source,
             target: config.target,
