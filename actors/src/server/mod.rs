@@ -227,7 +227,8 @@ impl Server {
 
     /// The current view of every agent.
     pub async fn snapshot(&self) -> Result<Snapshot> {
-        Ok(self.registry.send(registry::GetSnapshot).await?)
+        let parts = self.registry.send(registry::GetSnapshotParts).await?;
+        Ok(parts.into_snapshot())
     }
 
     /// Stops in the documented order (see the module docs); returns within about

@@ -1,15 +1,17 @@
 //! Reporter actor: shows every agent's latest metrics every report interval.
 //!
-//! Asks the Registry for a [`Snapshot`] ([`registry::GetSnapshot`]) right away and then every
-//! interval, and writes it to its output (stdout in the binary):
+//! Asks the Registry for a [`Snapshot`]'s parts ([`registry::GetSnapshotParts`]) right away
+//! and then every interval, builds the snapshot itself, and writes it to its output (stdout in
+//! the binary):
 //! - [`ReportFormat::Text`] on a terminal: redraws in place, like `top`;
 //! - [`ReportFormat::Text`] when piped: plain blocks, one per report;
 //! - [`ReportFormat::Json`]: one JSON snapshot per line (see [`crate::snapshot`]).
 //!
 //! [`Flush`] asks for one more report at once (the server's last, at shutdown).
 //!
-//! The Reporter runs on its own thread (Arbiter), so rendering a large fleet never delays the
-//! actors that ingest samples. Rendering is a pure function ([`render_text_with`]) so it is
+//! The Reporter runs on its own thread (Arbiter), and builds the snapshot there from the
+//! Registry's cheap copy, so sorting and rendering a large fleet never delays the actors that
+//! ingest samples. Rendering is a pure function ([`render_text_with`]) so it is
 //! tested without an actor. The text report shows a fleet summary and up to `--top` agents,
 //! ordered by `--sort` and narrowed by `--filter`; the JSON snapshot always has every agent.
 
@@ -105,11 +107,11 @@ impl Handler<Flush> for Reporter {
     fn handle(&mut self, _: Flush, _: &mut Self::Context) -> Self::Result {
         Box::pin(
             self.registry
-                .send(registry::GetSnapshot)
+                .send(registry::GetSnapshotParts)
                 .into_actor(self)
                 .map(|res, this, _| {
-                    if let Ok(snapshot) = res {
-                        this.report(&snapshot);
+                    if let Ok(parts) = res {
+                        this.report(&parts.into_snapshot());
                     }
                 }),
         )
@@ -126,10 +128,10 @@ impl Actor for Reporter {
         ctx.run_interval_at(actix::clock::Instant::now(), self.interval, |this, ctx| {
             let fut = this
                 .registry
-                .send(registry::GetSnapshot)
+                .send(registry::GetSnapshotParts)
                 .into_actor(this)
                 .map(|res, this, _| match res {
-                    Ok(snapshot) => this.report(&snapshot),
+                    Ok(parts) => this.report(&parts.into_snapshot()),
                     Err(e) => tracing::warn!("no snapshot from the registry: {e}"),
                 });
             // `wait` keeps reports in order and never overlapping.
