@@ -70,12 +70,18 @@ impl History {
             self.duplicates += 1;
             return false;
         }
-        let pos = match self.points.binary_search_by(|p| (p.run, p.seq).cmp(&key)) {
-            Ok(_) => {
-                self.duplicates += 1;
-                return false;
+        // The usual case, the next sample in order, goes at the end without a search.
+        let in_order = self.points.back().is_none_or(|p| (p.run, p.seq) < key);
+        let pos = if in_order {
+            self.points.len()
+        } else {
+            match self.points.binary_search_by(|p| (p.run, p.seq).cmp(&key)) {
+                Ok(_) => {
+                    self.duplicates += 1;
+                    return false;
+                }
+                Err(pos) => pos,
             }
-            Err(pos) => pos,
         };
         self.points.insert(
             pos,
