@@ -2,7 +2,7 @@
 //!
 //! Owns: one [`AgentEntry`] per agent id (not per IP: several agents on one host are distinct),
 //! with its address, latest sample, status and counters; and the list of open sessions.
-//! Receives from Sessions: [`Connect`], [`Hello`], [`Sample`], [`Disconnect`]; from the
+//! Receives from Sessions: [`Connect`], [`Hello`], [`Samples`] (or [`Sample`]), [`Disconnect`]; from the
 //! Reporter and the HTTP API: [`GetSnapshotParts`], [`GetSnapshot`], [`GetHistory`]; from the server's shutdown path: [`Shutdown`];
 //! from the Store: [`store::Committed`].
 //! Sends to Sessions: [`session::Close`] (when a newer connection takes over an agent id, and
@@ -60,6 +60,15 @@ pub struct Hello {
 pub struct Sample {
     pub session: SessionId,
     pub metrics: Metrics,
+}
+
+/// Validated samples from an attached session, in the order received: what a Session read in
+/// one go, as one message (one message per sample costs more than the sample at high rates).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Samples {
+    pub session: SessionId,
+    pub samples: Vec<Metrics>,
 }
 
 /// The session ended; `reason` is shown as the agent's offline reason.
@@ -475,17 +484,30 @@ impl Handler<Sample> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Sample, _: &mut Self::Context) {
-        let Some(id) = self
-            .sessions
-            .get(&msg.session)
-            .and_then(|s| s.agent.as_ref())
-        else {
+        self.record(msg.session, msg.metrics);
+    }
+}
+
+impl Handler<Samples> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Samples, _: &mut Self::Context) {
+        for metrics in msg.samples {
+            self.record(msg.session, metrics);
+        }
+    }
+}
+
+impl Registry {
+    /// Records one sample of `session`'s agent (see [`Sample`]).
+    fn record(&mut self, session: SessionId, metrics: Metrics) {
+        let Some(id) = self.sessions.get(&session).and_then(|s| s.agent.as_ref()) else {
             return;
         };
         let Some(entry) = self.agents.get_mut(id) else {
             return;
         };
-        let m = &msg.metrics;
+        let m = &metrics;
         let mem_used = m.memory.map(|mem| mem.used);
         let cpu_total = m.cpu.as_ref().map(|c| c.total);
         if entry.history.record(m.seq, m.ts_ms, cpu_total, mem_used) {
@@ -494,12 +516,12 @@ impl Handler<Sample> for Registry {
                 store.do_send(store::Append {
                     agent_id: id.clone(),
                     run_id: entry.hello.run_id.clone(),
-                    metrics: msg.metrics.clone(),
+                    metrics: metrics.clone(),
                 });
             }
             // A replayed older sample fills the history but is not the latest reading.
             if m.seq == entry.history.highest() {
-                entry.latest = Some(msg.metrics);
+                entry.latest = Some(metrics);
             }
         } else if self.store.is_some() && m.seq <= entry.durable {
             // A repeat of a sample already on disk: acknowledge it now (one still waiting for

@@ -2,8 +2,9 @@
 //!
 //! Lifecycle: `started()` registers the connection with the Registry ([`registry::Connect`])
 //! before any frame is handled and arms the hello timeout; the first frame must be a valid
-//! `hello` (answered with `welcome`), then `metrics` frames (each validated, forwarded as
-//! [`registry::Sample`] and answered with `ack`), until `bye`, end of stream, or an error.
+//! `hello` (answered with `welcome`), then `metrics` frames (each validated, answered with
+//! `ack`, and forwarded: the samples read in one go as one [`registry::Samples`]), until
+//! `bye`, end of stream, or an error.
 //! Without a store the `ack` goes out at once; with one ([`Settings::durable_acks`]) it goes
 //! out when the Registry says the sample is on disk ([`Durable`]).
 //! `stopping()` reports the end and its reason ([`registry::Disconnect`]).
@@ -15,7 +16,7 @@
 //!
 //! Receives: frames from its socket; [`Close`] and [`Durable`] from the Registry. Sends:
 //! [`registry::Connect`],
-//! [`registry::Hello`], [`registry::Sample`], [`registry::Disconnect`].
+//! [`registry::Hello`], [`registry::Samples`], [`registry::Disconnect`].
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -113,6 +114,8 @@ pub struct Session {
     settings: Arc<Settings>,
     out: mpsc::Sender<Outgoing>,
     hello: Option<protocol::Hello>,
+    /// Samples read but not yet sent to the Registry (see [`Session::forward`]).
+    pending: Vec<protocol::Metrics>,
     highest_seq: u64,
     /// Highest seq acknowledged on this connection (with durable acks).
     acked_seq: u64,
@@ -150,6 +153,7 @@ impl Session {
                 settings,
                 out,
                 hello: None,
+                pending: Vec::new(),
                 highest_seq: 0,
                 acked_seq: 0,
                 end_reason: None,
@@ -285,13 +289,26 @@ impl Session {
             );
         }
         self.highest_seq = self.highest_seq.max(metrics.seq);
-        self.registry.do_send(registry::Sample {
-            session: self.id,
-            metrics,
-        });
+        if self.pending.is_empty() {
+            // Runs once this wakeup's frames are handled: they travel as one message.
+            ctx.spawn(fut::ready(()).map(|(), this: &mut Self, _| this.forward()));
+        }
+        self.pending.push(metrics);
         if !self.settings.durable_acks {
             let seq = self.highest_seq;
             self.send(ServerFrame::Ack(Ack { seq }), ctx);
+        }
+    }
+}
+
+impl Session {
+    /// Sends the samples read so far to the Registry, in order, as one message.
+    fn forward(&mut self) {
+        if !self.pending.is_empty() {
+            self.registry.do_send(registry::Samples {
+                session: self.id,
+                samples: std::mem::take(&mut self.pending),
+            });
         }
     }
 }
@@ -316,6 +333,7 @@ impl Actor for Session {
     }
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        self.forward(); // before `Disconnect`: samples already acknowledged must count
         let reason = self
             .end_reason
             .take()
