@@ -2,9 +2,17 @@
 //!
 //! `FrameCodec<In, Out>` decodes `In` and encodes `Out`, so the server uses
 //! `FrameCodec<AgentFrame, ServerFrame>` ([`ServerCodec`]) and the agent the mirror image
-//! ([`AgentCodec`]). Splitting lines is delegated to tokio-util's `AnyDelimiterCodec`, which
-//! enforces the length limit without ever buffering more than the limit: an oversized line is
-//! reported once ([`CodecError::FrameTooLong`]) and then skipped up to its newline.
+//! ([`AgentCodec`]). Lines are split with `memchr` ([`Lines`], the semantics of tokio-util's
+//! `AnyDelimiterCodec` with one delimiter): the length limit is enforced without ever
+//! buffering more than the limit, and an oversized line is reported once
+//! ([`CodecError::FrameTooLong`]) and then skipped up to its newline.
+//!
+//! Decoding the frame sent most often (`metrics` to the server, `ack` to the agent) takes a
+//! fast path ([`DecodeFrame`]): the line is read straight into a strict mirror of that frame
+//! instead of going through serde's internally tagged enum, which first copies every frame
+//! into a generic tree. The mirror accepts a subset of what the enum accepts (every field
+//! known, `type` spelled as a string); anything else, including every error, goes through
+//! the enum as before, so accepted inputs, values and error messages are unchanged.
 //!
 //! Errors are typed: "need more bytes" is `Ok(None)`, a line over the limit is
 //! `FrameTooLong`, a line that is not a valid frame is `BadFrame`, and I/O errors are `Io`.
@@ -13,11 +21,11 @@
 
 use std::marker::PhantomData;
 
-use bytes::{BufMut, BytesMut};
-use serde::{Serialize, de::DeserializeOwned};
-use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, Decoder, Encoder};
+use bytes::{Buf, BufMut, BytesMut};
+use serde::{Deserialize, Deserializer, Serialize};
+use tokio_util::codec::{Decoder, Encoder};
 
-use crate::protocol::{AgentFrame, MAX_FRAME_LEN, ServerFrame};
+use crate::protocol::{Ack, AgentFrame, Cpu, MAX_FRAME_LEN, Memory, Metrics, ServerFrame};
 
 /// Codec used by the server: reads agent frames, writes server frames.
 pub type ServerCodec = FrameCodec<AgentFrame, ServerFrame>;
@@ -39,9 +47,181 @@ pub enum CodecError {
 /// Newline-delimited JSON with a hard length limit. See the module docs.
 #[derive(Debug)]
 pub struct FrameCodec<In, Out> {
-    lines: AnyDelimiterCodec,
+    lines: Lines,
     max_len: usize,
     _types: PhantomData<fn(Out) -> In>,
+}
+
+/// Finds lines in a buffer, at most `max_len` bytes each (newline excluded); remembers how far
+/// it has looked, and whether it is skipping the rest of an oversized line.
+#[derive(Debug)]
+struct Lines {
+    max_len: usize,
+    /// Bytes of the buffer already searched without finding a newline.
+    next_index: usize,
+    discarding: bool,
+}
+
+/// The current line was longer than the limit (reported once; the rest is skipped).
+#[derive(Debug)]
+struct LineTooLong;
+
+impl Lines {
+    fn new(max_len: usize) -> Self {
+        Self {
+            max_len,
+            next_index: 0,
+            discarding: false,
+        }
+    }
+
+    /// The length of the next complete line at the start of `buf` (its newline at that index),
+    /// `None` if more bytes are needed. Drops the bytes of an oversized line as it goes.
+    fn next(&mut self, buf: &mut BytesMut) -> Result<Option<usize>, LineTooLong> {
+        loop {
+            let read_to = self.max_len.saturating_add(1).min(buf.len());
+            let found = memchr::memchr(b'\n', &buf[self.next_index..read_to]);
+            match (self.discarding, found) {
+                (true, Some(offset)) => {
+                    buf.advance(self.next_index + offset + 1);
+                    self.discarding = false;
+                    self.next_index = 0;
+                }
+                (true, None) => {
+                    buf.advance(read_to);
+                    self.next_index = 0;
+                    if buf.is_empty() {
+                        return Ok(None);
+                    }
+                }
+                (false, Some(offset)) => {
+                    let len = self.next_index + offset;
+                    self.next_index = 0;
+                    return Ok(Some(len));
+                }
+                (false, None) if buf.len() > self.max_len => {
+                    self.discarding = true;
+                    return Err(LineTooLong);
+                }
+                (false, None) => {
+                    self.next_index = read_to;
+                    return Ok(None);
+                }
+            }
+        }
+    }
+}
+
+/// A frame type the codec decodes: by default through its serde implementation; a type may
+/// add a fast path for its most common frame (which must accept a subset of what serde
+/// accepts, giving the same value).
+pub trait DecodeFrame: Sized {
+    fn decode_line(line: &[u8]) -> Result<Self, serde_json::Error>;
+}
+
+impl DecodeFrame for AgentFrame {
+    fn decode_line(line: &[u8]) -> Result<Self, serde_json::Error> {
+        if let Ok(m) = serde_json::from_slice::<fast::Metrics>(line) {
+            return Ok(AgentFrame::Metrics(m.into()));
+        }
+        serde_json::from_slice(line)
+    }
+}
+
+impl DecodeFrame for ServerFrame {
+    fn decode_line(line: &[u8]) -> Result<Self, serde_json::Error> {
+        if let Ok(ack) = serde_json::from_slice::<fast::Ack>(line) {
+            return Ok(ServerFrame::Ack(Ack { seq: ack.seq }));
+        }
+        serde_json::from_slice(line)
+    }
+}
+
+/// Strict mirrors of the frames with a fast path. Every field is known
+/// (`deny_unknown_fields`), so every value is parsed and checked exactly as the enum's
+/// generic tree would parse it (an ignored field is only skimmed: its strings are not
+/// checked for valid UTF-8 or escapes); a duplicate field is an error as in the enum.
+mod fast {
+    use super::*;
+
+    /// The `type` field: only the JSON string `"metrics"` (or `"ack"`).
+    struct Tag<const METRICS: bool>;
+
+    impl<'de, const METRICS: bool> Deserialize<'de> for Tag<METRICS> {
+        fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+            struct Visitor<const M: bool>;
+            impl<const M: bool> serde::de::Visitor<'_> for Visitor<M> {
+                type Value = Tag<M>;
+                fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                    f.write_str(if M { "\"metrics\"" } else { "\"ack\"" })
+                }
+                fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<Tag<M>, E> {
+                    match (M, v) {
+                        (true, "metrics") | (false, "ack") => Ok(Tag),
+                        _ => Err(E::custom("another frame type")),
+                    }
+                }
+            }
+            d.deserialize_str(Visitor::<METRICS>)
+        }
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Metrics {
+        #[serde(rename = "type")]
+        _tag: Tag<true>,
+        seq: u64,
+        ts_ms: u64,
+        #[serde(default)]
+        cpu: Option<Cpu>,
+        #[serde(default)]
+        memory: Option<Memory>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Cpu {
+        total: f32,
+        per_core: Vec<f32>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Memory {
+        total: u64,
+        used: u64,
+        free: u64,
+        #[serde(default)]
+        available: Option<u64>,
+    }
+
+    #[derive(Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Ack {
+        #[serde(rename = "type")]
+        _tag: Tag<false>,
+        pub(super) seq: u64,
+    }
+
+    impl From<Metrics> for super::Metrics {
+        fn from(m: Metrics) -> Self {
+            super::Metrics {
+                seq: m.seq,
+                ts_ms: m.ts_ms,
+                cpu: m.cpu.map(|c| super::Cpu {
+                    total: c.total,
+                    per_core: c.per_core,
+                }),
+                memory: m.memory.map(|m| super::Memory {
+                    total: m.total,
+                    used: m.used,
+                    free: m.free,
+                    available: m.available,
+                }),
+            }
+        }
+    }
 }
 
 impl<In, Out> FrameCodec<In, Out> {
@@ -59,8 +239,8 @@ impl<In, Out> FrameCodec<In, Out> {
         }
     }
 
-    fn splitter(max_len: usize) -> AnyDelimiterCodec {
-        AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), b"\n".to_vec(), max_len)
+    fn splitter(max_len: usize) -> Lines {
+        Lines::new(max_len)
     }
 }
 
@@ -70,27 +250,29 @@ impl<In, Out> Default for FrameCodec<In, Out> {
     }
 }
 
-impl<In: DeserializeOwned, Out> Decoder for FrameCodec<In, Out> {
+impl<In: DecodeFrame, Out> Decoder for FrameCodec<In, Out> {
     type Item = In;
     type Error = CodecError;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<In>, CodecError> {
         loop {
-            let line = match self.lines.decode(buf) {
-                Ok(Some(line)) => line,
+            let len = match self.lines.next(buf) {
+                Ok(Some(len)) => len,
                 Ok(None) => return Ok(None),
-                Err(AnyDelimiterCodecError::MaxChunkLengthExceeded) => {
-                    return Err(CodecError::FrameTooLong { max: self.max_len });
-                }
-                Err(AnyDelimiterCodecError::Io(e)) => return Err(CodecError::Io(e)),
+                Err(LineTooLong) => return Err(CodecError::FrameTooLong { max: self.max_len }),
             };
+            let line = &buf[..len];
             // Blank lines (and a bare "\r" from CRLF peers) are keep-alive noise, not frames.
-            if line.iter().all(u8::is_ascii_whitespace) {
-                continue;
+            let frame = if line.iter().all(u8::is_ascii_whitespace) {
+                None
+            } else {
+                Some(In::decode_line(line))
+            };
+            buf.advance(len + 1);
+            match frame {
+                None => continue,
+                Some(frame) => return frame.map(Some).map_err(CodecError::BadFrame),
             }
-            return serde_json::from_slice(&line)
-                .map(Some)
-                .map_err(CodecError::BadFrame);
         }
     }
 

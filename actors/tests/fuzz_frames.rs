@@ -14,14 +14,16 @@
 use bytes::BytesMut;
 use lanmon::codec::{AgentCodec, CodecError, ServerCodec, encode_line};
 use lanmon::protocol::{
-    AgentFrame, Bye, Cpu, Hello, MAX_CORES, MAX_FRAME_LEN, Memory, Metrics, PROTOCOL_VERSION,
+    Ack, AgentFrame, Bye, Cpu, Hello, MAX_CORES, MAX_FRAME_LEN, Memory, Metrics, PROTOCOL_VERSION,
+    ServerFrame,
 };
 use lanmon::validate::{self, Invalid};
 use proptest::collection::vec;
 use proptest::option;
 use proptest::prelude::*;
 use proptest::sample::Index;
-use tokio_util::codec::{Decoder, Encoder};
+use serde::de::DeserializeOwned;
+use tokio_util::codec::{AnyDelimiterCodec, AnyDelimiterCodecError, Decoder, Encoder};
 
 /// Cases per property when `LANMON_FUZZ_CASES` is not set.
 const DEFAULT_CASES: u32 = 256;
@@ -119,6 +121,78 @@ fn drain(
     Err(TestCaseError::fail(format!(
         "decoder returned {most} results without running dry"
     )))
+}
+
+/// The decoder as it was before its fast paths (tokio-util's line splitter, serde's tagged
+/// enum for every frame): the codec must give exactly its results, error texts included.
+struct Reference {
+    lines: AnyDelimiterCodec,
+    max_len: usize,
+}
+
+impl Reference {
+    fn new(max_len: usize) -> Self {
+        Self {
+            lines: AnyDelimiterCodec::new_with_max_length(b"\n".to_vec(), b"\n".to_vec(), max_len),
+            max_len,
+        }
+    }
+
+    fn decode<T: DeserializeOwned>(&mut self, buf: &mut BytesMut) -> Option<Result<T, String>> {
+        loop {
+            let line = match self.lines.decode(buf) {
+                Ok(Some(line)) => line,
+                Ok(None) => return None,
+                Err(AnyDelimiterCodecError::MaxChunkLengthExceeded) => {
+                    return Some(Err(format!("frame longer than {} bytes", self.max_len)));
+                }
+                Err(AnyDelimiterCodecError::Io(e)) => return Some(Err(e.to_string())),
+            };
+            if line.iter().all(u8::is_ascii_whitespace) {
+                continue;
+            }
+            return Some(serde_json::from_slice(&line).map_err(|e| format!("bad frame: {e}")));
+        }
+    }
+}
+
+/// Feeds `bytes` in reads of `sizes` bytes to both `codec` and the [`Reference`] decoder;
+/// every result (frame or error text) must be the same, in the same order.
+fn same_as_reference<C, T>(
+    mut codec: C,
+    max_len: usize,
+    bytes: &[u8],
+    sizes: &[usize],
+) -> Result<(), TestCaseError>
+where
+    C: Decoder<Item = T, Error = CodecError>,
+    T: DeserializeOwned + PartialEq + std::fmt::Debug,
+{
+    let mut reference = Reference::new(max_len);
+    let (mut ours, mut theirs) = (BytesMut::new(), BytesMut::new());
+    let mut rest = bytes;
+    for &size in sizes.iter().cycle() {
+        if rest.is_empty() {
+            break;
+        }
+        let (chunk, tail) = rest.split_at(size.clamp(1, rest.len()));
+        rest = tail;
+        ours.extend_from_slice(chunk);
+        theirs.extend_from_slice(chunk);
+        for _ in 0..2 * ours.len() + 2 {
+            let got = codec
+                .decode(&mut ours)
+                .map_err(|e| e.to_string())
+                .transpose();
+            let want = reference.decode::<T>(&mut theirs);
+            prop_assert_eq!(&got, &want);
+            prop_assert_eq!(&ours[..], &theirs[..], "buffers differ after {:?}", got);
+            if got.is_none() {
+                break;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Runs every decoded `hello`/`metrics` through the validator, as the session would: metrics
@@ -687,9 +761,103 @@ proptest! {
     }
 }
 
+proptest! {
+    #![proptest_config(config())]
+
+    /// The codec's own line splitting and its fast path for `metrics` decide every input
+    /// exactly like tokio-util's splitter and serde's tagged enum did: byte soup and mutated
+    /// frames in arbitrary reads give the same frames and the same error texts.
+    #[test]
+    fn server_codec_decodes_like_the_reference(
+        soup in soup(),
+        (hello, m) in valid_pair(),
+        other in any_frame(any_f32()),
+        edits in vec(mutation(), 0..8),
+        sizes in read_sizes(),
+    ) {
+        let mut bytes = Vec::new();
+        for frame in [AgentFrame::Hello(hello), AgentFrame::Metrics(m), other] {
+            bytes.extend_from_slice(&encode_line(&frame).unwrap_or_default());
+        }
+        for edit in &edits {
+            mutate(&mut bytes, edit);
+        }
+        for input in [&soup, &bytes] {
+            for max_len in [MAX_FRAME_LEN, SMALL_MAX_LEN] {
+                same_as_reference(ServerCodec::with_max_len(max_len), max_len, input, &sizes)?;
+            }
+        }
+    }
+
+    /// The agent's codec, with its fast path for `ack`, decides like the reference too.
+    #[test]
+    fn agent_codec_decodes_like_the_reference(
+        seq in any::<u64>(),
+        edits in vec(mutation(), 0..6),
+        sizes in read_sizes(),
+    ) {
+        let mut bytes = encode_line(&ServerFrame::Ack(Ack { seq })).unwrap_or_default();
+        bytes.extend_from_slice(&encode_line(&ServerFrame::Bye(Bye { reason: None })).unwrap_or_default());
+        for edit in &edits {
+            mutate(&mut bytes, edit);
+        }
+        same_as_reference(AgentCodec::new(), MAX_FRAME_LEN, &bytes, &sizes)?;
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Kept cases
 // ---------------------------------------------------------------------------------------------
+
+/// Lines on which a strict fast path could accept what serde's tagged enum refuses (or decode
+/// it differently): both decoders must agree on each.
+#[test]
+fn fast_paths_agree_with_the_enum_on_edge_cases() {
+    let metrics: &[&[u8]] = &[
+        br#"{"type":"metrics","seq":1,"ts_ms":2}"#,
+        br#"{"seq":1,"ts_ms":2,"type":"metrics"}"#,
+        br#"{"type":"metrics","type":"metrics","seq":1,"ts_ms":2}"#,
+        br#"{"type":{"metrics":null},"seq":1,"ts_ms":2}"#,
+        br#"{"type":1,"seq":1,"ts_ms":2}"#,
+        br#"{"typ\u0065":"metr\u0069cs","seq":1,"ts_ms":2}"#,
+        b"{\"type\":\"metrics\",\"seq\":1,\"ts_ms\":2,\"x\":\"\xff\"}",
+        br#"{"type":"metrics","seq":1,"ts_ms":2,"x":"\ud800"}"#,
+        br#"{"type":"metrics","seq":1,"ts_ms":2,"cpu":{"total":1,"per_core":[],"x":"\ud800"}}"#,
+        br#"{"type":"metrics","seq":1,"seq":1,"ts_ms":2}"#,
+        br#"{"type":"metrics","seq":-0,"ts_ms":2.0}"#,
+        br#"{"type":"metrics","seq":1,"ts_ms":2,"cpu":null,"memory":null}"#,
+        br#"{"type":"metrics","seq":1,"ts_ms":2,"cpu":{"total":1e39,"per_core":[1,2.5]}}"#,
+        br#"{"type":"metrics","seq":1,"ts_ms":2,"memory":{"total":3,"used":2,"free":1,"available":null}}"#,
+        br#"{"type":"metrics","seq":1,"ts_ms":2} x"#,
+        br#"{"type":"hello","seq":1,"ts_ms":2}"#,
+        br#"{"type":"bye","seq":1,"ts_ms":2}"#,
+    ];
+    for line in metrics {
+        let line = [*line, b"\n"].concat();
+        let got = ServerCodec::new().decode(&mut BytesMut::from(&line[..]));
+        let got = got.map_err(|e| e.to_string()).transpose();
+        let want =
+            Reference::new(MAX_FRAME_LEN).decode::<AgentFrame>(&mut BytesMut::from(&line[..]));
+        assert_eq!(got, want, "{}", String::from_utf8_lossy(&line));
+    }
+    let acks: &[&[u8]] = &[
+        br#"{"type":"ack","seq":7}"#,
+        br#"{"seq":7,"type":"ack"}"#,
+        br#"{"type":"ack","type":"ack","seq":7}"#,
+        br#"{"type":{"ack":null},"seq":7}"#,
+        br#"{"type":"ack","seq":7,"x":"\ud800"}"#,
+        br#"{"type":"ack","seq":7,"seq":8}"#,
+        br#"{"type":"bye","seq":7}"#,
+    ];
+    for line in acks {
+        let line = [*line, b"\n"].concat();
+        let got = AgentCodec::new().decode(&mut BytesMut::from(&line[..]));
+        let got = got.map_err(|e| e.to_string()).transpose();
+        let want =
+            Reference::new(MAX_FRAME_LEN).decode::<ServerFrame>(&mut BytesMut::from(&line[..]));
+        assert_eq!(got, want, "{}", String::from_utf8_lossy(&line));
+    }
+}
 
 /// Reading resumes after `decode_eof` dropped a partial line (as `FramedRead` does when its
 /// reader yields bytes again after EOF): the next whole line decodes.

@@ -29,6 +29,8 @@
 #   BENCH_AGENT_WARMUP         seconds before the agent's RSS/CPU baseline [20 / 6]
 #   BENCH_OUT                  results file [bins/bench/RESULTS.md / target/bench/RESULTS-quick.md]
 #   BENCH_NOFILE               file-descriptor limit set in the namespace [65536]
+#   BENCH_BIN                  directory of prebuilt server/loadgen/agent; skips the build
+#                              [target/release]
 set -Eeuo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -64,7 +66,9 @@ export BENCH_SERVER_ARGS="${BENCH_SERVER_ARGS:-}"
 TARGET_DIR="${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
     | jq -r .target_directory)}"
 [[ -n "$TARGET_DIR" && "$TARGET_DIR" != null ]] || TARGET_DIR="$ROOT/target"
-export BIN="$TARGET_DIR/release"
+# BENCH_BIN: run already-built binaries from this directory (e.g. an older build, to compare
+# before/after in one time window); the build step is skipped.
+export BIN="${BENCH_BIN:-$TARGET_DIR/release}"
 export WORK="$TARGET_DIR/bench"
 if [[ "$QUICK" == 1 ]]; then
     export BENCH_OUT="${BENCH_OUT:-$WORK/RESULTS-quick.md}"
@@ -149,6 +153,9 @@ start_server() {
         cmd+=(--report-format off)
     fi
     record_cmd "${cmd[*]} >server.jsonl 2>server.log &"
+    # Created before the server starts: the loop below may read them before the child has.
+    : >"$dir/server.jsonl"
+    : >"$dir/server.log"
     "${cmd[@]}" >"$dir/server.jsonl" 2>"$dir/server.log" &
     SERVER_PID=$!
     STARTED_PIDS+=("$SERVER_PID")
@@ -402,9 +409,11 @@ mkdir -p "$WORK/results" "$WORK/runs"
 T_START="$(date +%s)"
 
 build=(cargo build --release -p lanmon-bins --bins)
-record_cmd "${build[*]}"
-log "${build[*]}"
-"${build[@]}"
+if [[ -z "${BENCH_BIN:-}" ]]; then
+    record_cmd "${build[*]}"
+    log "${build[*]}"
+    "${build[@]}"
+fi
 
 if has_part codec; then
     crit_args=()

@@ -70,13 +70,25 @@ impl History {
             self.duplicates += 1;
             return false;
         }
-        let pos = match self.points.binary_search_by(|p| (p.run, p.seq).cmp(&key)) {
-            Ok(_) => {
-                self.duplicates += 1;
-                return false;
+        // The usual case, the next sample in order, goes at the end without a search.
+        let in_order = self.points.back().is_none_or(|p| (p.run, p.seq) < key);
+        let pos = if in_order {
+            self.points.len()
+        } else {
+            match self.points.binary_search_by(|p| (p.run, p.seq).cmp(&key)) {
+                Ok(_) => {
+                    self.duplicates += 1;
+                    return false;
+                }
+                Err(pos) => pos,
             }
-            Err(pos) => pos,
         };
+        if self.points.len() == self.points.capacity() && self.points.len() < self.capacity {
+            // Grow by doubling, but never past the ring's size: the default doubling would
+            // take a 720-sample ring to 1024 slots (40 KiB per agent instead of 28).
+            let want = (self.points.len() * 2).clamp(4, self.capacity + 1);
+            self.points.reserve_exact(want - self.points.len());
+        }
         self.points.insert(
             pos,
             Point {
@@ -246,6 +258,17 @@ mod tests {
 
     fn rec(h: &mut History, seq: u64) -> bool {
         h.record(seq, seq * 1000, Some(1.0), Some(1))
+    }
+
+    #[test]
+    fn the_ring_never_allocates_far_beyond_its_size() {
+        let mut h = History::new(720);
+        for seq in 1..=2000 {
+            rec(&mut h, seq);
+        }
+        assert_eq!(h.len(), 720);
+        // One spare slot: a sample is inserted before the oldest is dropped.
+        assert!(h.points.capacity() <= 721 + 8, "{}", h.points.capacity());
     }
 
     #[test]

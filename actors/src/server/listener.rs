@@ -6,13 +6,15 @@
 //! (code `limit`) and is closed at once, with one log line per 10 s at most. Receives accepted connections from its socket and
 //! [`Stop`] from the shutdown path (stopping drops the socket: no new connections). Sends
 //! nothing; each Session it starts talks to the Registry itself.
+//!
+//! Sessions run on the server's session threads (Arbiters), handed out in turn, so decoding
+//! and acknowledging use every core; the Listener and the Registry stay on the server's own
+//! thread. Without session threads, sessions run on the Listener's thread.
 
-use std::cell::RefCell;
 use std::collections::HashMap;
 use std::io;
 use std::net::IpAddr;
-use std::rc::Rc;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -38,14 +40,22 @@ struct Counts {
     per_ip: HashMap<IpAddr, usize>,
 }
 
-/// Open connections, in total and per IP. Cheap to clone (shared, single-threaded).
+/// Open connections, in total and per IP. Cheap to clone (shared; a connection is counted on
+/// the Listener's thread and freed on its session's).
 #[derive(Debug, Clone, Default)]
-pub struct Connections(Rc<RefCell<Counts>>);
+pub struct Connections(Arc<Mutex<Counts>>);
 
 impl Connections {
+    fn counts(&self) -> MutexGuard<'_, Counts> {
+        // The counts stay consistent even if a holder panicked: every update is one step.
+        self.0
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Counts a new connection from `ip`, or says which limit it would break.
     pub fn try_acquire(&self, ip: IpAddr, limits: &Limits) -> Result<ConnGuard, String> {
-        let mut counts = self.0.borrow_mut();
+        let mut counts = self.counts();
         if counts.total >= limits.max_connections {
             return Err(format!(
                 "too many connections ({} in total)",
@@ -69,7 +79,7 @@ impl Connections {
 
     /// Open connections in total.
     pub fn total(&self) -> usize {
-        self.0.borrow().total
+        self.counts().total
     }
 }
 
@@ -82,7 +92,7 @@ pub struct ConnGuard {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
-        let mut counts = self.conns.0.borrow_mut();
+        let mut counts = self.conns.counts();
         counts.total = counts.total.saturating_sub(1);
         if let Some(n) = counts.per_ip.get_mut(&self.ip) {
             *n -= 1;
@@ -104,6 +114,8 @@ pub struct Listener {
     registry: Addr<Registry>,
     settings: Arc<Settings>,
     tracker: TaskTracker,
+    /// Where sessions run, in turn; empty: on this actor's thread.
+    workers: Vec<ArbiterHandle>,
     next_id: SessionId,
     connections: Connections,
     refused: u64,
@@ -116,12 +128,14 @@ impl Listener {
         registry: Addr<Registry>,
         settings: Arc<Settings>,
         tracker: TaskTracker,
+        workers: Vec<ArbiterHandle>,
     ) -> Self {
         Self {
             socket: Some(socket),
             registry,
             settings,
             tracker,
+            workers,
             next_id: 0,
             connections: Connections::default(),
             refused: 0,
@@ -175,15 +189,29 @@ impl StreamHandler<io::Result<TcpStream>> for Listener {
                     Err(why) => return self.refuse(stream, peer, why),
                 };
                 self.next_id += 1;
-                Session::start(
-                    stream,
-                    peer,
-                    self.next_id,
-                    self.registry.clone(),
-                    self.settings.clone(),
-                    slot,
-                    &self.tracker,
-                );
+                let id = self.next_id;
+                let registry = self.registry.clone();
+                let settings = self.settings.clone();
+                if self.workers.is_empty() {
+                    Session::start(stream, peer, id, registry, settings, slot, &self.tracker);
+                    return;
+                }
+                // Move the socket to the session's thread: it must be registered with that
+                // thread's event loop, or this thread would poll it for the other one.
+                let stream = match stream.into_std() {
+                    Ok(stream) => stream,
+                    Err(e) => return tracing::warn!(%peer, "dropping connection: {e}"),
+                };
+                let worker = &self.workers[(id % self.workers.len() as u64) as usize];
+                let tracker = self.tracker.clone();
+                worker.spawn(async move {
+                    match TcpStream::from_std(stream) {
+                        Ok(stream) => {
+                            Session::start(stream, peer, id, registry, settings, slot, &tracker);
+                        }
+                        Err(e) => tracing::warn!(%peer, "dropping connection: {e}"),
+                    }
+                });
             }
             Err(e) => {
                 tracing::warn!("accept failed: {e}; pausing {ACCEPT_ERROR_PAUSE:?}");

@@ -19,7 +19,11 @@
 //!    [`SHUTDOWN_GRACE`](crate::config::SHUTDOWN_GRACE));
 //! 4. the Store commits what is still queued;
 //! 5. the Reporter prints a last report (agents now `offline`, reason "server shut down");
-//! 6. the caller stops the `System`, which stops the actors.
+//! 6. the session threads stop; the caller stops the `System`, which stops the actors.
+//!
+//! Sessions run on [`ServerConfig::session_threads`] threads of their own (one per core by
+//! default), the Listener and the Registry on the caller's; the Store and the Reporter have a
+//! thread each.
 
 pub mod beacon;
 pub mod history;
@@ -69,6 +73,9 @@ pub struct ServerConfig {
     pub history: usize,
     /// Durable history (SQLite under a data directory); `None`: in memory only, as before.
     pub store: Option<store::StoreConfig>,
+    /// Threads that run the Sessions (decode, validate, acknowledge); 0: the server's own
+    /// thread, with the Listener and the Registry.
+    pub session_threads: usize,
 }
 
 impl ServerConfig {
@@ -84,8 +91,14 @@ impl ServerConfig {
             limits: Limits::default(),
             history: DEFAULT_HISTORY,
             store: None,
+            session_threads: default_session_threads(),
         }
     }
+}
+
+/// Session threads unless configured: one per core.
+pub fn default_session_threads() -> usize {
+    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
 }
 
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`].
@@ -99,6 +112,8 @@ pub struct Server {
     http: Option<http::Http>,
     store: Option<Addr<store::Store>>,
     writers: TaskTracker,
+    /// The session threads; stopped last.
+    session_threads: Vec<Arbiter>,
 }
 
 use registry::Registry;
@@ -172,8 +187,17 @@ impl Server {
             limits: config.limits.clone(),
             durable_acks: store.is_some(),
         });
-        let listener =
-            listener::Listener::new(socket, registry.clone(), settings, writers.clone()).start();
+        let session_threads: Vec<Arbiter> = (0..config.session_threads)
+            .map(|_| Arbiter::new())
+            .collect();
+        let listener = listener::Listener::new(
+            socket,
+            registry.clone(),
+            settings,
+            writers.clone(),
+            session_threads.iter().map(Arbiter::handle).collect(),
+        )
+        .start();
         let reporter = reporter::Reporter::new(
             registry.clone(),
             config.report_interval,
@@ -213,6 +237,7 @@ impl Server {
             http,
             store,
             writers,
+            session_threads,
         })
     }
 
@@ -227,7 +252,8 @@ impl Server {
 
     /// The current view of every agent.
     pub async fn snapshot(&self) -> Result<Snapshot> {
-        Ok(self.registry.send(registry::GetSnapshot).await?)
+        let parts = self.registry.send(registry::GetSnapshotParts).await?;
+        Ok(parts.into_snapshot())
     }
 
     /// Stops in the documented order (see the module docs); returns within about
@@ -268,6 +294,9 @@ impl Server {
             tokio::time::timeout(LAST_REPORT_LIMIT, self.reporter.send(reporter::Flush));
         if last_report.await.is_err() {
             tracing::warn!("the last report took longer than {LAST_REPORT_LIMIT:?}; skipped");
+        }
+        for thread in &self.session_threads {
+            thread.stop();
         }
     }
 }

@@ -2,8 +2,8 @@
 //!
 //! Owns: one [`AgentEntry`] per agent id (not per IP: several agents on one host are distinct),
 //! with its address, latest sample, status and counters; and the list of open sessions.
-//! Receives from Sessions: [`Connect`], [`Hello`], [`Sample`], [`Disconnect`]; from the
-//! Reporter and the HTTP API: [`GetSnapshot`], [`GetHistory`]; from the server's shutdown path: [`Shutdown`];
+//! Receives from Sessions: [`Connect`], [`Hello`], [`Samples`] (or [`Sample`]), [`Disconnect`]; from the
+//! Reporter and the HTTP API: [`GetSnapshotParts`], [`GetSnapshot`], [`GetHistory`]; from the server's shutdown path: [`Shutdown`];
 //! from the Store: [`store::Committed`].
 //! Sends to Sessions: [`session::Close`] (when a newer connection takes over an agent id, and
 //! on shutdown) and, with a store, [`session::Durable`] (what may be acknowledged); to the
@@ -17,13 +17,14 @@
 //! state and the seq of its run, so a replaying agent produces no duplicate.
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
 use crate::config::{MAX_AGENTS, OFFLINE_RETENTION, STALE_AFTER_INTERVALS};
-use crate::protocol::{self, Metrics};
+use crate::protocol::{self, Cpu, Memory, Metrics};
 use crate::server::history::{Bucket, History, series};
 use crate::server::session::{self, SessionId};
 use crate::server::store::{self, Store};
@@ -61,6 +62,15 @@ pub struct Sample {
     pub metrics: Metrics,
 }
 
+/// Validated samples from an attached session, in the order received: what a Session read in
+/// one go, as one message (one message per sample costs more than the sample at high rates).
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct Samples {
+    pub session: SessionId,
+    pub samples: Vec<Metrics>,
+}
+
 /// The session ended; `reason` is shown as the agent's offline reason.
 #[derive(Message)]
 #[rtype(result = "()")]
@@ -70,9 +80,106 @@ pub struct Disconnect {
 }
 
 /// Asks for the current view of every agent.
+///
+/// The Registry builds the whole [`Snapshot`] on its own thread (the one that ingests); a
+/// caller that can do the work itself asks for [`GetSnapshotParts`] instead.
 #[derive(Message)]
 #[rtype(result = "Snapshot")]
 pub struct GetSnapshot;
+
+/// Asks for what a [`Snapshot`] is made of: a cheap copy of every agent's state (shared
+/// `hello`, a few numbers). The caller turns it into a `Snapshot` on its own thread
+/// ([`SnapshotParts::into_snapshot`]: copying the strings, sorting), so a large fleet's
+/// report costs the ingest thread only the copy.
+#[derive(Message)]
+#[rtype(result = "SnapshotParts")]
+pub struct GetSnapshotParts;
+
+/// The state of every agent at one instant; see [`GetSnapshotParts`].
+#[derive(Debug, Clone)]
+pub struct SnapshotParts {
+    ts_ms: u64,
+    server: ServerInfo,
+    /// A store is in use (the views carry `stored_seq`).
+    stored: bool,
+    agents: Vec<AgentParts>,
+}
+
+/// One agent's state in [`SnapshotParts`]: everything its [`AgentView`] shows, with the
+/// strings of its `hello` shared rather than copied.
+#[derive(Debug, Clone)]
+struct AgentParts {
+    hello: Arc<protocol::Hello>,
+    ip: IpAddr,
+    status: Status,
+    offline_reason: Option<String>,
+    seq: u64,
+    cpu: Option<Cpu>,
+    memory: Option<Memory>,
+    last_seen_ms: Option<u64>,
+    last_sample_ts_ms: Option<u64>,
+    received: u64,
+    duplicates: u64,
+    gaps: u64,
+    first_seq: u64,
+    durable: u64,
+}
+
+impl AgentParts {
+    fn view(self, stored: bool) -> AgentView {
+        let hello = &self.hello;
+        AgentView {
+            id: hello.agent_id.clone(),
+            name: hello.name.clone(),
+            hostname: hello.hostname.clone(),
+            ip: self.ip.to_string(),
+            os: hello.os.clone(),
+            cores: hello.cores,
+            agent_version: hello.agent_version.clone(),
+            interval_ms: hello.interval_ms,
+            run_id: hello.run_id.clone(),
+            status: self.status,
+            offline_reason: self.offline_reason,
+            seq: self.seq,
+            cpu: self.cpu,
+            memory: self.memory,
+            last_seen_ms: self.last_seen_ms,
+            last_sample_ts_ms: self.last_sample_ts_ms,
+            received: self.received,
+            duplicates: self.duplicates,
+            gaps: self.gaps,
+            first_seq: self.first_seq,
+            stored_seq: stored.then_some(self.durable),
+        }
+    }
+}
+
+impl SnapshotParts {
+    /// The snapshot: every agent's view, sorted by name then id, and the summary.
+    pub fn into_snapshot(self) -> Snapshot {
+        let stored = self.stored;
+        let mut agents: Vec<AgentView> = self.agents.into_iter().map(|a| a.view(stored)).collect();
+        agents.sort_unstable_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
+        let mut summary = Summary {
+            agents: agents.len(),
+            ..Summary::default()
+        };
+        for a in &agents {
+            match a.status {
+                Status::Live => summary.live += 1,
+                Status::Stale => summary.stale += 1,
+                Status::Offline => summary.offline += 1,
+            }
+        }
+        Snapshot {
+            version: SNAPSHOT_VERSION,
+            ts_ms: self.ts_ms,
+            server: self.server,
+            summary,
+            agents,
+        }
+    }
+}
 
 /// Asks for an agent's history in buckets of `step_ms` over `[from_ms, to_ms)`; `None` if
 /// the agent is unknown.
@@ -104,7 +211,8 @@ struct SessionEntry {
 
 /// Everything the registry knows about one agent.
 struct AgentEntry {
-    hello: protocol::Hello,
+    /// Shared with snapshots ([`AgentParts`]), which then need not copy its strings.
+    hello: Arc<protocol::Hello>,
     peer: SocketAddr,
     /// The session currently attached, if connected.
     session: Option<SessionId>,
@@ -136,20 +244,13 @@ impl AgentEntry {
         }
     }
 
-    /// The agent's snapshot entry; `stored` when a store is in use.
-    fn view(&self, id: &str, now: Instant, stored: bool) -> AgentView {
+    /// The agent's state for a snapshot taken at `now`.
+    fn parts(&self, now: Instant) -> AgentParts {
         let status = self.status(now);
         let latest = self.latest.as_ref();
-        AgentView {
-            id: id.to_string(),
-            name: self.hello.name.clone(),
-            hostname: self.hello.hostname.clone(),
-            ip: self.peer.ip().to_string(),
-            os: self.hello.os.clone(),
-            cores: self.hello.cores,
-            agent_version: self.hello.agent_version.clone(),
-            interval_ms: self.hello.interval_ms,
-            run_id: self.hello.run_id.clone(),
+        AgentParts {
+            hello: Arc::clone(&self.hello),
+            ip: self.peer.ip(),
             status,
             offline_reason: (status == Status::Offline)
                 .then(|| self.offline_reason.clone())
@@ -165,7 +266,7 @@ impl AgentEntry {
             duplicates: self.history.duplicates(),
             gaps: self.history.gaps(),
             first_seq: self.history.first_seq(),
-            stored_seq: stored.then_some(self.durable),
+            durable: self.durable,
         }
     }
 }
@@ -216,7 +317,7 @@ impl Registry {
             registry.agents.insert(
                 r.hello.agent_id.clone(),
                 AgentEntry {
-                    hello: r.hello,
+                    hello: Arc::new(r.hello),
                     peer,
                     session: None,
                     offline_since: Some(now),
@@ -341,7 +442,7 @@ impl Handler<Hello> for Registry {
                     entry.latest_at = None;
                     entry.durable = 0;
                 }
-                entry.hello = msg.hello;
+                entry.hello = Arc::new(msg.hello);
                 entry.peer = peer;
                 entry.offline_since = None;
                 entry.offline_reason = None;
@@ -358,7 +459,7 @@ impl Handler<Hello> for Registry {
                 self.agents.insert(
                     id,
                     AgentEntry {
-                        hello: msg.hello,
+                        hello: Arc::new(msg.hello),
                         peer,
                         session: Some(msg.session),
                         offline_since: None,
@@ -383,17 +484,30 @@ impl Handler<Sample> for Registry {
     type Result = ();
 
     fn handle(&mut self, msg: Sample, _: &mut Self::Context) {
-        let Some(id) = self
-            .sessions
-            .get(&msg.session)
-            .and_then(|s| s.agent.as_ref())
-        else {
+        self.record(msg.session, msg.metrics);
+    }
+}
+
+impl Handler<Samples> for Registry {
+    type Result = ();
+
+    fn handle(&mut self, msg: Samples, _: &mut Self::Context) {
+        for metrics in msg.samples {
+            self.record(msg.session, metrics);
+        }
+    }
+}
+
+impl Registry {
+    /// Records one sample of `session`'s agent (see [`Sample`]).
+    fn record(&mut self, session: SessionId, metrics: Metrics) {
+        let Some(id) = self.sessions.get(&session).and_then(|s| s.agent.as_ref()) else {
             return;
         };
         let Some(entry) = self.agents.get_mut(id) else {
             return;
         };
-        let m = &msg.metrics;
+        let m = &metrics;
         let mem_used = m.memory.map(|mem| mem.used);
         let cpu_total = m.cpu.as_ref().map(|c| c.total);
         if entry.history.record(m.seq, m.ts_ms, cpu_total, mem_used) {
@@ -402,12 +516,12 @@ impl Handler<Sample> for Registry {
                 store.do_send(store::Append {
                     agent_id: id.clone(),
                     run_id: entry.hello.run_id.clone(),
-                    metrics: msg.metrics.clone(),
+                    metrics: metrics.clone(),
                 });
             }
             // A replayed older sample fills the history but is not the latest reading.
             if m.seq == entry.history.highest() {
-                entry.latest = Some(msg.metrics);
+                entry.latest = Some(metrics);
             }
         } else if self.store.is_some() && m.seq <= entry.durable {
             // A repeat of a sample already on disk: acknowledge it now (one still waiting for
@@ -454,36 +568,31 @@ impl Handler<store::Committed> for Registry {
     }
 }
 
+impl Registry {
+    fn snapshot_parts(&self) -> SnapshotParts {
+        let now = Instant::now();
+        SnapshotParts {
+            ts_ms: now_ms(),
+            server: self.server.clone(),
+            stored: self.store.is_some(),
+            agents: self.agents.values().map(|a| a.parts(now)).collect(),
+        }
+    }
+}
+
 impl Handler<GetSnapshot> for Registry {
     type Result = MessageResult<GetSnapshot>;
 
     fn handle(&mut self, _: GetSnapshot, _: &mut Self::Context) -> Self::Result {
-        let now = Instant::now();
-        let stored = self.store.is_some();
-        let mut agents: Vec<AgentView> = self
-            .agents
-            .iter()
-            .map(|(id, a)| a.view(id, now, stored))
-            .collect();
-        agents.sort_by(|a, b| a.name.cmp(&b.name).then_with(|| a.id.cmp(&b.id)));
-        let mut summary = Summary {
-            agents: agents.len(),
-            ..Summary::default()
-        };
-        for a in &agents {
-            match a.status {
-                Status::Live => summary.live += 1,
-                Status::Stale => summary.stale += 1,
-                Status::Offline => summary.offline += 1,
-            }
-        }
-        MessageResult(Snapshot {
-            version: SNAPSHOT_VERSION,
-            ts_ms: now_ms(),
-            server: self.server.clone(),
-            summary,
-            agents,
-        })
+        MessageResult(self.snapshot_parts().into_snapshot())
+    }
+}
+
+impl Handler<GetSnapshotParts> for Registry {
+    type Result = MessageResult<GetSnapshotParts>;
+
+    fn handle(&mut self, _: GetSnapshotParts, _: &mut Self::Context) -> Self::Result {
+        MessageResult(self.snapshot_parts())
     }
 }
 

@@ -149,6 +149,11 @@ struct Cli {
     #[arg(long, env = "LANMON_HISTORY", default_value_t = DEFAULT_HISTORY, value_name = "SAMPLES")]
     history: usize,
 
+    /// Threads that run agent connections (decode, validate, acknowledge) [default: one per
+    /// core]. 0 runs them on the server's main thread with the registry.
+    #[arg(long, env = "LANMON_SESSION_THREADS", value_name = "N")]
+    session_threads: Option<usize>,
+
     /// Longest frame accepted from an agent, in bytes; a longer one closes that connection.
     #[arg(long, env = "LANMON_MAX_FRAME_BYTES", default_value_t = MAX_FRAME_LEN, value_name = "BYTES")]
     max_frame_bytes: usize,
@@ -220,6 +225,9 @@ fn main() -> ExitCode {
     }
     config.report_interval = cli.report_interval.max(Duration::from_millis(50));
     config.history = cli.history.max(1);
+    if let Some(n) = cli.session_threads {
+        config.session_threads = n;
+    }
     config.http = (!cli.no_http).then_some(HttpConfig {
         bind: cli.http,
         per_core_metrics: !cli.no_per_core_metrics,
