@@ -139,10 +139,11 @@ async fn healthz() -> impl Responder {
 }
 
 async fn agents(state: web::Data<State>) -> HttpResponse {
-    match state.registry.send(registry::GetSnapshot).await {
-        Ok(snapshot) => HttpResponse::Ok()
+    // The Registry hands over a cheap copy; the snapshot is built here, off the ingest thread.
+    match state.registry.send(registry::GetSnapshotParts).await {
+        Ok(parts) => HttpResponse::Ok()
             .insert_header((CACHE_CONTROL, "no-store"))
-            .json(snapshot),
+            .json(parts.into_snapshot()),
         Err(e) => HttpResponse::ServiceUnavailable().json(ApiError {
             error: format!("registry unavailable: {e}"),
         }),
@@ -150,10 +151,13 @@ async fn agents(state: web::Data<State>) -> HttpResponse {
 }
 
 async fn metrics(state: web::Data<State>) -> HttpResponse {
-    match state.registry.send(registry::GetSnapshot).await {
-        Ok(snapshot) => HttpResponse::Ok()
+    match state.registry.send(registry::GetSnapshotParts).await {
+        Ok(parts) => HttpResponse::Ok()
             .content_type(super::prometheus::CONTENT_TYPE)
-            .body(super::prometheus::render(&snapshot, state.per_core_metrics)),
+            .body(super::prometheus::render(
+                &parts.into_snapshot(),
+                state.per_core_metrics,
+            )),
         Err(e) => HttpResponse::ServiceUnavailable().body(format!("registry unavailable: {e}")),
     }
 }

@@ -155,6 +155,17 @@ impl AgentParts {
 }
 
 impl SnapshotParts {
+    /// Parts without agents (tests of the snapshot's consumers).
+    #[cfg(test)]
+    pub fn empty(ts_ms: u64, server: ServerInfo) -> Self {
+        Self {
+            ts_ms,
+            server,
+            stored: false,
+            agents: Vec::new(),
+        }
+    }
+
     /// The snapshot: every agent's view, sorted by name then id, and the summary.
     pub fn into_snapshot(self) -> Snapshot {
         let stored = self.stored;

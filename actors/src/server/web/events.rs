@@ -2,7 +2,7 @@
 //!
 //! Owns: one small bounded queue per subscribed browser and the latest encoded event.
 //! Receives: [`Subscribe`] from the `/api/events` handler, [`Stop`] from the HTTP shutdown
-//! path. Sends: one [`registry::GetSnapshot`] per tick to its snapshot source (the Registry),
+//! path. Sends: one [`registry::GetSnapshotParts`] per tick to its snapshot source (the Registry),
 //! and only while at least one browser listens.
 //!
 //! Every [`EVENTS_INTERVAL`] the snapshot is fetched once, encoded once, and the same bytes are
@@ -68,7 +68,7 @@ struct Client {
 
 /// See the module documentation.
 pub struct Broadcaster {
-    source: Recipient<registry::GetSnapshot>,
+    source: Recipient<registry::GetSnapshotParts>,
     interval: Duration,
     clients: Vec<Client>,
     /// The latest encoded event and when it was made.
@@ -80,7 +80,7 @@ pub struct Broadcaster {
 
 impl Broadcaster {
     /// A broadcaster that asks `source` for a snapshot every `interval` while anyone listens.
-    pub fn new(source: Recipient<registry::GetSnapshot>, interval: Duration) -> Self {
+    pub fn new(source: Recipient<registry::GetSnapshotParts>, interval: Duration) -> Self {
         Self {
             source,
             interval,
@@ -97,12 +97,13 @@ impl Broadcaster {
         }
         self.in_flight = true;
         self.source
-            .send(registry::GetSnapshot)
+            .send(registry::GetSnapshotParts)
             .into_actor(self)
             .map(|result, this, _| {
                 this.in_flight = false;
                 match result {
-                    Ok(snapshot) => this.publish(&snapshot),
+                    // Built here, on the broadcaster's thread, not the Registry's.
+                    Ok(parts) => this.publish(&parts.into_snapshot()),
                     Err(e) => tracing::warn!("dashboard feed: no snapshot: {e}"),
                 }
             })
@@ -236,24 +237,19 @@ mod tests {
         type Context = Context<Self>;
     }
 
-    impl Handler<registry::GetSnapshot> for FakeRegistry {
-        type Result = MessageResult<registry::GetSnapshot>;
+    impl Handler<registry::GetSnapshotParts> for FakeRegistry {
+        type Result = MessageResult<registry::GetSnapshotParts>;
 
-        fn handle(&mut self, _: registry::GetSnapshot, _: &mut Self::Context) -> Self::Result {
+        fn handle(&mut self, _: registry::GetSnapshotParts, _: &mut Self::Context) -> Self::Result {
             let n = self.asked.fetch_add(1, Ordering::SeqCst) + 1;
-            MessageResult(Snapshot {
-                version: SNAPSHOT_VERSION,
-                ts_ms: n,
-                server: ServerInfo {
-                    id: "s".into(),
-                    name: "test".into(),
-                    version: "0".into(),
-                    listen: "127.0.0.1:1".into(),
-                    http: None,
-                },
-                summary: Summary::default(),
-                agents: Vec::new(),
-            })
+            let server = ServerInfo {
+                id: "s".into(),
+                name: "test".into(),
+                version: "0".into(),
+                listen: "127.0.0.1:1".into(),
+                http: None,
+            };
+            MessageResult(registry::SnapshotParts::empty(n, server))
         }
     }
 
