@@ -59,7 +59,7 @@ use crate::util::now_ms;
 
 /// Time a write waits for others to join its transaction. Short, because acknowledgements
 /// wait for the commit: it bounds the extra ack latency a store adds.
-pub const FLUSH_DELAY: Duration = Duration::from_millis(25);
+pub const FLUSH_DELAY: Duration = Duration::from_millis(10);
 /// A batch this large is committed at once, without waiting for [`FLUSH_DELAY`].
 pub const MAX_BATCH: usize = 10_000;
 /// How long an agent's samples stay in `raw_log` before they move into `raw` and the rollups.
@@ -71,7 +71,7 @@ pub const ROLLUP_DELAY: Duration = Duration::from_secs(10);
 pub const MOVE_ROWS: usize = 64;
 /// Most samples moved into `raw` in one transaction (beyond what the batch itself brings),
 /// so that moving never delays a commit, and so an acknowledgement, by much.
-pub const MOVE_BUDGET: usize = 2_048;
+pub const MOVE_BUDGET: usize = 512;
 /// Every agent's old rows are looked at once per this period (a slice of the agents per
 /// [`RETENTION_TICK`]).
 pub const RETENTION_EVERY: Duration = Duration::from_secs(60);
