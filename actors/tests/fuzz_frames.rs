@@ -593,6 +593,18 @@ fn mutation() -> impl Strategy<Value = Mutation> {
     ]
 }
 
+/// A hello, a metrics frame and `other` as one encoded stream, then `edits` applied to it.
+fn mutated_stream(hello: Hello, m: Metrics, other: AgentFrame, edits: &[Mutation]) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    for frame in [AgentFrame::Hello(hello), AgentFrame::Metrics(m), other] {
+        bytes.extend_from_slice(&encode_line(&frame).unwrap_or_default());
+    }
+    for edit in edits {
+        mutate(&mut bytes, edit);
+    }
+    bytes
+}
+
 fn mutate(bytes: &mut Vec<u8>, m: &Mutation) {
     match *m {
         Mutation::Insert(i, b) => bytes.insert(i.index(bytes.len() + 1), b),
@@ -747,13 +759,7 @@ proptest! {
         edits in vec(mutation(), 1..8),
         sizes in read_sizes(),
     ) {
-        let mut bytes = Vec::new();
-        for frame in [AgentFrame::Hello(hello), AgentFrame::Metrics(m), other] {
-            bytes.extend_from_slice(&encode_line(&frame).unwrap_or_default());
-        }
-        for edit in &edits {
-            mutate(&mut bytes, edit);
-        }
+        let bytes = mutated_stream(hello, m, other, &edits);
         for max_len in [MAX_FRAME_LEN, SMALL_MAX_LEN] {
             let decoded = feed(&mut ServerCodec::with_max_len(max_len), max_len, &bytes, &sizes)?;
             validate_all(&decoded);
@@ -775,13 +781,7 @@ proptest! {
         edits in vec(mutation(), 0..8),
         sizes in read_sizes(),
     ) {
-        let mut bytes = Vec::new();
-        for frame in [AgentFrame::Hello(hello), AgentFrame::Metrics(m), other] {
-            bytes.extend_from_slice(&encode_line(&frame).unwrap_or_default());
-        }
-        for edit in &edits {
-            mutate(&mut bytes, edit);
-        }
+        let bytes = mutated_stream(hello, m, other, &edits);
         for input in [&soup, &bytes] {
             for max_len in [MAX_FRAME_LEN, SMALL_MAX_LEN] {
                 same_as_reference(ServerCodec::with_max_len(max_len), max_len, input, &sizes)?;
