@@ -591,16 +591,22 @@ fn repair(conn: &mut Connection) -> rusqlite::Result<usize> {
     Ok(n)
 }
 
-/// The aggregate of one raw row, whose `cpu, mem, cores` columns start at `at`.
-fn raw_agg(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Agg> {
-    let agg = Agg::sample(
-        r.get(at)?,
-        r.get::<_, Option<i64>>(at + 1)?.map(|m| m as f64),
-    );
-    Ok(match r.get_ref(at + 2)?.as_blob_or_null()? {
+/// The aggregate of one stored sample: its `cpu`, `mem` and `cores` columns.
+fn sample_agg(cpu: Option<f64>, mem: Option<i64>, cores: Option<&[u8]>) -> Agg {
+    let agg = Agg::sample(cpu, mem.map(|m| m as f64));
+    match cores {
         Some(blob) => agg.with_cores(decode_cores(blob)),
         None => agg,
-    })
+    }
+}
+
+/// The aggregate of one raw row, whose `cpu, mem, cores` columns start at `at`.
+fn raw_agg(r: &rusqlite::Row<'_>, at: usize) -> rusqlite::Result<Agg> {
+    Ok(sample_agg(
+        r.get(at)?,
+        r.get(at + 1)?,
+        r.get_ref(at + 2)?.as_blob_or_null()?,
+    ))
 }
 
 fn u64_of(v: i64) -> u64 {
@@ -691,11 +697,20 @@ struct LogRow {
 
 impl LogRow {
     fn agg(&self) -> Agg {
-        let agg = Agg::sample(self.cpu, self.mem.map(|m| m as f64));
-        match &self.cores {
-            Some(blob) => agg.with_cores(decode_cores(blob)),
-            None => agg,
-        }
+        sample_agg(self.cpu, self.mem, self.cores.as_deref())
+    }
+
+    /// The values of `(agent, ts_ms, run, seq, cpu, mem, cores)`, in that order.
+    fn params(&self, agent: i64) -> impl rusqlite::Params + '_ {
+        (
+            agent,
+            i64_of(self.ts_ms),
+            self.run,
+            i64_of(self.seq),
+            self.cpu,
+            self.mem,
+            self.cores.as_deref(),
+        )
     }
 }
 
@@ -741,8 +756,8 @@ pub struct Store {
     subscriber: Option<Recipient<Committed>>,
     /// agent id → agents.key
     agent_keys: HashMap<String, i64>,
-    /// (agents.key, run id) → runs.key
-    run_keys: HashMap<(i64, String), i64>,
+    /// agents.key → (run id, runs.key) of each run seen since the server started
+    run_keys: HashMap<i64, Vec<(String, i64)>>,
     /// Per agent key: samples logged, not yet moved into `raw` and the rollups.
     pending: HashMap<i64, Pending>,
     /// Agent keys in the order they became pending (entries may be stale).
@@ -1018,7 +1033,7 @@ fn attach(
     tx: &rusqlite::Transaction<'_>,
     a: &Attach,
     agent_keys: &mut HashMap<String, i64>,
-    run_keys: &mut HashMap<(i64, String), i64>,
+    run_keys: &mut HashMap<i64, Vec<(String, i64)>>,
 ) -> rusqlite::Result<()> {
     let hello = serde_json::to_string(&a.hello)
         .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
@@ -1038,7 +1053,10 @@ fn attach(
     let run: i64 = tx
         .prepare_cached("SELECT key FROM runs WHERE agent = ?1 AND run_id = ?2")?
         .query_row(params![agent, a.hello.run_id], |r| r.get(0))?;
-    run_keys.insert((agent, a.hello.run_id.clone()), run);
+    let runs = run_keys.entry(agent).or_default();
+    if !runs.iter().any(|(id, _)| *id == a.hello.run_id) {
+        runs.push((a.hello.run_id.clone(), run));
+    }
     tx.prepare_cached("UPDATE agents SET run_key = ?1 WHERE key = ?2")?
         .execute(params![run, agent])?;
     Ok(())
@@ -1054,15 +1072,7 @@ fn write_pending(tx: &rusqlite::Transaction<'_>, agent: i64, p: &Pending) -> rus
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         )?;
         for row in &p.rows {
-            let inserted = insert.execute(params![
-                agent,
-                i64_of(row.ts_ms),
-                row.run,
-                i64_of(row.seq),
-                row.cpu,
-                row.mem,
-                row.cores
-            ])? == 1;
+            let inserted = insert.execute(row.params(agent))? == 1;
             if inserted {
                 let agg = row.agg();
                 for tier in Tier::ROLLUPS {
@@ -1127,7 +1137,11 @@ fn write_batch(
                     let Some(agent) = agent_key(&tx, agent_keys, &s.agent_id)? else {
                         continue;
                     };
-                    let Some(&run) = run_keys.get(&(agent, s.run_id.clone())) else {
+                    // Looked up without building a key: no allocation per sample.
+                    let run = run_keys
+                        .get(&agent)
+                        .and_then(|runs| runs.iter().find(|(id, _)| *id == s.run_id));
+                    let Some(&(_, run)) = run else {
                         continue;
                     };
                     let m = &s.metrics;
@@ -1139,15 +1153,7 @@ fn write_batch(
                         mem: m.memory.map(|mem| i64_of(mem.used)),
                         cores: m.cpu.as_ref().map(|c| encode_cores(&c.per_core)),
                     };
-                    let rowid = log.insert(params![
-                        agent,
-                        i64_of(row.ts_ms),
-                        row.run,
-                        i64_of(row.seq),
-                        row.cpu,
-                        row.mem,
-                        row.cores
-                    ])?;
+                    let rowid = log.insert(row.params(agent))?;
                     let p = added
                         .entry(agent)
                         .or_insert_with(|| Pending::new(now, rowid));
