@@ -26,6 +26,36 @@ pub struct Snapshot {
     pub summary: Summary,
     /// Every known agent, sorted by name then id.
     pub agents: Vec<AgentView>,
+    /// The durable history's state; absent with `--no-store`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub store: Option<StoreView>,
+}
+
+/// Whether the durable history writes (`ok`) or not (`failing`: nothing is acknowledged
+/// until it works again; agents keep their samples).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StoreStatus {
+    Ok,
+    Failing,
+}
+
+/// The durable history's state in a snapshot and in `/healthz`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StoreView {
+    pub status: StoreStatus,
+    /// While failing: the last error (e.g. `database or disk is full`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+    /// While failing: when the first failed commit happened, ms since the Unix epoch.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failing_since_ms: Option<u64>,
+    /// While failing: failed commits in a row.
+    #[serde(default)]
+    pub failed_attempts: u64,
+    /// While failing: writes (samples, hellos) waiting to be committed.
+    #[serde(default)]
+    pub queued_writes: u64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -174,6 +204,7 @@ pub(crate) mod fixtures {
                 offline: count(Status::Offline),
             },
             agents,
+            store: None,
         }
     }
 }

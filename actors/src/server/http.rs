@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use actix::{Actor, Addr, Arbiter};
 use actix_web::http::header::CACHE_CONTROL;
-use actix_web::{App, HttpResponse, HttpServer, Responder, web};
+use actix_web::{App, HttpResponse, HttpServer, web};
 use serde::{Deserialize, Serialize};
 
 use crate::server::history::Bucket;
@@ -46,6 +46,8 @@ pub struct HttpConfig {
     pub per_core_metrics: bool,
     /// The durable history, read by the history endpoint; `None`: the in-memory ring.
     pub store: Option<Arc<store::Reader>>,
+    /// The durable history's health, shown by `/healthz`.
+    pub store_health: Option<Arc<store::StoreHealth>>,
 }
 
 #[derive(Clone)]
@@ -53,6 +55,7 @@ struct State {
     registry: Addr<Registry>,
     per_core_metrics: bool,
     store: Option<Arc<store::Reader>>,
+    store_health: Option<Arc<store::StoreHealth>>,
     events: Addr<events::Broadcaster>,
 }
 
@@ -84,6 +87,7 @@ impl Http {
             registry,
             per_core_metrics: config.per_core_metrics,
             store: config.store.clone(),
+            store_health: config.store_health.clone(),
             events: events.clone(),
         };
         let server = HttpServer::new(move || {
@@ -134,8 +138,33 @@ struct ApiError {
     error: String,
 }
 
-async fn healthz() -> impl Responder {
-    HttpResponse::Ok().json(serde_json::json!({"status": "ok", "version": crate::VERSION}))
+/// `{"status":"ok","version":…}` (and, with a store, `"store":{"status":"ok"}`); while the
+/// store cannot write, 503 with `"status":"degraded"` and the store's error: the server runs
+/// and keeps its agents connected, but acknowledges nothing.
+async fn healthz(state: web::Data<State>) -> HttpResponse {
+    let store = state.store_health.as_ref().map(|h| h.view());
+    let failing = store
+        .as_ref()
+        .is_some_and(|s| s.status == crate::snapshot::StoreStatus::Failing);
+    let body = Health {
+        status: if failing { "degraded" } else { "ok" },
+        version: crate::VERSION,
+        store,
+    };
+    if failing {
+        HttpResponse::ServiceUnavailable().json(body)
+    } else {
+        HttpResponse::Ok().json(body)
+    }
+}
+
+/// The body of `/healthz`.
+#[derive(Serialize)]
+struct Health {
+    status: &'static str,
+    version: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    store: Option<crate::snapshot::StoreView>,
 }
 
 async fn agents(state: web::Data<State>) -> HttpResponse {

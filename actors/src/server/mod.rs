@@ -164,6 +164,7 @@ impl Server {
                 let opened = std::time::Instant::now();
                 let (store, restored) = store::Store::open(store_config, config.history)?;
                 let reader = Arc::new(store::Reader::open(store_config)?);
+                let health = store.health();
                 tracing::info!(
                     "history in {} ({} agent(s) restored in {:?})",
                     store_config.data_dir.display(),
@@ -172,13 +173,18 @@ impl Server {
                 );
                 // Its own thread: a slow disk delays acks, never Sessions or the Registry.
                 let store = store::Store::start_in_arbiter(&Arbiter::new().handle(), |_| store);
-                let registry =
-                    Registry::with_store((*info).clone(), config.history, store.clone(), restored)
-                        .start();
+                let registry = Registry::with_store(
+                    (*info).clone(),
+                    config.history,
+                    store.clone(),
+                    Arc::clone(&health),
+                    restored,
+                )
+                .start();
                 store.do_send(store::Subscribe {
                     committed: registry.clone().recipient(),
                 });
-                (registry, Some(store), Some(reader))
+                (registry, Some(store), Some((reader, health)))
             }
         };
         let writers = TaskTracker::new();
@@ -212,8 +218,10 @@ impl Server {
             reporter::Reporter::start_in_arbiter(&reporter_thread.handle(), |_| reporter);
         let http = match (http_socket, &config.http) {
             (Some(socket), Some(http_config)) => {
+                let (reader, health) = reader.unzip();
                 let http_config = http::HttpConfig {
                     store: reader,
+                    store_health: health,
                     ..http_config.clone()
                 };
                 Some(http::Http::start(socket, &http_config, registry.clone())?)

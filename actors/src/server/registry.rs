@@ -102,6 +102,8 @@ pub struct SnapshotParts {
     server: ServerInfo,
     /// A store is in use (the views carry `stored_seq`).
     stored: bool,
+    /// The store's state, when there is one.
+    store: Option<crate::snapshot::StoreView>,
     agents: Vec<AgentParts>,
 }
 
@@ -162,6 +164,7 @@ impl SnapshotParts {
             ts_ms,
             server,
             stored: false,
+            store: None,
             agents: Vec::new(),
         }
     }
@@ -188,6 +191,7 @@ impl SnapshotParts {
             server: self.server,
             summary,
             agents,
+            store: self.store,
         }
     }
 }
@@ -291,6 +295,8 @@ pub struct Registry {
     sessions: HashMap<SessionId, SessionEntry>,
     /// Where accepted samples go to be made durable; `None`: in-memory only (acks at once).
     store: Option<Addr<Store>>,
+    /// The store's health, shown in snapshots.
+    store_health: Option<Arc<store::StoreHealth>>,
 }
 
 impl Registry {
@@ -302,6 +308,7 @@ impl Registry {
             agents: HashMap::new(),
             sessions: HashMap::new(),
             store: None,
+            store_health: None,
         }
     }
 
@@ -312,10 +319,12 @@ impl Registry {
         server: ServerInfo,
         history: usize,
         store: Addr<Store>,
+        health: Arc<store::StoreHealth>,
         restored: Vec<store::Restored>,
     ) -> Self {
         let mut registry = Self::new(server, history);
         registry.store = Some(store);
+        registry.store_health = Some(health);
         let now = Instant::now();
         for r in restored {
             let peer = SocketAddr::new(
@@ -586,6 +595,7 @@ impl Registry {
             ts_ms: now_ms(),
             server: self.server.clone(),
             stored: self.store.is_some(),
+            store: self.store_health.as_ref().map(|h| h.view()),
             agents: self.agents.values().map(|a| a.parts(now)).collect(),
         }
     }

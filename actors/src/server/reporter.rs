@@ -24,7 +24,7 @@ use std::time::Duration;
 use actix::prelude::*;
 
 use crate::server::registry::{self, Registry};
-use crate::snapshot::{AgentView, Snapshot, Status};
+use crate::snapshot::{AgentView, Snapshot, Status, StoreStatus, StoreView};
 use crate::util::{human_age, human_bytes};
 
 /// How the report is written.
@@ -270,6 +270,26 @@ fn fleet_line(s: &Snapshot) -> String {
     )
 }
 
+/// A warning line while the durable history cannot write (nothing while it can).
+fn store_line(store: &StoreView) -> Option<String> {
+    if store.status != StoreStatus::Failing {
+        return None;
+    }
+    let since = store
+        .failing_since_ms
+        .map(|t| human_age(crate::util::now_ms().saturating_sub(t)))
+        .unwrap_or_else(|| "-".into());
+    Some(format!(
+        "  STORE FAILING for {since}: {} ({} write(s) queued; nothing is acknowledged, agents keep their samples)",
+        store
+            .error
+            .as_deref()
+            .unwrap_or("unknown error")
+            .escape_debug(),
+        store.queued_writes
+    ))
+}
+
 /// The text report with default options: every agent (up to [`DEFAULT_TOP`]) by name.
 pub fn render_text(s: &Snapshot) -> String {
     render_text_with(s, &TextOptions::default())
@@ -306,6 +326,9 @@ pub fn render_text_with(s: &Snapshot, opts: &TextOptions) -> String {
         .and_then(|a| a.parse::<SocketAddr>().ok())
     {
         let _ = writeln!(out, "  dashboard: {}", dashboard_url(http));
+    }
+    if let Some(line) = s.store.as_ref().and_then(store_line) {
+        let _ = writeln!(out, "{line}");
     }
     if s.agents.is_empty() {
         let _ = writeln!(

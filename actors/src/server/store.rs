@@ -47,7 +47,7 @@
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::fs::File;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -62,6 +62,13 @@ use crate::util::now_ms;
 pub const FLUSH_DELAY: Duration = Duration::from_millis(10);
 /// A batch this large is committed at once, without waiting for [`FLUSH_DELAY`].
 pub const MAX_BATCH: usize = 10_000;
+/// First wait before a failed commit is tried again; it doubles per failure up to
+/// [`RETRY_MAX`]. Nothing is acknowledged meanwhile: the agents keep their samples.
+pub const RETRY_MIN: Duration = Duration::from_millis(500);
+/// Longest wait between two attempts at a failing commit.
+pub const RETRY_MAX: Duration = Duration::from_secs(10);
+/// While commits keep failing, the error is logged again at most this often.
+pub const FAILURE_LOG_EVERY: Duration = Duration::from_secs(60);
 /// How long an agent's samples stay in `raw_log` before they move into `raw` and the rollups.
 /// Longer amortises more page writes per agent; it bounds how far the rollup tiers lag, the
 /// memory the store keeps per agent, and what [`Store::open`] moves after a crash.
@@ -433,6 +440,80 @@ pub struct DurableSeq {
     pub seq: u64,
 }
 
+/// The store's health, shared with whoever shows it (the snapshot's `store`, `/healthz`).
+/// The Store writes it after every commit attempt; readers take a copy.
+#[derive(Debug, Default)]
+pub struct StoreHealth {
+    fault: Mutex<Option<StoreFault>>,
+}
+
+/// Why the store cannot write, since when, and what waits.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreFault {
+    /// The last error, as SQLite (or the OS) words it.
+    pub error: String,
+    /// When the first failed commit of this episode happened, ms since the Unix epoch.
+    pub since_ms: u64,
+    /// Failed commits in a row.
+    pub attempts: u64,
+    /// Writes waiting to be committed (samples and hellos).
+    pub queued: usize,
+}
+
+impl StoreHealth {
+    /// `None` while the store writes; the current fault otherwise.
+    pub fn status(&self) -> Option<StoreFault> {
+        self.lock().clone()
+    }
+
+    /// The store's state as the snapshot and `/healthz` show it.
+    pub fn view(&self) -> crate::snapshot::StoreView {
+        use crate::snapshot::{StoreStatus, StoreView};
+        match self.status() {
+            None => StoreView {
+                status: StoreStatus::Ok,
+                error: None,
+                failing_since_ms: None,
+                failed_attempts: 0,
+                queued_writes: 0,
+            },
+            Some(f) => StoreView {
+                status: StoreStatus::Failing,
+                error: Some(f.error),
+                failing_since_ms: Some(f.since_ms),
+                failed_attempts: f.attempts,
+                queued_writes: u64::try_from(f.queued).unwrap_or(u64::MAX),
+            },
+        }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<StoreFault>> {
+        self.fault
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Records a failed commit; returns the fault as it now stands.
+    fn failed(&self, error: String, queued: usize) -> StoreFault {
+        let mut fault = self.lock();
+        let f = fault.get_or_insert_with(|| StoreFault {
+            error: String::new(),
+            since_ms: now_ms(),
+            attempts: 0,
+            queued,
+        });
+        f.error = error;
+        f.attempts += 1;
+        f.queued = queued;
+        f.clone()
+    }
+
+    /// Records a successful commit; returns the fault it ends, if any.
+    fn recovered(&self) -> Option<StoreFault> {
+        self.lock().take()
+    }
+}
+
 // ---- Opening ----------------------------------------------------------------------------------
 
 /// Where and how long to keep history.
@@ -748,6 +829,8 @@ impl Pending {
 /// See the module documentation.
 pub struct Store {
     conn: Connection,
+    /// The database file (for messages).
+    path: PathBuf,
     retention: Retention,
     /// Held (with an exclusive lock) for the actor's life.
     _lock: File,
@@ -764,8 +847,14 @@ pub struct Store {
     pending_order: VecDeque<(Instant, i64)>,
     /// Where the next retention slice starts, in the sorted agent keys.
     expire_cursor: usize,
-    /// Set when the last commit failed: the batch is kept and retried.
-    failing: bool,
+    /// Shared with the snapshot and `/healthz`: set while commits fail.
+    health: Arc<StoreHealth>,
+    /// While commits fail: the wait before the next attempt, and when the error was last
+    /// logged. `None` while the store writes.
+    retry: Option<(Duration, Instant)>,
+    /// Per agent id: the run and batch index of its last `Attach` in the batch (an agent
+    /// reconnecting while commits fail replaces that `Attach` instead of adding one).
+    attaches: HashMap<String, (String, usize)>,
 }
 
 impl Store {
@@ -805,6 +894,7 @@ impl Store {
         let restored = load(&conn, ring).map_err(db_err)?;
         let mut store = Store {
             conn,
+            path: path.clone(),
             retention: config.retention,
             _lock: lock,
             batch: Vec::new(),
@@ -815,10 +905,17 @@ impl Store {
             pending: HashMap::new(),
             pending_order: VecDeque::new(),
             expire_cursor: 0,
-            failing: false,
+            health: Arc::new(StoreHealth::default()),
+            retry: None,
+            attaches: HashMap::new(),
         };
         store.load_keys().map_err(db_err)?;
         Ok((store, restored))
+    }
+
+    /// The store's health, to be shown by others (snapshot, `/healthz`).
+    pub fn health(&self) -> Arc<StoreHealth> {
+        Arc::clone(&self.health)
     }
 
     fn load_keys(&mut self) -> rusqlite::Result<()> {
@@ -853,14 +950,17 @@ impl Store {
         };
         let result = write_batch(self, &batch, &due, everything, now);
         if result.is_err() {
-            // Nothing of it was committed: keep it (in order, ahead of newer writes) and
-            // retry. The agents get no ack meanwhile and keep the samples themselves.
+            // Nothing of it was committed: keep it whole (in order, ahead of newer writes)
+            // and retry. The agents get no ack meanwhile and keep the samples themselves.
             let newer = std::mem::replace(&mut self.batch, batch);
             self.batch.extend(newer);
-            // The key caches may name rows of the rolled-back transaction.
+            // The key caches may name rows of the rolled-back transaction; both are filled
+            // again from the database on demand ([`agent_key`], [`run_key`]).
             self.agent_keys.clear();
             self.run_keys.clear();
             let _ = self.load_keys();
+        } else {
+            self.attaches.clear();
         }
         result
     }
@@ -879,9 +979,13 @@ impl Store {
         let n = self.batch.len();
         match self.commit_with(everything) {
             Ok(durable) => {
-                if self.failing {
-                    tracing::info!("store: writing again");
-                    self.failing = false;
+                self.retry = None;
+                if let Some(fault) = self.health.recovered() {
+                    tracing::info!(
+                        "store: writing again after {} failed attempt(s) over {}; {n} queued write(s) committed",
+                        fault.attempts,
+                        crate::util::human_age(now_ms().saturating_sub(fault.since_ms)),
+                    );
                 }
                 tracing::trace!("store: committed {n} write(s) in {:?}", started.elapsed());
                 if let Some(s) = &self.subscriber
@@ -892,12 +996,23 @@ impl Store {
                 true
             }
             Err(e) => {
-                if !self.failing {
-                    tracing::error!(
-                        "store: cannot commit {n} write(s), retrying (agents keep their samples meanwhile): {e}"
-                    );
-                    self.failing = true;
-                }
+                let fault = self.health.failed(e.to_string(), self.batch.len());
+                let wait = match self.retry {
+                    None => RETRY_MIN,
+                    Some((wait, _)) => (wait * 2).min(RETRY_MAX),
+                };
+                let logged = match self.retry {
+                    Some((_, logged)) if logged.elapsed() < FAILURE_LOG_EVERY => logged,
+                    _ => {
+                        tracing::error!(
+                            "store: cannot commit {n} write(s) to {}: {e}; nothing is acknowledged until it works (agents keep their samples), retrying every {wait:?} or less (failed {} time(s) so far)",
+                            self.path.display(),
+                            fault.attempts
+                        );
+                        Instant::now()
+                    }
+                };
+                self.retry = Some((wait, logged));
                 false
             }
         }
@@ -915,16 +1030,13 @@ impl Store {
     }
 
     fn arm(&mut self, ctx: &mut Context<Self>) {
-        if self.batch.len() >= MAX_BATCH {
+        // While failing, only the retry timer commits (a full batch must not retry per write).
+        if self.batch.len() >= MAX_BATCH && self.retry.is_none() {
             self.flush();
         }
         if !self.flush_armed && !self.batch.is_empty() {
             self.flush_armed = true;
-            let delay = if self.failing {
-                Duration::from_secs(1)
-            } else {
-                FLUSH_DELAY
-            };
+            let delay = self.retry.map_or(FLUSH_DELAY, |(wait, _)| wait);
             ctx.run_later(delay, |this, ctx| {
                 this.flush();
                 this.arm(ctx);
@@ -1028,6 +1140,34 @@ fn agent_key(
     Ok(k)
 }
 
+/// The `runs.key` of `(agent, run_id)`: from the cache (looked up without building a key: no
+/// allocation per sample), else from the database (after a failed commit emptied the cache),
+/// else a new row. Never "unknown": a sample is always written, so a durable seq announced
+/// after this batch never covers a sample that was skipped.
+fn run_key(
+    tx: &rusqlite::Transaction<'_>,
+    run_keys: &mut HashMap<i64, Vec<(String, i64)>>,
+    agent: i64,
+    run_id: &str,
+) -> rusqlite::Result<i64> {
+    if let Some(&(_, key)) = run_keys
+        .get(&agent)
+        .and_then(|runs| runs.iter().find(|(id, _)| id == run_id))
+    {
+        return Ok(key);
+    }
+    tx.prepare_cached("INSERT OR IGNORE INTO runs (agent, run_id) VALUES (?1, ?2)")?
+        .execute(params![agent, run_id])?;
+    let key: i64 = tx
+        .prepare_cached("SELECT key FROM runs WHERE agent = ?1 AND run_id = ?2")?
+        .query_row(params![agent, run_id], |r| r.get(0))?;
+    run_keys
+        .entry(agent)
+        .or_default()
+        .push((run_id.to_string(), key));
+    Ok(key)
+}
+
 /// Records an agent's hello and makes its run current.
 fn attach(
     tx: &rusqlite::Transaction<'_>,
@@ -1048,15 +1188,7 @@ fn attach(
     let Some(agent) = agent_key(tx, agent_keys, &a.hello.agent_id)? else {
         return Ok(());
     };
-    tx.prepare_cached("INSERT OR IGNORE INTO runs (agent, run_id) VALUES (?1, ?2)")?
-        .execute(params![agent, a.hello.run_id])?;
-    let run: i64 = tx
-        .prepare_cached("SELECT key FROM runs WHERE agent = ?1 AND run_id = ?2")?
-        .query_row(params![agent, a.hello.run_id], |r| r.get(0))?;
-    let runs = run_keys.entry(agent).or_default();
-    if !runs.iter().any(|(id, _)| *id == a.hello.run_id) {
-        runs.push((a.hello.run_id.clone(), run));
-    }
+    let run = run_key(tx, run_keys, agent, &a.hello.run_id)?;
     tx.prepare_cached("UPDATE agents SET run_key = ?1 WHERE key = ?2")?
         .execute(params![run, agent])?;
     Ok(())
@@ -1137,13 +1269,7 @@ fn write_batch(
                     let Some(agent) = agent_key(&tx, agent_keys, &s.agent_id)? else {
                         continue;
                     };
-                    // Looked up without building a key: no allocation per sample.
-                    let run = run_keys
-                        .get(&agent)
-                        .and_then(|runs| runs.iter().find(|(id, _)| *id == s.run_id));
-                    let Some(&(_, run)) = run else {
-                        continue;
-                    };
+                    let run = run_key(&tx, run_keys, agent, &s.run_id)?;
                     let m = &s.metrics;
                     let row = LogRow {
                         ts_ms: m.ts_ms,
@@ -1310,7 +1436,20 @@ impl Handler<Attach> for Store {
     type Result = ();
 
     fn handle(&mut self, msg: Attach, ctx: &mut Self::Context) {
-        self.batch.push(Op::Attach(msg));
+        // The agent's last queued Attach is of the same run (it reconnected while commits
+        // fail): the newer hello replaces it in place. Nothing queued after it attaches
+        // another run of this agent, so the result is the same as appending.
+        let id = &msg.hello.agent_id;
+        if let Some((run, i)) = self.attaches.get(id)
+            && *run == msg.hello.run_id
+            && let Some(Op::Attach(queued)) = self.batch.get_mut(*i)
+        {
+            *queued = msg;
+        } else {
+            let entry = (msg.hello.run_id.clone(), self.batch.len());
+            self.attaches.insert(id.clone(), entry);
+            self.batch.push(Op::Attach(msg));
+        }
         self.arm(ctx);
     }
 }
@@ -1872,6 +2011,74 @@ mod tests {
         assert_eq!(count(&store), 510);
         assert!(!store.expire(now));
         assert_eq!(count(&store), 10);
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Every seq of run `run` of agent a1 on disk (moved into `raw` or still in `raw_log`).
+    fn seqs_on_disk(store: &Store, run: &str) -> Vec<u64> {
+        let mut q = store
+            .conn
+            .prepare(
+                "SELECT DISTINCT s.seq FROM (SELECT run, seq FROM raw UNION ALL
+                 SELECT run, seq FROM raw_log) AS s JOIN runs ON s.run = runs.key
+                 WHERE runs.run_id = ?1 ORDER BY s.seq",
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        q.query_map([run], |r| r.get::<_, i64>(0))
+            .unwrap_or_else(|e| panic!("{e}"))
+            .map(|s| u64_of(s.unwrap_or_else(|e| panic!("{e}"))))
+            .collect()
+    }
+
+    /// A full disk (SQLite's `max_page_count`: the same SQLITE_FULL) makes a commit fail; the
+    /// retry once there is room writes every queued sample, so the durable seq it announces
+    /// never covers a sample that is not on disk. (The retry used to skip every sample whose
+    /// run had been attached in an earlier, successful batch.)
+    #[test]
+    fn a_failed_commit_is_retried_whole_and_never_acknowledges_a_hole() {
+        let (dir, config) = temp_config("disk-full", Retention::default());
+        let now = 10 * H;
+        let (mut store, _) = Store::open(&config, 10).unwrap_or_else(|e| panic!("{e}"));
+        attach_a1(&mut store, "r1");
+        append(&mut store, "r1", 1..=3, now);
+        let durable = store.commit_with(false).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(durable.iter().map(|d| d.seq).max(), Some(3));
+        // The disk is full: no page may be added.
+        let pages: i64 = store
+            .conn
+            .query_row("PRAGMA page_count", [], |r| r.get(0))
+            .unwrap_or_else(|e| panic!("{e}"));
+        store
+            .conn
+            .pragma_update(None, "max_page_count", pages)
+            .unwrap_or_else(|e| panic!("{e}"));
+        append(&mut store, "r1", 4..=400, now);
+        assert!(
+            store.commit_with(false).is_err(),
+            "the commit must fail on a full database"
+        );
+        assert!(
+            store.flush_with(false).eq(&false),
+            "still full: nothing durable"
+        );
+        assert!(store.health.status().is_some(), "the failure is visible");
+        // Room again: the retry writes everything that was queued.
+        store
+            .conn
+            .pragma_update(None, "max_page_count", 1_073_741_823)
+            .unwrap_or_else(|e| panic!("{e}"));
+        let durable = store.commit_with(false).unwrap_or_else(|e| panic!("{e}"));
+        let acked = durable.iter().map(|d| d.seq).max().unwrap_or(0);
+        assert_eq!(
+            acked, 400,
+            "the retry commits the queued samples: {durable:?}"
+        );
+        let on_disk = seqs_on_disk(&store, "r1");
+        assert_eq!(
+            on_disk,
+            (1..=acked).collect::<Vec<_>>(),
+            "every acknowledged seq is on disk"
+        );
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -232,6 +232,7 @@ fn main() -> ExitCode {
         bind: cli.http,
         per_core_metrics: !cli.no_per_core_metrics,
         store: None,
+        store_health: None,
     });
     config.store = (!cli.no_store).then(|| StoreConfig {
         data_dir: cli.data_dir.clone().unwrap_or_else(store::default_data_dir),

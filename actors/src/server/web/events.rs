@@ -335,6 +335,7 @@ mod tests {
             },
             summary: Summary::default(),
             agents: Vec::new(),
+            store: None,
         };
         let Ok(event) = encode_event(&snapshot) else {
             panic!("encode failed");

@@ -96,7 +96,12 @@ pub fn bin(name: &str) -> PathBuf {
 /// no `RUST_LOG` and no `LANMON_*` variables from the developer's shell.
 #[track_caller]
 pub fn command(name: &str) -> Command {
-    let mut cmd = Command::new(bin(name));
+    command_for(bin(name))
+}
+
+/// A command for `program` with the clean environment and pipes of [`command`].
+pub fn command_for(program: PathBuf) -> Command {
+    let mut cmd = Command::new(program);
     cmd.env_remove("RUST_LOG").env("NO_COLOR", "1");
     for (key, _) in std::env::vars_os() {
         if key.to_string_lossy().starts_with("LANMON_") {
@@ -268,31 +273,45 @@ impl Server {
     /// beacon is turned off.
     #[track_caller]
     pub fn start_with(port: u16, extra: &[&str]) -> Server {
-        let mut cmd = command("server");
-        cmd.arg("--bind")
-            .arg(format!("{LOOPBACK}:{port}"))
-            .args([
-                "--report-format",
-                "json",
-                "--report-interval",
-                REPORT_INTERVAL,
-            ])
-            .args(["--log-level", "info"])
-            .args(extra);
-        if !extra.contains(&"--beacon-to") {
-            // The UDP discovery beacon goes to every interface's broadcast address by default,
-            // i.e. onto the shared network: never from tests.
-            cmd.arg("--no-beacon");
-        }
-        if !extra.contains(&"--http") {
-            // The default HTTP port is fixed (8081): parallel tests would collide on it.
-            cmd.arg("--no-http");
-        }
-        if !extra.contains(&"--data-dir") {
-            // The default data directory is shared (one server per directory): parallel tests
-            // would collide on it, and a test must not leave history behind.
-            cmd.arg("--no-store");
-        }
+        Server::spawn(server_command(port, extra), port)
+    }
+
+    /// Like [`Server::start_with`], with the data directory `dir` on a tmpfs of `size` (e.g.
+    /// `1m`) that only the server sees: it runs in a mount namespace of its own (`unshare -m`,
+    /// root only), and the tmpfs goes away with it. The test reaches the files through
+    /// [`Server::root_path`]. `extra` must not name `--data-dir`.
+    #[track_caller]
+    pub fn start_on_tmpfs(dir: &TempDir, size: &str, extra: &[&str]) -> Server {
+        let data_dir = dir.arg();
+        let mut args = vec!["--data-dir", data_dir.as_str()];
+        args.extend_from_slice(extra);
+        let inner = server_command(0, &args);
+        let mut cmd = command_for(PathBuf::from("unshare"));
+        // unshare(1) makes the new mount namespace's mounts private: nothing leaks out.
+        cmd.args([
+            "-m",
+            "sh",
+            "-c",
+            r#"mount -t tmpfs -o "size=$1" lanmon-test "$2" && shift 2 && exec "$@""#,
+            "sh",
+            size,
+        ])
+        .arg(&data_dir)
+        .arg(inner.get_program())
+        .args(inner.get_args());
+        Server::spawn(cmd, 0)
+    }
+
+    /// `path` as the server's process sees it (through `/proc/PID/root`: its mount namespace).
+    pub fn root_path(&self, path: &std::path::Path) -> PathBuf {
+        let relative = path.strip_prefix("/").unwrap_or(path);
+        PathBuf::from(format!("/proc/{}/root", self.pid())).join(relative)
+    }
+
+    /// Starts `cmd` (a server command line) and waits for its first snapshot, which names the
+    /// real port (checked against `port` unless 0).
+    #[track_caller]
+    fn spawn(mut cmd: Command, port: u16) -> Server {
         let mut proc = Proc::spawn("server".into(), &mut cmd);
         let (Some(stdout), Some(stderr)) = (proc.child.stdout.take(), proc.child.stderr.take())
         else {
@@ -409,6 +428,37 @@ impl Server {
             ),
         }
     }
+}
+
+/// The test server's command line on `127.0.0.1:port`, with `extra` flags: JSON reports every
+/// [`REPORT_INTERVAL`], and no beacon, HTTP or store unless `extra` asks for them.
+fn server_command(port: u16, extra: &[&str]) -> Command {
+    let mut cmd = command("server");
+    cmd.arg("--bind")
+        .arg(format!("{LOOPBACK}:{port}"))
+        .args([
+            "--report-format",
+            "json",
+            "--report-interval",
+            REPORT_INTERVAL,
+        ])
+        .args(["--log-level", "info"])
+        .args(extra);
+    if !extra.contains(&"--beacon-to") {
+        // The UDP discovery beacon goes to every interface's broadcast address by default,
+        // i.e. onto the shared network: never from tests.
+        cmd.arg("--no-beacon");
+    }
+    if !extra.contains(&"--http") {
+        // The default HTTP port is fixed (8081): parallel tests would collide on it.
+        cmd.arg("--no-http");
+    }
+    if !extra.contains(&"--data-dir") {
+        // The default data directory is shared (one server per directory): parallel tests
+        // would collide on it, and a test must not leave history behind.
+        cmd.arg("--no-store");
+    }
+    cmd
 }
 
 fn pretty(snapshot: Option<&Value>) -> String {
