@@ -52,6 +52,20 @@ pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
 pub const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(5);
 pub const KEEPALIVE_RETRIES: u32 = 3;
 
+/// The Registry drops offline agents past [`OFFLINE_RETENTION`] this often.
+pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
+/// A session's idle timeout is never shorter than this, whatever the agent's interval.
+pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+/// A session checks for silence once per agent interval, clamped to this range (it closes
+/// within the idle timeout plus one check).
+pub const IDLE_CHECK_MIN: Duration = Duration::from_millis(50);
+pub const IDLE_CHECK_MAX: Duration = Duration::from_secs(5);
+/// The Listener pauses this long after an accept error (e.g. out of file descriptors) so it
+/// cannot spin the CPU.
+pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
+/// At most one "connection refused by a limit" log line per this period.
+pub const LIMIT_LOG_EVERY: Duration = Duration::from_secs(10);
+
 /// The server's limits on what one peer may do. Each has a flag; hitting one ends that
 /// connection only (with an `error` frame where possible and one log line).
 #[derive(Debug, Clone, PartialEq, Eq)]

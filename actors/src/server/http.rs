@@ -13,20 +13,20 @@
 //! - `GET /api/events` — the dashboard's live feed: Server-Sent Events, one snapshot per
 //!   second ([`super::web::events`]).
 //!
-//! Handlers only ask the Registry (an `Addr`, usable from the HTTP worker thread); nothing here
-//! changes state.
+//! Handlers only ask the Registry, through [`RegistryQueries`] (recipients, usable from the HTTP
+//! worker thread; a probe in tests); nothing here changes state.
 
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
-use actix::{Actor, Addr, Arbiter};
+use actix::{Actor, Addr, Arbiter, Recipient};
 use actix_web::http::header::CACHE_CONTROL;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use serde::{Deserialize, Serialize};
 
 use crate::server::history::Bucket;
-use crate::server::registry::{self, Registry};
+use crate::server::registry::{GetHistory, GetSnapshotParts};
 use crate::server::store;
 use crate::server::web::{self as dashboard, events};
 use crate::util::now_ms;
@@ -50,9 +50,31 @@ pub struct HttpConfig {
     pub store_health: Option<Arc<store::StoreHealth>>,
 }
 
+/// What the HTTP side asks the Registry: snapshots (also the dashboard's feed) and histories.
+#[derive(Clone)]
+pub struct RegistryQueries {
+    pub snapshot: Recipient<GetSnapshotParts>,
+    pub history: Recipient<GetHistory>,
+}
+
+impl RegistryQueries {
+    /// The queries to an actor that answers both.
+    pub fn to<A>(registry: &Addr<A>) -> Self
+    where
+        A: Actor<Context = actix::Context<A>>
+            + actix::Handler<GetSnapshotParts>
+            + actix::Handler<GetHistory>,
+    {
+        Self {
+            snapshot: registry.clone().recipient(),
+            history: registry.clone().recipient(),
+        }
+    }
+}
+
 #[derive(Clone)]
 struct State {
-    registry: Addr<Registry>,
+    registry: RegistryQueries,
     per_core_metrics: bool,
     store: Option<Arc<store::Reader>>,
     store_health: Option<Arc<store::StoreHealth>>,
@@ -76,10 +98,10 @@ impl Http {
     pub fn start(
         socket: TcpListener,
         config: &HttpConfig,
-        registry: Addr<Registry>,
+        registry: RegistryQueries,
     ) -> std::io::Result<Http> {
         // Its own thread: encoding a large fleet's snapshot every second must not delay ingest.
-        let events_source = registry.clone().recipient();
+        let events_source = registry.snapshot.clone();
         let events = events::Broadcaster::start_in_arbiter(&Arbiter::new().handle(), move |_| {
             events::Broadcaster::new(events_source, events::EVENTS_INTERVAL)
         });
@@ -169,7 +191,7 @@ struct Health {
 
 async fn agents(state: web::Data<State>) -> HttpResponse {
     // The Registry hands over a cheap copy; the snapshot is built here, off the ingest thread.
-    match state.registry.send(registry::GetSnapshotParts).await {
+    match state.registry.snapshot.send(GetSnapshotParts).await {
         Ok(parts) => HttpResponse::Ok()
             .insert_header((CACHE_CONTROL, "no-store"))
             .json(parts.into_snapshot()),
@@ -180,7 +202,7 @@ async fn agents(state: web::Data<State>) -> HttpResponse {
 }
 
 async fn metrics(state: web::Data<State>) -> HttpResponse {
-    match state.registry.send(registry::GetSnapshotParts).await {
+    match state.registry.snapshot.send(GetSnapshotParts).await {
         Ok(parts) => HttpResponse::Ok()
             .content_type(super::prometheus::CONTENT_TYPE)
             .body(super::prometheus::render(
@@ -305,13 +327,13 @@ async fn history(
             }),
         };
     }
-    let asked = registry::GetHistory {
+    let asked = GetHistory {
         agent_id: agent_id.clone(),
         from_ms: range.from_ms,
         to_ms: range.to_ms,
         step_ms: range.step_ms,
     };
-    match state.registry.send(asked).await {
+    match state.registry.history.send(asked).await {
         Ok(Some(points)) => HttpResponse::Ok().json(HistoryResponse {
             agent: agent_id,
             from: range.from_ms,

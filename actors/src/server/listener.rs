@@ -1,21 +1,21 @@
 //! Listener actor: accepts TCP connections and starts one [`Session`] per connection.
 //!
 //! Owns the listening socket (bound by [`crate::server::Server::start`] on the address it was
-//! given), the session id counter, and the connection counts: a connection over
-//! [`Limits::max_connections`](crate::config::Limits) in total or per IP gets an `error` frame
-//! (code `limit`) and is closed at once, with one log line per 10 s at most. Receives accepted connections from its socket and
-//! [`Stop`] from the shutdown path (stopping drops the socket: no new connections). Sends
-//! nothing; each Session it starts talks to the Registry itself.
+//! given), the session id counter, and the connection counts ([`Connections`]): a connection
+//! over [`Limits::max_connections`](crate::config::Limits) in total or per IP gets an `error`
+//! frame (code `limit`) and is closed at once, with one log line per [`LIMIT_LOG_EVERY`] at
+//! most; an accepted one is counted by a [`ConnGuard`](crate::server::limits::ConnGuard) that
+//! its Session owns. Receives accepted connections from its socket and [`Stop`] from the shutdown path
+//! (stopping drops the socket: no new connections). Sends nothing; each Session it starts is
+//! given the shared [`RegistryLink`] and talks to the Registry itself.
 //!
 //! Sessions run on the server's session threads (Arbiters), handed out in turn, so decoding
 //! and acknowledging use every core; the Listener and the Registry stay on the server's own
 //! thread. Without session threads, sessions run on the Listener's thread.
 
-use std::collections::HashMap;
 use std::io;
-use std::net::IpAddr;
-use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use tokio::net::{TcpListener, TcpStream};
@@ -23,85 +23,11 @@ use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::task::TaskTracker;
 
 use crate::codec::encode_line;
-use crate::config::Limits;
+use crate::config::{ACCEPT_ERROR_PAUSE, LIMIT_LOG_EVERY};
 use crate::protocol::{ErrorCode, ErrorFrame, ServerFrame};
-use crate::server::registry::Registry;
-use crate::server::session::{Session, SessionId, Settings};
-
-/// Pause after an accept error (e.g. out of file descriptors) so it cannot spin the CPU.
-const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
-
-/// At most one "connection refused by a limit" log line per this period.
-const LIMIT_LOG_EVERY: Duration = Duration::from_secs(10);
-
-#[derive(Debug, Default)]
-struct Counts {
-    total: usize,
-    per_ip: HashMap<IpAddr, usize>,
-}
-
-/// Open connections, in total and per IP. Cheap to clone (shared; a connection is counted on
-/// the Listener's thread and freed on its session's).
-#[derive(Debug, Clone, Default)]
-pub struct Connections(Arc<Mutex<Counts>>);
-
-impl Connections {
-    fn counts(&self) -> MutexGuard<'_, Counts> {
-        // The counts stay consistent even if a holder panicked: every update is one step.
-        self.0
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// Counts a new connection from `ip`, or says which limit it would break.
-    pub fn try_acquire(&self, ip: IpAddr, limits: &Limits) -> Result<ConnGuard, String> {
-        let mut counts = self.counts();
-        if counts.total >= limits.max_connections {
-            return Err(format!(
-                "too many connections ({} in total)",
-                limits.max_connections
-            ));
-        }
-        let from_ip = counts.per_ip.entry(ip).or_insert(0);
-        if *from_ip >= limits.max_connections_per_ip {
-            return Err(format!(
-                "too many connections from {ip} ({})",
-                limits.max_connections_per_ip
-            ));
-        }
-        *from_ip += 1;
-        counts.total += 1;
-        Ok(ConnGuard {
-            conns: self.clone(),
-            ip,
-        })
-    }
-
-    /// Open connections in total.
-    pub fn total(&self) -> usize {
-        self.counts().total
-    }
-}
-
-/// One counted connection; dropping it (with its Session) frees the slot.
-#[derive(Debug)]
-pub struct ConnGuard {
-    conns: Connections,
-    ip: IpAddr,
-}
-
-impl Drop for ConnGuard {
-    fn drop(&mut self) {
-        let mut counts = self.conns.counts();
-        counts.total = counts.total.saturating_sub(1);
-        if let Some(n) = counts.per_ip.get_mut(&self.ip) {
-            *n -= 1;
-            if *n == 0 {
-                counts.per_ip.remove(&self.ip);
-            }
-        }
-    }
-}
+use crate::server::limits::Connections;
+use crate::server::messages::{RegistryLink, SessionId};
+use crate::server::session::{Session, Settings};
 
 /// Stop accepting connections.
 #[derive(Message)]
@@ -111,7 +37,7 @@ pub struct Stop;
 /// See the module documentation.
 pub struct Listener {
     socket: Option<TcpListener>,
-    registry: Addr<Registry>,
+    registry: Arc<RegistryLink>,
     settings: Arc<Settings>,
     tracker: TaskTracker,
     /// Where sessions run, in turn; empty: on this actor's thread.
@@ -125,7 +51,7 @@ pub struct Listener {
 impl Listener {
     pub fn new(
         socket: TcpListener,
-        registry: Addr<Registry>,
+        registry: Arc<RegistryLink>,
         settings: Arc<Settings>,
         tracker: TaskTracker,
         workers: Vec<ArbiterHandle>,
@@ -226,35 +152,5 @@ impl Handler<Stop> for Listener {
 
     fn handle(&mut self, _: Stop, ctx: &mut Self::Context) {
         ctx.stop();
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn connection_limits_in_total_and_per_ip() {
-        let limits = Limits {
-            max_connections: 3,
-            max_connections_per_ip: 2,
-            ..Limits::default()
-        };
-        let conns = Connections::default();
-        let a: IpAddr = [10, 0, 0, 1].into();
-        let b: IpAddr = [10, 0, 0, 2].into();
-        let a1 = conns.try_acquire(a, &limits);
-        let a2 = conns.try_acquire(a, &limits);
-        assert!(a1.is_ok() && a2.is_ok());
-        assert!(conns.try_acquire(a, &limits).is_err(), "third from one IP");
-        let b1 = conns.try_acquire(b, &limits);
-        assert!(b1.is_ok());
-        assert!(conns.try_acquire(b, &limits).is_err(), "fourth in total");
-        drop(a1);
-        assert_eq!(conns.total(), 2);
-        assert!(
-            conns.try_acquire(b, &limits).is_ok(),
-            "a freed slot is reusable"
-        );
     }
 }

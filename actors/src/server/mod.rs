@@ -28,7 +28,11 @@
 pub mod beacon;
 pub mod history;
 pub mod http;
+pub mod limits;
 pub mod listener;
+pub mod messages;
+#[cfg(test)]
+mod probe;
 pub mod prometheus;
 pub mod registry;
 pub mod reporter;
@@ -176,7 +180,7 @@ impl Server {
                 let registry = Registry::with_store(
                     (*info).clone(),
                     config.history,
-                    store.clone(),
+                    registry::StoreLink::to(&store),
                     Arc::clone(&health),
                     restored,
                 )
@@ -198,14 +202,14 @@ impl Server {
             .collect();
         let listener = listener::Listener::new(
             socket,
-            registry.clone(),
+            Arc::new(messages::RegistryLink::to(&registry)),
             settings,
             writers.clone(),
             session_threads.iter().map(Arbiter::handle).collect(),
         )
         .start();
         let reporter = reporter::Reporter::new(
-            registry.clone(),
+            registry.clone().recipient(),
             config.report_interval,
             config.report_format,
             redraw,
@@ -224,7 +228,8 @@ impl Server {
                     store_health: health,
                     ..http_config.clone()
                 };
-                Some(http::Http::start(socket, &http_config, registry.clone())?)
+                let queries = http::RegistryQueries::to(&registry);
+                Some(http::Http::start(socket, &http_config, queries)?)
             }
             _ => None,
         };

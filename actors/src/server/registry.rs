@@ -2,16 +2,22 @@
 //!
 //! Owns: one [`AgentEntry`] per agent id (not per IP: several agents on one host are distinct),
 //! with its address, latest sample, status and counters; and the list of open sessions.
-//! Receives from Sessions: [`Connect`], [`Hello`], [`Samples`] (or [`Sample`]), [`Disconnect`]; from the
-//! Reporter and the HTTP API: [`GetSnapshotParts`], [`GetSnapshot`], [`GetHistory`]; from the server's shutdown path: [`Shutdown`];
-//! from the Store: [`store::Committed`].
-//! Sends to Sessions: [`session::Close`] (when a newer connection takes over an agent id, and
-//! on shutdown) and, with a store, [`session::Durable`] (what may be acknowledged); to the
-//! Store: [`store::Attach`] and [`store::Append`] (every sample that is not a duplicate).
+//! Receives from Sessions: [`Connect`], [`Hello`], [`Samples`] (or [`Sample`]),
+//! [`Disconnect`]; from the Reporter, the HTTP API and the dashboard's Broadcaster:
+//! [`GetSnapshotParts`], [`GetSnapshot`], [`GetHistory`]; from the server's shutdown path:
+//! [`Shutdown`], [`OpenSessions`]; from the Store: [`store::Committed`].
+//! Sends to Sessions: [`Close`] (when a newer connection takes over an agent id, and on
+//! shutdown) and, with a store, [`Durable`] (what may be acknowledged), through the recipients
+//! each Session gave in [`Connect`]; to the Store, through a [`StoreLink`]: [`store::Attach`]
+//! and [`store::Append`] (every sample that is not a duplicate).
+//!
+//! The messages it exchanges with Sessions both ways live in [`crate::server::messages`]; the
+//! ones anyone sends to it alone live here. It names no other actor: Sessions are recipients,
+//! the Store is a [`StoreLink`], so tests drive it with probes.
 //!
 //! With a store, a sample is acknowledged only once it is on disk: Session → Registry
 //! (deduplicates) → Store (batches, commits) → [`store::Committed`] → Registry →
-//! [`session::Durable`] → Session sends `ack`. The durable seq of the agent's current run is
+//! [`Durable`] → Session sends `ack`. The durable seq of the agent's current run is
 //! also the resume point given in `welcome`. At startup the Registry is filled from the store
 //! ([`Registry::with_store`]): every agent offline ("server restarted") with its last-known
 //! state and the seq of its run, so a replaying agent produces no duplicate.
@@ -23,61 +29,15 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::config::{MAX_AGENTS, OFFLINE_RETENTION, STALE_AFTER_INTERVALS};
+use crate::config::{MAX_AGENTS, OFFLINE_RETENTION, PRUNE_EVERY, STALE_AFTER_INTERVALS};
 use crate::protocol::{self, Cpu, Memory, Metrics};
 use crate::server::history::{Bucket, History, series};
-use crate::server::session::{self, SessionId};
-use crate::server::store::{self, Store};
+use crate::server::messages::{
+    Close, Connect, Disconnect, Durable, Hello, Sample, Samples, SessionId,
+};
+use crate::server::store;
 use crate::snapshot::{AgentView, SNAPSHOT_VERSION, ServerInfo, Snapshot, Status, Summary};
 use crate::util::now_ms;
-
-/// A new connection; sent by a Session from `started()`, before it handles any frame.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Connect {
-    pub session: SessionId,
-    pub peer: SocketAddr,
-    pub close: Recipient<session::Close>,
-    /// Where to say what is durable (used only with a store).
-    pub durable: Recipient<session::Durable>,
-}
-
-/// A validated `hello`: attaches the session to an agent id. Answers the highest seq already
-/// held for this agent's run (on disk, with a store; `None` for a run the registry has not
-/// seen), which the Session
-/// passes on in `welcome` so the agent does not resend those samples; or why the id is
-/// refused (another live run holds it).
-#[derive(Message)]
-#[rtype(result = "Result<Option<u64>, String>")]
-pub struct Hello {
-    pub session: SessionId,
-    pub hello: protocol::Hello,
-}
-
-/// A validated sample from an attached session.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Sample {
-    pub session: SessionId,
-    pub metrics: Metrics,
-}
-
-/// Validated samples from an attached session, in the order received: what a Session read in
-/// one go, as one message (one message per sample costs more than the sample at high rates).
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Samples {
-    pub session: SessionId,
-    pub samples: Vec<Metrics>,
-}
-
-/// The session ended; `reason` is shown as the agent's offline reason.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Disconnect {
-    pub session: SessionId,
-    pub reason: String,
-}
 
 /// Asks for the current view of every agent.
 ///
@@ -217,10 +177,30 @@ pub struct Shutdown;
 #[rtype(result = "usize")]
 pub struct OpenSessions;
 
+/// Where the Registry sends what is to be made durable: the Store in the server (wired by
+/// [`crate::server::Server::start`]), a probe in tests.
+pub struct StoreLink {
+    pub attach: Recipient<store::Attach>,
+    pub append: Recipient<store::Append>,
+}
+
+impl StoreLink {
+    /// The link to an actor that handles [`store::Attach`] and [`store::Append`].
+    pub fn to<A>(store: &Addr<A>) -> Self
+    where
+        A: Actor<Context = Context<A>> + Handler<store::Attach> + Handler<store::Append>,
+    {
+        Self {
+            attach: store.clone().recipient(),
+            append: store.clone().recipient(),
+        }
+    }
+}
+
 struct SessionEntry {
     peer: SocketAddr,
-    close: Recipient<session::Close>,
-    durable: Recipient<session::Durable>,
+    close: Recipient<Close>,
+    durable: Recipient<Durable>,
     agent: Option<String>,
 }
 
@@ -294,9 +274,13 @@ pub struct Registry {
     agents: HashMap<String, AgentEntry>,
     sessions: HashMap<SessionId, SessionEntry>,
     /// Where accepted samples go to be made durable; `None`: in-memory only (acks at once).
-    store: Option<Addr<Store>>,
+    store: Option<StoreLink>,
     /// The store's health, shown in snapshots.
     store_health: Option<Arc<store::StoreHealth>>,
+    /// Offline agents are forgotten after this long ([`OFFLINE_RETENTION`]).
+    offline_retention: Duration,
+    /// Most agents remembered ([`MAX_AGENTS`]).
+    max_agents: usize,
 }
 
 impl Registry {
@@ -309,7 +293,18 @@ impl Registry {
             sessions: HashMap::new(),
             store: None,
             store_health: None,
+            offline_retention: OFFLINE_RETENTION,
+            max_agents: MAX_AGENTS,
         }
+    }
+
+    /// The same registry with other limits on remembered agents (tests: the defaults are a
+    /// day and 100,000 agents).
+    #[cfg(test)]
+    fn with_agent_limits(mut self, offline_retention: Duration, max_agents: usize) -> Self {
+        self.offline_retention = offline_retention;
+        self.max_agents = max_agents;
+        self
     }
 
     /// A registry that persists through `store`, starting from what the last server left:
@@ -318,7 +313,7 @@ impl Registry {
     pub fn with_store(
         server: ServerInfo,
         history: usize,
-        store: Addr<Store>,
+        store: StoreLink,
         health: Arc<store::StoreHealth>,
         restored: Vec<store::Restored>,
     ) -> Self {
@@ -356,25 +351,27 @@ impl Registry {
     /// Tells `agent`'s session (if any) what it may acknowledge.
     fn tell_durable(&self, entry: &AgentEntry) {
         if let Some(s) = entry.session.and_then(|s| self.sessions.get(&s)) {
-            s.durable.do_send(session::Durable { seq: entry.durable });
+            s.durable.do_send(Durable { seq: entry.durable });
         }
     }
 
-    /// Drops offline agents past their retention, and the oldest offline ones beyond
-    /// [`MAX_AGENTS`], so that agents that never return cannot grow memory without bound.
+    /// Drops offline agents past their retention ([`OFFLINE_RETENTION`]), and the oldest
+    /// offline ones beyond the cap ([`MAX_AGENTS`]), so that agents that never return cannot
+    /// grow memory without bound. Live agents are never dropped.
     fn prune(&mut self, now: Instant) {
+        let retention = self.offline_retention;
         self.agents.retain(|_, a| {
             a.offline_since
-                .is_none_or(|t| now.duration_since(t) < OFFLINE_RETENTION)
+                .is_none_or(|t| now.duration_since(t) < retention)
         });
-        if self.agents.len() > MAX_AGENTS {
+        if self.agents.len() > self.max_agents {
             let mut offline: Vec<(Instant, String)> = self
                 .agents
                 .iter()
                 .filter_map(|(id, a)| a.offline_since.map(|t| (t, id.clone())))
                 .collect();
             offline.sort();
-            let excess = self.agents.len() - MAX_AGENTS;
+            let excess = self.agents.len() - self.max_agents;
             for (_, id) in offline.into_iter().take(excess) {
                 self.agents.remove(&id);
             }
@@ -386,9 +383,7 @@ impl Actor for Registry {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        ctx.run_interval(Duration::from_secs(60), |this, _| {
-            this.prune(Instant::now())
-        });
+        ctx.run_interval(PRUNE_EVERY, |this, _| this.prune(Instant::now()));
     }
 }
 
@@ -438,7 +433,7 @@ impl Handler<Hello> for Registry {
             session.agent = Some(id.clone());
         }
         if let Some(store) = &self.store {
-            store.do_send(store::Attach {
+            store.attach.do_send(store::Attach {
                 hello: msg.hello.clone(),
                 ip: peer.ip().to_string(),
             });
@@ -453,7 +448,7 @@ impl Handler<Hello> for Registry {
                     && let Some(old_entry) = self.sessions.get_mut(&old)
                 {
                     old_entry.agent = None;
-                    old_entry.close.do_send(session::Close::Replaced);
+                    old_entry.close.do_send(Close::Replaced);
                 }
                 let same_run = entry.hello.run_id == msg.hello.run_id;
                 if !same_run {
@@ -491,7 +486,7 @@ impl Handler<Hello> for Registry {
                         durable: 0,
                     },
                 );
-                if self.agents.len() > MAX_AGENTS {
+                if self.agents.len() > self.max_agents {
                     self.prune(now);
                 }
                 Ok(None)
@@ -533,7 +528,7 @@ impl Registry {
         if entry.history.record(m.seq, m.ts_ms, cpu_total, mem_used) {
             entry.latest_at = Some(Instant::now());
             if let Some(store) = &self.store {
-                store.do_send(store::Append {
+                store.append.do_send(store::Append {
                     agent_id: id.clone(),
                     run_id: entry.hello.run_id.clone(),
                     metrics: metrics.clone(),
@@ -634,7 +629,7 @@ impl Handler<Shutdown> for Registry {
 
     fn handle(&mut self, _: Shutdown, _: &mut Self::Context) -> usize {
         for s in self.sessions.values() {
-            s.close.do_send(session::Close::Shutdown);
+            s.close.do_send(Close::Shutdown);
         }
         self.sessions.len()
     }
@@ -645,5 +640,339 @@ impl Handler<OpenSessions> for Registry {
 
     fn handle(&mut self, _: OpenSessions, _: &mut Self::Context) -> usize {
         self.sessions.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The Registry alone: probes stand in for its Sessions and its Store.
+
+    use super::*;
+    use crate::server::probe::{self, Received};
+
+    /// What a probe standing in for a Session receives.
+    #[derive(Debug, PartialEq, Eq)]
+    enum ToSession {
+        Close(Close),
+        Durable(u64),
+    }
+
+    impl From<Close> for ToSession {
+        fn from(close: Close) -> Self {
+            ToSession::Close(close)
+        }
+    }
+
+    impl From<Durable> for ToSession {
+        fn from(durable: Durable) -> Self {
+            ToSession::Durable(durable.seq)
+        }
+    }
+
+    /// What a probe standing in for the Store receives: `(agent, run)` attached, or
+    /// `(agent, run, seq)` appended.
+    #[derive(Debug, PartialEq, Eq)]
+    enum ToStore {
+        Attach(String, String),
+        Append(String, String, u64),
+    }
+
+    impl From<store::Attach> for ToStore {
+        fn from(a: store::Attach) -> Self {
+            ToStore::Attach(a.hello.agent_id, a.hello.run_id)
+        }
+    }
+
+    impl From<store::Append> for ToStore {
+        fn from(a: store::Append) -> Self {
+            ToStore::Append(a.agent_id, a.run_id, a.metrics.seq)
+        }
+    }
+
+    fn server() -> ServerInfo {
+        ServerInfo {
+            id: "s".into(),
+            name: "test".into(),
+            version: "0".into(),
+            listen: "127.0.0.1:1".into(),
+            http: None,
+        }
+    }
+
+    fn hello(agent: &str, run: &str) -> protocol::Hello {
+        protocol::Hello {
+            proto: protocol::PROTOCOL_VERSION,
+            agent_id: agent.into(),
+            run_id: run.into(),
+            name: agent.into(),
+            hostname: "host".into(),
+            os: "test".into(),
+            cores: 1,
+            agent_version: "0".into(),
+            interval_ms: 1000,
+        }
+    }
+
+    fn sample(seq: u64) -> Metrics {
+        Metrics {
+            seq,
+            ts_ms: 1_000 * seq,
+            cpu: Some(Cpu {
+                total: 10.0,
+                per_core: vec![10.0],
+            }),
+            memory: None,
+        }
+    }
+
+    /// A registry with a probe for its Store, filled from `restored`.
+    fn with_store(restored: Vec<store::Restored>) -> (Addr<Registry>, Received<ToStore>) {
+        let (store, received) = probe::start::<ToStore>();
+        let health = Arc::new(store::StoreHealth::default());
+        let registry =
+            Registry::with_store(server(), 100, StoreLink::to(&store), health, restored).start();
+        (registry, received)
+    }
+
+    /// Connects session `id` (a probe) and sends its hello of `agent`'s `run`; returns what
+    /// the probe receives and the Registry's answer to the hello.
+    async fn session(
+        registry: &Addr<Registry>,
+        id: SessionId,
+        agent: &str,
+        run: &str,
+    ) -> (Received<ToSession>, Result<Option<u64>, String>) {
+        let (probe, received) = probe::start::<ToSession>();
+        let peer = SocketAddr::from(([127, 0, 0, 1], 40_000 + id as u16));
+        let connect = Connect {
+            session: id,
+            peer,
+            close: probe.clone().recipient(),
+            durable: probe.recipient(),
+        };
+        registry.send(connect).await.unwrap();
+        let hello = Hello {
+            session: id,
+            hello: hello(agent, run),
+        };
+        let answer = registry.send(hello).await.unwrap();
+        (received, answer)
+    }
+
+    async fn samples(registry: &Addr<Registry>, session: SessionId, seqs: &[u64]) {
+        let samples = seqs.iter().map(|&seq| sample(seq)).collect();
+        registry.send(Samples { session, samples }).await.unwrap();
+    }
+
+    async fn disconnect(registry: &Addr<Registry>, session: SessionId, reason: &str) {
+        let reason = reason.into();
+        registry.send(Disconnect { session, reason }).await.unwrap();
+    }
+
+    fn committed(agent: &str, run: &str, seq: u64) -> store::DurableSeq {
+        store::DurableSeq {
+            agent_id: agent.into(),
+            run_id: run.into(),
+            seq,
+        }
+    }
+
+    async fn commit(registry: &Addr<Registry>, runs: Vec<store::DurableSeq>) {
+        registry.send(store::Committed { runs }).await.unwrap();
+    }
+
+    /// The agent's view in a snapshot; `None` if the Registry does not know it.
+    async fn view(registry: &Addr<Registry>, agent: &str) -> Option<AgentView> {
+        let snapshot = registry.send(GetSnapshot).await.unwrap();
+        snapshot.agents.into_iter().find(|a| a.id == agent)
+    }
+
+    async fn known(registry: &Addr<Registry>) -> Vec<String> {
+        let snapshot = registry.send(GetSnapshot).await.unwrap();
+        snapshot.agents.into_iter().map(|a| a.id).collect()
+    }
+
+    /// Proves exactly-once: a repeated seq is counted as a duplicate, not received again, and
+    /// only first sightings go to the Store, in order.
+    #[actix_rt::test]
+    async fn duplicate_seqs_are_dropped_counted_and_stored_once() {
+        let (registry, mut store) = with_store(Vec::new());
+        let (_s1, answer) = session(&registry, 1, "a", "r1").await;
+        assert_eq!(answer, Ok(None));
+        samples(&registry, 1, &[1, 2, 2, 3, 1]).await;
+        samples(&registry, 1, &[3, 4]).await;
+
+        let a = view(&registry, "a").await.unwrap();
+        assert_eq!((a.received, a.duplicates, a.seq), (4, 3, 4));
+        let attach = ToStore::Attach("a".into(), "r1".into());
+        assert_eq!(store.next("attach").await, attach);
+        for seq in 1..=4 {
+            let append = ToStore::Append("a".into(), "r1".into(), seq);
+            assert_eq!(store.next("append").await, append);
+        }
+        // Nothing was appended between 4 and the next new sample.
+        samples(&registry, 1, &[5]).await;
+        let append = ToStore::Append("a".into(), "r1".into(), 5);
+        assert_eq!(store.next("append of 5").await, append);
+    }
+
+    /// Proves that an agent id held by a live agent of another run is refused, and that the
+    /// holder keeps it (gets no `Close`, keeps streaming).
+    #[actix_rt::test]
+    async fn a_live_agent_keeps_its_id_against_another_run() {
+        let registry = Registry::new(server(), 100).start();
+        let (mut holder, answer) = session(&registry, 1, "a", "r1").await;
+        assert_eq!(answer, Ok(None));
+        let (_newcomer, answer) = session(&registry, 2, "a", "r2").await;
+        let refused = answer.unwrap_err();
+        assert!(refused.contains("in use by a live agent"), "{refused}");
+
+        samples(&registry, 1, &[1]).await;
+        let a = view(&registry, "a").await.unwrap();
+        assert_eq!((a.run_id.as_str(), a.received), ("r1", 1));
+        registry.send(Shutdown).await.unwrap();
+        assert_eq!(
+            holder.next("close").await,
+            ToSession::Close(Close::Shutdown)
+        );
+    }
+
+    /// Proves that a newer connection of the same run takes the agent over: the half-open old
+    /// session gets `Close::Replaced`, the newcomer resumes after the last seq, and the old
+    /// session's end does not mark the agent offline.
+    #[actix_rt::test]
+    async fn a_newer_connection_of_the_same_run_replaces_the_old_one() {
+        let registry = Registry::new(server(), 100).start();
+        let (mut old, _) = session(&registry, 1, "a", "r1").await;
+        samples(&registry, 1, &[1, 2]).await;
+
+        let (_new, answer) = session(&registry, 2, "a", "r1").await;
+        assert_eq!(answer, Ok(Some(2)), "resume point");
+        assert_eq!(old.next("close").await, ToSession::Close(Close::Replaced));
+
+        disconnect(&registry, 1, "replaced").await;
+        let a = view(&registry, "a").await.unwrap();
+        assert_eq!(a.status, Status::Live);
+        disconnect(&registry, 2, "bye").await;
+        let a = view(&registry, "a").await.unwrap();
+        assert_eq!(
+            (a.status, a.offline_reason),
+            (Status::Offline, Some("bye".into()))
+        );
+    }
+
+    /// Proves that a commit becomes `Durable` for the session of that agent's current run
+    /// only: not for an older run, not for a seq already durable, not for another agent.
+    #[actix_rt::test]
+    async fn commits_become_durable_for_the_current_run_only() {
+        let (registry, _store) = with_store(Vec::new());
+        let (mut a, _) = session(&registry, 1, "a", "r2").await;
+        let (mut b, _) = session(&registry, 2, "b", "r1").await;
+        samples(&registry, 1, &[1, 2, 3]).await;
+
+        let runs = vec![
+            committed("a", "r1", 9), // an older run of `a`
+            committed("a", "r2", 2),
+            committed("unknown", "r1", 5),
+        ];
+        commit(&registry, runs).await;
+        assert_eq!(a.next("durable").await, ToSession::Durable(2));
+        commit(&registry, vec![committed("a", "r2", 2)]).await; // nothing new
+        commit(&registry, vec![committed("a", "r2", 3)]).await;
+        assert_eq!(a.next("durable").await, ToSession::Durable(3));
+
+        // `b` got none of it; the durable seq is also the resume point in `welcome`.
+        registry.send(Shutdown).await.unwrap();
+        assert_eq!(b.next("close").await, ToSession::Close(Close::Shutdown));
+        let (_a2, answer) = session(&registry, 3, "a", "r2").await;
+        assert_eq!(answer, Ok(Some(3)));
+    }
+
+    /// Proves that a repeat of a sample already on disk is acknowledged at once (the agent
+    /// missed the ack), while a repeat of one still waiting for its commit waits for it.
+    #[actix_rt::test]
+    async fn a_repeat_already_on_disk_is_acknowledged_at_once() {
+        let (registry, _store) = with_store(Vec::new());
+        let (mut s, _) = session(&registry, 1, "a", "r1").await;
+        samples(&registry, 1, &[1, 2]).await;
+        commit(&registry, vec![committed("a", "r1", 2)]).await;
+        assert_eq!(s.next("durable").await, ToSession::Durable(2));
+
+        samples(&registry, 1, &[1]).await;
+        assert_eq!(s.next("durable of the repeat").await, ToSession::Durable(2));
+
+        samples(&registry, 1, &[3, 3]).await; // 3 is not on disk yet
+        commit(&registry, vec![committed("a", "r1", 3)]).await;
+        assert_eq!(s.next("durable after commit").await, ToSession::Durable(3));
+    }
+
+    /// Proves that offline agents past the retention are forgotten once the registry prunes.
+    #[actix_rt::test]
+    async fn offline_agents_past_retention_are_forgotten() {
+        let registry = Registry::new(server(), 100)
+            .with_agent_limits(Duration::ZERO, 2)
+            .start();
+        for (id, agent) in [(1, "a"), (2, "b")] {
+            let _ = session(&registry, id, agent, "r1").await;
+            disconnect(&registry, id, "gone").await;
+        }
+        // A third agent goes over the cap, which prunes: both offline agents are past a
+        // retention of zero (the cap alone would have dropped one).
+        let _ = session(&registry, 3, "c", "r1").await;
+        assert_eq!(known(&registry).await, ["c"]);
+    }
+
+    /// Proves that beyond the cap the oldest offline agents go first and live agents stay,
+    /// even over the cap.
+    #[actix_rt::test]
+    async fn beyond_the_cap_the_oldest_offline_agents_go_first() {
+        let registry = Registry::new(server(), 100)
+            .with_agent_limits(OFFLINE_RETENTION, 2)
+            .start();
+        for (id, agent) in [(1, "a"), (2, "b")] {
+            let _ = session(&registry, id, agent, "r1").await;
+            disconnect(&registry, id, "gone").await;
+        }
+        let _ = session(&registry, 3, "c", "r1").await;
+        assert_eq!(known(&registry).await, ["b", "c"]);
+
+        let _ = session(&registry, 4, "d", "r1").await;
+        let _ = session(&registry, 5, "e", "r1").await;
+        assert_eq!(known(&registry).await, ["c", "d", "e"], "live agents stay");
+    }
+
+    /// Proves that agents restored from the store start offline ("server restarted") with
+    /// their run's durable seq, so a replay after the restart is a duplicate that is
+    /// acknowledged, not stored again.
+    #[actix_rt::test]
+    async fn restored_agents_start_offline_and_resume_their_run() {
+        let restored = store::Restored {
+            hello: hello("a", "r1"),
+            ip: "10.0.0.7".into(),
+            latest: Some(sample(5)),
+            last_seq: 5,
+            points: Vec::new(),
+        };
+        let (registry, mut store) = with_store(vec![restored]);
+        let a = view(&registry, "a").await.unwrap();
+        assert_eq!(a.status, Status::Offline);
+        assert_eq!(a.offline_reason.as_deref(), Some(store::RESTART_REASON));
+        assert_eq!(
+            (a.seq, a.stored_seq, a.ip.as_str()),
+            (5, Some(5), "10.0.0.7")
+        );
+
+        let (mut s, answer) = session(&registry, 1, "a", "r1").await;
+        assert_eq!(answer, Ok(Some(5)));
+        samples(&registry, 1, &[4, 6]).await;
+        assert_eq!(s.next("durable of the replay").await, ToSession::Durable(5));
+        let attach = ToStore::Attach("a".into(), "r1".into());
+        assert_eq!(store.next("attach").await, attach);
+        let append = ToStore::Append("a".into(), "r1".into(), 6);
+        assert_eq!(
+            store.next("append").await,
+            append,
+            "the replayed 4 is not stored"
+        );
     }
 }

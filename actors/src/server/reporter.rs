@@ -1,8 +1,8 @@
 //! Reporter actor: shows every agent's latest metrics every report interval.
 //!
-//! Asks the Registry for a [`Snapshot`]'s parts ([`registry::GetSnapshotParts`]) right away
-//! and then every interval, builds the snapshot itself, and writes it to its output (stdout in
-//! the binary):
+//! Asks its snapshot source (a `Recipient`: the Registry in the server) for a [`Snapshot`]'s
+//! parts ([`GetSnapshotParts`]) right away and then every interval, builds the snapshot
+//! itself, and writes it to its output (stdout in the binary):
 //! - [`ReportFormat::Text`] on a terminal: redraws in place, like `top`;
 //! - [`ReportFormat::Text`] when piped: plain blocks, one per report;
 //! - [`ReportFormat::Json`]: one JSON snapshot per line (see [`crate::snapshot`]).
@@ -12,8 +12,8 @@
 //! The Reporter runs on its own thread (Arbiter), and builds the snapshot there from the
 //! Registry's cheap copy, so sorting and rendering a large fleet never delays the actors that
 //! ingest samples; that thread runs at a lower priority (Linux `nice`), so that on a busy
-//! machine the report waits for CPU rather than the acks. Rendering is a pure function ([`render_text_with`]) so it is
-//! tested without an actor. The text report shows a fleet summary and up to `--top` agents,
+//! machine the report waits for CPU rather than the acks. Rendering is a pure function
+//! ([`render_text_with`]) so it is tested without an actor. The text report shows a fleet summary and up to `--top` agents,
 //! ordered by `--sort` and narrowed by `--filter`; the JSON snapshot always has every agent.
 
 use std::fmt::Write as _;
@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use actix::prelude::*;
 
-use crate::server::registry::{self, Registry};
+use crate::server::registry::GetSnapshotParts;
 use crate::snapshot::{AgentView, Snapshot, Status, StoreStatus, StoreView};
 use crate::util::{human_age, human_bytes};
 
@@ -41,7 +41,8 @@ pub enum ReportFormat {
 
 /// See the module documentation.
 pub struct Reporter {
-    registry: Addr<Registry>,
+    /// Where snapshots come from: the Registry (or a probe in tests).
+    source: Recipient<GetSnapshotParts>,
     interval: Duration,
     format: ReportFormat,
     /// Redraw in place (the output is a terminal).
@@ -52,7 +53,7 @@ pub struct Reporter {
 
 impl Reporter {
     pub fn new(
-        registry: Addr<Registry>,
+        source: Recipient<GetSnapshotParts>,
         interval: Duration,
         format: ReportFormat,
         redraw: bool,
@@ -60,7 +61,7 @@ impl Reporter {
         out: Box<dyn Write + Send>,
     ) -> Self {
         Self {
-            registry,
+            source,
             interval,
             format,
             redraw,
@@ -138,8 +139,8 @@ impl Handler<Flush> for Reporter {
 
     fn handle(&mut self, _: Flush, _: &mut Self::Context) -> Self::Result {
         Box::pin(
-            self.registry
-                .send(registry::GetSnapshotParts)
+            self.source
+                .send(GetSnapshotParts)
                 .into_actor(self)
                 .map(|res, this, _| {
                     if let Ok(parts) = res {
@@ -160,8 +161,8 @@ impl Actor for Reporter {
         lower_thread_priority();
         ctx.run_interval_at(actix::clock::Instant::now(), self.interval, |this, ctx| {
             let fut = this
-                .registry
-                .send(registry::GetSnapshotParts)
+                .source
+                .send(GetSnapshotParts)
                 .into_actor(this)
                 .map(|res, this, _| match res {
                     Ok(parts) => this.report(&parts.into_snapshot()),

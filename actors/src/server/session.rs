@@ -1,22 +1,26 @@
 //! Session actor: one per TCP connection. Decodes, validates, forwards.
 //!
-//! Lifecycle: `started()` registers the connection with the Registry ([`registry::Connect`])
-//! before any frame is handled and arms the hello timeout; the first frame must be a valid
-//! `hello` (answered with `welcome`), then `metrics` frames (each validated, answered with
-//! `ack`, and forwarded: the samples read in one go as one [`registry::Samples`]), until
-//! `bye`, end of stream, or an error.
-//! Without a store the `ack` goes out at once; with one ([`Settings::durable_acks`]) it goes
-//! out when the Registry says the sample is on disk ([`Durable`]).
-//! `stopping()` reports the end and its reason ([`registry::Disconnect`]).
+//! Owns its connection: the read half (a bounded codec), the queue to its writer task, the
+//! agent's `hello`, the highest seq received and acknowledged, and the [`ConnGuard`] that
+//! counts it against the connection limits.
+//!
+//! Lifecycle: `started()` registers the connection with the Registry ([`Connect`]) before any
+//! frame is handled and arms the hello timeout; the first frame must be a valid `hello`
+//! (answered with `welcome`), then `metrics` frames (each validated, answered with `ack`, and
+//! forwarded: the samples read in one go as one [`Samples`]), until `bye`, end of stream, or an
+//! error. Without a store the `ack` goes out at once; with one ([`Settings::durable_acks`]) it
+//! goes out when the Registry says the sample is on disk ([`Durable`]), never beyond what this
+//! connection received. `stopping()` reports the end and its reason ([`Disconnect`]).
 //!
 //! Bad input ends this connection only: an `error` frame, one log line naming the peer and the
 //! reason, and the actor stops. Writes go through a bounded queue to a writer task, so a peer
 //! that sends but never reads cannot grow the server's memory: when the queue is full the
 //! session ends.
 //!
-//! Receives: frames from its socket; [`Close`] and [`Durable`] from the Registry. Sends:
-//! [`registry::Connect`],
-//! [`registry::Hello`], [`registry::Samples`], [`registry::Disconnect`].
+//! Receives: frames from its socket; [`Close`] and [`Durable`] from the Registry. Sends, through
+//! its [`RegistryLink`] (the Registry, or a probe in tests): [`Connect`], [`Hello`],
+//! [`Samples`], [`Disconnect`]. All these messages live in [`crate::server::messages`]; this
+//! module names no other actor.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -32,18 +36,19 @@ use tokio_util::codec::{Encoder, FramedRead};
 use tokio_util::task::TaskTracker;
 
 use crate::codec::{CodecError, ServerCodec};
-use crate::config::{Limits, SESSION_QUEUE_FRAMES, WRITE_TIMEOUT};
+use crate::config::{
+    IDLE_CHECK_MAX, IDLE_CHECK_MIN, Limits, MIN_IDLE_TIMEOUT, SESSION_QUEUE_FRAMES, WRITE_TIMEOUT,
+};
 use crate::net::set_keepalive;
 use crate::protocol::{
     self, Ack, AgentFrame, Bye, ErrorCode, ErrorFrame, PROTOCOL_VERSION, ServerFrame, Welcome,
 };
-use crate::server::listener::ConnGuard;
-use crate::server::registry::{self, Registry};
+use crate::server::limits::ConnGuard;
+use crate::server::messages::{
+    Close, Connect, Disconnect, Durable, Hello, RegistryLink, Samples, SessionId,
+};
 use crate::snapshot::ServerInfo;
 use crate::validate::{self, Invalid};
-
-/// Identifies one connection for the life of the server process.
-pub type SessionId = u64;
 
 /// Initial size of a connection's read buffer. A `metrics` frame is ~250 bytes (8 cores), so
 /// this holds a few; the buffer grows for bigger frames (up to the frame limit). tokio-util's
@@ -89,28 +94,12 @@ pub struct Settings {
     pub durable_acks: bool,
 }
 
-/// Every sample of this session's agent run up to `seq` is on disk: acknowledge it.
-#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
-#[rtype(result = "()")]
-pub struct Durable {
-    pub seq: u64,
-}
-
-/// Asks a session to end.
-#[derive(Message, Debug, Clone, Copy, PartialEq, Eq)]
-#[rtype(result = "()")]
-pub enum Close {
-    /// The server is shutting down: say `bye` and close.
-    Shutdown,
-    /// A newer connection with the same agent id took over: send `error` and close.
-    Replaced,
-}
-
 /// See the module documentation.
 pub struct Session {
     id: SessionId,
     peer: SocketAddr,
-    registry: Addr<Registry>,
+    /// Shared by every session of the server.
+    registry: Arc<RegistryLink>,
     settings: Arc<Settings>,
     out: mpsc::Sender<Outgoing>,
     hello: Option<protocol::Hello>,
@@ -133,7 +122,7 @@ impl Session {
         stream: TcpStream,
         peer: SocketAddr,
         id: SessionId,
-        registry: Addr<Registry>,
+        registry: Arc<RegistryLink>,
         settings: Arc<Settings>,
         slot: ConnGuard,
         tracker: &TaskTracker,
@@ -221,15 +210,18 @@ impl Session {
             hello.name, hello.agent_id, hello.cores, hello.interval_ms, hello.os
         );
         let interval = Duration::from_millis(hello.interval_ms);
-        let attach = registry::Hello {
+        let attach = Hello {
             session: self.id,
             hello: hello.clone(),
         };
         self.hello = Some(hello);
         // Wait for the registry's answer before handling the next frame: `welcome` carries the
-        // resume point, and samples must not overtake the hello.
+        // resume point, and samples must not overtake the hello. (A sender of its own, as an
+        // `Addr` per session was: a full mailbox parks only this one, and only for this send.)
         let answer = self
             .registry
+            .hello
+            .clone()
             .send(attach)
             .into_actor(self)
             .map(|answer, this, ctx| {
@@ -264,8 +256,8 @@ impl Session {
     fn watch_idle(&mut self, interval: Duration, ctx: &mut Context<Self>) {
         let idle = interval
             .saturating_mul(self.settings.limits.idle_intervals)
-            .max(Duration::from_secs(1));
-        let check_every = interval.clamp(Duration::from_millis(50), Duration::from_secs(5));
+            .max(MIN_IDLE_TIMEOUT);
+        let check_every = interval.clamp(IDLE_CHECK_MIN, IDLE_CHECK_MAX);
         ctx.run_interval(check_every, move |this, ctx| {
             if this.end_reason.is_none() && this.last_frame_at.elapsed() > idle {
                 let message = format!("nothing received for {idle:?}");
@@ -307,7 +299,7 @@ impl Session {
     /// Sends the samples read so far to the Registry, in order, as one message.
     fn forward(&mut self) {
         if !self.pending.is_empty() {
-            self.registry.do_send(registry::Samples {
+            self.registry.samples.do_send(Samples {
                 session: self.id,
                 samples: std::mem::take(&mut self.pending),
             });
@@ -319,7 +311,7 @@ impl Actor for Session {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        self.registry.do_send(registry::Connect {
+        self.registry.connect.do_send(Connect {
             session: self.id,
             peer: self.peer,
             close: ctx.address().recipient(),
@@ -343,7 +335,7 @@ impl Actor for Session {
         if let Some(h) = &self.hello {
             tracing::info!(peer = %self.peer, "agent {} ({}) disconnected: {reason}", h.name, h.agent_id);
         }
-        self.registry.do_send(registry::Disconnect {
+        self.registry.disconnect.do_send(Disconnect {
             session: self.id,
             reason,
         });
