@@ -42,8 +42,14 @@ pub struct Received<E> {
 
 /// Starts a probe on the current actix `System`.
 pub fn start<E: 'static>() -> (Addr<Probe<E>>, Received<E>) {
+    let (tx, received) = channel();
+    (Probe { tx }.start(), received)
+}
+
+/// The channel of a hand-written fake (one that must answer what it receives).
+pub fn channel<E>() -> (mpsc::UnboundedSender<E>, Received<E>) {
     let (tx, rx) = mpsc::unbounded_channel();
-    (Probe { tx }.start(), Received { rx })
+    (tx, Received { rx })
 }
 
 impl<E: std::fmt::Debug> Received<E> {

@@ -445,3 +445,484 @@ async fn write_frames(
     }
     let _ = tokio::time::timeout(WRITE_TIMEOUT, write.shutdown()).await;
 }
+
+#[cfg(test)]
+mod tests {
+    //! One Session on a real loopback connection, with a fake standing in for the Registry.
+
+    use futures_util::{SinkExt, StreamExt};
+    use tokio::io::AsyncWriteExt;
+    use tokio::net::TcpListener;
+    use tokio_util::codec::Framed;
+
+    use super::*;
+    use crate::codec::AgentCodec;
+    use crate::protocol::{Cpu, Metrics};
+    use crate::server::limits::Connections;
+    use crate::server::probe::{self, DEADLINE, Received};
+
+    /// What the Registry would receive from the Session.
+    #[derive(Debug, PartialEq, Eq)]
+    enum ToRegistry {
+        Connect,
+        Hello(String),
+        Samples(Vec<u64>),
+        Disconnect(String),
+    }
+
+    /// Stands in for the Registry: passes on what it receives, answers every hello `answer`.
+    struct FakeRegistry {
+        tx: mpsc::UnboundedSender<ToRegistry>,
+        answer: Result<Option<u64>, String>,
+    }
+
+    impl Actor for FakeRegistry {
+        type Context = Context<Self>;
+    }
+
+    impl Handler<Connect> for FakeRegistry {
+        type Result = ();
+
+        fn handle(&mut self, _: Connect, _: &mut Self::Context) {
+            let _ = self.tx.send(ToRegistry::Connect);
+        }
+    }
+
+    impl Handler<Hello> for FakeRegistry {
+        type Result = Result<Option<u64>, String>;
+
+        fn handle(&mut self, msg: Hello, _: &mut Self::Context) -> Self::Result {
+            let _ = self.tx.send(ToRegistry::Hello(msg.hello.agent_id));
+            self.answer.clone()
+        }
+    }
+
+    impl Handler<Samples> for FakeRegistry {
+        type Result = ();
+
+        fn handle(&mut self, msg: Samples, _: &mut Self::Context) {
+            let seqs = msg.samples.iter().map(|m| m.seq).collect();
+            let _ = self.tx.send(ToRegistry::Samples(seqs));
+        }
+    }
+
+    impl Handler<Disconnect> for FakeRegistry {
+        type Result = ();
+
+        fn handle(&mut self, msg: Disconnect, _: &mut Self::Context) {
+            let _ = self.tx.send(ToRegistry::Disconnect(msg.reason));
+        }
+    }
+
+    /// How the session under test is set up.
+    struct Setup {
+        limits: Limits,
+        durable_acks: bool,
+        /// The fake Registry's answer to `hello`.
+        answer: Result<Option<u64>, String>,
+        /// Frames the agent sends before the Session starts.
+        early: Vec<AgentFrame>,
+    }
+
+    impl Default for Setup {
+        fn default() -> Self {
+            Self {
+                limits: Limits::default(),
+                durable_acks: false,
+                answer: Ok(None),
+                early: Vec::new(),
+            }
+        }
+    }
+
+    /// The agent's end of the connection, what the fake Registry received, and the Session.
+    struct Conn {
+        agent: Framed<TcpStream, AgentCodec>,
+        registry: Received<ToRegistry>,
+        session: Addr<Session>,
+    }
+
+    impl Setup {
+        async fn start(self) -> Conn {
+            let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let client = TcpStream::connect(listener.local_addr().unwrap())
+                .await
+                .unwrap();
+            let (stream, peer) = listener.accept().await.unwrap();
+            let mut agent = Framed::new(client, AgentCodec::new());
+            for frame in self.early {
+                agent.send(frame).await.unwrap();
+            }
+            let (tx, registry) = probe::channel();
+            let fake = FakeRegistry {
+                tx,
+                answer: self.answer,
+            };
+            let link = Arc::new(RegistryLink::to(&fake.start()));
+            let slot = Connections::default()
+                .try_acquire(peer.ip(), &self.limits)
+                .unwrap();
+            let settings = Arc::new(Settings {
+                info: server(),
+                limits: self.limits,
+                durable_acks: self.durable_acks,
+            });
+            let tracker = TaskTracker::new();
+            let session = Session::start(stream, peer, 1, link, settings, slot, &tracker);
+            Conn {
+                agent,
+                registry,
+                session,
+            }
+        }
+    }
+
+    impl Conn {
+        async fn send(&mut self, frame: AgentFrame) {
+            self.agent.send(frame).await.unwrap();
+        }
+
+        /// The next frame from the server; panics if none comes within [`DEADLINE`].
+        async fn recv(&mut self, what: &str) -> ServerFrame {
+            match tokio::time::timeout(DEADLINE, self.agent.next()).await {
+                Ok(Some(Ok(frame))) => frame,
+                Ok(other) => panic!("waiting for {what}: {other:?}"),
+                Err(_) => panic!("waiting for {what}: nothing within {DEADLINE:?}"),
+            }
+        }
+
+        /// The next frame, which must be an `error`.
+        async fn error(&mut self) -> ErrorFrame {
+            match self.recv("an error frame").await {
+                ServerFrame::Error(e) => e,
+                other => panic!("expected an error frame, got {other:?}"),
+            }
+        }
+
+        /// The server closes the connection (after what was already read).
+        async fn closed(&mut self) {
+            match tokio::time::timeout(DEADLINE, self.agent.next()).await {
+                Ok(None) => {}
+                other => panic!("expected the connection to close, got {other:?}"),
+            }
+        }
+
+        /// Says hello; see [`Conn::welcomed`].
+        async fn hello(&mut self) -> Welcome {
+            self.send(AgentFrame::Hello(hello())).await;
+            self.welcomed().await
+        }
+
+        /// The session registered first, then attached the hello, and answered `welcome`.
+        async fn welcomed(&mut self) -> Welcome {
+            assert_eq!(self.registry.next("connect").await, ToRegistry::Connect);
+            let attached = ToRegistry::Hello("a".into());
+            assert_eq!(self.registry.next("hello").await, attached);
+            match self.recv("welcome").await {
+                ServerFrame::Welcome(w) => w,
+                other => panic!("expected welcome, got {other:?}"),
+            }
+        }
+
+        /// Waits until the Registry was given every seq in `seqs` (in one message or more).
+        async fn forwarded(&mut self, seqs: &[u64]) {
+            let mut got = Vec::new();
+            while got.len() < seqs.len() {
+                match self.registry.next("samples").await {
+                    ToRegistry::Samples(s) => got.extend(s),
+                    other => panic!("expected samples, got {other:?}"),
+                }
+            }
+            assert_eq!(got, seqs);
+        }
+
+        /// The reason the session gave the Registry when it ended (skipping samples).
+        async fn end_reason(&mut self) -> String {
+            loop {
+                match self.registry.next("disconnect").await {
+                    ToRegistry::Disconnect(reason) => return reason,
+                    ToRegistry::Samples(_) => {}
+                    other => panic!("expected disconnect, got {other:?}"),
+                }
+            }
+        }
+    }
+
+    fn server() -> ServerInfo {
+        ServerInfo {
+            id: "s".into(),
+            name: "test".into(),
+            version: "0".into(),
+            listen: "127.0.0.1:1".into(),
+            http: None,
+        }
+    }
+
+    fn hello() -> protocol::Hello {
+        protocol::Hello {
+            proto: PROTOCOL_VERSION,
+            agent_id: "a".into(),
+            run_id: "r1".into(),
+            name: "a".into(),
+            hostname: "host".into(),
+            os: "test".into(),
+            cores: 1,
+            agent_version: "0".into(),
+            interval_ms: 100,
+        }
+    }
+
+    fn metrics(seq: u64, cpu: f32) -> AgentFrame {
+        AgentFrame::Metrics(Metrics {
+            seq,
+            ts_ms: 1_000 * seq,
+            cpu: Some(Cpu {
+                total: cpu,
+                per_core: vec![cpu],
+            }),
+            memory: None,
+        })
+    }
+
+    fn ack(seq: u64) -> ServerFrame {
+        ServerFrame::Ack(Ack { seq })
+    }
+
+    /// Proves that the session registers (`Connect`) before it handles a frame, even one that
+    /// was already waiting, and passes the Registry's resume point on in `welcome`.
+    #[actix_rt::test]
+    async fn registers_before_handling_frames_and_welcomes_with_the_resume_point() {
+        let mut conn = Setup {
+            answer: Ok(Some(7)),
+            early: vec![AgentFrame::Hello(hello())],
+            ..Setup::default()
+        }
+        .start()
+        .await;
+        let welcome = conn.welcomed().await;
+        assert_eq!(
+            (welcome.proto, welcome.last_seq),
+            (PROTOCOL_VERSION, Some(7))
+        );
+        assert_eq!(welcome.server_name, "test");
+    }
+
+    /// Proves that `metrics` before `hello` is refused as `bad_frame` and ends the session
+    /// with that reason.
+    #[actix_rt::test]
+    async fn metrics_before_hello_is_a_bad_frame() {
+        let mut conn = Setup::default().start().await;
+        conn.send(metrics(1, 5.0)).await;
+        let e = conn.error().await;
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (ErrorCode::BadFrame, "metrics before hello")
+        );
+        assert_eq!(conn.registry.next("connect").await, ToRegistry::Connect);
+        assert_eq!(conn.end_reason().await, "error: metrics before hello");
+        conn.closed().await;
+    }
+
+    /// Proves that a second `hello` on one connection is refused as `bad_frame`.
+    #[actix_rt::test]
+    async fn a_second_hello_is_a_bad_frame() {
+        let mut conn = Setup::default().start().await;
+        conn.hello().await;
+        conn.send(AgentFrame::Hello(hello())).await;
+        let e = conn.error().await;
+        assert_eq!(e.code, ErrorCode::BadFrame);
+        assert_eq!(
+            conn.end_reason().await,
+            "error: second hello on one connection"
+        );
+        conn.closed().await;
+    }
+
+    /// Proves that an impossible value is refused as `invalid_value`, is not forwarded, and
+    /// ends the session with the reason.
+    #[actix_rt::test]
+    async fn an_invalid_value_ends_the_session_with_the_reason() {
+        let mut conn = Setup::default().start().await;
+        conn.hello().await;
+        conn.send(metrics(1, 150.0)).await;
+        let e = conn.error().await;
+        assert_eq!(e.code, ErrorCode::InvalidValue);
+        assert!(e.message.starts_with("invalid metrics"), "{}", e.message);
+        // The next thing the Registry hears is the end: the sample was not forwarded.
+        match conn.registry.next("disconnect").await {
+            ToRegistry::Disconnect(reason) => {
+                assert!(reason.starts_with("error: invalid metrics"), "{reason}");
+            }
+            other => panic!("expected disconnect, got {other:?}"),
+        }
+        conn.closed().await;
+    }
+
+    /// Proves that a frame over the frame limit is refused as `bad_frame`.
+    #[actix_rt::test]
+    async fn an_oversize_frame_is_refused() {
+        let limits = Limits {
+            max_frame_len: 1024,
+            ..Limits::default()
+        };
+        let mut conn = Setup {
+            limits,
+            ..Setup::default()
+        }
+        .start()
+        .await;
+        let line = format!("{{\"type\":\"bye\",\"reason\":\"{}\"}}\n", "x".repeat(2000));
+        conn.agent
+            .get_mut()
+            .write_all(line.as_bytes())
+            .await
+            .unwrap();
+        let e = conn.error().await;
+        assert_eq!(e.code, ErrorCode::BadFrame);
+        assert!(e.message.contains("longer than 1024"), "{}", e.message);
+        conn.closed().await;
+    }
+
+    /// Proves that a connection without `hello` within the hello timeout is closed with
+    /// `timeout`.
+    #[actix_rt::test]
+    async fn no_hello_in_time_is_a_timeout() {
+        let limits = Limits {
+            hello_timeout: Duration::from_millis(100),
+            ..Limits::default()
+        };
+        let mut conn = Setup {
+            limits,
+            ..Setup::default()
+        }
+        .start()
+        .await;
+        let e = conn.error().await;
+        assert_eq!(e.code, ErrorCode::Timeout);
+        assert_eq!(conn.registry.next("connect").await, ToRegistry::Connect);
+        assert_eq!(conn.end_reason().await, "error: no hello within 100ms");
+        conn.closed().await;
+    }
+
+    /// Proves that an agent silent for its idle time (here the floor, [`MIN_IDLE_TIMEOUT`]) is
+    /// closed with `timeout`, and not before.
+    #[actix_rt::test]
+    async fn a_silent_agent_is_closed_after_its_idle_time() {
+        let limits = Limits {
+            idle_intervals: 1,
+            ..Limits::default()
+        };
+        let mut conn = Setup {
+            limits,
+            ..Setup::default()
+        }
+        .start()
+        .await;
+        conn.hello().await;
+        let silent_since = Instant::now();
+        let e = conn.error().await;
+        assert!(silent_since.elapsed() >= MIN_IDLE_TIMEOUT);
+        assert_eq!(e.code, ErrorCode::Timeout);
+        assert_eq!(conn.end_reason().await, "timeout: nothing received for 1s");
+        conn.closed().await;
+    }
+
+    /// Proves that without a store every sample is acknowledged on receipt and forwarded in
+    /// order.
+    #[actix_rt::test]
+    async fn without_a_store_samples_are_acknowledged_at_once() {
+        let mut conn = Setup::default().start().await;
+        conn.hello().await;
+        conn.send(metrics(1, 5.0)).await;
+        conn.send(metrics(2, 6.0)).await;
+        assert_eq!(conn.recv("ack").await, ack(1));
+        assert_eq!(conn.recv("ack").await, ack(2));
+        conn.forwarded(&[1, 2]).await;
+    }
+
+    /// Proves that with a store a sample is acknowledged only on `Durable`, never beyond what
+    /// this connection received, and never twice.
+    #[actix_rt::test]
+    async fn with_a_store_acks_wait_for_durable_and_stay_within_what_was_received() {
+        let mut conn = Setup {
+            durable_acks: true,
+            ..Setup::default()
+        }
+        .start()
+        .await;
+        conn.hello().await;
+        conn.send(metrics(1, 5.0)).await;
+        conn.send(metrics(2, 6.0)).await;
+        conn.forwarded(&[1, 2]).await;
+        // Both were handled, and no ack went out: the first frame now is the durable one.
+        conn.session.send(Durable { seq: 5 }).await.unwrap();
+        assert_eq!(conn.recv("durable ack").await, ack(2), "capped at seq 2");
+
+        conn.session.send(Durable { seq: 1 }).await.unwrap();
+        conn.session.send(Durable { seq: 2 }).await.unwrap();
+        conn.send(metrics(3, 7.0)).await;
+        conn.forwarded(&[3]).await;
+        conn.session.send(Durable { seq: 3 }).await.unwrap();
+        assert_eq!(
+            conn.recv("durable ack").await,
+            ack(3),
+            "no ack for 1 or 2 again"
+        );
+    }
+
+    /// Proves that `bye` ends the session with the agent's reason and closes the connection.
+    #[actix_rt::test]
+    async fn bye_ends_the_session_with_its_reason() {
+        let mut conn = Setup::default().start().await;
+        conn.hello().await;
+        let bye = Bye {
+            reason: Some("upgrade".into()),
+        };
+        conn.send(AgentFrame::Bye(bye)).await;
+        assert_eq!(conn.end_reason().await, "bye: upgrade");
+        conn.closed().await;
+    }
+
+    /// Proves that `Close::Shutdown` says `bye` to the agent before closing.
+    #[actix_rt::test]
+    async fn shutdown_says_bye() {
+        let mut conn = Setup::default().start().await;
+        conn.hello().await;
+        conn.session.send(Close::Shutdown).await.unwrap();
+        let bye = ServerFrame::Bye(Bye {
+            reason: Some("server shutting down".into()),
+        });
+        assert_eq!(conn.recv("bye").await, bye);
+        assert_eq!(conn.end_reason().await, "server shut down");
+        conn.closed().await;
+    }
+
+    /// Proves that `Close::Replaced` tells the agent with a `replaced` error.
+    #[actix_rt::test]
+    async fn replaced_sends_an_error() {
+        let mut conn = Setup::default().start().await;
+        conn.hello().await;
+        conn.session.send(Close::Replaced).await.unwrap();
+        assert_eq!(conn.error().await.code, ErrorCode::Replaced);
+        conn.closed().await;
+    }
+
+    /// Proves that a hello the Registry refuses is answered with `duplicate_id` and the
+    /// Registry's reason.
+    #[actix_rt::test]
+    async fn a_refused_hello_is_a_duplicate_id_error() {
+        let mut conn = Setup {
+            answer: Err("agent id a is in use".into()),
+            ..Setup::default()
+        }
+        .start()
+        .await;
+        conn.send(AgentFrame::Hello(hello())).await;
+        let e = conn.error().await;
+        assert_eq!(
+            (e.code, e.message.as_str()),
+            (ErrorCode::DuplicateId, "agent id a is in use")
+        );
+        conn.closed().await;
+    }
+}
