@@ -17,7 +17,10 @@
 //!   util.rs         ids, clock, human units
 //!   error.rs        the library's Error and Result
 //!   server/         the actix server
-//!     mod.rs        Server::start / shutdown (ordered), run(), banner
+//!     mod.rs        Server::start (the only place that wires concrete actors) / shutdown
+//!                   (ordered), run(), banner
+//!     messages.rs   what a Session and the Registry send each other (both ways)
+//!     limits.rs     connection counts in total and per IP (ConnGuard, owned by a Session)
 //!     listener.rs   Listener actor: accepts, starts Sessions
 //!     session.rs    Session actor: one per connection, decodes, validates, forwards
 //!     registry.rs   Registry actor: every agent's state and counters
@@ -33,7 +36,8 @@
 //!     mod.rs        connection state machine and sampling loop
 //!     backoff.rs    exponential backoff with jitter
 //!     outbox.rs     bounded queue of unacknowledged samples
-//! actors/tests/     protocol golden fixtures, agent state machine, fuzz properties
+//! actors/tests/     protocol golden fixtures, agent state machine, fuzz properties, the Store
+//!                   actor with a probe subscriber
 //! bins/src/bin/     thin clap binaries: server, agent, loadgen
 //! bins/benches/     criterion benchmark of the codec; bins/bench/: `make bench` driver
 //! integration-tests/tests/it/  real binaries on real sockets (core, discovery, faults, hostile,

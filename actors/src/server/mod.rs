@@ -10,6 +10,14 @@
 //! With a store (`--data-dir`), a Session acknowledges a sample only when the Registry tells
 //! it that the Store has committed it (see [`registry`]).
 //!
+//! Only this module names concrete actor types: it wires them together. Each actor holds
+//! recipients of what it sends ([`messages::RegistryLink`] for a Session,
+//! [`registry::StoreLink`] for the Registry, a `Recipient<`[`registry::GetSnapshotParts`]`>`
+//! for the Reporter and the dashboard's Broadcaster, [`http::RegistryQueries`] for HTTP), so
+//! each can be tested alone against probes. The messages a Session and the Registry exchange
+//! both ways live in [`messages`]; one that anyone sends to one actor lives beside its
+//! handlers. No two modules here import each other.
+//!
 //! [`Server::start`] binds the listening socket on the configured address (port 0 allowed;
 //! the real address is [`Server::local_addr`]) and starts the actors on the current actix
 //! `System`. [`Server::shutdown`] stops it in this order:
