@@ -20,7 +20,8 @@ use serde_json::Value;
 
 use crate::support::http::{ApiError, Health, History, get, request, try_request};
 use crate::support::{
-    Agent, DEADLINE, LOOPBACK, Server, SnapshotExt, ToJson, mem_total_bytes, poll, proc_stat_cores,
+    Agent, DEADLINE, LOOPBACK, Server, SnapshotExt, TempDir, ToJson, mem_total_bytes, poll,
+    proc_stat_cores,
 };
 
 /// The Content-Type Prometheus' text format 0.0.4 requires (parameters may follow).
@@ -490,7 +491,7 @@ fn readme_prometheus_yml() -> String {
 /// removed, also when the test fails.
 struct Prometheus {
     child: Child,
-    dir: PathBuf,
+    dir: TempDir,
     addr: String,
 }
 
@@ -500,27 +501,21 @@ impl Prometheus {
     /// logs the address it listens on.
     #[track_caller]
     fn start(prometheus: &Path, config: &str) -> Prometheus {
-        let dir = std::env::temp_dir().join(format!(
-            "lanmon-it-prometheus-{}-{}",
-            std::process::id(),
-            now_ms()
-        ));
-        std::fs::create_dir_all(dir.join("data"))
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-        let config_file = dir.join("prometheus.yml");
+        let dir = TempDir::new("prometheus");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", data.display()));
+        let config_file = dir.path().join("prometheus.yml");
         std::fs::write(&config_file, config)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", config_file.display()));
-        let log = File::create(dir.join("prometheus.log"))
+        let log = File::create(dir.path().join("prometheus.log"))
             .unwrap_or_else(|e| panic!("cannot create the log file: {e}"));
         let log_err = log
             .try_clone()
             .unwrap_or_else(|e| panic!("cannot clone the log file: {e}"));
         let spawned = Command::new(prometheus)
             .arg(format!("--config.file={}", config_file.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
+            .arg(format!("--storage.tsdb.path={}", data.display()))
             .arg(format!("--web.listen-address={LOOPBACK}:0"))
             .stdin(Stdio::null())
             .stdout(log)
@@ -532,10 +527,7 @@ impl Prometheus {
                 dir,
                 addr: String::new(),
             },
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                panic!("cannot start {}: {e}", prometheus.display());
-            }
+            Err(e) => panic!("cannot start {}: {e}", prometheus.display()),
         };
         let mut exited = None;
         let addr = poll(PROMETHEUS_DEADLINE, || {
@@ -558,7 +550,7 @@ impl Prometheus {
 
     /// What Prometheus logged so far.
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
     }
 
     /// Runs the instant query `promql` against the HTTP API; `None` while Prometheus is not
@@ -584,7 +576,6 @@ impl Drop for Prometheus {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -613,7 +604,7 @@ fn real_prometheus_scrapes_the_server() {
         .replace(README_SCRAPE_INTERVAL, "scrape_interval: 1s")
         .replace(README_TARGET, &format!("\"{addr}\""));
     let prom = Prometheus::start(&prometheus, &config);
-    let config_file = prom.dir.join("prometheus.yml");
+    let config_file = prom.dir.path().join("prometheus.yml");
     let checked = Command::new(&promtool)
         .args(["check", "config"])
         .arg(&config_file)
