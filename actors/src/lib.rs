@@ -41,7 +41,7 @@
 //! bins/src/bin/     thin clap binaries: server, agent, loadgen
 //! bins/benches/     criterion benchmark of the codec; bins/bench/: `make bench` driver
 //! integration-tests/tests/it/  real binaries on real sockets (core, discovery, faults, hostile,
-//!                              http, store)
+//!                              http, store); a server and agents in the test process (inproc)
 //! integration-tests/netns/     discovery across a LAN of network namespaces
 //! ```
 

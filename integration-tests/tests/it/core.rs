@@ -1,28 +1,16 @@
 //! The core system: server and `--host` agents on 127.0.0.1.
 
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
-use crate::support::{Agent, DEADLINE, Server, agent, is_live, names, seq, status};
-use serde_json::Value;
+use lanmon::snapshot::Status;
+
+use crate::support::{
+    Agent, DEADLINE, Server, SnapshotExt, TcpPortReservation, ToJson, mem_total_bytes,
+    proc_stat_cores, raw_exchange,
+};
 
 /// How long the server may take to stop after SIGINT or SIGTERM.
 const SERVER_STOP_LIMIT: Duration = Duration::from_secs(2);
-
-/// The seq of every named agent in `snapshot`.
-fn seqs(snapshot: &Value, names: &[&str]) -> BTreeMap<String, u64> {
-    names
-        .iter()
-        .map(|n| ((*n).to_string(), seq(snapshot, n)))
-        .collect()
-}
-
-/// Whether every agent in `before` is live with a seq above the one recorded there.
-fn all_live_and_advanced(snapshot: &Value, before: &BTreeMap<String, u64>) -> bool {
-    before
-        .iter()
-        .all(|(name, &s)| is_live(snapshot, name) && seq(snapshot, name) > s)
-}
 
 /// Three agents show up `live` with this machine's real core count and memory size, their
 /// source IP and names, and a `seq` that keeps advancing.
@@ -37,32 +25,34 @@ fn three_agents_live_with_real_metrics() {
 
     let snap = server.wait_for(DEADLINE, |s| {
         wanted.iter().all(|n| {
-            is_live(s, n)
-                && agent(s, n).is_some_and(|a| !a["cpu"].is_null() && !a["memory"].is_null())
+            s.is_live(n)
+                && s.find(n)
+                    .is_some_and(|a| a.cpu.is_some() && a.memory.is_some())
         })
     });
 
-    assert_eq!(snap["summary"]["agents"], 3, "{snap}");
-    assert_eq!(snap["summary"]["live"], 3, "{snap}");
-    assert_eq!(names(&snap), wanted, "agents listed by name");
-    let cores = crate::support::proc_stat_cores();
-    let mem_total = crate::support::mem_total_bytes();
+    assert_eq!(snap.summary.agents, 3, "{}", snap.to_json());
+    assert_eq!(snap.summary.live, 3, "{}", snap.to_json());
+    assert_eq!(snap.names(), wanted, "agents listed by name");
+    let cores = proc_stat_cores();
+    let mem_total = mem_total_bytes();
     for name in &wanted {
-        let a = agent(&snap, name).unwrap();
-        assert_eq!(a["ip"], "127.0.0.1", "{a}");
-        assert_eq!(a["cores"].as_u64(), Some(cores as u64), "{a}");
-        let per_core = a["cpu"]["per_core"].as_array().unwrap();
-        assert_eq!(per_core.len(), cores, "per_core vs /proc/stat: {a}");
+        let a = snap.agent(name);
+        let shown = a.to_json();
+        assert_eq!(a.ip, "127.0.0.1", "{shown}");
+        assert_eq!(a.cores as usize, cores, "{shown}");
+        let per_core = &a.cpu.as_ref().unwrap().per_core;
+        assert_eq!(per_core.len(), cores, "per_core vs /proc/stat: {shown}");
         assert_eq!(
-            a["memory"]["total"].as_u64(),
+            a.memory.map(|m| m.total),
             Some(mem_total),
-            "memory.total vs /proc/meminfo: {a}"
+            "memory.total vs /proc/meminfo: {shown}"
         );
-        assert!(a["seq"].as_u64().unwrap() >= 1, "{a}");
+        assert!(a.seq >= 1, "{shown}");
     }
 
-    let before = seqs(&snap, &wanted);
-    server.wait_for(DEADLINE, |s| all_live_and_advanced(s, &before));
+    let before = snap.seqs(&wanted);
+    server.wait_for(DEADLINE, |s| s.all_live_and_advanced_by(&before, 1));
 }
 
 /// SIGKILL on one agent turns it `offline` (without a `bye`) while the other two stay `live`
@@ -77,39 +67,44 @@ fn killed_agent_goes_offline_others_stay_live() {
     ];
     let survivor_names: Vec<&str> = survivors.iter().map(Agent::name).collect();
     server.wait_for(DEADLINE, |s| {
-        is_live(s, "victim") && survivor_names.iter().all(|n| is_live(s, n))
+        s.is_live("victim") && s.all_live(&survivor_names)
     });
 
     victim.kill();
-    let at_kill = seqs(&server.wait_for(DEADLINE, |_| true), &survivor_names);
+    let at_kill = server.wait_for(DEADLINE, |_| true).seqs(&survivor_names);
 
     let snap = server.wait_for(DEADLINE, |s| {
-        status(s, "victim") == Some("offline") && all_live_and_advanced(s, &at_kill)
+        s.status("victim") == Some(Status::Offline) && s.all_live_and_advanced_by(&at_kill, 1)
     });
-    let reason = agent(&snap, "victim").unwrap()["offline_reason"]
-        .as_str()
+    let reason = snap
+        .agent("victim")
+        .offline_reason
+        .as_deref()
         .unwrap_or_default();
     assert!(
         !reason.is_empty() && !reason.starts_with("bye"),
         "a killed agent cannot say bye; offline_reason = {reason:?}"
     );
-    assert_eq!(snap["summary"]["live"], 2, "{snap}");
-    assert_eq!(snap["summary"]["offline"], 1, "{snap}");
+    assert_eq!(snap.summary.live, 2, "{}", snap.to_json());
+    assert_eq!(snap.summary.offline, 1, "{}", snap.to_json());
 }
 
 /// An agent started before the server logs that the connection was refused, keeps retrying,
 /// and becomes `live` once the server is up.
 #[test]
 fn agent_started_before_server_connects_later() {
-    let port = crate::support::free_port();
+    // Held until the server binds it: refused meanwhile, and nobody else's.
+    let reserved = TcpPortReservation::new();
+    let port = reserved.port();
     let early = Agent::start(port, "early-bird");
     let refused_at = early.wait_for_output(DEADLINE, 0, "connection refused");
 
     let server = Server::start_on(port);
+    drop(reserved);
     let snap = server.wait_for(DEADLINE, |s| {
-        is_live(s, "early-bird") && seq(s, "early-bird") >= 1
+        s.is_live("early-bird") && s.seq("early-bird") >= 1
     });
-    assert_eq!(snap["server"]["listen"], format!("127.0.0.1:{port}"));
+    assert_eq!(snap.server.listen, format!("127.0.0.1:{port}"));
     let connected_at = early.wait_for_output(DEADLINE, 0, "Connected to");
     assert!(
         refused_at < connected_at,
@@ -124,7 +119,7 @@ fn agent_started_before_server_connects_later() {
 fn agent_sigterm_says_bye_and_exits_zero() {
     let server = Server::start();
     let mut leaving = Agent::start(server.port(), "leaving");
-    server.wait_for(DEADLINE, |s| is_live(s, "leaving"));
+    server.wait_for(DEADLINE, |s| s.is_live("leaving"));
 
     leaving.signal(libc::SIGTERM);
     let status = leaving.wait_exit(DEADLINE);
@@ -135,16 +130,12 @@ fn agent_sigterm_says_bye_and_exits_zero() {
         leaving.diagnostics()
     );
 
-    let snap = server.wait_for(DEADLINE, |s| status_is(s, "leaving", "offline"));
-    let reason = agent(&snap, "leaving").unwrap()["offline_reason"].as_str();
+    let snap = server.wait_for(DEADLINE, |s| s.status("leaving") == Some(Status::Offline));
+    let reason = snap.agent("leaving").offline_reason.as_deref();
     assert!(
         reason.is_some_and(|r| r.starts_with("bye")),
         "offline_reason = {reason:?}"
     );
-}
-
-fn status_is(snapshot: &Value, name: &str, wanted: &str) -> bool {
-    status(snapshot, name) == Some(wanted)
 }
 
 /// Stops a server that has one connected agent with `signal`; checks the server exits 0
@@ -154,7 +145,7 @@ fn server_stops_cleanly_on(signal: libc::c_int, agent_name: &str) {
     let mut server = Server::start();
     let mut survivor = Agent::start(server.port(), agent_name);
     server.wait_for(DEADLINE, |s| {
-        is_live(s, agent_name) && seq(s, agent_name) >= 1
+        s.is_live(agent_name) && s.seq(agent_name) >= 1
     });
 
     let sent = Instant::now();
@@ -175,11 +166,17 @@ fn server_stops_cleanly_on(signal: libc::c_int, agent_name: &str) {
 
     // The last report shows the agents the server let go.
     let last = server.final_snapshot(DEADLINE);
-    assert_eq!(status(&last, agent_name), Some("offline"), "{last}");
     assert_eq!(
-        agent(&last, agent_name).map(|a| a["offline_reason"].clone()),
-        Some("server shut down".into()),
-        "{last}"
+        last.status(agent_name),
+        Some(Status::Offline),
+        "{}",
+        last.to_json()
+    );
+    assert_eq!(
+        last.find(agent_name).map(|a| a.offline_reason.as_deref()),
+        Some(Some("server shut down")),
+        "{}",
+        last.to_json()
     );
 
     let lost_at = survivor.wait_for_output(DEADLINE, 0, " lost: ");
@@ -214,12 +211,11 @@ fn server_sigterm_exits_zero_and_agent_survives() {
 fn refused_alone(line: &str, code: &str) {
     let server = Server::start();
     let _steady = Agent::start(server.port(), "steady");
-    let before = seqs(
-        &server.wait_for(DEADLINE, |s| is_live(s, "steady")),
-        &["steady"],
-    );
+    let before = server
+        .wait_for(DEADLINE, |s| s.is_live("steady"))
+        .seqs(&["steady"]);
 
-    let answer = crate::support::raw_exchange(server.port(), line);
+    let answer = raw_exchange(server.port(), line);
     assert_eq!(answer.frame["type"], "error", "{}", answer.frame);
     assert_eq!(answer.frame["code"], code, "{}", answer.frame);
     assert!(answer.frame["message"].is_string(), "{}", answer.frame);
@@ -228,9 +224,9 @@ fn refused_alone(line: &str, code: &str) {
         "server kept the connection open after an error frame"
     );
 
-    let snap = server.wait_for(DEADLINE, |s| all_live_and_advanced(s, &before));
+    let snap = server.wait_for(DEADLINE, |s| s.all_live_and_advanced_by(&before, 1));
     assert_eq!(
-        names(&snap),
+        snap.names(),
         ["steady"],
         "the refused client must not be listed"
     );
@@ -262,10 +258,9 @@ fn future_protocol_gets_unsupported_version_agent_unaffected() {
 fn two_agents_with_one_id_do_not_fight() {
     let server = Server::start();
     let first = Agent::start(server.port(), "twin");
-    let before = seqs(
-        &server.wait_for(DEADLINE, |s| is_live(s, "twin")),
-        &["twin"],
-    );
+    let before = server
+        .wait_for(DEADLINE, |s| s.is_live("twin"))
+        .seqs(&["twin"]);
     let mut second = Agent::start(server.port(), "twin");
     second.wait_for_output(DEADLINE, 0, "duplicate_id");
     assert!(
@@ -273,13 +268,15 @@ fn two_agents_with_one_id_do_not_fight() {
         "{}",
         second.diagnostics()
     );
-    let snap = server.wait_for(DEADLINE, |s| all_live_and_advanced(s, &before));
-    let twin = agent(&snap, "twin").unwrap();
-    assert_eq!(snap["summary"]["agents"], 1, "{snap}");
-    assert_eq!(twin["duplicates"], 0, "{twin}");
+    let snap = server.wait_for(DEADLINE, |s| s.all_live_and_advanced_by(&before, 1));
+    let twin = snap.agent("twin");
+    assert_eq!(snap.summary.agents, 1, "{}", snap.to_json());
+    assert_eq!(twin.duplicates, 0, "{}", twin.to_json());
     assert_eq!(
-        twin["first_seq"], 1,
-        "the first agent's run was never reset: {twin}"
+        twin.first_seq,
+        1,
+        "the first agent's run was never reset: {}",
+        twin.to_json()
     );
     assert_eq!(second.try_exit(), None, "{}", second.diagnostics());
     drop(first);

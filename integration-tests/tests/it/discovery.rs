@@ -1,17 +1,17 @@
 //! Discovery on one machine: servers beacon to 127.255.255.255 only, on a UDP port of the
-//! test's own, and agents find them with `--discover`.
+//! test's own (a [`UdpPortReservation`], held for the whole test), and agents find them with
+//! `--discover`.
 
-use serde_json::Value;
 use std::net::{Ipv4Addr, UdpSocket};
 
-use crate::support::{Agent, DEADLINE, Server, free_udp_port, is_live, seq};
+use crate::support::{Agent, DEADLINE, Server, SnapshotExt, ToJson, UdpPortReservation};
 
 const LOOPBACK_BROADCAST: Ipv4Addr = Ipv4Addr::new(127, 255, 255, 255);
 
-/// A server that beacons to loopback broadcast on `udp_port` every 200 ms.
+/// A server that beacons to loopback broadcast on `udp`'s port every 200 ms.
 #[track_caller]
-fn beaconing_server(udp_port: u16, name: &str) -> Server {
-    let port = udp_port.to_string();
+fn beaconing_server(udp: &UdpPortReservation, name: &str) -> Server {
+    let port = udp.arg();
     Server::start_with(
         0,
         &[
@@ -28,31 +28,27 @@ fn beaconing_server(udp_port: u16, name: &str) -> Server {
 }
 
 #[track_caller]
-fn discover_agent(name: &str, udp_port: u16, extra: &[&str]) -> Agent {
-    let port = udp_port.to_string();
+fn discover_agent(name: &str, udp: &UdpPortReservation, extra: &[&str]) -> Agent {
+    let port = udp.arg();
     let mut args = vec!["--discover", "--discovery-port", &port];
     args.extend_from_slice(extra);
     Agent::start_with(name, &args)
-}
-
-fn all_live(snapshot: &Value, names: &[&str]) -> bool {
-    names.iter().all(|n| is_live(snapshot, n))
 }
 
 /// Three `--discover` agents and one `--host` agent, side by side on one machine, all stream
 /// to the same server; each discovering agent says which server it found.
 #[test]
 fn discover_agents_and_a_host_agent_are_all_live() {
-    let udp = free_udp_port();
-    let server = beaconing_server(udp, "lab");
+    let udp = UdpPortReservation::new();
+    let server = beaconing_server(&udp, "lab");
     let discovered: Vec<Agent> = ["disc-1", "disc-2", "disc-3"]
         .iter()
-        .map(|n| discover_agent(n, udp, &[]))
+        .map(|n| discover_agent(n, &udp, &[]))
         .collect();
     let _host = Agent::start(server.port(), "by-host");
     let names = ["disc-1", "disc-2", "disc-3", "by-host"];
-    let snap = server.wait_for(DEADLINE, |s| all_live(s, &names));
-    assert_eq!(snap["summary"]["live"], 4, "{snap}");
+    let snap = server.wait_for(DEADLINE, |s| s.all_live(&names));
+    assert_eq!(snap.summary.live, 4, "{}", snap.to_json());
     let expected = format!("Discovered server lab at 127.0.0.1:{}", server.port());
     for agent in &discovered {
         agent.wait_for_output(DEADLINE, 0, &expected);
@@ -63,9 +59,9 @@ fn discover_agents_and_a_host_agent_are_all_live() {
 /// hear it says what to check and exits 1.
 #[test]
 fn agent_discover_lists_servers_or_explains() {
-    let udp = free_udp_port();
-    let server = beaconing_server(udp, "listed");
-    let port = udp.to_string();
+    let udp = UdpPortReservation::new();
+    let server = beaconing_server(&udp, "listed");
+    let port = udp.arg();
     let mut lister =
         Agent::start_with_args(&["discover", "--discovery-port", &port, "--listen-for", "1s"]);
     let status = lister.wait_exit(DEADLINE);
@@ -81,11 +77,11 @@ fn agent_discover_lists_servers_or_explains() {
     );
     assert!(row.contains("v1"), "{out}");
 
-    let silent = free_udp_port().to_string();
+    let silent = UdpPortReservation::new();
     let mut lister = Agent::start_with_args(&[
         "discover",
         "--discovery-port",
-        &silent,
+        &silent.arg(),
         "--listen-for",
         "300ms",
     ]);
@@ -102,8 +98,8 @@ fn agent_discover_lists_servers_or_explains() {
 /// message that names the likely causes.
 #[test]
 fn discover_timeout_gives_up_with_an_explanation() {
-    let udp = free_udp_port();
-    let mut agent = discover_agent("lonely", udp, &["--discover-timeout", "500ms"]);
+    let udp = UdpPortReservation::new();
+    let mut agent = discover_agent("lonely", &udp, &["--discover-timeout", "500ms"]);
     let status = agent.wait_exit(DEADLINE);
     assert!(!status.success(), "{status:?}");
     let all = agent.diagnostics();
@@ -115,27 +111,27 @@ fn discover_timeout_gives_up_with_an_explanation() {
 /// the agent.
 #[test]
 fn server_name_picks_one_of_several() {
-    let udp = free_udp_port();
-    let first = beaconing_server(udp, "first");
-    let second = beaconing_server(udp, "second");
-    let _agent = discover_agent("picky", udp, &["--server-name", "second"]);
-    second.wait_for(DEADLINE, |s| is_live(s, "picky"));
+    let udp = UdpPortReservation::new();
+    let first = beaconing_server(&udp, "first");
+    let second = beaconing_server(&udp, "second");
+    let _agent = discover_agent("picky", &udp, &["--server-name", "second"]);
+    second.wait_for(DEADLINE, |s| s.is_live("picky"));
     let on_first = first.wait_for(DEADLINE, |_| true);
-    assert_eq!(on_first["summary"]["agents"], 0, "{on_first}");
+    assert_eq!(on_first.summary.agents, 0, "{}", on_first.to_json());
 }
 
 /// Malformed, oversized and foreign datagrams on the discovery port change nothing: agents
 /// stay live and keep streaming, and warn about them at most once (rate-limited).
 #[test]
 fn bad_datagrams_change_nothing() {
-    let udp = free_udp_port();
-    let server = beaconing_server(udp, "steady");
+    let udp = UdpPortReservation::new();
+    let server = beaconing_server(&udp, "steady");
     let agents: Vec<Agent> = ["calm-1", "calm-2"]
         .iter()
-        .map(|n| discover_agent(n, udp, &[]))
+        .map(|n| discover_agent(n, &udp, &[]))
         .collect();
     let names = ["calm-1", "calm-2"];
-    let before = server.wait_for(DEADLINE, |s| all_live(s, &names));
+    let before = server.wait_for(DEADLINE, |s| s.all_live(&names));
 
     let sender = UdpSocket::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     sender.set_broadcast(true).unwrap();
@@ -150,15 +146,14 @@ fn bad_datagrams_change_nothing() {
     ];
     for _ in 0..20 {
         for datagram in &bad {
-            sender.send_to(datagram, (LOOPBACK_BROADCAST, udp)).unwrap();
+            sender
+                .send_to(datagram, (LOOPBACK_BROADCAST, udp.port()))
+                .unwrap();
         }
     }
-    let after = server.wait_for(DEADLINE, |s| {
-        names
-            .iter()
-            .all(|n| is_live(s, n) && seq(s, n) > seq(&before, n) + 3)
-    });
-    assert_eq!(after["summary"]["agents"], 2, "{after}");
+    let at_attack = before.seqs(&names);
+    let after = server.wait_for(DEADLINE, |s| s.all_live_and_advanced_by(&at_attack, 4));
+    assert_eq!(after.summary.agents, 2, "{}", after.to_json());
     for agent in &agents {
         agent.wait_for_output(DEADLINE, 0, "ignored a datagram");
         let warnings = agent.stdout().matches("ignored a datagram").count();

@@ -8,17 +8,17 @@
 //! the rest is replayed, and the server's history deduplicates by seq and counts `gaps`.
 //! (SIGKILL on an agent is in `core.rs`.)
 
-use std::collections::BTreeMap;
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use lanmon::snapshot::{Snapshot, Status};
+use lanmon::util::now_ms;
 
-use crate::support::{Agent, DEADLINE, LOOPBACK, Server, agent, is_live, seq, status};
+use crate::support::{Agent, DEADLINE, LOOPBACK, Server, SnapshotExt, ToJson, lock, poll};
 
 /// The test agents' sampling interval (`support::Agent` starts them with `--interval 200ms`).
 const INTERVAL: Duration = Duration::from_millis(200);
@@ -32,64 +32,24 @@ const CUTS: usize = 4;
 
 // ---- Reading snapshots ----------------------------------------------------------------------
 
-/// A counter of the agent's entry (`received`, `gaps`, ...); panics if it is missing.
-#[track_caller]
-fn counter(snapshot: &Value, name: &str, field: &str) -> u64 {
-    agent(snapshot, name)
-        .and_then(|a| a[field].as_u64())
-        .unwrap_or_else(|| panic!("agent {name} has no numeric `{field}` in {snapshot}"))
-}
-
-/// The seq of every named agent in `snapshot`.
-fn seqs(snapshot: &Value, names: &[&str]) -> BTreeMap<String, u64> {
-    names
-        .iter()
-        .map(|n| ((*n).to_string(), seq(snapshot, n)))
-        .collect()
-}
-
-/// Whether every agent in `base` is live with a seq at least `by` above the one recorded
-/// there.
-fn all_live_and_advanced_by(snapshot: &Value, base: &BTreeMap<String, u64>, by: u64) -> bool {
-    base.iter()
-        .all(|(name, &s)| is_live(snapshot, name) && seq(snapshot, name) >= s + by)
-}
-
-fn all_offline(snapshot: &Value, names: &[&str]) -> bool {
-    names.iter().all(|n| status(snapshot, n) == Some("offline"))
-}
-
 /// Asserts that the server holds every sample of `name`'s run from `first_seq` to `seq`
 /// exactly once: no gap, no duplicate, and `received` counts each seq once.
 #[track_caller]
-fn assert_exactly_once(snapshot: &Value, name: &str, context: &str) {
-    let (first, last) = (
-        counter(snapshot, name, "first_seq"),
-        counter(snapshot, name, "seq"),
-    );
-    let a = agent(snapshot, name).map_or_else(String::new, Value::to_string);
+fn assert_exactly_once(snapshot: &Snapshot, name: &str, context: &str) {
+    let entry = snapshot.agent(name);
+    let (first, last) = (entry.first_seq, entry.seq);
+    let a = entry.to_json();
     assert!(first >= 1 && last >= first, "{context}: {name}: {a}");
+    assert_eq!(entry.gaps, 0, "{context}: {name} lost samples: {a}");
     assert_eq!(
-        counter(snapshot, name, "gaps"),
-        0,
-        "{context}: {name} lost samples: {a}"
-    );
-    assert_eq!(
-        counter(snapshot, name, "duplicates"),
-        0,
+        entry.duplicates, 0,
         "{context}: {name} sent samples the server already held: {a}"
     );
     assert_eq!(
-        counter(snapshot, name, "received"),
+        entry.received,
         last - first + 1,
         "{context}: {name}: every seq from first_seq to seq exactly once: {a}"
     );
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
 /// The state letter of process `pid` in /proc/PID/stat (`T`: stopped by a signal).
@@ -100,10 +60,6 @@ fn process_state(pid: u32) -> Option<char> {
 }
 
 // ---- A TCP proxy that can cut the network ---------------------------------------------------
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(PoisonError::into_inner)
-}
 
 /// What the proxy's threads share.
 struct ProxyState {
@@ -307,7 +263,7 @@ fn network_cuts_lose_nothing() {
         .map(|n| Agent::start(proxy.port(), n))
         .collect();
     let names: Vec<&str> = agents.iter().map(Agent::name).collect();
-    let mut snap = server.wait_for(DEADLINE, |s| names.iter().all(|n| is_live(s, n)));
+    let mut snap = server.wait_for(DEADLINE, |s| s.all_live(&names));
 
     for round in 1..=CUTS {
         if round % 2 == 0 {
@@ -317,22 +273,22 @@ fn network_cuts_lose_nothing() {
             // (A snapshot is at most ~100 ms old, less than one interval: advancing by 2 from
             // one read after the drop means at least one sample arrived after it.)
             proxy.drop_replies();
-            let before = seqs(&server.wait_for(DEADLINE, |_| true), &names);
-            server.wait_for(DEADLINE, |s| all_live_and_advanced_by(s, &before, 2));
+            let before = server.wait_for(DEADLINE, |_| true).seqs(&names);
+            server.wait_for(DEADLINE, |s| s.all_live_and_advanced_by(&before, 2));
         }
         let logged: Vec<usize> = agents.iter().map(|a| a.stdout().len()).collect();
         proxy.cut();
         // The server sees every connection end, and every agent notices and then fails to come
         // back through the cut network at least once, sampling into its buffer meanwhile.
-        let cut = server.wait_for(DEADLINE, |s| all_offline(s, &names));
+        let cut = server.wait_for(DEADLINE, |s| s.all_offline(&names));
         for (a, &from) in agents.iter().zip(&logged) {
             let first = a.wait_for_output(DEADLINE, from, " lost: ");
             a.wait_for_output(DEADLINE, first + 1, " lost: ");
         }
 
         proxy.restore();
-        let at_cut = seqs(&cut, &names);
-        snap = server.wait_for(DEADLINE, |s| all_live_and_advanced_by(s, &at_cut, 3));
+        let at_cut = cut.seqs(&names);
+        snap = server.wait_for(DEADLINE, |s| s.all_live_and_advanced_by(&at_cut, 3));
         for name in &names {
             assert_exactly_once(&snap, name, &format!("after restore {round}"));
         }
@@ -343,9 +299,9 @@ fn network_cuts_lose_nothing() {
     );
 
     // Well past the last restore: whatever was buffered has been replayed by now.
-    let at_last_restore = seqs(&snap, &names);
+    let at_last_restore = snap.seqs(&names);
     let last = server.wait_for(DEADLINE, |s| {
-        all_live_and_advanced_by(s, &at_last_restore, 5)
+        s.all_live_and_advanced_by(&at_last_restore, 5)
     });
     for name in &names {
         assert_exactly_once(&last, name, &format!("after {CUTS} cuts"));
@@ -375,9 +331,9 @@ fn server_sigkill_and_restart_loses_nothing() {
         .collect();
     let names: Vec<&str> = agents.iter().map(Agent::name).collect();
     let before = server.wait_for(DEADLINE, |s| {
-        names.iter().all(|n| is_live(s, n) && seq(s, n) >= 3)
+        names.iter().all(|n| s.is_live(n) && s.seq(n) >= 3)
     });
-    let seen = seqs(&before, &names);
+    let seen = before.seqs(&names);
     let logged: Vec<usize> = agents.iter().map(|a| a.stdout().len()).collect();
 
     server.kill();
@@ -390,25 +346,22 @@ fn server_sigkill_and_restart_loses_nothing() {
     }
 
     let reborn = Server::start_on(port);
-    let after = reborn.wait_for(RECONNECT_DEADLINE, |s| {
-        names
-            .iter()
-            .all(|n| is_live(s, n) && seq(s, n) > seen[*n] + 3)
-    });
+    let after = reborn.wait_for(RECONNECT_DEADLINE, |s| s.all_live_and_advanced_by(&seen, 4));
 
     // The dead server may have received (and acknowledged, so the agent forgot them) samples
     // after the snapshot we read: at most one per interval between that snapshot and the
     // kill, plus one for the sample in flight at the kill.
-    let since_snapshot = killed_at_ms.saturating_sub(before["ts_ms"].as_u64().unwrap_or(0));
+    let since_snapshot = killed_at_ms.saturating_sub(before.ts_ms);
     let slack = since_snapshot / u64::try_from(INTERVAL.as_millis()).unwrap_or(1) + 1;
     for (a, name) in agents.iter().zip(&names) {
-        let first = counter(&after, name, "first_seq");
+        let first = after.agent(name).first_seq;
         assert!(
             first <= seen[*name] + 1 + slack,
             "{name}: the new server's history starts at seq {first}, but the dead server had \
              only seq {} ({since_snapshot} ms before the kill, slack {slack}): samples lost\n\
-             {after}",
-            seen[*name]
+             {}",
+            seen[*name],
+            after.to_json()
         );
         assert_exactly_once(&after, name, "after the server restart");
         assert!(
@@ -419,11 +372,11 @@ fn server_sigkill_and_restart_loses_nothing() {
     }
 }
 
-/// One status observation of the frozen agent.
+/// One status observation of the frozen agent (`None`: not listed).
 #[derive(Debug)]
 struct Seen {
     after: Duration,
-    status: String,
+    status: Option<Status>,
 }
 
 /// An agent frozen with SIGSTOP turns `stale`, then `offline` with a `timeout` reason, while
@@ -443,47 +396,50 @@ fn frozen_agent_goes_stale_then_offline_and_comes_back() {
     ];
     let steady_names: Vec<&str> = steady.iter().map(Agent::name).collect();
     server.wait_for(DEADLINE, |s| {
-        is_live(s, "frozen") && seq(s, "frozen") >= 2 && steady_names.iter().all(|n| is_live(s, n))
+        s.is_live("frozen") && s.seq("frozen") >= 2 && s.all_live(&steady_names)
     });
 
     frozen.signal(libc::SIGSTOP);
     let stopped_at = Instant::now();
-    crate::support::poll(DEADLINE, || {
+    poll(DEADLINE, || {
         (process_state(frozen.pid()) == Some('T')).then_some(())
     })
     .unwrap_or_else(|| panic!("agent not stopped: state {:?}", process_state(frozen.pid())));
-    let at_stop = seqs(&server.wait_for(DEADLINE, |_| true), &steady_names);
+    let at_stop = server.wait_for(DEADLINE, |_| true).seqs(&steady_names);
     // Every snapshot the server prints (one per 100 ms; we look every 20 ms), until offline.
     let mut seen: Vec<Seen> = Vec::new();
     let mut last_ts = None;
     let mut others_not_live = Vec::new();
     let offline = server.wait_for(DEADLINE, |s| {
-        if last_ts != Some(s["ts_ms"].clone()) {
-            last_ts = Some(s["ts_ms"].clone());
+        if last_ts != Some(s.ts_ms) {
+            last_ts = Some(s.ts_ms);
             seen.push(Seen {
                 after: stopped_at.elapsed(),
-                status: status(s, "frozen").unwrap_or("missing").to_string(),
+                status: s.status("frozen"),
             });
             others_not_live.extend(
                 steady_names
                     .iter()
-                    .filter(|n| !is_live(s, n))
-                    .map(|n| format!("{n}: {:?}", status(s, n))),
+                    .filter(|n| !s.is_live(n))
+                    .map(|n| format!("{n}: {:?}", s.status(n))),
             );
         }
-        status(s, "frozen") == Some("offline")
+        s.status("frozen") == Some(Status::Offline)
     });
 
-    let first = |wanted: &str| seen.iter().position(|o| o.status == wanted);
-    let (Some(stale), Some(off)) = (first("stale"), first("offline")) else {
+    let first = |wanted: Status| seen.iter().position(|o| o.status == Some(wanted));
+    let (Some(stale), Some(off)) = (first(Status::Stale), first(Status::Offline)) else {
         panic!("the frozen agent was not seen stale, then offline: {seen:?}");
     };
     assert!(
-        stale < off && seen[stale..off].iter().all(|o| o.status == "stale"),
+        stale < off
+            && seen[stale..off]
+                .iter()
+                .all(|o| o.status == Some(Status::Stale)),
         "expected live → stale → offline: {seen:?}"
     );
     assert!(
-        seen[..stale].iter().all(|o| o.status == "live"),
+        seen[..stale].iter().all(|o| o.status == Some(Status::Live)),
         "expected live → stale → offline: {seen:?}"
     );
     assert!(
@@ -496,10 +452,13 @@ fn frozen_agent_goes_stale_then_offline_and_comes_back() {
         "offline only after {:?}: {seen:?}",
         seen[off].after
     );
-    let reason = agent(&offline, "frozen").and_then(|a| a["offline_reason"].as_str());
+    let reason = offline
+        .find("frozen")
+        .and_then(|a| a.offline_reason.as_deref());
     assert!(
         reason.is_some_and(|r| r.starts_with("timeout")),
-        "offline_reason = {reason:?}\n{offline}"
+        "offline_reason = {reason:?}\n{}",
+        offline.to_json()
     );
     assert!(
         others_not_live.is_empty(),
@@ -507,16 +466,17 @@ fn frozen_agent_goes_stale_then_offline_and_comes_back() {
     );
     // Over the second or so the agent was frozen, the others sent about five samples each.
     assert!(
-        all_live_and_advanced_by(&offline, &at_stop, 2),
-        "the other agents must keep sending: at the stop {at_stop:?}\n{offline}"
+        offline.all_live_and_advanced_by(&at_stop, 2),
+        "the other agents must keep sending: at the stop {at_stop:?}\n{}",
+        offline.to_json()
     );
 
     let logged = frozen.stdout().len();
-    let seq_at_offline = seq(&offline, "frozen");
+    let seq_at_offline = offline.seq("frozen");
     frozen.signal(libc::SIGCONT);
     frozen.wait_for_output(DEADLINE, logged, "Connected to");
     let back = server.wait_for(DEADLINE, |s| {
-        is_live(s, "frozen") && seq(s, "frozen") > seq_at_offline + 3
+        s.is_live("frozen") && s.seq("frozen") > seq_at_offline + 3
     });
     assert_exactly_once(&back, "frozen", "after SIGCONT");
     for name in &steady_names {

@@ -10,11 +10,13 @@
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
+use lanmon::snapshot::{AgentView, Status};
+use lanmon::util::now_ms;
 use serde_json::{Value, json};
 
-use crate::support::{Agent, DEADLINE, LOOPBACK, Server, agent, is_live, poll, seq};
+use crate::support::{Agent, DEADLINE, LOOPBACK, Server, SnapshotExt, ToJson, poll, poll_every};
 
 /// Name of the real agent that must not notice any attack.
 const STEADY: &str = "steady";
@@ -73,13 +75,6 @@ fn heavy() -> MutexGuard<'static, ()> {
 }
 
 // ---- Frames, written by hand ----------------------------------------------------------------
-
-fn now_ms() -> u64 {
-    let since_epoch = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default();
-    u64::try_from(since_epoch.as_millis()).unwrap_or(u64::MAX)
-}
 
 /// A valid `hello` for a raw client named `name` (also its agent id).
 fn hello(name: &str) -> Value {
@@ -267,15 +262,15 @@ fn rss_kib(server: &Server) -> u64 {
 #[track_caller]
 fn start_steady(server: &Server) -> (Agent, u64) {
     let steady = Agent::start(server.port(), STEADY);
-    let snap = server.wait_for(DEADLINE, |s| is_live(s, STEADY) && seq(s, STEADY) >= 1);
-    (steady, seq(&snap, STEADY))
+    let snap = server.wait_for(DEADLINE, |s| s.is_live(STEADY) && s.seq(STEADY) >= 1);
+    (steady, snap.seq(STEADY))
 }
 
 /// Waits until `steady` is live with a seq above `before`; returns the new seq.
 #[track_caller]
 fn steady_advanced(server: &Server, before: u64) -> u64 {
-    let snap = server.wait_for(DEADLINE, |s| is_live(s, STEADY) && seq(s, STEADY) > before);
-    seq(&snap, STEADY)
+    let snap = server.wait_for(DEADLINE, |s| s.is_live(STEADY) && s.seq(STEADY) > before);
+    snap.seq(STEADY)
 }
 
 /// Whether `line` carries the field `peer=<peer>` (exactly that address, not a longer port).
@@ -295,24 +290,15 @@ fn warnings_naming(stderr: &str, peer: SocketAddr) -> Vec<String> {
 
 /// The agent named `name` in the latest snapshot, once `pred` holds for it.
 #[track_caller]
-fn wait_agent(server: &Server, name: &str, pred: impl Fn(&Value) -> bool) -> Value {
-    let snap = server.wait_for(DEADLINE, |s| agent(s, name).is_some_and(&pred));
-    agent(&snap, name).cloned().unwrap_or_default()
+fn wait_agent(server: &Server, name: &str, pred: impl Fn(&AgentView) -> bool) -> AgentView {
+    let snap = server.wait_for(DEADLINE, |s| s.find(name).is_some_and(&pred));
+    snap.agent(name).clone()
 }
 
 /// Like [`poll`], pausing only 1 ms between looks: for waits of a few milliseconds that are
 /// repeated many times.
-fn poll_briefly<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = f() {
-            return Some(v);
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(1));
-    }
+fn poll_briefly<T>(within: Duration, f: impl FnMut() -> Option<T>) -> Option<T> {
+    poll_every(Duration::from_millis(1), within, f)
 }
 
 /// Connections waiting in the accept queue of the listening socket on 127.0.0.1:`port`
@@ -426,13 +412,14 @@ fn frames_split_byte_by_byte_and_coalesced_are_accepted() {
     }
     assert_eq!(last, 500, "coalesced: highest ack");
 
-    let split_entry = wait_agent(&server, "split", |a| a["received"] == 3);
-    assert_eq!(split_entry["gaps"], 0, "{split_entry}");
-    let coalesced_entry = wait_agent(&server, "coalesced", |a| a["received"] == 500);
-    assert_eq!(coalesced_entry["seq"], 500, "{coalesced_entry}");
-    assert_eq!(coalesced_entry["gaps"], 0, "{coalesced_entry}");
-    assert_eq!(coalesced_entry["duplicates"], 0, "{coalesced_entry}");
-    assert_eq!(coalesced_entry["first_seq"], 1, "{coalesced_entry}");
+    let split_entry = wait_agent(&server, "split", |a| a.received == 3);
+    assert_eq!(split_entry.gaps, 0, "{}", split_entry.to_json());
+    let coalesced_entry = wait_agent(&server, "coalesced", |a| a.received == 500);
+    let shown = coalesced_entry.to_json();
+    assert_eq!(coalesced_entry.seq, 500, "{shown}");
+    assert_eq!(coalesced_entry.gaps, 0, "{shown}");
+    assert_eq!(coalesced_entry.duplicates, 0, "{shown}");
+    assert_eq!(coalesced_entry.first_seq, 1, "{shown}");
 
     steady_advanced(&server, before);
 }
@@ -542,13 +529,14 @@ fn random_bytes_and_bad_values_close_only_that_connection() {
     // are offline.
     for (case, _, _, name) in &cases {
         if let Some(name) = name {
-            let entry = wait_agent(&server, name, |a| a["status"] == "offline");
+            let entry = wait_agent(&server, name, |a| a.status == Status::Offline);
+            let shown = entry.to_json();
             assert_eq!(
-                entry["received"], 1,
-                "{case}: only the valid sample counts: {entry}"
+                entry.received, 1,
+                "{case}: only the valid sample counts: {shown}"
             );
-            let reason = entry["offline_reason"].as_str().unwrap_or_default();
-            assert!(reason.starts_with("error"), "{case}: {entry}");
+            let reason = entry.offline_reason.as_deref().unwrap_or_default();
+            assert!(reason.starts_with("error"), "{case}: {shown}");
         }
     }
 
@@ -740,10 +728,10 @@ fn idle_flood(server: &Server, round: u32, steady_seq: u64) -> Flood {
         }
         rss_peak = rss_peak.max(rss_kib(server));
         let snap = server.wait_for(DEADLINE, |_| true);
-        if !is_live(&snap, STEADY) {
-            steady_lapses.push(snap["agents"].clone());
+        if !snap.is_live(STEADY) {
+            steady_lapses.push(snap.agents.to_json());
         }
-        steady_seq = steady_seq.max(seq(&snap, STEADY));
+        steady_seq = steady_seq.max(snap.seq(STEADY));
         idle.iter().all(|c| c.closed).then_some(())
     });
     let shed_after = started.elapsed();
@@ -904,7 +892,7 @@ fn thousands_of_idle_connections_are_shed() {
     );
 
     let _late = Agent::start(server.port(), "after-flood");
-    server.wait_for(DEADLINE, |s| is_live(s, "after-flood"));
+    server.wait_for(DEADLINE, |s| s.is_live("after-flood"));
     steady_advanced(&server, steady_seq);
 }
 
@@ -956,15 +944,18 @@ fn slow_reader_is_cut_off_with_bounded_memory() {
         "never-reads: unexpected write error: {stopped}"
     );
 
-    let entry = wait_agent(&server, "never-reads", |a| a["status"] == "offline");
+    let entry = wait_agent(&server, "never-reads", |a| a.status == Status::Offline);
     let growth = rss_peak.saturating_sub(rss_before);
     eprintln!(
         "slow reader: {sent} samples sent in {took:?} before the server stopped reading \
-         ({stopped}); server VmRSS {rss_before} KiB -> peak {rss_peak} KiB (+{growth} KiB); {entry}"
+         ({stopped}); server VmRSS {rss_before} KiB -> peak {rss_peak} KiB (+{growth} KiB); {}",
+        entry.to_json()
     );
     assert_eq!(
-        entry["offline_reason"], "error: peer not reading",
-        "{entry}"
+        entry.offline_reason.as_deref(),
+        Some("error: peer not reading"),
+        "{}",
+        entry.to_json()
     );
     let logged = poll(DEADLINE, || {
         let warnings = warnings_naming(&server.stderr(), peer);

@@ -1,5 +1,5 @@
 //! The HTTP side: `/healthz`, `/api/agents`, `/api/agents/{id}/history` and Prometheus
-//! `/metrics`, read with a tiny HTTP/1.1 client over `std::net::TcpStream`; then the real
+//! `/metrics`, read with a tiny HTTP/1.1 client (`support::http`); then the real
 //! tools from Debian's `prometheus` package: `promtool check metrics` on the live exposition,
 //! and a real Prometheus (bound to 127.0.0.1, scraping only 127.0.0.1) that answers a query
 //! for an agent's CPU.
@@ -9,17 +9,19 @@
 //! sets it.
 
 use std::fs::File;
-use std::io::{Read, Write};
-use std::net::TcpStream;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
+use lanmon::snapshot::{Snapshot, Status};
+use lanmon::util::now_ms;
 use serde_json::Value;
 
+use crate::support::http::{ApiError, Health, History, get, request, try_request};
 use crate::support::{
-    Agent, DEADLINE, LOOPBACK, Server, agent, free_port, is_live, mem_total_bytes, poll,
-    proc_stat_cores, seq, status,
+    Agent, DEADLINE, LOOPBACK, Server, SnapshotExt, TempDir, ToJson, mem_total_bytes, poll,
+    proc_stat_cores,
 };
 
 /// The Content-Type Prometheus' text format 0.0.4 requires (parameters may follow).
@@ -38,142 +40,6 @@ const PROMETHEUS_POLL: Duration = Duration::from_millis(250);
 /// The scrape interval and target in the README's `prometheus.yml`, replaced by the test's.
 const README_SCRAPE_INTERVAL: &str = "scrape_interval: 15s";
 const README_TARGET: &str = "\"lanmon-server:8081\"";
-
-// ---- A tiny HTTP/1.1 client -------------------------------------------------------------------
-
-/// An HTTP response, body decoded (chunked or not).
-#[derive(Debug)]
-struct Response {
-    status: u16,
-    headers: Vec<(String, String)>,
-    body: String,
-}
-
-impl Response {
-    /// The first header named `name` (case-insensitive).
-    fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(k, _)| k.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-    }
-
-    /// The body as JSON; panics with the body if it is not.
-    #[track_caller]
-    fn json(&self) -> Value {
-        serde_json::from_str(&self.body)
-            .unwrap_or_else(|e| panic!("body is not JSON ({e}):\n{}", self.body))
-    }
-}
-
-/// `GET path` on `addr` (`127.0.0.1:PORT`) with `Connection: close`; reads to EOF.
-#[track_caller]
-fn get(addr: &str, path: &str) -> Response {
-    request("GET", addr, path)
-}
-
-/// `method path` on `addr` (`127.0.0.1:PORT`) with `Connection: close`; reads to EOF.
-#[track_caller]
-fn request(method: &str, addr: &str, path: &str) -> Response {
-    assert!(
-        addr.starts_with(&format!("{LOOPBACK}:")),
-        "tests only talk to {LOOPBACK}, not {addr}"
-    );
-    let mut stream =
-        TcpStream::connect(addr).unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
-    stream
-        .set_read_timeout(Some(DEADLINE))
-        .unwrap_or_else(|e| panic!("cannot set a read timeout: {e}"));
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: lanmon-it\r\nAccept: */*\r\n\
-         Connection: close\r\n\r\n"
-    );
-    stream
-        .write_all(request.as_bytes())
-        .unwrap_or_else(|e| panic!("cannot send {method} {path} to {addr}: {e}"));
-    let mut raw = Vec::new();
-    stream
-        .read_to_end(&mut raw)
-        .unwrap_or_else(|e| panic!("{method} {path} on {addr}: no complete answer: {e}"));
-    parse_response(&raw, method == "HEAD").unwrap_or_else(|e| {
-        panic!(
-            "{method} {path} on {addr}: {e}\n{}",
-            String::from_utf8_lossy(&raw)
-        )
-    })
-}
-
-/// Parses a whole HTTP/1.1 response; the answer to a HEAD request has headers only.
-fn parse_response(raw: &[u8], head_only: bool) -> Result<Response, String> {
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or("no end of headers")?;
-    let head = std::str::from_utf8(&raw[..split]).map_err(|e| format!("head not UTF-8: {e}"))?;
-    let mut lines = head.split("\r\n");
-    let status_line = lines.next().unwrap_or_default();
-    let status = status_line
-        .strip_prefix("HTTP/1.1 ")
-        .and_then(|rest| rest.get(..3))
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("bad status line {status_line:?}"))?;
-    let headers: Vec<(String, String)> = lines
-        .map(|l| {
-            l.split_once(':')
-                .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
-                .ok_or_else(|| format!("bad header line {l:?}"))
-        })
-        .collect::<Result<_, _>>()?;
-    let mut body = raw[split + 4..].to_vec();
-    let chunked = headers.iter().any(|(k, v)| {
-        k.eq_ignore_ascii_case("transfer-encoding") && v.eq_ignore_ascii_case("chunked")
-    });
-    if head_only {
-        if !body.is_empty() {
-            return Err(format!("{} bytes of body after HEAD", body.len()));
-        }
-    } else if chunked {
-        body = dechunk(&body)?;
-    } else if let Some((_, len)) = headers
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case("content-length"))
-    {
-        let len: usize = len
-            .parse()
-            .map_err(|e| format!("content-length {len:?}: {e}"))?;
-        if body.len() != len {
-            return Err(format!("content-length {len} but {} bytes", body.len()));
-        }
-    }
-    let body = String::from_utf8(body).map_err(|e| format!("body not UTF-8: {e}"))?;
-    Ok(Response {
-        status,
-        headers,
-        body,
-    })
-}
-
-/// Decodes a chunked body (RFC 9112 §7.1), without trailers.
-fn dechunk(mut rest: &[u8]) -> Result<Vec<u8>, String> {
-    let mut out = Vec::new();
-    loop {
-        let eol = rest
-            .windows(2)
-            .position(|w| w == b"\r\n")
-            .ok_or("chunk size line not terminated")?;
-        let size_line = std::str::from_utf8(&rest[..eol]).map_err(|e| e.to_string())?;
-        let size_hex = size_line.split(';').next().unwrap_or_default().trim();
-        let size = usize::from_str_radix(size_hex, 16)
-            .map_err(|e| format!("chunk size {size_line:?}: {e}"))?;
-        rest = &rest[eol + 2..];
-        if size == 0 {
-            return Ok(out);
-        }
-        let chunk = rest.get(..size).ok_or("chunk shorter than its size")?;
-        out.extend_from_slice(chunk);
-        rest = rest.get(size + 2..).ok_or("chunk not followed by CRLF")?;
-    }
-}
 
 /// Percent-encodes a query-string value.
 fn url_encode(s: &str) -> String {
@@ -195,14 +61,12 @@ fn http_server(extra: &[&str]) -> (Server, String) {
     let mut args = vec!["--http", "127.0.0.1:0"];
     args.extend_from_slice(extra);
     let server = Server::start_with(0, &args);
-    let snap = server.wait_for(DEADLINE, |s| s["server"]["http"].is_string());
-    let addr = snap["server"]["http"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let snap = server.wait_for(DEADLINE, |s| s.server.http.is_some());
+    let addr = server.http_addr().to_string();
     assert!(
         addr.starts_with(&format!("{LOOPBACK}:")) && !addr.ends_with(":0"),
-        "server.http should be the bound loopback address: {snap}"
+        "server.http should be the bound loopback address: {}",
+        snap.to_json()
     );
     (server, addr)
 }
@@ -212,21 +76,12 @@ fn http_server(extra: &[&str]) -> (Server, String) {
 #[track_caller]
 fn live_agent_id(server: &Server, name: &str, min_seq: u64) -> String {
     let snap = server.wait_for(DEADLINE, |s| {
-        is_live(s, name)
-            && seq(s, name) >= min_seq
-            && agent(s, name).is_some_and(|a| !a["cpu"].is_null() && !a["memory"].is_null())
+        s.is_live(name)
+            && s.seq(name) >= min_seq
+            && s.find(name)
+                .is_some_and(|a| a.cpu.is_some() && a.memory.is_some())
     });
-    agent(&snap, name)
-        .and_then(|a| a["id"].as_str())
-        .unwrap_or_else(|| panic!("agent {name} has no id: {snap}"))
-        .to_string()
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-        .unwrap_or(0)
+    snap.agent(name).id.clone()
 }
 
 /// The keys of a JSON object, sorted.
@@ -252,9 +107,9 @@ fn healthz_answers_200_json() {
             .is_some_and(|ct| ct.starts_with("application/json")),
         "{r:?}"
     );
-    let body = r.json();
-    assert_eq!(body["status"], "ok", "{body}");
-    assert!(body["version"].is_string(), "{body}");
+    let body: Health = r.parse();
+    assert_eq!(body.status, "ok", "{body:?}");
+    assert_eq!(body.version, lanmon::VERSION, "{body:?}");
 }
 
 /// HEAD answers like GET, headers only: what uptime monitors and `curl -I` send.
@@ -281,7 +136,8 @@ fn api_agents_is_the_snapshot_with_a_live_agent() {
     let (server, addr) = http_server(&[]);
     let _agent = Agent::start(server.port(), "api-1");
     let id = live_agent_id(&server, "api-1", 1);
-    let snap = server.wait_for(DEADLINE, |_| true);
+    // The snapshot's JSON, to compare the shapes.
+    let snap = server.wait_for_report(DEADLINE, |_| true).raw;
 
     let r = get(&addr, "/api/agents");
     assert_eq!(r.status, 200, "{r:?}");
@@ -301,23 +157,34 @@ fn api_agents_is_the_snapshot_with_a_live_agent() {
     assert_eq!(api["server"]["http"], addr.as_str(), "{api}");
     assert_eq!(api["server"]["listen"], snap["server"]["listen"], "{api}");
 
-    let a = agent(&api, "api-1").unwrap_or_else(|| panic!("api-1 not listed: {api}"));
-    let in_snapshot = agent(&snap, "api-1").unwrap_or_else(|| panic!("{snap}"));
+    let entry = |s: &Value| {
+        let agents = s["agents"].as_array().cloned().unwrap_or_default();
+        agents
+            .into_iter()
+            .find(|a| a["name"] == "api-1")
+            .unwrap_or_else(|| panic!("api-1 not listed: {s}"))
+    };
+    let (in_api, in_snapshot) = (entry(&api), entry(&snap));
     assert_eq!(
-        keys(a),
-        keys(in_snapshot),
-        "agent entry\napi: {a}\nsnapshot: {in_snapshot}"
+        keys(&in_api),
+        keys(&in_snapshot),
+        "agent entry\napi: {in_api}\nsnapshot: {in_snapshot}"
     );
-    assert_eq!(a["id"], id.as_str(), "{a}");
-    assert_eq!(status(&api, "api-1"), Some("live"), "{a}");
-    assert!(a["cpu"]["total"].is_number(), "{a}");
+
+    // And it is a snapshot: the same type, with the live agent.
+    let api: Snapshot = r.parse();
+    let a = api.agent("api-1");
+    let shown = a.to_json();
+    assert_eq!(a.id, id, "{shown}");
+    assert_eq!(api.status("api-1"), Some(Status::Live), "{shown}");
+    assert!(a.cpu.is_some(), "{shown}");
     assert_eq!(
-        a["memory"]["total"].as_u64(),
+        a.memory.map(|m| m.total),
         Some(mem_total_bytes()),
-        "{a}"
+        "{shown}"
     );
-    assert_eq!(api["summary"]["agents"], 1, "{api}");
-    assert_eq!(api["summary"]["live"], 1, "{api}");
+    assert_eq!(api.summary.agents, 1, "{}", api.to_json());
+    assert_eq!(api.summary.live, 1, "{}", api.to_json());
 }
 
 /// `GET /api/agents/{id}/history` returns points with CPU and memory avg/min/max
@@ -335,37 +202,30 @@ fn history_has_avg_min_max_for_a_streaming_agent() {
         &format!("/api/agents/{id}/history?from={from}&to={to}&step=1000"),
     );
     assert_eq!(r.status, 200, "{r:?}");
-    let body = r.json();
-    let points = body["points"]
-        .as_array()
-        .unwrap_or_else(|| panic!("no points array: {body}"));
+    let body: History = r.parse();
     assert!(
-        !points.is_empty(),
-        "no points for a streaming agent: {body}"
+        !body.points.is_empty(),
+        "no points for a streaming agent: {body:?}"
     );
-    let mut samples = 0;
-    for p in points {
-        let ts = p["ts_ms"].as_u64().unwrap_or_else(|| panic!("ts_ms: {p}"));
+    for p in &body.points {
         assert!(
-            (from..to).contains(&ts),
-            "point outside [{from}, {to}): {p}"
+            (from..to).contains(&p.ts_ms),
+            "point outside [{from}, {to}): {p:?}"
         );
-        samples += p["n"].as_u64().unwrap_or_else(|| panic!("n: {p}"));
-        for series in ["cpu", "mem_used"] {
-            let stat = &p[series];
-            let [avg, min, max] = ["avg", "min", "max"].map(|k| {
-                stat[k]
-                    .as_f64()
-                    .unwrap_or_else(|| panic!("{series}.{k}: {p}"))
-            });
-            assert!(min <= avg && avg <= max, "{series}: min ≤ avg ≤ max: {p}");
+        for (series, stat) in [("cpu", p.cpu), ("mem_used", p.mem_used)] {
+            let stat = stat.unwrap_or_else(|| panic!("no {series}: {p:?}"));
+            assert!(
+                stat.min <= stat.avg && stat.avg <= stat.max,
+                "{series}: min ≤ avg ≤ max: {p:?}"
+            );
         }
         assert!(
-            (0.0..=100.0).contains(&p["cpu"]["max"].as_f64().unwrap_or(-1.0)),
-            "cpu is a percentage: {p}"
+            p.cpu.is_some_and(|cpu| (0.0..=100.0).contains(&cpu.max)),
+            "cpu is a percentage: {p:?}"
         );
     }
-    assert!(samples >= 5, "at least the 5 samples seen live: {body}");
+    let samples = body.samples();
+    assert!(samples >= 5, "at least the 5 samples seen live: {body:?}");
 }
 
 /// Bad `from`/`to`/`step` get a 400 with an `error` message naming the problem; an unknown
@@ -386,7 +246,7 @@ fn history_rejects_bad_parameters_and_unknown_agents() {
     ] {
         let r = get(&addr, &format!("/api/agents/{id}/history?{query}"));
         assert_eq!(r.status, 400, "?{query}: {r:?}");
-        let error = r.json()["error"].as_str().unwrap_or_default().to_string();
+        let error = r.parse::<ApiError>().error;
         assert!(
             error.contains(mentions),
             "?{query}: the error should mention {mentions:?}: {error:?}"
@@ -395,7 +255,7 @@ fn history_rejects_bad_parameters_and_unknown_agents() {
 
     let r = get(&addr, "/api/agents/no-such-agent/history");
     assert_eq!(r.status, 404, "{r:?}");
-    let error = r.json()["error"].as_str().unwrap_or_default().to_string();
+    let error = r.parse::<ApiError>().error;
     assert!(error.contains("no-such-agent"), "{error:?}");
 }
 
@@ -494,7 +354,7 @@ fn metrics_follow_an_agent_from_live_to_killed() {
     }
 
     victim.kill();
-    server.wait_for(DEADLINE, |s| status(s, "prom-1") == Some("offline"));
+    server.wait_for(DEADLINE, |s| s.status("prom-1") == Some(Status::Offline));
     let text = metrics(&addr);
     assert_eq!(sample(&text, &one("lanmon_agent_up")), Some(0.0), "{text}");
     assert_eq!(
@@ -610,7 +470,7 @@ fn promtool_check_metrics_passes() {
     promtool_check_metrics(&promtool, &text);
 
     streaming.kill();
-    server.wait_for(DEADLINE, |s| status(s, "lint-me") == Some("offline"));
+    server.wait_for(DEADLINE, |s| s.status("lint-me") == Some(Status::Offline));
     promtool_check_metrics(&promtool, &metrics(&addr));
 }
 
@@ -631,79 +491,91 @@ fn readme_prometheus_yml() -> String {
 /// removed, also when the test fails.
 struct Prometheus {
     child: Child,
-    dir: PathBuf,
+    dir: TempDir,
     addr: String,
 }
 
 impl Prometheus {
     /// Starts `prometheus` with `config` (a `prometheus.yml`), its storage in a new temporary
-    /// directory, listening on a free port of 127.0.0.1.
+    /// directory, listening on an ephemeral port of 127.0.0.1 (`127.0.0.1:0`); waits until it
+    /// logs the address it listens on.
     #[track_caller]
     fn start(prometheus: &Path, config: &str) -> Prometheus {
-        let dir = std::env::temp_dir().join(format!(
-            "lanmon-it-prometheus-{}-{}",
-            std::process::id(),
-            now_ms()
-        ));
-        std::fs::create_dir_all(dir.join("data"))
-            .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
-        let config_file = dir.join("prometheus.yml");
+        let dir = TempDir::new("prometheus");
+        let data = dir.path().join("data");
+        std::fs::create_dir_all(&data)
+            .unwrap_or_else(|e| panic!("cannot create {}: {e}", data.display()));
+        let config_file = dir.path().join("prometheus.yml");
         std::fs::write(&config_file, config)
             .unwrap_or_else(|e| panic!("cannot write {}: {e}", config_file.display()));
-        let log = File::create(dir.join("prometheus.log"))
+        let log = File::create(dir.path().join("prometheus.log"))
             .unwrap_or_else(|e| panic!("cannot create the log file: {e}"));
         let log_err = log
             .try_clone()
             .unwrap_or_else(|e| panic!("cannot clone the log file: {e}"));
-        let addr = format!("{LOOPBACK}:{}", free_port());
         let spawned = Command::new(prometheus)
             .arg(format!("--config.file={}", config_file.display()))
-            .arg(format!(
-                "--storage.tsdb.path={}",
-                dir.join("data").display()
-            ))
-            .arg(format!("--web.listen-address={addr}"))
+            .arg(format!("--storage.tsdb.path={}", data.display()))
+            .arg(format!("--web.listen-address={LOOPBACK}:0"))
             .stdin(Stdio::null())
             .stdout(log)
             .stderr(log_err)
             .spawn();
-        match spawned {
-            Ok(child) => Prometheus { child, dir, addr },
-            Err(e) => {
-                let _ = std::fs::remove_dir_all(&dir);
-                panic!("cannot start {}: {e}", prometheus.display());
+        let mut prom = match spawned {
+            Ok(child) => Prometheus {
+                child,
+                dir,
+                addr: String::new(),
+            },
+            Err(e) => panic!("cannot start {}: {e}", prometheus.display()),
+        };
+        let mut exited = None;
+        let addr = poll(PROMETHEUS_DEADLINE, || {
+            if let Ok(Some(status)) = prom.child.try_wait() {
+                exited = Some(status);
+                return Some(None);
             }
+            listening_on(&prom.log()).map(Some)
+        });
+        match addr {
+            Some(Some(addr)) => prom.addr = addr,
+            _ => panic!(
+                "Prometheus did not say where it listens within {PROMETHEUS_DEADLINE:?} \
+                 (exited: {exited:?})\n--- prometheus log ---\n{}",
+                prom.log()
+            ),
         }
+        prom
     }
 
     /// What Prometheus logged so far.
     fn log(&self) -> String {
-        std::fs::read_to_string(self.dir.join("prometheus.log")).unwrap_or_default()
+        std::fs::read_to_string(self.dir.path().join("prometheus.log")).unwrap_or_default()
     }
 
     /// Runs the instant query `promql` against the HTTP API; `None` while Prometheus is not
     /// up yet.
     fn query(&self, promql: &str) -> Option<Value> {
         let path = format!("/api/v1/query?query={}", url_encode(promql));
-        let mut stream = TcpStream::connect(&self.addr).ok()?;
-        drop(stream.set_read_timeout(Some(DEADLINE)));
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
-            self.addr
-        );
-        stream.write_all(request.as_bytes()).ok()?;
-        let mut raw = Vec::new();
-        stream.read_to_end(&mut raw).ok()?;
-        let r = parse_response(&raw, false).ok()?;
+        let r = try_request("GET", &self.addr, &path).ok()?;
         (r.status == 200).then(|| r.json())
     }
+}
+
+/// The address in Prometheus' `msg="Listening on" address=127.0.0.1:PORT` log line (the real
+/// port when started on port 0).
+fn listening_on(log: &str) -> Option<String> {
+    let line = log.lines().find(|l| l.contains("msg=\"Listening on\""))?;
+    let addr = line
+        .split_whitespace()
+        .find_map(|field| field.strip_prefix("address="))?;
+    (addr.starts_with(&format!("{LOOPBACK}:")) && !addr.ends_with(":0")).then(|| addr.to_string())
 }
 
 impl Drop for Prometheus {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -732,7 +604,7 @@ fn real_prometheus_scrapes_the_server() {
         .replace(README_SCRAPE_INTERVAL, "scrape_interval: 1s")
         .replace(README_TARGET, &format!("\"{addr}\""));
     let prom = Prometheus::start(&prometheus, &config);
-    let config_file = prom.dir.join("prometheus.yml");
+    let config_file = prom.dir.path().join("prometheus.yml");
     let checked = Command::new(&promtool)
         .args(["check", "config"])
         .arg(&config_file)
@@ -781,7 +653,7 @@ fn real_prometheus_scrapes_the_server() {
     // Offline: `up` turns 0 and, with no explicit timestamps, Prometheus marks the dropped
     // CPU series stale at the next scrape, so the query comes back empty.
     streaming.kill();
-    server.wait_for(DEADLINE, |s| status(s, "scraped") == Some("offline"));
+    server.wait_for(DEADLINE, |s| s.status("scraped") == Some(Status::Offline));
     let gone = poll(PROMETHEUS_DEADLINE, || {
         std::thread::sleep(PROMETHEUS_POLL);
         let up = prom.query(&up_query)?;

@@ -1,12 +1,14 @@
-//! End to end: the real `server` and `agent` binaries on 127.0.0.1, observed through the
-//! server's JSON snapshots and the agents' logs. One test binary (like ripgrep's), one module
-//! per topic. Build the binaries first:
-//! `cargo build --workspace --bins && cargo test -p integration-tests`.
+//! End to end, in two layers (see `support`): the real `server` and `agent` binaries on
+//! 127.0.0.1, observed through the server's JSON snapshots (parsed into typed
+//! `lanmon::snapshot::Snapshot`s) and the agents' logs; and an in-process server with agents
+//! (`inproc`). One test binary (like ripgrep's), one module per topic. Build the binaries
+//! first: `cargo build --workspace --bins && cargo test -p integration-tests`.
 
 mod core;
 mod discovery;
 mod faults;
 mod hostile;
 mod http;
+mod inproc;
 mod store;
 mod support;

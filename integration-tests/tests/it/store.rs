@@ -8,81 +8,39 @@
 //! ([`TempDir`]), removed at the end.
 
 use std::collections::BTreeMap;
-use std::io::{Read, Write};
-use std::net::TcpStream;
-use std::time::SystemTime;
+use std::io::Write;
 
+use lanmon::snapshot::{Snapshot, Status, StoreStatus};
+use lanmon::util::now_ms;
 use rusqlite::{Connection, OpenFlags};
-use serde_json::Value;
 
-use crate::support::{Agent, DEADLINE, Server, TempDir, agent, is_live, seq};
+use crate::support::http::{Health, History, get};
+use crate::support::{Agent, DEADLINE, Server, SnapshotExt, TempDir, ToJson, poll};
 
 /// Longer than an agent's reconnect backoff after a few failed attempts (it doubles from
 /// 0.5 s), plus a connect.
 const RECONNECT_DEADLINE: std::time::Duration = std::time::Duration::from_secs(45);
 
-/// A counter of the agent's snapshot entry; panics if it is missing.
-#[track_caller]
-fn field(snapshot: &Value, name: &str, key: &str) -> u64 {
-    agent(snapshot, name)
-        .and_then(|a| a[key].as_u64())
-        .unwrap_or_else(|| panic!("agent {name} has no numeric `{key}` in {snapshot}"))
-}
-
 /// Every seq of the agent's run from 1 to `seq` is on the server exactly once.
 #[track_caller]
-fn assert_whole_run(snapshot: &Value, name: &str, context: &str) {
-    let a = agent(snapshot, name).map_or_else(String::new, Value::to_string);
-    assert_eq!(field(snapshot, name, "duplicates"), 0, "{context}: {a}");
-    assert_eq!(field(snapshot, name, "gaps"), 0, "{context}: {a}");
-    assert_eq!(field(snapshot, name, "first_seq"), 1, "{context}: {a}");
+fn assert_whole_run(snapshot: &Snapshot, name: &str, context: &str) {
+    let entry = snapshot.agent(name);
+    let a = entry.to_json();
+    assert_eq!(entry.duplicates, 0, "{context}: {a}");
+    assert_eq!(entry.gaps, 0, "{context}: {a}");
+    assert_eq!(entry.first_seq, 1, "{context}: {a}");
     assert_eq!(
-        field(snapshot, name, "received"),
-        field(snapshot, name, "seq"),
+        entry.received, entry.seq,
         "{context}: every seq from 1 exactly once: {a}"
     );
 }
 
-fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(SystemTime::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
-/// `GET path` on `addr` (HTTP/1.0: the body ends with the connection); status and JSON body.
+/// The agent's points from the history endpoint, one per second over the last `span_ms`
+/// (with the tier they came from).
 #[track_caller]
-fn get_json(addr: &str, path: &str) -> (u16, Value) {
-    let mut stream =
-        TcpStream::connect(addr).unwrap_or_else(|e| panic!("cannot connect to {addr}: {e}"));
-    stream
-        .set_read_timeout(Some(DEADLINE))
-        .unwrap_or_else(|e| panic!("cannot set a read timeout: {e}"));
-    stream
-        .write_all(format!("GET {path} HTTP/1.0\r\nHost: {addr}\r\n\r\n").as_bytes())
-        .unwrap_or_else(|e| panic!("cannot send GET {path}: {e}"));
-    let mut raw = String::new();
-    stream
-        .read_to_string(&mut raw)
-        .unwrap_or_else(|e| panic!("no answer to GET {path}: {e}"));
-    let (head, body) = raw
-        .split_once("\r\n\r\n")
-        .unwrap_or_else(|| panic!("no HTTP header in {raw:?}"));
-    let status = head
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or_else(|| panic!("no status in {head:?}"));
-    let json = serde_json::from_str(body)
-        .unwrap_or_else(|e| panic!("GET {path}: body is not JSON ({e}): {body:?}"));
-    (status, json)
-}
-
-/// The agent's points from the history endpoint, one per second over the last `span_ms`:
-/// the tier it came from and the number of samples behind the points.
-#[track_caller]
-fn history(http: &str, id: &str, span_ms: u64) -> (String, u64, Vec<Value>) {
+fn history(http: &str, id: &str, span_ms: u64) -> History {
     let now = now_ms();
-    let (status, body) = get_json(
+    let r = get(
         http,
         &format!(
             "/api/agents/{id}/history?from={}&to={}&step=1000",
@@ -90,11 +48,8 @@ fn history(http: &str, id: &str, span_ms: u64) -> (String, u64, Vec<Value>) {
             now + 1000
         ),
     );
-    assert_eq!(status, 200, "history of {id}: {body}");
-    let points = body["points"].as_array().cloned().unwrap_or_default();
-    let samples = points.iter().filter_map(|p| p["n"].as_u64()).sum();
-    let source = body["source"].as_str().unwrap_or_default().to_string();
-    (source, samples, points)
+    assert_eq!(r.status, 200, "history of {id}: {r:?}");
+    r.parse()
 }
 
 /// Opens the dead server's database read-only, as a separate tool would.
@@ -130,15 +85,6 @@ fn stored_run(db: &Connection, agent_id: &str, run_id: &str) -> (u64, u64, u64) 
     .unwrap_or_else(|e| panic!("cannot read {agent_id}'s samples: {e}"))
 }
 
-/// The server's HTTP address from its snapshot (`--http 127.0.0.1:0`).
-#[track_caller]
-fn http_addr(snapshot: &Value) -> String {
-    snapshot["server"]["http"]
-        .as_str()
-        .unwrap_or_else(|| panic!("no server.http in {snapshot}"))
-        .to_string()
-}
-
 /// A server stopped with SIGTERM and started again on the same data directory knows every
 /// agent at once (last-known state, offline "server restarted"), tells each agent where its
 /// run stands, so their replay adds no duplicate and leaves no gap, and still serves the
@@ -157,19 +103,18 @@ fn restart_keeps_history_and_agents_resume_exactly_once() {
     let before = server.wait_for(DEADLINE, |s| {
         names
             .iter()
-            .all(|n| is_live(s, n) && agent(s, n).and_then(|a| a["stored_seq"].as_u64()) >= Some(5))
+            .all(|n| s.is_live(n) && s.find(n).and_then(|a| a.stored_seq) >= Some(5))
     });
     let ids: BTreeMap<&str, String> = names
         .iter()
-        .map(|n| {
-            let id = agent(&before, n)
-                .and_then(|a| a["id"].as_str())
-                .unwrap_or_default();
-            (*n, id.to_string())
-        })
+        .map(|n| (*n, before.agent(n).id.clone()))
         .collect();
-    let (source, stored_before, _) = history(&http_addr(&before), &ids["keep-1"], 60_000);
-    assert_eq!(source, "raw", "a one-minute range comes from the raw tier");
+    let one_minute = history(server.http_addr(), &ids["keep-1"], 60_000);
+    let stored_before = one_minute.samples();
+    assert_eq!(
+        one_minute.source, "raw",
+        "a one-minute range comes from the raw tier"
+    );
     assert!(
         stored_before >= 5,
         "history before the restart: {stored_before} samples"
@@ -184,20 +129,23 @@ fn restart_keeps_history_and_agents_resume_exactly_once() {
     let restarted_in = started.elapsed();
     let first = reborn.wait_for(DEADLINE, |_| true);
     for name in &names {
-        let a = agent(&first, name)
-            .unwrap_or_else(|| panic!("{name} not restored from the store: {first}"));
+        let a = first
+            .find(name)
+            .unwrap_or_else(|| panic!("{name} not restored from the store: {}", first.to_json()));
+        let shown = a.to_json();
         // An agent may already be back by the first report; if not, it shows why it is away.
         assert!(
-            a["status"] == "live" || a["offline_reason"] == "server restarted",
-            "{name}: {a}"
+            a.status == Status::Live || a.offline_reason.as_deref() == Some("server restarted"),
+            "{name}: {shown}"
         );
         assert!(
-            a["memory"].is_object(),
-            "{name}: last-known sample kept: {a}"
+            a.memory.is_some(),
+            "{name}: last-known sample kept: {shown}"
         );
         assert!(
-            seq(&first, name) >= seq(&last, name),
-            "{name}: {a}\nbefore: {last}"
+            first.seq(name) >= last.seq(name),
+            "{name}: {shown}\nbefore: {}",
+            last.to_json()
         );
     }
     eprintln!(
@@ -205,33 +153,33 @@ fn restart_keeps_history_and_agents_resume_exactly_once() {
         names.len()
     );
 
-    let at_restart: BTreeMap<&str, u64> = names.iter().map(|n| (*n, seq(&last, n))).collect();
+    let at_restart = last.seqs(&names);
     let after = reborn.wait_for(RECONNECT_DEADLINE, |s| {
-        names
-            .iter()
-            .all(|n| is_live(s, n) && seq(s, n) >= at_restart[n] + 5)
+        s.all_live_and_advanced_by(&at_restart, 5)
     });
     for name in &names {
         assert_whole_run(&after, name, "after the restart");
     }
     // The snapshot runs ahead of the disk by up to one commit batch: poll the history.
-    let http = http_addr(&after);
-    let read = || history(&http, &ids["keep-1"], 120_000);
-    let (_, stored_after, points) = crate::support::poll(DEADLINE, || {
-        let (source, n, points) = read();
-        (n >= stored_before + 5).then_some((source, n, points))
+    let http = reborn.http_addr();
+    let read = || history(http, &ids["keep-1"], 120_000);
+    let stored_after = poll(DEADLINE, || {
+        let h = read();
+        (h.samples() >= stored_before + 5).then_some(h)
     })
     .unwrap_or_else(read);
     assert!(
-        stored_after >= stored_before + 5,
+        stored_after.samples() >= stored_before + 5,
         "the new server serves the old points and the new ones: {stored_before} then \
-         {stored_after}: {points:?}"
+         {}: {:?}",
+        stored_after.samples(),
+        stored_after.points
     );
     // The minute tier has what the first server stored (written at its shutdown), with the
     // per-core breakdown.
     let now = now_ms();
-    let (status, body) = get_json(
-        &http,
+    let r = get(
+        http,
         &format!(
             "/api/agents/{}/history?from={}&to={}&step=60000",
             ids["keep-1"],
@@ -239,32 +187,28 @@ fn restart_keeps_history_and_agents_resume_exactly_once() {
             now + 60_000
         ),
     );
-    assert_eq!(
-        (status, body["source"].as_str()),
-        (200, Some("1m")),
-        "{body}"
-    );
-    let minutes = body["points"].as_array().cloned().unwrap_or_default();
-    let rolled: u64 = minutes.iter().filter_map(|p| p["n"].as_u64()).sum();
+    assert_eq!(r.status, 200, "{r:?}");
+    let minutes: History = r.parse();
+    assert_eq!(minutes.source, "1m", "{minutes:?}");
+    let rolled = minutes.samples();
     assert!(
         rolled >= stored_before,
-        "{rolled} < {stored_before}: {body}"
+        "{rolled} < {stored_before}: {minutes:?}"
     );
-    let cores = agent(&after, "keep-1").and_then(|a| a["cores"].as_u64());
+    let cores = after.find("keep-1").map(|a| a.cores as usize);
     assert!(
         minutes
+            .points
             .iter()
-            .all(|p| p["cores"].as_array().map(|c| c.len() as u64) == cores
-                && p["cores"][0]["max"].is_number()),
-        "per-core avg/min/max for {cores:?} cores in every minute: {body}"
+            .all(|p| Some(p.cores.len()) == cores && p.cores.first().is_some_and(Option::is_some)),
+        "per-core avg/min/max for {cores:?} cores in every minute: {minutes:?}"
     );
-    let (status, _) = get_json(&http_addr(&after), "/api/agents/nobody/history");
-    assert_eq!(status, 404);
-    let (status, _) = get_json(
-        &http_addr(&after),
+    assert_eq!(get(http, "/api/agents/nobody/history").status, 404);
+    let r = get(
+        http,
         &format!("/api/agents/{}/history?step=0", ids["keep-1"]),
     );
-    assert_eq!(status, 400);
+    assert_eq!(r.status, 400);
 }
 
 /// SIGKILL while three agents stream (the store commits every ~25 ms): the database left
@@ -282,14 +226,14 @@ fn sigkill_mid_write_keeps_every_acknowledged_sample() {
         .map(|n| Agent::start(port, n))
         .collect();
     let names: Vec<&str> = agents.iter().map(Agent::name).collect();
-    let stored = |s: &Value, n: &str| agent(s, n).and_then(|a| a["stored_seq"].as_u64());
+    let stored = |s: &Snapshot, n: &str| s.find(n).and_then(|a| a.stored_seq);
     let before = server.wait_for(DEADLINE, |s| {
         names
             .iter()
-            .all(|n| is_live(s, n) && stored(s, n) >= Some(10))
+            .all(|n| s.is_live(n) && stored(s, n) >= Some(10))
     });
     // The last report before the kill: what had been acknowledged by then at least.
-    let before = server.wait_for(DEADLINE, |s| s["ts_ms"] != before["ts_ms"]);
+    let before = server.wait_for(DEADLINE, |s| s.ts_ms != before.ts_ms);
     server.kill();
 
     let db = open_db(&dir);
@@ -299,11 +243,8 @@ fn sigkill_mid_write_keeps_every_acknowledged_sample() {
     assert_eq!(check, "ok");
     let mut on_disk = Vec::new();
     for name in &names {
-        let a = agent(&before, name).unwrap_or_else(|| panic!("{name} missing: {before}"));
-        let (id, run) = (
-            a["id"].as_str().unwrap_or_default(),
-            a["run_id"].as_str().unwrap_or_default(),
-        );
+        let a = before.agent(name);
+        let (id, run) = (a.id.as_str(), a.run_id.as_str());
         let acked = stored(&before, name).unwrap_or(0);
         let (count, lo, hi) = stored_run(&db, id, run);
         assert!(
@@ -315,10 +256,9 @@ fn sigkill_mid_write_keeps_every_acknowledged_sample() {
     drop(db);
 
     let reborn = Server::start_with(port, &args);
+    let at_kill = before.seqs(&names);
     let after = reborn.wait_for(RECONNECT_DEADLINE, |s| {
-        names
-            .iter()
-            .all(|n| is_live(s, n) && seq(s, n) >= seq(&before, n) + 5)
+        s.all_live_and_advanced_by(&at_kill, 5)
     });
     for name in &names {
         assert_whole_run(&after, name, "after the crash and restart");
@@ -393,32 +333,38 @@ fn full_disk_stops_acks_and_loses_nothing_once_there_is_room() {
     let server = Server::start_on_tmpfs(&dir, "2m", &["--http", "127.0.0.1:0"]);
     let data = server.root_path(dir.path());
     let streaming = Agent::start(server.port(), "full-1");
-    let stored = |s: &Value| agent_field(s, "full-1", "stored_seq");
-    let first = server.wait_for(DEADLINE, |s| is_live(s, "full-1") && stored(s) >= 3);
-    let http = http_addr(&first);
-    let (status, health) = get_json(&http, "/healthz");
+    // The acknowledged seq (0 until there is one).
+    let stored = |s: &Snapshot| s.find("full-1").and_then(|a| a.stored_seq).unwrap_or(0);
+    let store_is = |s: &Snapshot, status| s.store.as_ref().map(|st| st.status) == Some(status);
+    server.wait_for(DEADLINE, |s| s.is_live("full-1") && stored(s) >= 3);
+    let http = server.http_addr();
+    let r = get(http, "/healthz");
+    let health: Health = r.parse();
     assert_eq!(
-        (status, health["store"]["status"].as_str()),
-        (200, Some("ok")),
-        "{health}"
+        (r.status, health.store.as_ref().map(|st| st.status)),
+        (200, Some(StoreStatus::Ok)),
+        "{health:?}"
     );
 
     let filler = fill_up(&data);
     let mut acked = 0;
     let failing = server.wait_for(RECONNECT_DEADLINE, |s| {
         acked = acked.max(stored(s));
-        s["store"]["status"] == "failing"
+        store_is(s, StoreStatus::Failing)
     });
     assert!(
-        failing["store"]["error"]
-            .as_str()
+        failing
+            .store
+            .as_ref()
+            .and_then(|st| st.error.as_deref())
             .is_some_and(|e| e.contains("full")),
         "the snapshot says why: {}",
-        failing["store"]
+        failing.store.to_json()
     );
-    let (status, health) = get_json(&http, "/healthz");
-    assert_eq!(status, 503, "{health}");
-    assert_eq!(health["status"], "degraded", "{health}");
+    let r = get(http, "/healthz");
+    let health: Health = r.parse();
+    assert_eq!(r.status, 503, "{health:?}");
+    assert_eq!(health.status, "degraded", "{health:?}");
     assert!(
         server.stderr().contains("store: cannot commit"),
         "one clear log line: {}",
@@ -428,7 +374,7 @@ fn full_disk_stops_acks_and_loses_nothing_once_there_is_room() {
     let frozen = stored(&failing);
     let later = server.wait_for(DEADLINE, |s| {
         acked = acked.max(stored(s));
-        seq(s, "full-1") >= seq(&failing, "full-1") + 5
+        s.seq("full-1") >= failing.seq("full-1") + 5
     });
     assert!(
         stored(&later) <= frozen + 1,
@@ -438,29 +384,20 @@ fn full_disk_stops_acks_and_loses_nothing_once_there_is_room() {
 
     std::fs::remove_file(&filler)
         .unwrap_or_else(|e| panic!("cannot remove {}: {e}", filler.display()));
-    let target = seq(&later, "full-1") + 5;
+    let target = later.seq("full-1") + 5;
     let drained = server.wait_for(RECONNECT_DEADLINE, |s| {
         acked = acked.max(stored(s));
-        s["store"]["status"] == "ok" && is_live(s, "full-1") && stored(s) >= target
+        store_is(s, StoreStatus::Ok) && s.is_live("full-1") && stored(s) >= target
     });
     // Every seq from 1 arrived, none is missing; repeats are expected (the agent reconnects
     // when nothing is acknowledged for 3 intervals, and sends its unacknowledged samples).
-    let a = agent(&drained, "full-1").map_or_else(String::new, Value::to_string);
-    assert_eq!(
-        (
-            field(&drained, "full-1", "gaps"),
-            field(&drained, "full-1", "first_seq")
-        ),
-        (0, 1),
-        "{a}"
-    );
-    assert_eq!(
-        field(&drained, "full-1", "received"),
-        seq(&drained, "full-1"),
-        "{a}"
-    );
-    let (status, health) = get_json(&http, "/healthz");
-    assert_eq!(status, 200, "{health}");
+    let entry = drained.agent("full-1");
+    let a = entry.to_json();
+    assert_eq!((entry.gaps, entry.first_seq), (0, 1), "{a}");
+    assert_eq!(entry.received, entry.seq, "{a}");
+    let r = get(http, "/healthz");
+    let health: Health = r.parse();
+    assert_eq!(r.status, 200, "{health:?}");
     assert!(
         server.stderr().contains("store: writing again"),
         "{}",
@@ -469,11 +406,7 @@ fn full_disk_stops_acks_and_loses_nothing_once_there_is_room() {
 
     // Every seq ever acknowledged is on disk (read while the server runs: its tmpfs goes
     // away with it).
-    let a = agent(&drained, "full-1").unwrap_or_else(|| panic!("full-1 missing: {drained}"));
-    let (id, run) = (
-        a["id"].as_str().unwrap_or_default(),
-        a["run_id"].as_str().unwrap_or_default(),
-    );
+    let (id, run) = (entry.id.as_str(), entry.run_id.as_str());
     let copy = TempDir::new("store-full-copy");
     {
         // A consistent copy: the server is stopped while its files are copied (as a crash at
@@ -497,11 +430,4 @@ fn full_disk_stops_acks_and_loses_nothing_once_there_is_room() {
         "on disk {count} samples, seq {lo}..={hi}; acknowledged up to {acked}"
     );
     drop(streaming);
-}
-
-/// A numeric field of the agent's snapshot entry (0 when absent).
-fn agent_field(snapshot: &Value, name: &str, key: &str) -> u64 {
-    agent(snapshot, name)
-        .and_then(|a| a[key].as_u64())
-        .unwrap_or(0)
 }

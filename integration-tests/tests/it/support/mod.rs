@@ -1,56 +1,69 @@
-//! Test harness: runs the real `server` and `agent` binaries on 127.0.0.1 and waits on the
-//! server's JSON snapshots (`--report-format json`), never on fixed sleeps.
+//! Test harness, written once for every test module. Two layers:
 //!
-//! - [`Server::start`] spawns `server --bind 127.0.0.1:0 --report-format json
-//!   --report-interval 100ms --no-beacon --no-http --no-store`; a background thread keeps the latest snapshot and another the
-//!   server's stderr (banner and logs), shown when a wait fails. A test that wants the
-//!   durable history passes `--data-dir` with its own [`TempDir`].
-//! - [`Agent::start`] spawns `agent --host 127.0.0.1 --port PORT --interval 200ms --name NAME`
-//!   with its stdout (logs) and stderr captured.
-//! - Every child is killed and reaped on drop, so a failing test leaves no process behind.
+//! - [`process`]: the real `server` and `agent` binaries on 127.0.0.1; the server prints a JSON
+//!   snapshot every 100 ms, which the harness parses into the typed
+//!   [`lanmon::snapshot::Snapshot`] and waits on ([`Server::wait_for`]), never on fixed sleeps.
+//! - [`inproc`]: a `lanmon::server::Server` and `lanmon::agent` loops inside the test process,
+//!   on one actix System, with fake metric sources of exact values.
 //!
-//! The binaries are found next to the test executable (`target/<profile>/`), as in ripgrep's
-//! `tests/util.rs`: Cargo sets `CARGO_BIN_EXE_*` only for a package's own binaries. Run
-//! `cargo build --workspace --bins` before `cargo test -p integration-tests`, or the tests run
-//! stale binaries (or panic if there are none).
+//! Shared by both: [`SnapshotExt`] (typed questions about a snapshot: is `x` live, its seq…)
+//! and [`ToJson`] (a snapshot or agent entry as JSON in failure messages); [`http`] (a tiny
+//! HTTP/1.1 client and the API's typed bodies); [`net`] (port reservations, a raw client);
+//! [`TempDir`], [`poll`], and what this machine is ([`proc_stat_cores`], [`mem_total_bytes`]).
+//!
+//! Ports: servers bind `127.0.0.1:0` and the tests read the real port from what the server
+//! reports (`server.listen`). A test that needs a port before anything listens on it holds a
+//! reservation ([`TcpPortReservation`], [`UdpPortReservation`]) instead of binding, releasing
+//! and hoping.
 //!
 //! Network rule: everything binds and connects to 127.0.0.1 only (hence `--no-beacon`: the
 //! server's discovery beacon would broadcast on every interface). Run the suite inside
 //! `unshare -n sh -c 'ip link set lo up; cargo test -p integration-tests --offline'` as a
 //! safety net.
 
-use std::io::{BufRead, BufReader, Read, Write};
-use std::net::{Ipv4Addr, TcpListener, TcpStream};
+pub mod http;
+pub mod inproc;
+pub mod net;
+pub mod process;
+mod snapshot;
+
+use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
-use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+pub use net::{TcpPortReservation, UdpPortReservation, raw_exchange};
+pub use process::{Agent, Server};
+pub use snapshot::{SnapshotExt, ToJson};
 
 /// How long any wait may take before the test fails: generous, CI machines are slow (2 cores,
 /// several tests in parallel).
 pub const DEADLINE: Duration = Duration::from_secs(15);
 
 /// Pause between two looks at observable state inside a wait loop.
-const POLL: Duration = Duration::from_millis(20);
+pub const POLL: Duration = Duration::from_millis(20);
 
 /// The only address the tests ever bind or connect to.
 pub const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
 
-/// How often the test server prints a snapshot.
-const REPORT_INTERVAL: &str = "100ms";
-
-/// How often test agents sample and send.
-const AGENT_INTERVAL: &str = "200ms";
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panicking reader thread must not hide the diagnostics of the test that is failing.
+/// Locks `m`, also after a panic on another thread: a panicking reader thread must not hide
+/// the diagnostics of the test that is failing.
+pub fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
-/// Calls `f` until it returns `Some` or `within` has passed.
-pub fn poll<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
+/// Calls `f` until it returns `Some` or `within` has passed, looking every [`POLL`].
+pub fn poll<T>(within: Duration, f: impl FnMut() -> Option<T>) -> Option<T> {
+    poll_every(POLL, within, f)
+}
+
+/// Calls `f` until it returns `Some` or `within` has passed, pausing `pause` between looks
+/// (1 ms for waits of a few milliseconds that are repeated many times).
+pub fn poll_every<T>(
+    pause: Duration,
+    within: Duration,
+    mut f: impl FnMut() -> Option<T>,
+) -> Option<T> {
     let deadline = Instant::now() + within;
     loop {
         if let Some(v) = f() {
@@ -59,536 +72,7 @@ pub fn poll<T>(within: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> 
         if Instant::now() >= deadline {
             return None;
         }
-        std::thread::sleep(POLL);
-    }
-}
-
-/// The directory holding the workspace's built binaries: the test executable lives in
-/// `target/<profile>/deps/`, the binaries one level up.
-fn bin_dir() -> PathBuf {
-    let exe = std::env::current_exe()
-        .unwrap_or_else(|e| panic!("cannot find the test executable's path: {e}"));
-    let mut dir = exe
-        .parent()
-        .unwrap_or_else(|| panic!("test executable {} has no parent", exe.display()))
-        .to_path_buf();
-    if dir.ends_with("deps") {
-        dir.pop();
-    }
-    dir
-}
-
-/// Path of the workspace binary `name`; panics with the fix if it has not been built.
-#[track_caller]
-pub fn bin(name: &str) -> PathBuf {
-    let path = bin_dir().join(format!("{name}{}", std::env::consts::EXE_SUFFIX));
-    if !path.is_file() {
-        panic!(
-            "binary `{name}` not found at {}: run `cargo build --workspace --bins` before \
-             `cargo test -p integration-tests`",
-            path.display()
-        );
-    }
-    path
-}
-
-/// A command for a workspace binary, with an environment that cannot change its behaviour:
-/// no `RUST_LOG` and no `LANMON_*` variables from the developer's shell.
-#[track_caller]
-pub fn command(name: &str) -> Command {
-    command_for(bin(name))
-}
-
-/// A command for `program` with the clean environment and pipes of [`command`].
-pub fn command_for(program: PathBuf) -> Command {
-    let mut cmd = Command::new(program);
-    cmd.env_remove("RUST_LOG").env("NO_COLOR", "1");
-    for (key, _) in std::env::vars_os() {
-        if key.to_string_lossy().starts_with("LANMON_") {
-            cmd.env_remove(key);
-        }
-    }
-    cmd.stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
-}
-
-/// Copies everything `from` produces into a shared string, on a background thread.
-fn capture(what: String, from: impl Read + Send + 'static) -> Arc<Mutex<String>> {
-    let buf = Arc::new(Mutex::new(String::new()));
-    let sink = buf.clone();
-    std::thread::Builder::new()
-        .name(what)
-        .spawn(move || {
-            let mut reader = BufReader::new(from);
-            let mut line = String::new();
-            // Ends at EOF, i.e. when the child exits (or on a read error).
-            while matches!(reader.read_line(&mut line), Ok(n) if n > 0) {
-                lock(&sink).push_str(&line);
-                line.clear();
-            }
-        })
-        .unwrap_or_else(|e| panic!("cannot spawn a capture thread: {e}"));
-    buf
-}
-
-/// A child process that is killed and reaped when dropped.
-struct Proc {
-    what: String,
-    child: Child,
-    /// Set once the child has been reaped: its pid must not be signalled after that.
-    exited: Option<ExitStatus>,
-}
-
-impl Proc {
-    #[track_caller]
-    fn spawn(what: String, cmd: &mut Command) -> Proc {
-        let child = cmd
-            .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {what} ({cmd:?}): {e}"));
-        Proc {
-            what,
-            child,
-            exited: None,
-        }
-    }
-
-    /// Sends `signal` (e.g. `libc::SIGTERM`) to the child.
-    #[track_caller]
-    #[allow(unsafe_code)] // kill(2) has no safe std wrapper for signals other than SIGKILL.
-    fn signal(&self, signal: libc::c_int) {
-        if let Some(status) = self.exited {
-            panic!("cannot signal {}: it already exited ({status})", self.what);
-        }
-        let pid = libc::pid_t::try_from(self.child.id())
-            .unwrap_or_else(|e| panic!("pid of {} out of range: {e}", self.what));
-        // SAFETY: kill(2) takes two integers and touches no memory of ours. The pid is our own
-        // child, not reaped yet (`exited` is None), so it cannot name another process.
-        let rc = unsafe { libc::kill(pid, signal) };
-        if rc != 0 {
-            panic!(
-                "kill({pid}, {signal}) on {} failed: {}",
-                self.what,
-                std::io::Error::last_os_error()
-            );
-        }
-    }
-
-    /// SIGKILL, then reap.
-    #[track_caller]
-    fn kill(&mut self) -> ExitStatus {
-        if let Err(e) = self.child.kill() {
-            panic!("cannot kill {}: {e}", self.what);
-        }
-        self.wait_exit(DEADLINE)
-            .unwrap_or_else(|| panic!("{} did not die within {DEADLINE:?} of SIGKILL", self.what))
-    }
-
-    /// The exit status if the child has exited (and reaps it).
-    fn try_exit(&mut self) -> Option<ExitStatus> {
-        if self.exited.is_none() {
-            match self.child.try_wait() {
-                Ok(status) => self.exited = status,
-                Err(e) => panic!("cannot check whether {} exited: {e}", self.what),
-            }
-        }
-        self.exited
-    }
-
-    /// Waits up to `within` for the child to exit.
-    fn wait_exit(&mut self, within: Duration) -> Option<ExitStatus> {
-        poll(within, || self.try_exit())
-    }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        if self.exited.is_none() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-    }
-}
-
-/// What the server's stdout reader thread shares with the test.
-#[derive(Default)]
-struct Reports {
-    /// The latest snapshot printed.
-    latest: Option<Value>,
-    /// Snapshots printed so far.
-    count: u64,
-    /// Stdout lines that were not JSON: in `--report-format json` there must be none.
-    garbage: Vec<String>,
-    /// Stdout closed: the server exited (or closed its stdout).
-    closed: bool,
-}
-
-fn read_reports(stdout: ChildStdout) -> Arc<Mutex<Reports>> {
-    let reports = Arc::new(Mutex::new(Reports::default()));
-    let shared = reports.clone();
-    std::thread::Builder::new()
-        .name("server stdout".into())
-        .spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                let mut r = lock(&shared);
-                match serde_json::from_str::<Value>(&line) {
-                    Ok(snapshot) => {
-                        r.latest = Some(snapshot);
-                        r.count += 1;
-                    }
-                    Err(e) => r.garbage.push(format!("{line:?} ({e})")),
-                }
-            }
-            lock(&shared).closed = true;
-        })
-        .unwrap_or_else(|e| panic!("cannot spawn the stdout reader thread: {e}"));
-    reports
-}
-
-/// A running `server` binary printing JSON snapshots; killed on drop.
-pub struct Server {
-    proc: Proc,
-    reports: Arc<Mutex<Reports>>,
-    stderr: Arc<Mutex<String>>,
-    port: u16,
-}
-
-impl Server {
-    /// Starts a server on an ephemeral loopback port and waits for its first snapshot.
-    #[track_caller]
-    pub fn start() -> Server {
-        Server::start_on(0)
-    }
-
-    /// Starts a server on `127.0.0.1:port` (0: any free port) and waits for its first
-    /// snapshot, which names the real port.
-    #[track_caller]
-    pub fn start_on(port: u16) -> Server {
-        Server::start_with(port, &[])
-    }
-
-    /// Like [`Server::start_on`] with extra flags. Unless they include `--beacon-to`, the
-    /// beacon is turned off.
-    #[track_caller]
-    pub fn start_with(port: u16, extra: &[&str]) -> Server {
-        Server::spawn(server_command(port, extra), port)
-    }
-
-    /// Like [`Server::start_with`], with the data directory `dir` on a tmpfs of `size` (e.g.
-    /// `1m`) that only the server sees: it runs in a mount namespace of its own (`unshare -m`,
-    /// root only), and the tmpfs goes away with it. The test reaches the files through
-    /// [`Server::root_path`]. `extra` must not name `--data-dir`.
-    #[track_caller]
-    pub fn start_on_tmpfs(dir: &TempDir, size: &str, extra: &[&str]) -> Server {
-        let data_dir = dir.arg();
-        let mut args = vec!["--data-dir", data_dir.as_str()];
-        args.extend_from_slice(extra);
-        let inner = server_command(0, &args);
-        let mut cmd = command_for(PathBuf::from("unshare"));
-        // unshare(1) makes the new mount namespace's mounts private: nothing leaks out.
-        cmd.args([
-            "-m",
-            "sh",
-            "-c",
-            r#"mount -t tmpfs -o "size=$1" lanmon-test "$2" && shift 2 && exec "$@""#,
-            "sh",
-            size,
-        ])
-        .arg(&data_dir)
-        .arg(inner.get_program())
-        .args(inner.get_args());
-        Server::spawn(cmd, 0)
-    }
-
-    /// `path` as the server's process sees it (through `/proc/PID/root`: its mount namespace).
-    pub fn root_path(&self, path: &std::path::Path) -> PathBuf {
-        let relative = path.strip_prefix("/").unwrap_or(path);
-        PathBuf::from(format!("/proc/{}/root", self.pid())).join(relative)
-    }
-
-    /// Starts `cmd` (a server command line) and waits for its first snapshot, which names the
-    /// real port (checked against `port` unless 0).
-    #[track_caller]
-    fn spawn(mut cmd: Command, port: u16) -> Server {
-        let mut proc = Proc::spawn("server".into(), &mut cmd);
-        let (Some(stdout), Some(stderr)) = (proc.child.stdout.take(), proc.child.stderr.take())
-        else {
-            panic!("server started without piped stdout/stderr");
-        };
-        let mut server = Server {
-            reports: read_reports(stdout),
-            stderr: capture("server stderr".into(), stderr),
-            proc,
-            port: 0,
-        };
-        let first = server.wait_for(DEADLINE, |_| true);
-        let listen = first["server"]["listen"].as_str().unwrap_or_default();
-        let Some((host, real_port)) = listen.rsplit_once(':') else {
-            panic!("snapshot has no valid .server.listen: {first}");
-        };
-        assert_eq!(host, LOOPBACK.to_string(), "server listens on {listen}");
-        server.port = real_port
-            .parse()
-            .unwrap_or_else(|e| panic!("bad port in .server.listen {listen:?}: {e}"));
-        if port != 0 {
-            assert_eq!(server.port, port, "server did not bind the requested port");
-        }
-        server
-    }
-
-    /// The TCP port agents connect to.
-    pub fn port(&self) -> u16 {
-        self.port
-    }
-
-    /// Everything the server wrote to stderr so far (banner and logs).
-    pub fn stderr(&self) -> String {
-        lock(&self.stderr).clone()
-    }
-
-    /// Polls the latest snapshot until `pred` holds and returns that snapshot. Panics after
-    /// `within` with the last snapshot and the server's stderr, or at once if the server
-    /// exits or prints anything that is not a JSON snapshot.
-    #[track_caller]
-    pub fn wait_for(&self, within: Duration, mut pred: impl FnMut(&Value) -> bool) -> Value {
-        let mut last = None;
-        let found = poll(within, || {
-            let r = lock(&self.reports);
-            if !r.garbage.is_empty() || r.closed {
-                return Some(Err(()));
-            }
-            last.clone_from(&r.latest);
-            r.latest.as_ref().filter(|s| pred(s)).cloned().map(Ok)
-        });
-        match found {
-            Some(Ok(snapshot)) => snapshot,
-            Some(Err(())) => {
-                let r = lock(&self.reports);
-                panic!(
-                    "server exited or printed non-JSON on stdout (closed: {}, bad lines: {:?})\n\
-                     last snapshot: {}\n--- server stderr ---\n{}",
-                    r.closed,
-                    r.garbage,
-                    pretty(r.latest.as_ref()),
-                    self.stderr()
-                );
-            }
-            None => panic!(
-                "no snapshot matched within {within:?} ({} snapshots seen)\nlast snapshot: {}\n\
-                 --- server stderr ---\n{}",
-                lock(&self.reports).count,
-                pretty(last.as_ref()),
-                self.stderr()
-            ),
-        }
-    }
-
-    /// The last snapshot the server printed before its stdout closed (it exited); panics if
-    /// stdout does not close within `within`.
-    #[track_caller]
-    pub fn final_snapshot(&self, within: Duration) -> Value {
-        let last = poll(within, || {
-            let r = lock(&self.reports);
-            r.closed.then(|| r.latest.clone())
-        });
-        match last {
-            Some(Some(snapshot)) => snapshot,
-            Some(None) => panic!("the server printed no snapshot at all"),
-            None => panic!("server stdout still open after {within:?}"),
-        }
-    }
-
-    /// The server's process id (for /proc readings).
-    pub fn pid(&self) -> u32 {
-        self.proc.child.id()
-    }
-
-    /// SIGKILL: the server dies without a word to anyone.
-    #[track_caller]
-    pub fn kill(&mut self) {
-        self.proc.kill();
-    }
-
-    /// Sends `signal` (`libc::SIGINT`, `libc::SIGTERM`, ...) to the server.
-    #[track_caller]
-    pub fn signal(&self, signal: libc::c_int) {
-        self.proc.signal(signal);
-    }
-
-    /// Waits up to `within` for the server to exit; panics with its stderr if it does not.
-    #[track_caller]
-    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        match self.proc.wait_exit(within) {
-            Some(status) => status,
-            None => panic!(
-                "server still running {within:?} later\n--- server stderr ---\n{}",
-                self.stderr()
-            ),
-        }
-    }
-}
-
-/// The test server's command line on `127.0.0.1:port`, with `extra` flags: JSON reports every
-/// [`REPORT_INTERVAL`], and no beacon, HTTP or store unless `extra` asks for them.
-fn server_command(port: u16, extra: &[&str]) -> Command {
-    let mut cmd = command("server");
-    cmd.arg("--bind")
-        .arg(format!("{LOOPBACK}:{port}"))
-        .args([
-            "--report-format",
-            "json",
-            "--report-interval",
-            REPORT_INTERVAL,
-        ])
-        .args(["--log-level", "info"])
-        .args(extra);
-    if !extra.contains(&"--beacon-to") {
-        // The UDP discovery beacon goes to every interface's broadcast address by default,
-        // i.e. onto the shared network: never from tests.
-        cmd.arg("--no-beacon");
-    }
-    if !extra.contains(&"--http") {
-        // The default HTTP port is fixed (8081): parallel tests would collide on it.
-        cmd.arg("--no-http");
-    }
-    if !extra.contains(&"--data-dir") {
-        // The default data directory is shared (one server per directory): parallel tests
-        // would collide on it, and a test must not leave history behind.
-        cmd.arg("--no-store");
-    }
-    cmd
-}
-
-fn pretty(snapshot: Option<&Value>) -> String {
-    match snapshot {
-        Some(s) => serde_json::to_string_pretty(s).unwrap_or_else(|_| s.to_string()),
-        None => "(none yet)".into(),
-    }
-}
-
-/// A running `agent` binary; killed on drop.
-pub struct Agent {
-    name: String,
-    proc: Proc,
-    stdout: Arc<Mutex<String>>,
-    stderr: Arc<Mutex<String>>,
-}
-
-impl Agent {
-    /// Starts an agent named `name` sending every 200 ms to `127.0.0.1:port`.
-    #[track_caller]
-    pub fn start(port: u16, name: &str) -> Agent {
-        let (host, port) = (LOOPBACK.to_string(), port.to_string());
-        Agent::start_with(name, &["--host", &host, "--port", &port])
-    }
-
-    /// Starts an agent named `name` sampling every 200 ms, finding the server as `target`
-    /// says (`["--host", ..]` or `["--discover", ..]`).
-    #[track_caller]
-    pub fn start_with(name: &str, target: &[&str]) -> Agent {
-        let mut args = target.to_vec();
-        args.extend(["--interval", AGENT_INTERVAL, "--name", name]);
-        args.extend(["--log-level", "info"]);
-        Agent::spawn(name, &args)
-    }
-
-    /// Runs `agent` with exactly `args` (e.g. the `discover` subcommand).
-    #[track_caller]
-    pub fn start_with_args(args: &[&str]) -> Agent {
-        Agent::spawn(&args.join(" "), args)
-    }
-
-    #[track_caller]
-    fn spawn(name: &str, args: &[&str]) -> Agent {
-        let mut cmd = command("agent");
-        cmd.args(args);
-        let mut proc = Proc::spawn(format!("agent {name}"), &mut cmd);
-        let (Some(stdout), Some(stderr)) = (proc.child.stdout.take(), proc.child.stderr.take())
-        else {
-            panic!("agent started without piped stdout/stderr");
-        };
-        Agent {
-            name: name.to_string(),
-            stdout: capture(format!("agent {name} stdout"), stdout),
-            stderr: capture(format!("agent {name} stderr"), stderr),
-            proc,
-        }
-    }
-
-    pub fn name(&self) -> &str {
-        &self.name
-    }
-
-    /// Everything the agent logged so far (its logs go to stdout).
-    pub fn stdout(&self) -> String {
-        lock(&self.stdout).clone()
-    }
-
-    /// Stdout and stderr, for failure messages.
-    pub fn diagnostics(&self) -> String {
-        format!(
-            "--- agent {} stdout ---\n{}--- agent {} stderr ---\n{}",
-            self.name,
-            self.stdout(),
-            self.name,
-            lock(&self.stderr)
-        )
-    }
-
-    /// Waits until the agent's stdout contains `needle` at or after byte `from`; returns the
-    /// byte offset where it starts, so callers can check the order of log lines.
-    #[track_caller]
-    pub fn wait_for_output(&self, within: Duration, from: usize, needle: &str) -> usize {
-        let found = poll(within, || {
-            let out = lock(&self.stdout);
-            out.get(from..)
-                .and_then(|rest| rest.find(needle))
-                .map(|i| from + i)
-        });
-        found.unwrap_or_else(|| {
-            panic!(
-                "agent {} did not log {needle:?} within {within:?}\n{}",
-                self.name,
-                self.diagnostics()
-            )
-        })
-    }
-
-    /// The agent's process id.
-    pub fn pid(&self) -> u32 {
-        self.proc.child.id()
-    }
-
-    /// SIGKILL: the agent dies without a word to the server.
-    #[track_caller]
-    pub fn kill(&mut self) {
-        self.proc.kill();
-    }
-
-    /// Sends `signal` (`libc::SIGTERM`, ...) to the agent.
-    #[track_caller]
-    pub fn signal(&self, signal: libc::c_int) {
-        self.proc.signal(signal);
-    }
-
-    /// Waits up to `within` for the agent to exit; panics with its output if it does not.
-    #[track_caller]
-    pub fn wait_exit(&mut self, within: Duration) -> ExitStatus {
-        match self.proc.wait_exit(within) {
-            Some(status) => status,
-            None => panic!(
-                "agent {} still running {within:?} later\n{}",
-                self.name,
-                self.diagnostics()
-            ),
-        }
-    }
-
-    /// The exit status if the agent has exited.
-    pub fn try_exit(&mut self) -> Option<ExitStatus> {
-        self.proc.try_exit()
+        std::thread::sleep(pause);
     }
 }
 
@@ -633,41 +117,6 @@ impl Drop for TempDir {
     }
 }
 
-// ---- Reading snapshots ----------------------------------------------------------------------
-
-/// The entry for the agent named `name` in `snapshot.agents`.
-pub fn agent<'a>(snapshot: &'a Value, name: &str) -> Option<&'a Value> {
-    snapshot["agents"]
-        .as_array()?
-        .iter()
-        .find(|a| a["name"].as_str() == Some(name))
-}
-
-/// The agent's `status` (`live`, `stale`, `offline`), if it is listed.
-pub fn status<'a>(snapshot: &'a Value, name: &str) -> Option<&'a str> {
-    agent(snapshot, name)?["status"].as_str()
-}
-
-/// Whether the agent is listed as `live`.
-pub fn is_live(snapshot: &Value, name: &str) -> bool {
-    status(snapshot, name) == Some("live")
-}
-
-/// The agent's latest `seq` (0 if it is not listed).
-pub fn seq(snapshot: &Value, name: &str) -> u64 {
-    agent(snapshot, name)
-        .and_then(|a| a["seq"].as_u64())
-        .unwrap_or(0)
-}
-
-/// The names of every agent in the snapshot, in snapshot order.
-pub fn names(snapshot: &Value) -> Vec<&str> {
-    snapshot["agents"]
-        .as_array()
-        .map(|agents| agents.iter().filter_map(|a| a["name"].as_str()).collect())
-        .unwrap_or_default()
-}
-
 // ---- This machine, read independently of the agent ------------------------------------------
 
 /// Logical CPUs as the kernel counts them: the `cpuN` lines of /proc/stat.
@@ -697,62 +146,4 @@ pub fn mem_total_bytes() -> u64 {
         .and_then(|n| n.trim().parse::<u64>().ok())
         .unwrap_or_else(|| panic!("no `MemTotal: N kB` line in /proc/meminfo"));
     kib * 1024
-}
-
-// ---- Raw TCP ----------------------------------------------------------------------------------
-
-/// A UDP port that was free a moment ago (for a test's own discovery port).
-pub fn free_udp_port() -> u16 {
-    let socket = std::net::UdpSocket::bind((std::net::Ipv4Addr::UNSPECIFIED, 0))
-        .unwrap_or_else(|e| panic!("cannot bind a UDP socket: {e}"));
-    socket
-        .local_addr()
-        .unwrap_or_else(|e| panic!("no local address: {e}"))
-        .port()
-}
-
-/// A port on 127.0.0.1 that was free a moment ago: bind port 0, read the port, release it.
-pub fn free_port() -> u16 {
-    let listener = TcpListener::bind((LOOPBACK, 0))
-        .unwrap_or_else(|e| panic!("cannot bind {LOOPBACK}:0: {e}"));
-    listener
-        .local_addr()
-        .unwrap_or_else(|e| panic!("no local address: {e}"))
-        .port()
-}
-
-/// How the server answered a raw client.
-#[derive(Debug)]
-pub struct RawAnswer {
-    /// The first line the server sent back, parsed.
-    pub frame: Value,
-    /// The server closed the connection right after that line.
-    pub closed: bool,
-}
-
-/// Connects to the server like an agent would, sends `line` (a newline is added) and reads
-/// the answer: one JSON line, then whether the server closed the connection.
-#[track_caller]
-pub fn raw_exchange(port: u16, line: &str) -> RawAnswer {
-    let mut stream = TcpStream::connect((LOOPBACK, port))
-        .unwrap_or_else(|e| panic!("cannot connect to {LOOPBACK}:{port}: {e}"));
-    stream
-        .set_read_timeout(Some(DEADLINE))
-        .unwrap_or_else(|e| panic!("cannot set a read timeout: {e}"));
-    stream
-        .write_all(format!("{line}\n").as_bytes())
-        .unwrap_or_else(|e| panic!("cannot send {line:?}: {e}"));
-    let mut reader = BufReader::new(stream);
-    let mut answer = String::new();
-    reader
-        .read_line(&mut answer)
-        .unwrap_or_else(|e| panic!("no answer to {line:?} within {DEADLINE:?}: {e}"));
-    let frame = serde_json::from_str(&answer)
-        .unwrap_or_else(|e| panic!("answer to {line:?} is not one JSON line: {answer:?} ({e})"));
-    let mut rest = Vec::new();
-    let closed = match reader.read_to_end(&mut rest) {
-        Ok(_) => rest.is_empty(),
-        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
-    };
-    RawAnswer { frame, closed }
 }
