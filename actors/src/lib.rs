@@ -48,6 +48,7 @@ pub mod discovery;
 pub mod error;
 pub mod metrics;
 pub mod net;
+pub mod process;
 pub mod protocol;
 pub mod server;
 pub mod snapshot;
