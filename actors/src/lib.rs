@@ -10,14 +10,16 @@
 //!   codec.rs        the one bounded codec (newline-delimited JSON, max frame length)
 //!   validate.rs     value checks on decoded frames (NaN, ranges, core count)
 //!   snapshot.rs     the server's JSON snapshot (`--report-format json`), a public interface
-//!   config.rs       defaults and timing constants
+//!   config.rs       shared timing constants, the server's Limits, ConfigError
 //!   discovery.rs    the UDP beacon format and the agent's beacon listener
 //!   metrics.rs      MetricsSource trait; the real source: /proc on Linux, else sysinfo
 //!   net.rs          this machine's IPv4 interfaces (banner, beacon targets), TCP keepalive
+//!   process.rs      shutdown signals (SIGINT/SIGTERM, a second exits), open-files limit
 //!   util.rs         ids, clock, human units
 //!   error.rs        the library's Error and Result
 //!   server/         the actix server
-//!     mod.rs        Server::start / shutdown (ordered), run(), banner
+//!     mod.rs        Server::start / shutdown (ordered), run() (what `server` does), banner
+//!     config.rs     ServerConfig: defaults (associated constants), validate() (clamps)
 //!     listener.rs   Listener actor: accepts, starts Sessions
 //!     session.rs    Session actor: one per connection, decodes, validates, forwards
 //!     registry.rs   Registry actor: every agent's state and counters
@@ -30,11 +32,15 @@
 //!     web/          the live dashboard: page, styles and scripts embedded in the binary;
 //!       events.rs   Broadcaster actor: one snapshot per second to every browser (SSE)
 //!   agent/          the agent
-//!     mod.rs        connection state machine and sampling loop
+//!     mod.rs        connection state machine and sampling loop; run_system (what `agent` does)
+//!     config.rs     AgentConfig, Target: defaults, validate()
 //!     backoff.rs    exponential backoff with jitter
 //!     outbox.rs     bounded queue of unacknowledged samples
+//!     ticker.rs     what paces sampling (Ticker), the tokio-interval default
+//!     timerfd.rs    the Linux timerfd ticker (one wakeup per tick)
 //! actors/tests/     protocol golden fixtures, agent state machine, fuzz properties
-//! bins/src/bin/     thin clap binaries: server, agent, loadgen
+//! bins/src/bin/     thin clap binaries: server.rs, agent.rs (flags → config → run), loadgen/
+//!                   (main, cli, plan, agent_sim, report); bins/src/lib.rs: flag helpers, logging
 //! bins/benches/     criterion benchmark of the codec; bins/bench/: `make bench` driver
 //! integration-tests/tests/it/  real binaries on real sockets (core, discovery, faults, hostile,
 //!                              http, store)

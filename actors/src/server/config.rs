@@ -187,6 +187,25 @@ mod tests {
         Ok(())
     }
 
+    /// `Server::start` applies the same policy: a config the binary would refuse is refused
+    /// in-process too, before anything is bound.
+    #[test]
+    fn server_start_validates() {
+        let mut c = config();
+        c.limits.idle_intervals = 101;
+        let started = actix::System::new().block_on(super::super::Server::start(c));
+        assert!(
+            matches!(
+                started,
+                Err(crate::Error::Config(ConfigError::IdleIntervals {
+                    got: 101
+                }))
+            ),
+            "{:?}",
+            started.err()
+        );
+    }
+
     /// A refused limit refuses the whole config, with the limit's own error.
     #[test]
     fn a_bad_limit_refuses_the_config() {

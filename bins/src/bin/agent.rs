@@ -249,3 +249,58 @@ fn list_servers(port: u16, listen_for: Duration) -> anyhow::Result<ExitCode> {
         Ok(ExitCode::SUCCESS)
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every flag, of the agent and of `agent discover`, has help text (its doc comment) and
+    /// an environment variable.
+    #[test]
+    fn every_flag_has_help_and_env() {
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        let discover = cmd
+            .get_subcommands()
+            .flat_map(|sub| sub.get_arguments().cloned().collect::<Vec<_>>());
+        for arg in cmd.get_arguments().cloned().chain(discover) {
+            let id = arg.get_id().as_str();
+            assert!(arg.get_help().is_some(), "--{id} has no help");
+            assert!(
+                arg.get_env().is_some(),
+                "--{id} has no environment variable"
+            );
+        }
+    }
+
+    /// The flags reach the library's policy: an interval under 200 ms is refused by
+    /// `AgentConfig::validate`, and one in range comes through with the other flags.
+    #[test]
+    fn flags_become_a_validated_config() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from([&["agent", "--host", "10.0.0.1"], args].concat())
+                .map(|cli| cli.run.into_config())
+                .map_err(|e| e.to_string())
+        };
+        assert!(matches!(
+            parse(&["--interval", "100ms"]),
+            Ok(Err(lanmon::config::ConfigError::AgentInterval { .. }))
+        ));
+        let config = parse(&["--interval", "1s", "--name", "a", "--port", "9"]);
+        let Ok(Ok(config)) = config else {
+            panic!("{config:?}");
+        };
+        assert_eq!(config.interval, Duration::from_secs(1));
+        assert_eq!(config.name, "a");
+        assert_eq!(config.id, lanmon::agent::default_agent_id("a"));
+        assert_eq!(
+            config.target,
+            Target::Host {
+                host: "10.0.0.1".into(),
+                port: 9
+            }
+        );
+    }
+}

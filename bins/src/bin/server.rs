@@ -177,8 +177,7 @@ struct Cli {
     /// Close a connection that sent nothing for this many of its agent's intervals (the
     /// agent's samples are its heartbeat); the agent is then `offline` (timeout).
     #[arg(long, env = "LANMON_IDLE_INTERVALS", default_value_t = Limits::DEFAULT_IDLE_INTERVALS,
-          value_name = "N", value_parser = clap::value_parser!(u32).range(
-              i64::from(*Limits::IDLE_INTERVALS_RANGE.start())..=i64::from(*Limits::IDLE_INTERVALS_RANGE.end())))]
+          value_name = "N", value_parser = clap::value_parser!(u32).range(idle_intervals_range()))]
     idle_intervals: u32,
 
     /// Log verbosity on stderr (RUST_LOG, if set, overrides it).
@@ -268,5 +267,62 @@ impl Cli {
             })
         };
         config.validate()
+    }
+}
+
+/// `--idle-intervals`' range as clap takes it: the library's `Limits::IDLE_INTERVALS_RANGE`.
+fn idle_intervals_range() -> std::ops::RangeInclusive<i64> {
+    let range = Limits::IDLE_INTERVALS_RANGE;
+    i64::from(*range.start())..=i64::from(*range.end())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every flag has help text (its doc comment) and an environment variable.
+    #[test]
+    fn every_flag_has_help_and_env() {
+        Cli::command().debug_assert();
+        for arg in Cli::command().get_arguments() {
+            let id = arg.get_id().as_str();
+            assert!(arg.get_help().is_some(), "--{id} has no help");
+            assert!(
+                arg.get_env().is_some(),
+                "--{id} has no environment variable"
+            );
+        }
+    }
+
+    /// The flags reach the library's policy: a report interval of 1 ms and a history of 0
+    /// come out as the library's minimums, `--beacon-to` is parsed by the library, and
+    /// `--no-beacon`/`--no-http`/`--no-store` turn those parts off.
+    #[test]
+    fn flags_become_a_validated_config() -> anyhow::Result<()> {
+        let cli = |args: &[&str]| Cli::try_parse_from([&["server"], args].concat());
+        let config = cli(&[
+            "--report-interval",
+            "1ms",
+            "--history",
+            "0",
+            "--beacon-to",
+            "127.0.0.1",
+        ])?
+        .into_config()?;
+        assert_eq!(config.report_interval, ServerConfig::MIN_REPORT_INTERVAL);
+        assert_eq!(config.history, ServerConfig::MIN_HISTORY);
+        assert_eq!(
+            config.beacon.map(|b| b.targets),
+            Some(BeaconTargets::Explicit(vec![
+                ([127, 0, 0, 1], DEFAULT_DISCOVERY_PORT).into()
+            ]))
+        );
+        let off = cli(&["--no-beacon", "--no-http", "--no-store"])?.into_config()?;
+        assert!(off.beacon.is_none() && off.http.is_none() && off.store.is_none());
+        let bad = cli(&["--beacon-to", "nope"]).map(Cli::into_config);
+        assert!(matches!(bad, Ok(Err(ConfigError::BeaconTarget(_)))));
+        Ok(())
     }
 }
