@@ -1,20 +1,19 @@
-//! Defaults and timing constants, in one place. The binaries expose each default as a flag
-//! (and a `LANMON_*` environment variable); the library never hard-codes an address.
+//! Timing constants both sides share, the server's [`Limits`], and [`ConfigError`], the one
+//! error a configuration can fail with.
+//!
+//! A setting's default lives as an associated constant on the type it configures
+//! (`Limits::DEFAULT_MAX_CONNECTIONS`, `crate::server::ServerConfig::DEFAULT_REPORT_INTERVAL`,
+//! `crate::agent::AgentConfig::DEFAULT_INTERVAL`, ...), and so does its allowed range; each
+//! config type's `validate` applies that policy, so a server or agent started in-process gets
+//! exactly what the binaries give. The binaries expose every default as a flag (and a
+//! `LANMON_*` environment variable); the library never hard-codes an address.
 
 use std::time::Duration;
 
 /// TCP port the server listens on and agents connect to.
 pub const DEFAULT_PORT: u16 = 8080;
-/// The server's default listen address: every interface, so agents on the LAN reach it.
-pub const DEFAULT_BIND: &str = "0.0.0.0:8080";
-/// How often an agent samples and sends.
-pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
-/// How often the server's Reporter prints.
-pub const DEFAULT_REPORT_INTERVAL: Duration = Duration::from_secs(10);
 /// An agent with no sample for this many of its own intervals is shown as `stale`.
 pub const STALE_AFTER_INTERVALS: u32 = 2;
-/// Time a new connection has to send `hello` before the server closes it.
-pub const HELLO_TIMEOUT: Duration = Duration::from_secs(10);
 /// Time the server gives sessions to say goodbye on shutdown before it stops anyway.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 /// Offline agents are forgotten after this long, so the registry cannot grow without bound
@@ -35,16 +34,10 @@ pub const WELCOME_TIMEOUT: Duration = Duration::from_secs(10);
 pub const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Frames queued for one connection before the server decides the peer is not reading.
 pub const SESSION_QUEUE_FRAMES: usize = 256;
-/// Samples remembered per agent by the server (one hour at the default 5 s interval).
-pub const DEFAULT_HISTORY: usize = 720;
 /// The server drops a connection that sent nothing for this many of the agent's intervals
 /// (the agent's samples are its heartbeat); the agent likewise gives up on a server that has
 /// not acknowledged anything for this many intervals.
 pub const IDLE_INTERVALS: u32 = 3;
-/// Most simultaneous connections the server accepts.
-pub const MAX_CONNECTIONS: usize = 20_000;
-/// Most simultaneous connections from one IP address.
-pub const MAX_CONNECTIONS_PER_IP: usize = 1_000;
 /// TCP keepalive: first probe after this much silence (both sides), as a second line of
 /// defence under the application heartbeat.
 pub const KEEPALIVE_IDLE: Duration = Duration::from_secs(10);
@@ -70,9 +63,9 @@ pub const LIMIT_LOG_EVERY: Duration = Duration::from_secs(10);
 /// connection only (with an `error` frame where possible and one log line).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
-    /// Longest frame accepted, in bytes.
+    /// Longest frame accepted, in bytes (at least [`Limits::MIN_FRAME_LEN`]).
     pub max_frame_len: usize,
-    /// Most per-core entries in `hello.cores` (and so in every sample).
+    /// Most per-core entries in `hello.cores` (and so in every sample); at least 1.
     pub max_cores: usize,
     /// Most simultaneous connections in total.
     pub max_connections: usize,
@@ -80,19 +73,150 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// Time a connection has to send `hello` (slowloris guard).
     pub hello_timeout: Duration,
-    /// A connection silent for this many of its agent's intervals is closed (`timeout`).
+    /// A connection silent for this many of its agent's intervals is closed (`timeout`); in
+    /// [`Limits::IDLE_INTERVALS_RANGE`].
     pub idle_intervals: u32,
+}
+
+impl Limits {
+    /// Longest frame by default: the protocol's own limit.
+    pub const DEFAULT_MAX_FRAME_LEN: usize = crate::protocol::MAX_FRAME_LEN;
+    /// Shortest frame limit [`Limits::validate`] leaves in place: a smaller one would refuse
+    /// an ordinary `hello`, so it is raised to this.
+    pub const MIN_FRAME_LEN: usize = 1024;
+    /// Most cores per agent by default: the protocol's own limit.
+    pub const DEFAULT_MAX_CORES: usize = crate::protocol::MAX_CORES;
+    /// Most simultaneous connections by default.
+    pub const DEFAULT_MAX_CONNECTIONS: usize = 20_000;
+    /// Most simultaneous connections from one IP address by default.
+    pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 1_000;
+    /// Time a new connection has to send `hello` by default.
+    pub const DEFAULT_HELLO_TIMEOUT: Duration = Duration::from_secs(10);
+    /// Silent intervals before a connection is closed, by default ([`IDLE_INTERVALS`], which
+    /// the agent uses for its side of the heartbeat).
+    pub const DEFAULT_IDLE_INTERVALS: u32 = IDLE_INTERVALS;
+    /// Allowed `idle_intervals`: fewer than 2 would close a connection whose agent is merely
+    /// a little late; more than 100 would keep dead connections for hours.
+    pub const IDLE_INTERVALS_RANGE: std::ops::RangeInclusive<u32> = 2..=100;
+
+    /// Applies the policy: a frame limit below [`Limits::MIN_FRAME_LEN`] is raised to it and a
+    /// core limit of 0 to 1 (both silently, as the flags always did); `idle_intervals` outside
+    /// [`Limits::IDLE_INTERVALS_RANGE`] is an error.
+    pub fn validate(self) -> Result<Self, ConfigError> {
+        if !Self::IDLE_INTERVALS_RANGE.contains(&self.idle_intervals) {
+            return Err(ConfigError::IdleIntervals {
+                got: self.idle_intervals,
+            });
+        }
+        Ok(Self {
+            max_frame_len: self.max_frame_len.max(Self::MIN_FRAME_LEN),
+            max_cores: self.max_cores.max(1),
+            ..self
+        })
+    }
 }
 
 impl Default for Limits {
     fn default() -> Self {
         Self {
-            max_frame_len: crate::protocol::MAX_FRAME_LEN,
-            max_cores: crate::protocol::MAX_CORES,
-            max_connections: MAX_CONNECTIONS,
-            max_connections_per_ip: MAX_CONNECTIONS_PER_IP,
-            hello_timeout: HELLO_TIMEOUT,
-            idle_intervals: IDLE_INTERVALS,
+            max_frame_len: Self::DEFAULT_MAX_FRAME_LEN,
+            max_cores: Self::DEFAULT_MAX_CORES,
+            max_connections: Self::DEFAULT_MAX_CONNECTIONS,
+            max_connections_per_ip: Self::DEFAULT_MAX_CONNECTIONS_PER_IP,
+            hello_timeout: Self::DEFAULT_HELLO_TIMEOUT,
+            idle_intervals: Self::DEFAULT_IDLE_INTERVALS,
         }
+    }
+}
+
+/// Why a configuration was refused. Each message names the setting by its command-line flag
+/// (the config field of the same name), since that is where people meet it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    /// A beacon target that is neither an IP address nor IP:PORT.
+    #[error("--beacon-to `{0}`: expected an IP address or IP:PORT")]
+    BeaconTarget(String),
+    /// `idle_intervals` outside [`Limits::IDLE_INTERVALS_RANGE`].
+    #[error(
+        "--idle-intervals must be in {}..={}, not {got}",
+        Limits::IDLE_INTERVALS_RANGE.start(),
+        Limits::IDLE_INTERVALS_RANGE.end()
+    )]
+    IdleIntervals { got: u32 },
+    /// An agent interval outside
+    /// [`AgentConfig::INTERVAL_RANGE`](crate::agent::AgentConfig::INTERVAL_RANGE).
+    #[error(
+        "--interval must be between {:?} (CPU usage cannot be measured faster) and {:?}",
+        crate::agent::AgentConfig::INTERVAL_RANGE.start(),
+        crate::agent::AgentConfig::INTERVAL_RANGE.end()
+    )]
+    AgentInterval { got: Duration },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Every default is the documented constant, and the defaults pass validation unchanged.
+    #[test]
+    fn defaults_are_the_constants_and_valid() {
+        let limits = Limits::default();
+        assert_eq!(limits.max_frame_len, 64 * 1024);
+        assert_eq!(limits.max_cores, 4096);
+        assert_eq!(limits.max_connections, 20_000);
+        assert_eq!(limits.max_connections_per_ip, 1_000);
+        assert_eq!(limits.hello_timeout, Duration::from_secs(10));
+        assert_eq!(limits.idle_intervals, 3);
+        assert_eq!(limits.clone().validate(), Ok(limits));
+    }
+
+    /// A frame limit under 1 KiB is raised to 1 KiB and a core limit of 0 to 1; values at or
+    /// above the floor stay as given.
+    #[test]
+    fn small_frame_and_core_limits_are_raised() -> Result<(), ConfigError> {
+        let tiny = Limits {
+            max_frame_len: 10,
+            max_cores: 0,
+            ..Limits::default()
+        }
+        .validate()?;
+        assert_eq!((tiny.max_frame_len, tiny.max_cores), (1024, 1));
+        let exact = Limits {
+            max_frame_len: 1024,
+            max_cores: 1,
+            ..Limits::default()
+        }
+        .validate()?;
+        assert_eq!((exact.max_frame_len, exact.max_cores), (1024, 1));
+        let big = Limits {
+            max_frame_len: 1025,
+            max_cores: 2,
+            ..Limits::default()
+        }
+        .validate()?;
+        assert_eq!((big.max_frame_len, big.max_cores), (1025, 2));
+        Ok(())
+    }
+
+    /// `idle_intervals` is accepted from 2 to 100 and refused outside with a message that
+    /// names the flag and the range.
+    #[test]
+    fn idle_intervals_outside_the_range_are_refused() {
+        let with = |n| {
+            Limits {
+                idle_intervals: n,
+                ..Limits::default()
+            }
+            .validate()
+        };
+        assert!(with(2).is_ok());
+        assert!(with(100).is_ok());
+        for bad in [0, 1, 101] {
+            assert_eq!(with(bad), Err(ConfigError::IdleIntervals { got: bad }));
+        }
+        assert_eq!(
+            ConfigError::IdleIntervals { got: 1 }.to_string(),
+            "--idle-intervals must be in 2..=100, not 1"
+        );
     }
 }

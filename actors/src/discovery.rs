@@ -25,8 +25,8 @@ use crate::protocol::{MAX_TEXT_LEN, PROTOCOL_VERSION};
 /// UDP port beacons are sent to. The same number as the TCP port: one number to remember and
 /// to open in a firewall (8080/tcp for samples, 8080/udp for discovery).
 pub const DEFAULT_DISCOVERY_PORT: u16 = 8080;
-/// How often the server announces itself.
-pub const DEFAULT_BEACON_INTERVAL: Duration = Duration::from_secs(1);
+/// How long `agent discover` (and `agent --discover --list`) listens for beacons by default.
+pub const DEFAULT_SURVEY: Duration = Duration::from_secs(3);
 /// Loopback broadcast: reaches agents on this machine only.
 pub const LOOPBACK_BROADCAST: Ipv4Addr = Ipv4Addr::new(127, 255, 255, 255);
 /// The `service` tag every beacon carries; anything else is foreign traffic.

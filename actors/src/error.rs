@@ -12,6 +12,8 @@ pub enum Error {
         source: std::io::Error,
     },
     #[error(transparent)]
+    Config(#[from] crate::config::ConfigError),
+    #[error(transparent)]
     Codec(#[from] crate::codec::CodecError),
     #[error("actor mailbox closed: {0}")]
     Mailbox(#[from] actix::MailboxError),

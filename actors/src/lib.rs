@@ -10,15 +10,17 @@
 //!   codec.rs        the one bounded codec (newline-delimited JSON, max frame length)
 //!   validate.rs     value checks on decoded frames (NaN, ranges, core count)
 //!   snapshot.rs     the server's JSON snapshot (`--report-format json`), a public interface
-//!   config.rs       defaults and timing constants
+//!   config.rs       shared timing constants, the server's Limits, ConfigError
 //!   discovery.rs    the UDP beacon format and the agent's beacon listener
 //!   metrics.rs      MetricsSource trait; the real source: /proc on Linux, else sysinfo
 //!   net.rs          this machine's IPv4 interfaces (banner, beacon targets), TCP keepalive
+//!   process.rs      shutdown signals (SIGINT/SIGTERM, a second exits), open-files limit
 //!   util.rs         ids, clock, human units
 //!   error.rs        the library's Error and Result
 //!   server/         the actix server
 //!     mod.rs        Server::start (the only place that wires concrete actors) / shutdown
-//!                   (ordered), run(), banner
+//!                   (ordered), run() (what `server` does), banner
+//!     config.rs     ServerConfig: defaults (associated constants), validate() (clamps)
 //!     messages.rs   what a Session and the Registry send each other (both ways)
 //!     limits.rs     connection counts in total and per IP (ConnGuard, owned by a Session)
 //!     listener.rs   Listener actor: accepts, starts Sessions
@@ -33,12 +35,16 @@
 //!     web/          the live dashboard: page, styles and scripts embedded in the binary;
 //!       events.rs   Broadcaster actor: one snapshot per second to every browser (SSE)
 //!   agent/          the agent
-//!     mod.rs        connection state machine and sampling loop
+//!     mod.rs        connection state machine and sampling loop; run_system (what `agent` does)
+//!     config.rs     AgentConfig, Target: defaults, validate()
 //!     backoff.rs    exponential backoff with jitter
 //!     outbox.rs     bounded queue of unacknowledged samples
+//!     ticker.rs     what paces sampling (Ticker), the tokio-interval default
+//!     timerfd.rs    the Linux timerfd ticker (one wakeup per tick)
 //! actors/tests/     protocol golden fixtures, agent state machine, fuzz properties, the Store
 //!                   actor with a probe subscriber
-//! bins/src/bin/     thin clap binaries: server, agent, loadgen
+//! bins/src/bin/     thin clap binaries: server.rs, agent.rs (flags → config → run), loadgen/
+//!                   (main, cli, plan, agent_sim, report); bins/src/lib.rs: flag helpers, logging
 //! bins/benches/     criterion benchmark of the codec; bins/bench/: `make bench` driver
 //! integration-tests/tests/it/  real binaries on real sockets (core, discovery, faults, hostile,
 //!                              http, store); a server and agents in the test process (inproc)
@@ -52,6 +58,7 @@ pub mod discovery;
 pub mod error;
 pub mod metrics;
 pub mod net;
+pub mod process;
 pub mod protocol;
 pub mod server;
 pub mod snapshot;

@@ -1,8 +1,12 @@
-//! What the `server` and `agent` binaries share: logging setup, signal handling, duration
-//! parsing. The binaries themselves only parse flags and call the `lanmon` library.
+//! What the binaries share on the command-line side: duration flags, option flags, logging
+//! setup. Everything else (defaults, validation, signals, the open-files limit) is the
+//! `lanmon` library's; the binaries only parse flags and call it.
 
 use std::io::IsTerminal;
+use std::str::FromStr;
 use std::time::Duration;
+
+use clap::builder::{PossibleValuesParser, TypedValueParser};
 
 /// Parses `5s`, `500ms`, `1m`, `1h30m`; a bare number means seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
@@ -13,64 +17,31 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| format!("`{s}`: {e} (examples: 5s, 500ms, 1m)"))
 }
 
-/// Raises the soft open-files limit towards the hard limit, enough for `connections` sockets
-/// plus some slack (each agent is one socket); warns when the hard limit is lower. Returns the
-/// soft limit now in force.
-#[cfg(unix)]
-pub fn raise_fd_limit(connections: usize) -> u64 {
-    let want = u64::try_from(connections)
-        .unwrap_or(u64::MAX)
-        .saturating_add(64);
-    let Some((soft, hard)) = nofile_limit() else {
-        return 0;
-    };
-    if soft >= want {
-        return soft;
-    }
-    let new = want.min(hard);
-    let now = if set_nofile_limit(new, hard) {
-        new
+/// A duration as `--help` shows a default: whole days from two days up (`7d`), whole hours
+/// (`24h`), else humantime's form (`10s`, `500ms`); [`parse_duration`] reads each back.
+pub fn help_duration(d: Duration) -> String {
+    const HOUR: u64 = 3600;
+    const DAY: u64 = 24 * HOUR;
+    let whole = d.subsec_nanos() == 0;
+    let secs = d.as_secs();
+    if whole && secs >= 2 * DAY && secs.is_multiple_of(DAY) {
+        format!("{}d", secs / DAY)
+    } else if whole && secs >= HOUR && secs.is_multiple_of(HOUR) {
+        format!("{}h", secs / HOUR)
     } else {
-        soft
-    };
-    // Warn only when the limit is well short of the connection cap, not over the slack.
-    if now.saturating_add(64) < want.saturating_mul(9) / 10 {
-        tracing::warn!(
-            "open-files limit is {now} (hard limit {hard}): room for about {} connections; raise it with `ulimit -n`",
-            now.saturating_sub(64)
-        );
+        humantime::format_duration(d).to_string()
     }
-    now
 }
 
-#[cfg(not(unix))]
-pub fn raise_fd_limit(_connections: usize) -> u64 {
-    0
-}
-
-#[cfg(unix)]
-fn nofile_limit() -> Option<(u64, u64)> {
-    let mut lim = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes into the struct we pass, which lives for the call.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) };
-    #[allow(clippy::unnecessary_cast)] // rlim_t is u64 on Linux, not on every Unix
-    (rc == 0).then_some((lim.rlim_cur as u64, lim.rlim_max as u64))
-}
-
-#[cfg(unix)]
-fn set_nofile_limit(soft: u64, hard: u64) -> bool {
-    let lim = libc::rlimit {
-        rlim_cur: soft as libc::rlim_t,
-        rlim_max: hard as libc::rlim_t,
-    };
-    // SAFETY: setrlimit only reads the struct we pass, which lives for the call.
-    #[allow(unsafe_code)]
-    let rc = unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) };
-    rc == 0
+/// A value parser for one of the library's named options (`--sort`, `--report-format`):
+/// `names` are the possible values (listed in `--help` and in the error for a wrong one), and
+/// the type's `FromStr` turns the chosen one into the value. The library knows nothing of clap.
+pub fn one_of<T>(names: impl IntoIterator<Item = &'static str>) -> impl TypedValueParser<Value = T>
+where
+    T: FromStr + Clone + Send + Sync + 'static,
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    PossibleValuesParser::new(names).try_map(|s| s.parse::<T>())
 }
 
 /// Log verbosity, from `--log-level` / `--quiet`.
@@ -109,40 +80,6 @@ pub fn init_logging(level: LogLevel, to_stderr: bool) {
     }
 }
 
-/// Waits for Ctrl+C (SIGINT) or SIGTERM; returns the signal's name. After it returns, a second
-/// signal ends the process at once (exit code 130), so a hung shutdown can always be cut short.
-pub async fn shutdown_signal() -> &'static str {
-    let name = wait_signal().await;
-    tokio::spawn(async {
-        let second = wait_signal().await;
-        eprintln!("{second} again: exiting now");
-        std::process::exit(130);
-    });
-    name
-}
-
-#[cfg(unix)]
-async fn wait_signal() -> &'static str {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut int), Ok(mut term)) = (
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::terminate()),
-    ) else {
-        // Cannot install handlers (should not happen): never resolve, default handling applies.
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = int.recv() => "SIGINT",
-        _ = term.recv() => "SIGTERM",
-    }
-}
-
-#[cfg(not(unix))]
-async fn wait_signal() -> &'static str {
-    let _ = tokio::signal::ctrl_c().await;
-    "Ctrl+C"
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +92,23 @@ mod tests {
         assert_eq!(parse_duration("1m"), Ok(Duration::from_secs(60)));
         assert!(parse_duration("soon").is_err());
         assert!(parse_duration("-1").is_err());
+    }
+
+    /// Defaults in `--help` read as people write them, and read back as the same duration.
+    #[test]
+    fn help_durations() {
+        for (d, text) in [
+            (Duration::from_secs(24 * 3600), "24h"),
+            (Duration::from_secs(7 * 24 * 3600), "7d"),
+            (Duration::from_secs(365 * 24 * 3600), "365d"),
+            (Duration::from_secs(3600), "1h"),
+            (Duration::from_secs(10), "10s"),
+            (Duration::from_secs(3), "3s"),
+            (Duration::from_millis(500), "500ms"),
+            (Duration::from_millis(3_600_500), "1h 500ms"),
+        ] {
+            assert_eq!(help_duration(d), text);
+            assert_eq!(parse_duration(text), Ok(d));
+        }
     }
 }

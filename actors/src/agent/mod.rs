@@ -18,8 +18,11 @@
 //! is noticed at once. Shutdown (the token) sends `bye` and returns.
 
 pub mod backoff;
+pub mod config;
 pub mod outbox;
 pub mod ticker;
+#[cfg(target_os = "linux")]
+pub mod timerfd;
 
 use std::io;
 use std::net::SocketAddr;
@@ -37,75 +40,15 @@ use crate::config::{
     BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, IDLE_INTERVALS, WELCOME_TIMEOUT, WRITE_TIMEOUT,
 };
 use crate::discovery::{self, Found, WAITING_HINT_EVERY};
-use crate::metrics::MetricsSource;
+use crate::metrics::{MetricsSource, SystemSource};
 use crate::net::set_keepalive;
 use crate::protocol::{self, AgentFrame, Bye, ErrorFrame, Metrics, PROTOCOL_VERSION, ServerFrame};
 use crate::util::{now_ms, random_id, random_u64};
 
 pub use backoff::Backoff;
+pub use config::{AgentConfig, Target, default_agent_id};
 pub use outbox::Outbox;
 pub use ticker::Ticker;
-
-/// Samples kept for the server while it is away: one hour at the default 5 s interval.
-pub const DEFAULT_BUFFER: usize = 720;
-
-/// Where the server is.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Target {
-    /// A host name or IP address and a TCP port.
-    Host { host: String, port: u16 },
-    /// Whatever server beacons on this UDP port (see [`crate::discovery`]).
-    Discover {
-        /// UDP port to listen on for beacons.
-        port: u16,
-        /// Only this server (by name); otherwise the first one heard.
-        server_name: Option<String>,
-        /// Give up (error) if no server is heard this long before the first connection.
-        timeout: Option<Duration>,
-    },
-}
-
-impl std::fmt::Display for Target {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Target::Host { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
-            Target::Host { host, port } => write!(f, "{host}:{port}"),
-            Target::Discover {
-                port,
-                server_name: Some(name),
-                ..
-            } => write!(f, "`{name}` (discovered by UDP beacon on port {port})"),
-            Target::Discover { port, .. } => {
-                write!(f, "discovered by UDP beacon on port {port}")
-            }
-        }
-    }
-}
-
-/// Everything the agent needs to run.
-#[derive(Debug, Clone)]
-pub struct AgentConfig {
-    pub target: Target,
-    /// Stable identity; see [`default_agent_id`].
-    pub id: String,
-    /// Display name.
-    pub name: String,
-    pub interval: Duration,
-    /// Most samples kept while the server has not acknowledged them.
-    pub buffer: usize,
-}
-
-/// A stable agent id: a hash of this machine's identity (`/etc/machine-id`, else the host
-/// name) and the agent's name, so it survives restarts and two agents with different names on
-/// one machine are different agents.
-pub fn default_agent_id(name: &str) -> String {
-    let machine = std::fs::read_to_string("/etc/machine-id")
-        .map(|s| s.trim().to_string())
-        .ok()
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(crate::util::host_name);
-    crate::util::stable_id(&[&machine, name])
-}
 
 /// The connection's state (see the module docs).
 #[derive(Debug)]
@@ -175,6 +118,22 @@ pub async fn run<S: MetricsSource>(
 ) -> crate::Result<()> {
     let ticker = ticker::interval(config.interval);
     run_with_ticker(config, source, ticker, shutdown).await
+}
+
+/// Runs the agent the way the `agent` binary does, until `shutdown` is cancelled: validates
+/// `config` ([`AgentConfig::validate`]), samples this machine ([`SystemSource`]) and paces the
+/// samples with a [`timerfd::TimerFdTicker`] on Linux (one wakeup per tick), a tokio interval
+/// elsewhere or when no timerfd can be made.
+pub async fn run_system(config: AgentConfig, shutdown: CancellationToken) -> crate::Result<()> {
+    let config = config.validate()?;
+    let source = SystemSource::new()
+        .map_err(|e| crate::Error::Other(format!("cannot read system metrics: {e}")))?;
+    #[cfg(target_os = "linux")]
+    match timerfd::TimerFdTicker::new(config.interval) {
+        Ok(ticker) => return run_with_ticker(config, source, ticker, shutdown).await,
+        Err(e) => tracing::warn!("no timerfd ({e}): pacing samples with a tokio interval"),
+    }
+    run(config, source, shutdown).await
 }
 
 /// [`run`], sampling on each tick of `ticker` instead (which should tick every

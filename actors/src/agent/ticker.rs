@@ -3,8 +3,9 @@
 //! The agent takes one sample per tick. A tokio interval of a few seconds costs three or four
 //! wakeups per tick (the timer wheel re-files a long timer level by level on its way down),
 //! each one a context switch with cold caches: at 5 s that is most of an idle agent's CPU. So
-//! the pacing is injectable: the `agent` binary on Linux hands in a timerfd ticker (one wakeup
-//! per tick), and everything else (tests, other systems) uses the interval.
+//! the pacing is injectable: [`crate::agent::run_system`] (the `agent` binary) on Linux hands
+//! in a timerfd ticker (`crate::agent::timerfd`, one wakeup per tick), and everything else
+//! (tests, other systems) uses the interval.
 
 use std::time::Duration;
 

@@ -8,12 +8,13 @@
 //! Sends nothing to other actors.
 
 use std::collections::HashSet;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4, UdpSocket};
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::config::ConfigError;
 use crate::discovery::{Beacon, LOOPBACK_BROADCAST};
 use crate::net::Interface;
 
@@ -29,11 +30,47 @@ pub enum BeaconTargets {
     Explicit(Vec<SocketAddr>),
 }
 
+impl BeaconTargets {
+    /// The targets `--beacon-to` names: none means [`BeaconTargets::Auto`] on `port`; each
+    /// entry is `IP:PORT`, or an IP that gets `port` (surrounding spaces are ignored).
+    pub fn parse<S: AsRef<str>>(list: &[S], port: u16) -> Result<Self, ConfigError> {
+        if list.is_empty() {
+            return Ok(Self::Auto { port });
+        }
+        let parse = |s: &S| {
+            let s = s.as_ref().trim();
+            s.parse::<SocketAddr>()
+                .or_else(|_| s.parse::<IpAddr>().map(|ip| SocketAddr::new(ip, port)))
+                .map_err(|_| ConfigError::BeaconTarget(s.to_string()))
+        };
+        list.iter()
+            .map(parse)
+            .collect::<Result<_, _>>()
+            .map(Self::Explicit)
+    }
+}
+
 /// The beacon's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BeaconConfig {
     pub targets: BeaconTargets,
+    /// Time between beacons (at least [`BeaconConfig::MIN_INTERVAL`]).
     pub interval: Duration,
+}
+
+impl BeaconConfig {
+    /// Time between beacons by default.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(1);
+    /// Shortest time between beacons: a shorter interval is raised to this.
+    pub const MIN_INTERVAL: Duration = Duration::from_millis(50);
+
+    /// Applies the policy: an interval under [`BeaconConfig::MIN_INTERVAL`] is raised to it.
+    pub fn validate(self) -> Self {
+        Self {
+            interval: self.interval.max(Self::MIN_INTERVAL),
+            ..self
+        }
+    }
 }
 
 /// Stop announcing.
@@ -188,6 +225,58 @@ mod tests {
                 "192.0.2.255:8080"
             ]
         );
+    }
+
+    /// `--beacon-to`: no entries is the automatic list on the discovery port; an IP gets the
+    /// discovery port, IP:PORT (v4 or v6) keeps its own, spaces around an entry are ignored.
+    #[test]
+    fn beacon_to_entries_are_ips_or_ip_ports() -> Result<(), ConfigError> {
+        let none: [&str; 0] = [];
+        assert_eq!(
+            BeaconTargets::parse(&none, 7)?,
+            BeaconTargets::Auto { port: 7 }
+        );
+        let got =
+            BeaconTargets::parse(&[" 127.255.255.255", "10.0.0.255:9 ", "[::1]:5", "::1"], 7)?;
+        let v6 = IpAddr::from(std::net::Ipv6Addr::LOCALHOST);
+        let want = vec![
+            SocketAddr::from(([127, 255, 255, 255], 7)),
+            SocketAddr::from(([10, 0, 0, 255], 9)),
+            SocketAddr::new(v6, 5),
+            SocketAddr::new(v6, 7),
+        ];
+        assert_eq!(got, BeaconTargets::Explicit(want));
+        Ok(())
+    }
+
+    /// An entry that is not an address refuses the list, naming the entry and the flag.
+    #[test]
+    fn a_bad_beacon_to_entry_is_refused() {
+        let err = BeaconTargets::parse(&["127.0.0.1", " nope "], 7);
+        assert_eq!(err, Err(ConfigError::BeaconTarget("nope".into())));
+        assert_eq!(
+            ConfigError::BeaconTarget("nope".into()).to_string(),
+            "--beacon-to `nope`: expected an IP address or IP:PORT"
+        );
+        assert!(BeaconTargets::parse(&["10.0.0.1:99999"], 7).is_err());
+    }
+
+    /// The beacon interval defaults to 1 s; under 50 ms it is raised to 50 ms.
+    #[test]
+    fn beacon_interval_has_a_floor() {
+        assert_eq!(BeaconConfig::DEFAULT_INTERVAL, Duration::from_secs(1));
+        let with = |ms| {
+            BeaconConfig {
+                targets: BeaconTargets::Auto { port: 7 },
+                interval: Duration::from_millis(ms),
+            }
+            .validate()
+            .interval
+        };
+        assert_eq!(with(0), Duration::from_millis(50));
+        assert_eq!(with(49), Duration::from_millis(50));
+        assert_eq!(with(50), Duration::from_millis(50));
+        assert_eq!(with(51), Duration::from_millis(51));
     }
 
     #[test]

@@ -16,7 +16,7 @@
 //! Handlers only ask the Registry, through [`RegistryQueries`] (recipients, usable from the HTTP
 //! worker thread; a probe in tests); nothing here changes state.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -31,8 +31,6 @@ use crate::server::store;
 use crate::server::web::{self as dashboard, events};
 use crate::util::now_ms;
 
-/// Default HTTP address: every interface, so Prometheus and browsers on the LAN reach it.
-pub const DEFAULT_HTTP_BIND: &str = "0.0.0.0:8081";
 /// Longest range one history request may span, in points.
 pub const MAX_HISTORY_POINTS: u64 = 10_000;
 /// Default history range when `from` is not given.
@@ -68,6 +66,22 @@ impl RegistryQueries {
         Self {
             snapshot: registry.clone().recipient(),
             history: registry.clone().recipient(),
+        }
+    }
+}
+
+impl HttpConfig {
+    /// Default HTTP address: every interface, so Prometheus and browsers on the LAN reach it.
+    pub const DEFAULT_BIND: SocketAddr =
+        SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 8081));
+
+    /// HTTP on `bind` with the per-core series; the server fills in the store's parts.
+    pub fn new(bind: SocketAddr) -> Self {
+        Self {
+            bind,
+            per_core_metrics: true,
+            store: None,
+            store_health: None,
         }
     }
 }

@@ -34,6 +34,7 @@
 //! thread each.
 
 pub mod beacon;
+pub mod config;
 pub mod history;
 pub mod http;
 pub mod limits;
@@ -57,61 +58,13 @@ use actix::prelude::*;
 use tokio::net::TcpListener;
 use tokio_util::task::TaskTracker;
 
-use crate::config::{DEFAULT_HISTORY, DEFAULT_REPORT_INTERVAL, Limits, SHUTDOWN_GRACE};
+use crate::config::SHUTDOWN_GRACE;
 use crate::discovery::Beacon;
 use crate::snapshot::{ServerInfo, Snapshot};
 use crate::{Error, Result};
 
+pub use config::{ServerConfig, default_session_threads};
 pub use reporter::{ReportFormat, SortBy, TextOptions};
-
-/// Everything the server needs to start. Defaults come from [`crate::config`].
-#[derive(Debug, Clone)]
-pub struct ServerConfig {
-    /// TCP address to accept agents on.
-    pub bind: SocketAddr,
-    /// Name shown in reports and given to agents in `welcome`.
-    pub name: String,
-    pub report_interval: Duration,
-    pub report_format: ReportFormat,
-    /// What the text report shows (sort, top, filter).
-    pub text: reporter::TextOptions,
-    /// UDP announcements for `agent --discover`; `None` turns them off.
-    pub beacon: Option<beacon::BeaconConfig>,
-    /// The HTTP API, `/metrics` and dashboard; `None` turns HTTP off.
-    pub http: Option<http::HttpConfig>,
-    /// What one peer may do.
-    pub limits: Limits,
-    /// Samples remembered per agent in memory.
-    pub history: usize,
-    /// Durable history (SQLite under a data directory); `None`: in memory only, as before.
-    pub store: Option<store::StoreConfig>,
-    /// Threads that run the Sessions (decode, validate, acknowledge); 0: the server's own
-    /// thread, with the Listener and the Registry.
-    pub session_threads: usize,
-}
-
-impl ServerConfig {
-    pub fn new(bind: SocketAddr) -> Self {
-        Self {
-            bind,
-            name: crate::util::host_name(),
-            report_interval: DEFAULT_REPORT_INTERVAL,
-            report_format: ReportFormat::Text,
-            text: reporter::TextOptions::default(),
-            beacon: None,
-            http: None,
-            limits: Limits::default(),
-            history: DEFAULT_HISTORY,
-            store: None,
-            session_threads: default_session_threads(),
-        }
-    }
-}
-
-/// Session threads unless configured: one per core.
-pub fn default_session_threads() -> usize {
-    std::thread::available_parallelism().map_or(1, std::num::NonZero::get)
-}
 
 /// A running server. Dropping it does not stop it; call [`Server::shutdown`].
 pub struct Server {
@@ -131,7 +84,8 @@ pub struct Server {
 use registry::Registry;
 
 impl Server {
-    /// Binds and starts every actor. Must run inside an actix `System`. Reports go to stdout.
+    /// Validates `config` ([`ServerConfig::validate`]), binds and starts every actor. Must run
+    /// inside an actix `System`. Reports go to stdout.
     pub async fn start(config: ServerConfig) -> Result<Server> {
         let redraw = std::io::stdout().is_terminal();
         Self::start_with_output(config, redraw, Box::new(std::io::stdout())).await
@@ -143,6 +97,7 @@ impl Server {
         redraw: bool,
         out: Box<dyn Write + Send>,
     ) -> Result<Server> {
+        let config = config.validate()?;
         let socket = listen(config.bind).map_err(|source| Error::Bind {
             addr: config.bind,
             source,
@@ -343,10 +298,18 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
     socket.listen(LISTEN_BACKLOG)
 }
 
-/// Runs a server until `shutdown` resolves, then stops it in order. Must run inside an actix
-/// `System`.
+/// Runs a server the way the `server` binary does until `shutdown` resolves: raises the
+/// open-files limit to fit `config.limits.max_connections`, starts ([`Server::start`], which
+/// validates `config`), prints the [`banner`] on stderr, waits for `shutdown`, then stops in
+/// order ([`Server::shutdown`]). Must run inside an actix `System`.
 pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
+    config::raise_fd_limit_for(config.limits.max_connections);
     let server = Server::start(config).await?;
+    let interfaces = crate::net::ipv4_interfaces();
+    eprint!(
+        "{}",
+        banner(server.local_addr(), &server.info().name, &interfaces)
+    );
     shutdown.await;
     server.shutdown().await;
     Ok(())

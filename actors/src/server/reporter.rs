@@ -39,6 +39,55 @@ pub enum ReportFormat {
     Off,
 }
 
+impl ReportFormat {
+    /// Every format, in the order `--help` lists them.
+    pub const ALL: [Self; 3] = [Self::Text, Self::Json, Self::Off];
+
+    /// The format's name on the command line (`--report-format`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Text => "text",
+            Self::Json => "json",
+            Self::Off => "off",
+        }
+    }
+}
+
+impl std::fmt::Display for ReportFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for ReportFormat {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        UnknownName::find(s, &Self::ALL, |f| f.name())
+    }
+}
+
+/// A name that is none of an option's values (`--report-format`, `--sort`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{got}` is not one of: {}", expected.join(", "))]
+pub struct UnknownName {
+    pub got: String,
+    pub expected: Vec<&'static str>,
+}
+
+impl UnknownName {
+    /// The value of `all` whose `name` is `s`.
+    fn find<T: Copy>(s: &str, all: &[T], name: fn(T) -> &'static str) -> Result<T, Self> {
+        all.iter()
+            .copied()
+            .find(|v| name(*v) == s)
+            .ok_or_else(|| Self {
+                got: s.to_string(),
+                expected: all.iter().map(|v| name(*v)).collect(),
+            })
+    }
+}
+
 /// See the module documentation.
 pub struct Reporter {
     /// Where snapshots come from: the Registry (or a probe in tests).
@@ -198,6 +247,42 @@ pub enum SortBy {
     LastSeen,
 }
 
+impl SortBy {
+    /// Every order, in the order `--help` lists them.
+    pub const ALL: [Self; 5] = [
+        Self::Name,
+        Self::Cpu,
+        Self::Mem,
+        Self::Status,
+        Self::LastSeen,
+    ];
+
+    /// The order's name on the command line (`--sort`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Name => "name",
+            Self::Cpu => "cpu",
+            Self::Mem => "mem",
+            Self::Status => "status",
+            Self::LastSeen => "last-seen",
+        }
+    }
+}
+
+impl std::fmt::Display for SortBy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for SortBy {
+    type Err = UnknownName;
+
+    fn from_str(s: &str) -> Result<Self, UnknownName> {
+        UnknownName::find(s, &Self::ALL, |o| o.name())
+    }
+}
+
 /// What the text report shows: which agents, in which order, how many.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TextOptions {
@@ -208,18 +293,20 @@ pub struct TextOptions {
     pub filter: Option<String>,
 }
 
+impl TextOptions {
+    /// Agent lines in the text report unless `--top` says otherwise.
+    pub const DEFAULT_TOP: usize = 50;
+}
+
 impl Default for TextOptions {
     fn default() -> Self {
         Self {
             sort: SortBy::Name,
-            top: DEFAULT_TOP,
+            top: Self::DEFAULT_TOP,
             filter: None,
         }
     }
 }
-
-/// Agent lines in the text report unless `--top` says otherwise.
-pub const DEFAULT_TOP: usize = 50;
 
 fn cpu_of(a: &AgentView) -> f32 {
     a.cpu.as_ref().map_or(-1.0, |c| c.total)
@@ -291,7 +378,8 @@ fn store_line(store: &StoreView) -> Option<String> {
     ))
 }
 
-/// The text report with default options: every agent (up to [`DEFAULT_TOP`]) by name.
+/// The text report with default options: every agent (up to [`TextOptions::DEFAULT_TOP`]) by
+/// name.
 pub fn render_text(s: &Snapshot) -> String {
     render_text_with(s, &TextOptions::default())
 }
@@ -428,6 +516,30 @@ mod tests {
     use super::*;
     use crate::protocol::Cpu;
     use crate::snapshot::fixtures::{agent, snapshot};
+
+    /// Every report format and sort order parses from the name it prints (the names
+    /// `--report-format` and `--sort` accept), and an unknown name is refused with the list of
+    /// known ones.
+    #[test]
+    fn option_names_round_trip() {
+        let formats: Vec<&str> = ReportFormat::ALL.iter().map(|f| f.name()).collect();
+        assert_eq!(formats, ["text", "json", "off"]);
+        for f in ReportFormat::ALL {
+            assert_eq!(f.to_string().parse::<ReportFormat>(), Ok(f));
+        }
+        let sorts: Vec<&str> = SortBy::ALL.iter().map(|o| o.name()).collect();
+        assert_eq!(sorts, ["name", "cpu", "mem", "status", "last-seen"]);
+        for o in SortBy::ALL {
+            assert_eq!(o.to_string().parse::<SortBy>(), Ok(o));
+        }
+        let err = "Name".parse::<SortBy>().map_err(|e| e.to_string());
+        assert_eq!(
+            err,
+            Err("`Name` is not one of: name, cpu, mem, status, last-seen".into())
+        );
+        assert!("".parse::<ReportFormat>().is_err());
+        assert_eq!(TextOptions::default().top, 50);
+    }
 
     /// Proves: with HTTP on, the text report says where the dashboard is (0.0.0.0 shown as
     /// localhost); without HTTP it says nothing about it.

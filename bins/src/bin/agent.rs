@@ -5,11 +5,9 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand};
-use lanmon::agent::{AgentConfig, DEFAULT_BUFFER, Target, default_agent_id};
-use lanmon::config::{DEFAULT_INTERVAL, DEFAULT_PORT};
-use lanmon::discovery::DEFAULT_DISCOVERY_PORT;
-use lanmon::metrics::SystemSource;
-use lanmon_bins::{LogLevel, init_logging, parse_duration, shutdown_signal};
+use lanmon::agent::{AgentConfig, Target};
+use lanmon::discovery::DEFAULT_SURVEY;
+use lanmon_bins::{LogLevel, help_duration, init_logging, parse_duration};
 use tokio_util::sync::CancellationToken;
 
 /// lanmon agent: samples CPU (total and per core) and memory every interval and streams the
@@ -52,12 +50,12 @@ enum Command {
 #[derive(Debug, Args)]
 struct DiscoverArgs {
     /// How long to listen.
-    #[arg(long, env = "LANMON_LISTEN_FOR", value_parser = parse_duration, default_value = "3s",
-          value_name = "DURATION")]
+    #[arg(long, env = "LANMON_LISTEN_FOR", value_parser = parse_duration,
+          default_value = help_duration(DEFAULT_SURVEY), value_name = "DURATION")]
     listen_for: Duration,
 
     /// UDP port the servers' beacons arrive on.
-    #[arg(long, env = "LANMON_DISCOVERY_PORT", default_value_t = DEFAULT_DISCOVERY_PORT,
+    #[arg(long, env = "LANMON_DISCOVERY_PORT", default_value_t = Target::DEFAULT_DISCOVERY_PORT,
           value_name = "PORT")]
     discovery_port: u16,
 
@@ -97,17 +95,17 @@ struct RunArgs {
     discover_timeout: Option<Duration>,
 
     /// UDP port to listen on for beacons (with --discover).
-    #[arg(long, env = "LANMON_DISCOVERY_PORT", default_value_t = DEFAULT_DISCOVERY_PORT,
+    #[arg(long, env = "LANMON_DISCOVERY_PORT", default_value_t = Target::DEFAULT_DISCOVERY_PORT,
           value_name = "PORT")]
     discovery_port: u16,
 
     /// The server's TCP port (with --host; a discovered server says its own).
-    #[arg(long, env = "LANMON_PORT", default_value_t = DEFAULT_PORT)]
+    #[arg(long, env = "LANMON_PORT", default_value_t = Target::DEFAULT_PORT)]
     port: u16,
 
     /// How often to sample and send (200ms to 1h; e.g. 5s, 1s, 500ms).
     #[arg(long, env = "LANMON_INTERVAL", value_parser = parse_duration,
-          default_value = humantime::format_duration(DEFAULT_INTERVAL).to_string(),
+          default_value = help_duration(AgentConfig::DEFAULT_INTERVAL),
           value_name = "DURATION")]
     interval: Duration,
 
@@ -122,7 +120,7 @@ struct RunArgs {
 
     /// Most samples kept while the server has not acknowledged them (default: one hour at
     /// the default interval); beyond it the oldest are dropped and counted.
-    #[arg(long, env = "LANMON_BUFFER", default_value_t = DEFAULT_BUFFER, value_name = "SAMPLES")]
+    #[arg(long, env = "LANMON_BUFFER", default_value_t = AgentConfig::DEFAULT_BUFFER, value_name = "SAMPLES")]
     buffer: usize,
 }
 
@@ -151,9 +149,6 @@ impl LogArgs {
     }
 }
 
-const MIN_INTERVAL: Duration = Duration::from_millis(200);
-const MAX_INTERVAL: Duration = Duration::from_secs(3600);
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
@@ -163,23 +158,61 @@ fn main() -> ExitCode {
         }
         None if cli.run.list => {
             cli.log.init();
-            list_servers(cli.run.discovery_port, Duration::from_secs(3))
+            list_servers(cli.run.discovery_port, DEFAULT_SURVEY)
         }
         None => {
             cli.log.init();
-            if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&cli.run.interval) {
-                eprintln!(
-                    "agent: --interval must be between {MIN_INTERVAL:?} (CPU usage cannot be measured faster) and {MAX_INTERVAL:?}"
-                );
-                return ExitCode::from(2);
+            match cli.run.into_config() {
+                Ok(config) => run(config).map(|()| ExitCode::SUCCESS),
+                Err(e) => {
+                    eprintln!("agent: {e}");
+                    return ExitCode::from(2);
+                }
             }
-            run(cli.run).map(|()| ExitCode::SUCCESS)
         }
     };
     result.unwrap_or_else(|e| {
         eprintln!("agent: {e:#}");
         ExitCode::FAILURE
     })
+}
+
+impl RunArgs {
+    /// The library's config from the flags, validated (the policy is `AgentConfig`'s).
+    fn into_config(self) -> Result<AgentConfig, lanmon::config::ConfigError> {
+        let target = match self.host {
+            Some(host) => Target::Host {
+                host,
+                port: self.port,
+            },
+            None => Target::Discover {
+                port: self.discovery_port,
+                server_name: self.server_name,
+                timeout: self.discover_timeout,
+            },
+        };
+        AgentConfig {
+            interval: self.interval,
+            buffer: self.buffer,
+            ..AgentConfig::new(target, self.name, self.id)
+        }
+        .validate()
+    }
+}
+
+/// Samples this machine until SIGINT or SIGTERM, then says bye to the server.
+fn run(config: AgentConfig) -> anyhow::Result<()> {
+    runtime()?.block_on(async move {
+        let shutdown = CancellationToken::new();
+        let trigger = shutdown.clone();
+        tokio::spawn(async move {
+            let signal = lanmon::process::shutdown_signal().await;
+            tracing::info!("{signal} received: saying bye to the server");
+            trigger.cancel();
+        });
+        lanmon::agent::run_system(config, shutdown).await
+    })?;
+    Ok(())
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -217,219 +250,57 @@ fn list_servers(port: u16, listen_for: Duration) -> anyhow::Result<ExitCode> {
     })
 }
 
-fn run(args: RunArgs) -> anyhow::Result<()> {
-    let source =
-        SystemSource::new().map_err(|e| anyhow::anyhow!("cannot read system metrics: {e}"))?;
-    let name = args.name.unwrap_or_else(lanmon::util::host_name);
-    let target = match args.host {
-        Some(host) => Target::Host {
-            host,
-            port: args.port,
-        },
-        None => Target::Discover {
-            port: args.discovery_port,
-            server_name: args.server_name,
-            timeout: args.discover_timeout,
-        },
-    };
-    let config = AgentConfig {
-        target,
-        id: args.id.unwrap_or_else(|| default_agent_id(&name)),
-        name,
-        interval: args.interval,
-        buffer: args.buffer,
-    };
-    runtime()?.block_on(async move {
-        let shutdown = CancellationToken::new();
-        let trigger = shutdown.clone();
-        tokio::spawn(async move {
-            let signal = shutdown_signal().await;
-            tracing::info!("{signal} received: saying bye to the server");
-            trigger.cancel();
-        });
-        #[cfg(target_os = "linux")]
-        match timerfd::TimerFdTicker::new(config.interval) {
-            Ok(ticker) => {
-                return lanmon::agent::run_with_ticker(config, source, ticker, shutdown).await;
-            }
-            Err(e) => tracing::warn!("no timerfd ({e}): pacing samples with a tokio interval"),
-        }
-        lanmon::agent::run(config, source, shutdown).await
-    })?;
-    Ok(())
-}
-
-/// A timerfd ticker: the kernel wakes the agent once per tick, where a tokio interval of
-/// seconds costs three or four wakeups (see `lanmon::agent::ticker`). At the default 5 s
-/// interval this is most of the agent's idle CPU.
-#[cfg(target_os = "linux")]
-mod timerfd {
-    use std::fs::File;
-    use std::io::{self, Read};
-    use std::os::fd::{FromRawFd, OwnedFd};
-    use std::time::Duration;
-
-    use tokio::io::Interest;
-    use tokio::io::unix::AsyncFd;
-
-    /// Fires at once, then every period (a periodic `CLOCK_MONOTONIC` timerfd). Missed ticks
-    /// collapse into one, like the interval's `Delay` behaviour. Should reading the timer
-    /// ever fail, it carries on with a tokio interval.
-    pub struct TimerFdTicker {
-        fd: AsyncFd<File>,
-        period: Duration,
-        fallback: Option<tokio::time::Interval>,
-    }
-
-    impl TimerFdTicker {
-        /// Arms the timer; needs to run inside the tokio runtime (it registers the fd).
-        pub fn new(period: Duration) -> io::Result<Self> {
-            // SAFETY: timerfd_create takes no pointers; on success it returns a new descriptor
-            // that nothing else owns, which OwnedFd then closes exactly once.
-            #[allow(unsafe_code)]
-            let raw = unsafe {
-                libc::timerfd_create(
-                    libc::CLOCK_MONOTONIC,
-                    libc::TFD_NONBLOCK | libc::TFD_CLOEXEC,
-                )
-            };
-            if raw < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: `raw` is a valid descriptor we just created and own (see above).
-            #[allow(unsafe_code)]
-            let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-            let every = timespec(period);
-            // The first expiry 1 ns from now (zero would disarm it): the first tick is at once.
-            let spec = libc::itimerspec {
-                it_interval: every,
-                it_value: libc::timespec {
-                    tv_sec: 0,
-                    tv_nsec: 1,
-                },
-            };
-            // SAFETY: `spec` lives for the call and the old value pointer may be null.
-            #[allow(unsafe_code)]
-            let rc = unsafe {
-                libc::timerfd_settime(
-                    std::os::fd::AsRawFd::as_raw_fd(&fd),
-                    0,
-                    &spec,
-                    std::ptr::null_mut(),
-                )
-            };
-            if rc < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // SAFETY: the File owns the descriptor, which stays open and the same for as long
-            // as the AsyncFd holds the File.
-            #[allow(unsafe_code)]
-            let fd = unsafe { AsyncFd::register_with_interest(File::from(fd), Interest::READABLE) }
-                .map_err(io::Error::from)?;
-            Ok(Self {
-                fd,
-                period,
-                fallback: None,
-            })
-        }
-
-        async fn next(&mut self) -> io::Result<()> {
-            let mut expirations = [0u8; 8];
-            loop {
-                let mut ready = self.fd.readable_mut().await?;
-                // Reading the 8-byte expiration count re-arms readiness; WouldBlock (a
-                // spurious wakeup) clears it and waits again.
-                match ready.try_io(|fd| fd.get_mut().read(&mut expirations)) {
-                    Ok(result) => {
-                        // One read takes every expiry, so the timer is not readable until the
-                        // next one: saying so spares the next call a read that would block.
-                        ready.clear_ready();
-                        return result.map(drop);
-                    }
-                    Err(_would_block) => continue,
-                }
-            }
-        }
-    }
-
-    impl lanmon::agent::Ticker for TimerFdTicker {
-        async fn tick(&mut self) {
-            if let Some(interval) = self.fallback.as_mut() {
-                interval.tick().await;
-            } else if let Err(e) = self.next().await {
-                // Not expected from a valid timerfd: never spin on it.
-                tracing::warn!("timerfd read failed ({e}): pacing samples with a tokio interval");
-                self.fallback = Some(lanmon::agent::ticker::interval(self.period));
-            }
-        }
-    }
-
-    fn timespec(d: Duration) -> libc::timespec {
-        libc::timespec {
-            tv_sec: libc::time_t::try_from(d.as_secs()).unwrap_or(libc::time_t::MAX),
-            // c_long is 32 bits on some targets; nanoseconds always fit.
-            #[allow(clippy::unnecessary_fallible_conversions)]
-            tv_nsec: libc::c_long::try_from(d.subsec_nanos()).unwrap_or(0),
-        }
-    }
-}
-
-#[cfg(all(test, target_os = "linux"))]
+#[cfg(test)]
 mod tests {
-    use std::time::{Duration, Instant};
+    use clap::CommandFactory;
 
-    use lanmon::agent::Ticker;
+    use super::*;
 
-    use super::timerfd::TimerFdTicker;
-
-    /// The timerfd ticker fires at once, then once per period and never sooner: four ticks
-    /// of a 100 ms timer take at least 300 ms (the kernel never fires a timer early).
+    /// Every flag, of the agent and of `agent discover`, has help text (its doc comment) and
+    /// an environment variable.
     #[test]
-    fn timerfd_ticks_at_once_then_every_period() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let period = Duration::from_millis(100);
-            let mut ticker = TimerFdTicker::new(period).unwrap();
-            let start = Instant::now();
-            let deadline = Duration::from_secs(5);
-            tokio::time::timeout(deadline, ticker.tick()).await.unwrap();
+    fn every_flag_has_help_and_env() {
+        let cmd = Cli::command();
+        cmd.clone().debug_assert();
+        let discover = cmd
+            .get_subcommands()
+            .flat_map(|sub| sub.get_arguments().cloned().collect::<Vec<_>>());
+        for arg in cmd.get_arguments().cloned().chain(discover) {
+            let id = arg.get_id().as_str();
+            assert!(arg.get_help().is_some(), "--{id} has no help");
             assert!(
-                start.elapsed() < period / 2,
-                "first tick took {:?}",
-                start.elapsed()
+                arg.get_env().is_some(),
+                "--{id} has no environment variable"
             );
-            for _ in 0..3 {
-                tokio::time::timeout(deadline, ticker.tick()).await.unwrap();
-            }
-            let took = start.elapsed();
-            assert!(
-                took >= period * 3 - Duration::from_millis(5),
-                "4 ticks in {took:?}"
-            );
-        });
+        }
     }
 
-    /// A tick whose future is dropped before it completes (it lost a `select!`) is not lost:
-    /// the next call still completes by the next expiry.
+    /// The flags reach the library's policy: an interval under 200 ms is refused by
+    /// `AgentConfig::validate`, and one in range comes through with the other flags.
     #[test]
-    fn timerfd_tick_survives_cancellation() {
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        runtime.block_on(async {
-            let period = Duration::from_millis(50);
-            let mut ticker = TimerFdTicker::new(period).unwrap();
-            ticker.tick().await; // the immediate one
-            // Normally dropped unfinished (the next expiry is 50 ms away); on a machine too
-            // busy to run us for 50 ms it may complete instead, which is fine too.
-            let _ = tokio::time::timeout(Duration::from_millis(1), ticker.tick()).await;
-            tokio::time::timeout(Duration::from_secs(5), ticker.tick())
-                .await
-                .unwrap();
-        });
+    fn flags_become_a_validated_config() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from([&["agent", "--host", "10.0.0.1"], args].concat())
+                .map(|cli| cli.run.into_config())
+                .map_err(|e| e.to_string())
+        };
+        assert!(matches!(
+            parse(&["--interval", "100ms"]),
+            Ok(Err(lanmon::config::ConfigError::AgentInterval { .. }))
+        ));
+        let config = parse(&["--interval", "1s", "--name", "a", "--port", "9"]);
+        let Ok(Ok(config)) = config else {
+            panic!("{config:?}");
+        };
+        assert_eq!(config.interval, Duration::from_secs(1));
+        assert_eq!(config.name, "a");
+        assert_eq!(config.id, lanmon::agent::default_agent_id("a"));
+        assert_eq!(
+            config.target,
+            Target::Host {
+                host: "10.0.0.1".into(),
+                port: 9
+            }
+        );
     }
 }

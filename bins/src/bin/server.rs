@@ -1,24 +1,19 @@
 //! `server`: accepts agents on TCP, keeps their state, and reports their metrics.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Parser};
-use lanmon::config::{
-    DEFAULT_BIND, DEFAULT_HISTORY, DEFAULT_REPORT_INTERVAL, HELLO_TIMEOUT, IDLE_INTERVALS, Limits,
-    MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP,
-};
-use lanmon::discovery::{DEFAULT_BEACON_INTERVAL, DEFAULT_DISCOVERY_PORT};
-use lanmon::protocol::{MAX_CORES, MAX_FRAME_LEN};
+use lanmon::config::{ConfigError, Limits};
+use lanmon::discovery::DEFAULT_DISCOVERY_PORT;
 use lanmon::server::beacon::{BeaconConfig, BeaconTargets};
-use lanmon::server::http::{DEFAULT_HTTP_BIND, HttpConfig};
-use lanmon::server::reporter::DEFAULT_TOP;
+use lanmon::server::http::HttpConfig;
 use lanmon::server::store::{self, Retention, StoreConfig};
-use lanmon::server::{ReportFormat, Server, ServerConfig, SortBy, TextOptions};
-use lanmon_bins::{LogLevel, init_logging, parse_duration, shutdown_signal};
+use lanmon::server::{ReportFormat, ServerConfig, SortBy, TextOptions};
+use lanmon_bins::{LogLevel, help_duration, init_logging, one_of, parse_duration};
 
 /// lanmon server: receives CPU and memory samples from agents over TCP and shows every
 /// agent's latest metrics.
@@ -34,7 +29,7 @@ use lanmon_bins::{LogLevel, init_logging, parse_duration, shutdown_signal};
 struct Cli {
     /// TCP address to accept agents on. `0.0.0.0:8080` listens on every interface; port 0
     /// picks a free port (the banner and the JSON snapshot say which).
-    #[arg(long, env = "LANMON_BIND", default_value = DEFAULT_BIND, value_name = "ADDR:PORT")]
+    #[arg(long, env = "LANMON_BIND", default_value_t = ServerConfig::DEFAULT_BIND, value_name = "ADDR:PORT")]
     bind: SocketAddr,
 
     /// Name of this server, shown in reports and sent to agents (default: the host name).
@@ -43,22 +38,24 @@ struct Cli {
 
     /// How often to report every agent's latest metrics (e.g. 10s, 500ms).
     #[arg(long, env = "LANMON_REPORT_INTERVAL", value_parser = parse_duration,
-          default_value = humantime::format_duration(DEFAULT_REPORT_INTERVAL).to_string(),
+          default_value = help_duration(ServerConfig::DEFAULT_REPORT_INTERVAL),
           value_name = "DURATION")]
     report_interval: Duration,
 
     /// Report format on stdout: `text` (a table; redrawn in place on a terminal), `json`
     /// (one snapshot object per line, for scripts and jq), or `off`.
-    #[arg(long, env = "LANMON_REPORT_FORMAT", value_enum, default_value_t = Format::Text)]
-    report_format: Format,
+    #[arg(long, env = "LANMON_REPORT_FORMAT", default_value_t = ReportFormat::Text,
+          value_parser = one_of::<ReportFormat>(ReportFormat::ALL.map(ReportFormat::name)))]
+    report_format: ReportFormat,
 
     /// Text report: order of the agents — `name`, `cpu` (busiest first), `mem` (most used
     /// first), `status` (offline first), `last-seen` (longest silent first).
-    #[arg(long, env = "LANMON_SORT", value_enum, default_value_t = Sort::Name)]
-    sort: Sort,
+    #[arg(long, env = "LANMON_SORT", default_value_t = SortBy::Name,
+          value_parser = one_of::<SortBy>(SortBy::ALL.map(SortBy::name)))]
+    sort: SortBy,
 
     /// Text report: show at most this many agents (0: all); a summary line covers the fleet.
-    #[arg(long, env = "LANMON_TOP", default_value_t = DEFAULT_TOP, value_name = "N")]
+    #[arg(long, env = "LANMON_TOP", default_value_t = TextOptions::DEFAULT_TOP, value_name = "N")]
     top: usize,
 
     /// Text report: only agents whose name, host name or IP contains this text.
@@ -84,7 +81,7 @@ struct Cli {
 
     /// How often to send the discovery beacon (the first goes out at once).
     #[arg(long, env = "LANMON_BEACON_INTERVAL", value_parser = parse_duration,
-          default_value = humantime::format_duration(DEFAULT_BEACON_INTERVAL).to_string(),
+          default_value = help_duration(BeaconConfig::DEFAULT_INTERVAL),
           value_name = "DURATION")]
     beacon_interval: Duration,
 
@@ -95,7 +92,7 @@ struct Cli {
     /// HTTP address for the JSON API (`/api/agents`), Prometheus (`/metrics`), `/healthz` and
     /// the dashboard (`/`). Port 0 picks a free port (the JSON snapshot's `server.http` says
     /// which).
-    #[arg(long, env = "LANMON_HTTP", default_value = DEFAULT_HTTP_BIND, value_name = "ADDR:PORT",
+    #[arg(long, env = "LANMON_HTTP", default_value_t = HttpConfig::DEFAULT_BIND, value_name = "ADDR:PORT",
           conflicts_with = "no_http")]
     http: SocketAddr,
 
@@ -126,27 +123,27 @@ struct Cli {
 
     /// How long raw samples are kept on disk.
     #[arg(long, env = "LANMON_RETENTION_RAW", value_parser = parse_duration,
-          default_value = "24h", value_name = "DURATION")]
+          default_value = help_duration(store::DEFAULT_RAW_RETENTION), value_name = "DURATION")]
     retention_raw: Duration,
 
     /// How long the 1-minute rollups (avg/min/max) are kept on disk.
     #[arg(long, env = "LANMON_RETENTION_1M", value_parser = parse_duration,
-          default_value = "7d", value_name = "DURATION")]
+          default_value = help_duration(store::DEFAULT_1M_RETENTION), value_name = "DURATION")]
     retention_1m: Duration,
 
     /// How long the 10-minute rollups are kept on disk.
     #[arg(long, env = "LANMON_RETENTION_10M", value_parser = parse_duration,
-          default_value = "90d", value_name = "DURATION")]
+          default_value = help_duration(store::DEFAULT_10M_RETENTION), value_name = "DURATION")]
     retention_10m: Duration,
 
     /// How long the 1-hour rollups are kept on disk.
     #[arg(long, env = "LANMON_RETENTION_1H", value_parser = parse_duration,
-          default_value = "365d", value_name = "DURATION")]
+          default_value = help_duration(store::DEFAULT_1H_RETENTION), value_name = "DURATION")]
     retention_1h: Duration,
 
     /// Samples remembered per agent in memory (default: one hour at the agent's default 5 s
     /// interval). Each costs about 40 bytes.
-    #[arg(long, env = "LANMON_HISTORY", default_value_t = DEFAULT_HISTORY, value_name = "SAMPLES")]
+    #[arg(long, env = "LANMON_HISTORY", default_value_t = ServerConfig::DEFAULT_HISTORY, value_name = "SAMPLES")]
     history: usize,
 
     /// Threads that run agent connections (decode, validate, acknowledge) [default: one per
@@ -155,32 +152,32 @@ struct Cli {
     session_threads: Option<usize>,
 
     /// Longest frame accepted from an agent, in bytes; a longer one closes that connection.
-    #[arg(long, env = "LANMON_MAX_FRAME_BYTES", default_value_t = MAX_FRAME_LEN, value_name = "BYTES")]
+    #[arg(long, env = "LANMON_MAX_FRAME_BYTES", default_value_t = Limits::DEFAULT_MAX_FRAME_LEN, value_name = "BYTES")]
     max_frame_bytes: usize,
 
     /// Most CPU cores an agent may announce (per-core entries per sample).
-    #[arg(long, env = "LANMON_MAX_CORES", default_value_t = MAX_CORES, value_name = "N")]
+    #[arg(long, env = "LANMON_MAX_CORES", default_value_t = Limits::DEFAULT_MAX_CORES, value_name = "N")]
     max_cores: usize,
 
     /// Most simultaneous connections; more are refused with an `error` frame (code `limit`).
-    #[arg(long, env = "LANMON_MAX_CONNECTIONS", default_value_t = MAX_CONNECTIONS, value_name = "N")]
+    #[arg(long, env = "LANMON_MAX_CONNECTIONS", default_value_t = Limits::DEFAULT_MAX_CONNECTIONS, value_name = "N")]
     max_connections: usize,
 
     /// Most simultaneous connections from one IP address.
-    #[arg(long, env = "LANMON_MAX_CONNECTIONS_PER_IP", default_value_t = MAX_CONNECTIONS_PER_IP,
+    #[arg(long, env = "LANMON_MAX_CONNECTIONS_PER_IP", default_value_t = Limits::DEFAULT_MAX_CONNECTIONS_PER_IP,
           value_name = "N")]
     max_connections_per_ip: usize,
 
     /// Time a new connection has to send its `hello` before it is closed (slowloris guard).
     #[arg(long, env = "LANMON_HELLO_TIMEOUT", value_parser = parse_duration,
-          default_value = humantime::format_duration(HELLO_TIMEOUT).to_string(),
+          default_value = help_duration(Limits::DEFAULT_HELLO_TIMEOUT),
           value_name = "DURATION")]
     hello_timeout: Duration,
 
     /// Close a connection that sent nothing for this many of its agent's intervals (the
     /// agent's samples are its heartbeat); the agent is then `offline` (timeout).
-    #[arg(long, env = "LANMON_IDLE_INTERVALS", default_value_t = IDLE_INTERVALS, value_name = "N",
-          value_parser = clap::value_parser!(u32).range(2..=100))]
+    #[arg(long, env = "LANMON_IDLE_INTERVALS", default_value_t = Limits::DEFAULT_IDLE_INTERVALS,
+          value_name = "N", value_parser = clap::value_parser!(u32).range(idle_intervals_range()))]
     idle_intervals: u32,
 
     /// Log verbosity on stderr (RUST_LOG, if set, overrides it).
@@ -193,133 +190,139 @@ struct Cli {
     quiet: bool,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Sort {
-    Name,
-    Cpu,
-    Mem,
-    Status,
-    LastSeen,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-enum Format {
-    Text,
-    Json,
-    Off,
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(
-        if cli.quiet {
-            LogLevel::Warn
-        } else {
-            cli.log_level
-        },
-        true,
-    );
-    let mut config = ServerConfig::new(cli.bind);
-    if let Some(name) = &cli.name {
-        config.name = name.clone();
-    }
-    config.report_interval = cli.report_interval.max(Duration::from_millis(50));
-    config.history = cli.history.max(1);
-    if let Some(n) = cli.session_threads {
-        config.session_threads = n;
-    }
-    config.http = (!cli.no_http).then_some(HttpConfig {
-        bind: cli.http,
-        per_core_metrics: !cli.no_per_core_metrics,
-        store: None,
-        store_health: None,
-    });
-    config.store = (!cli.no_store).then(|| StoreConfig {
-        data_dir: cli.data_dir.clone().unwrap_or_else(store::default_data_dir),
-        retention: Retention {
-            raw: cli.retention_raw,
-            min1: cli.retention_1m,
-            min10: cli.retention_10m,
-            hour1: cli.retention_1h,
-        },
-    });
-    config.text = TextOptions {
-        sort: match cli.sort {
-            Sort::Name => SortBy::Name,
-            Sort::Cpu => SortBy::Cpu,
-            Sort::Mem => SortBy::Mem,
-            Sort::Status => SortBy::Status,
-            Sort::LastSeen => SortBy::LastSeen,
-        },
-        top: cli.top,
-        filter: cli.filter.clone(),
+    let level = if cli.quiet {
+        LogLevel::Warn
+    } else {
+        cli.log_level
     };
-    config.limits = Limits {
-        max_frame_len: cli.max_frame_bytes.max(1024),
-        max_cores: cli.max_cores.max(1),
-        max_connections: cli.max_connections,
-        max_connections_per_ip: cli.max_connections_per_ip,
-        hello_timeout: cli.hello_timeout,
-        idle_intervals: cli.idle_intervals,
-    };
-    config.report_format = match cli.report_format {
-        Format::Text => ReportFormat::Text,
-        Format::Json => ReportFormat::Json,
-        Format::Off => ReportFormat::Off,
-    };
-    config.beacon = match beacon_config(&cli) {
-        Ok(beacon) => beacon,
+    init_logging(level, true);
+    let config = match cli.into_config() {
+        Ok(config) => config,
         Err(e) => {
             eprintln!("server: {e}");
             return ExitCode::from(2);
         }
     };
-    lanmon_bins::raise_fd_limit(cli.max_connections);
-    let system = actix::System::new();
-    let result = system.block_on(async move {
-        let server = Server::start(config).await?;
-        let interfaces = lanmon::net::ipv4_interfaces();
-        eprint!(
-            "{}",
-            lanmon::server::banner(server.local_addr(), &server.info().name, &interfaces)
-        );
-        let signal = shutdown_signal().await;
+    let shutdown = async {
+        let signal = lanmon::process::shutdown_signal().await;
         tracing::info!("{signal} received: stopping (press Ctrl+C again to exit at once)");
-        server.shutdown().await;
-        anyhow::Ok(())
-    });
-    match result {
+    };
+    let system = actix::System::new();
+    match system.block_on(lanmon::server::run(config, shutdown)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("server: {e:#}");
+            eprintln!("server: {:#}", anyhow::Error::from(e));
             ExitCode::FAILURE
         }
     }
 }
 
-/// The beacon's settings from the flags; `None` with --no-beacon.
-fn beacon_config(cli: &Cli) -> Result<Option<BeaconConfig>, String> {
-    if cli.no_beacon {
-        return Ok(None);
-    }
-    let targets = if cli.beacon_to.is_empty() {
-        BeaconTargets::Auto {
-            port: cli.discovery_port,
+impl Cli {
+    /// The library's config from the flags, validated (the policy is `ServerConfig`'s).
+    fn into_config(self) -> Result<ServerConfig, ConfigError> {
+        let mut config = ServerConfig::new(self.bind);
+        if let Some(name) = self.name {
+            config.name = name;
         }
-    } else {
-        let parse = |s: &String| -> Result<SocketAddr, String> {
-            let s = s.trim();
-            s.parse::<SocketAddr>()
-                .or_else(|_| {
-                    s.parse::<IpAddr>()
-                        .map(|ip| SocketAddr::new(ip, cli.discovery_port))
-                })
-                .map_err(|_| format!("--beacon-to `{s}`: expected an IP address or IP:PORT"))
+        config.report_interval = self.report_interval;
+        config.report_format = self.report_format;
+        config.text = TextOptions {
+            sort: self.sort,
+            top: self.top,
+            filter: self.filter,
         };
-        BeaconTargets::Explicit(cli.beacon_to.iter().map(parse).collect::<Result<_, _>>()?)
-    };
-    Ok(Some(BeaconConfig {
-        targets,
-        interval: cli.beacon_interval.max(Duration::from_millis(50)),
-    }))
+        config.history = self.history;
+        if let Some(n) = self.session_threads {
+            config.session_threads = n;
+        }
+        config.http = (!self.no_http).then(|| HttpConfig {
+            per_core_metrics: !self.no_per_core_metrics,
+            ..HttpConfig::new(self.http)
+        });
+        config.store = (!self.no_store).then(|| StoreConfig {
+            data_dir: self.data_dir.unwrap_or_else(store::default_data_dir),
+            retention: Retention {
+                raw: self.retention_raw,
+                min1: self.retention_1m,
+                min10: self.retention_10m,
+                hour1: self.retention_1h,
+            },
+        });
+        config.limits = Limits {
+            max_frame_len: self.max_frame_bytes,
+            max_cores: self.max_cores,
+            max_connections: self.max_connections,
+            max_connections_per_ip: self.max_connections_per_ip,
+            hello_timeout: self.hello_timeout,
+            idle_intervals: self.idle_intervals,
+        };
+        config.beacon = if self.no_beacon {
+            None
+        } else {
+            Some(BeaconConfig {
+                targets: BeaconTargets::parse(&self.beacon_to, self.discovery_port)?,
+                interval: self.beacon_interval,
+            })
+        };
+        config.validate()
+    }
+}
+
+/// `--idle-intervals`' range as clap takes it: the library's `Limits::IDLE_INTERVALS_RANGE`.
+fn idle_intervals_range() -> std::ops::RangeInclusive<i64> {
+    let range = Limits::IDLE_INTERVALS_RANGE;
+    i64::from(*range.start())..=i64::from(*range.end())
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::CommandFactory;
+
+    use super::*;
+
+    /// Every flag has help text (its doc comment) and an environment variable.
+    #[test]
+    fn every_flag_has_help_and_env() {
+        Cli::command().debug_assert();
+        for arg in Cli::command().get_arguments() {
+            let id = arg.get_id().as_str();
+            assert!(arg.get_help().is_some(), "--{id} has no help");
+            assert!(
+                arg.get_env().is_some(),
+                "--{id} has no environment variable"
+            );
+        }
+    }
+
+    /// The flags reach the library's policy: a report interval of 1 ms and a history of 0
+    /// come out as the library's minimums, `--beacon-to` is parsed by the library, and
+    /// `--no-beacon`/`--no-http`/`--no-store` turn those parts off.
+    #[test]
+    fn flags_become_a_validated_config() -> anyhow::Result<()> {
+        let cli = |args: &[&str]| Cli::try_parse_from([&["server"], args].concat());
+        let config = cli(&[
+            "--report-interval",
+            "1ms",
+            "--history",
+            "0",
+            "--beacon-to",
+            "127.0.0.1",
+        ])?
+        .into_config()?;
+        assert_eq!(config.report_interval, ServerConfig::MIN_REPORT_INTERVAL);
+        assert_eq!(config.history, ServerConfig::MIN_HISTORY);
+        assert_eq!(
+            config.beacon.map(|b| b.targets),
+            Some(BeaconTargets::Explicit(vec![
+                ([127, 0, 0, 1], DEFAULT_DISCOVERY_PORT).into()
+            ]))
+        );
+        let off = cli(&["--no-beacon", "--no-http", "--no-store"])?.into_config()?;
+        assert!(off.beacon.is_none() && off.http.is_none() && off.store.is_none());
+        let bad = cli(&["--beacon-to", "nope"]).map(Cli::into_config);
+        assert!(matches!(bad, Ok(Err(ConfigError::BeaconTarget(_)))));
+        Ok(())
+    }
 }

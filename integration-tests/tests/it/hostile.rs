@@ -328,28 +328,9 @@ fn accept_queue(port: u16) -> usize {
 
 /// Raises this process's soft open-files limit to at least `want` (never above the hard
 /// limit); returns the soft limit now in force.
-#[allow(unsafe_code)] // getrlimit(2) and setrlimit(2) have no safe std wrapper.
 fn raise_open_files_limit(want: u64) -> u64 {
-    let mut limit = libc::rlimit {
-        rlim_cur: 0,
-        rlim_max: 0,
-    };
-    // SAFETY: getrlimit only writes into `limit`, which lives across the call.
-    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } != 0 {
-        panic!("getrlimit: {}", std::io::Error::last_os_error());
-    }
-    if limit.rlim_cur >= want {
-        return limit.rlim_cur;
-    }
-    let raised = libc::rlimit {
-        rlim_cur: want.min(limit.rlim_max),
-        rlim_max: limit.rlim_max,
-    };
-    // SAFETY: setrlimit only reads `raised`, which lives across the call.
-    if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
-        panic!("setrlimit: {}", std::io::Error::last_os_error());
-    }
-    raised.rlim_cur
+    lanmon::process::raise_fd_limit(want)
+        .unwrap_or_else(|e| panic!("cannot raise the open-files limit: {e}"))
 }
 
 // ---- The tests ------------------------------------------------------------------------------

@@ -232,7 +232,7 @@ fn agent_config(addr: SocketAddr, name: &str, interval: Duration) -> AgentConfig
         id: agent_id(name),
         name: name.into(),
         interval,
-        buffer: lanmon::agent::DEFAULT_BUFFER,
+        buffer: AgentConfig::DEFAULT_BUFFER,
     }
 }
 
