@@ -11,7 +11,7 @@ TARGET_DIR   := $(or $(CARGO_TARGET_DIR),target)
 RELEASE_BIN  := $(TARGET_DIR)/release
 DEBUG_BIN    := $(TARGET_DIR)/debug
 
-.PHONY: help setup build run-server run-agent demo test lint fmt-check clippy unit itest itest-loopback itest-lan itest-browser bench bench-smoke clean
+.PHONY: help setup build run-server run-agent demo test lint fmt-check clippy unit itest itest-loopback itest-lan itest-browser bench bench-smoke fuzz clean
 
 help:
 	@echo "make demo        server + 2 agents on this machine (loopback only), Ctrl+C stops all"
@@ -21,6 +21,7 @@ help:
 	@echo "make run-agent   ARGS='--host 192.168.1.10'           run an agent (or ARGS=--discover)"
 	@echo "make itest       integration tests only (real binaries, real sockets)"
 	@echo "make bench       benchmarks (codec, server at 100/1,000/10,000 agents, flood, agent, discovery): bins/bench/RESULTS.md"
+	@echo "make fuzz        coverage-guided fuzzing (cargo fuzz, nightly), FUZZ_SECS=60 per target"
 	@echo "make clean       remove build output"
 
 # Installs what the tests need on a bare Debian machine (as root), and checks the toolchain.
@@ -138,6 +139,24 @@ bench-smoke:
 	else \
 	  echo "bench-smoke: SKIPPED (needs root for its private network namespace; CI runs it as root)"; \
 	fi
+
+# Coverage-guided fuzzing with cargo fuzz (libFuzzer) on the nightly toolchain: the frame
+# decoder + validator and the beacon parser, FUZZ_SECS seconds each (installs cargo-fuzz from
+# crates.io when missing). The corpus grows in actors/fuzz/corpus/ (not committed), seeded from
+# actors/fuzz/seeds/; a crash is saved in actors/fuzz/artifacts/ and fails the target.
+FUZZ_SECS    ?= 60
+FUZZ_TARGETS ?= frames beacon
+fuzz:
+	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
+	cargo +nightly fuzz build --fuzz-dir actors/fuzz -O
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p actors/fuzz/corpus/$$t; \
+	  echo "fuzz $$t for $(FUZZ_SECS) s"; \
+	  cargo +nightly fuzz run --fuzz-dir actors/fuzz -O $$t actors/fuzz/corpus/$$t actors/fuzz/seeds/$$t -- \
+	    -max_total_time=$(FUZZ_SECS) -max_len=4096 -rss_limit_mb=1024 -print_final_stats=1 2>&1 \
+	    | grep -v '# Uses:' | tail -n 12; \
+	  [ $${PIPESTATUS[0]} = 0 ] || exit 1; \
+	done
 
 clean:
 	$(CARGO) clean
