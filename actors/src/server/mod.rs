@@ -32,6 +32,7 @@ pub mod listener;
 pub mod prometheus;
 pub mod registry;
 pub mod reporter;
+pub mod series;
 pub mod session;
 pub mod store;
 pub mod web;
