@@ -242,12 +242,18 @@ impl SampleRow {
         }
     }
 
-    /// The aggregate of this one sample.
+    /// The aggregate of this one sample. (A struct literal: a new quantity in [`Agg`] makes
+    /// the compiler point here.)
     pub(super) fn agg(&self) -> Agg {
-        let agg = Agg::sample(self.cpu, self.mem.map(|m| m as f64));
-        match &self.cores {
-            Some(blob) => agg.with_cores(decode_cores(blob)),
-            None => agg,
+        Agg {
+            n: 1,
+            cpu: self.cpu.map(MinMax::one),
+            mem: self.mem.map(|m| MinMax::one(m as f64)),
+            cores: self
+                .cores
+                .as_deref()
+                .map(|blob| decode_cores(blob).map(|v| Some(MinMax::one(v))).collect())
+                .unwrap_or_default(),
         }
     }
 }
