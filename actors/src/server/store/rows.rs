@@ -369,34 +369,43 @@ mod tests {
     use super::*;
     use rusqlite::Connection;
 
-    /// The column lists come from the fields (a `MinMax` as four columns), in their order, and
-    /// the generated INSERT has one placeholder per column.
+    table_row! {
+        /// A table of every kind of column.
+        #[derive(Debug, Clone, PartialEq)]
+        struct Probe {
+            a: i64,
+            q: Option<MinMax>,
+            b: Option<f64>,
+        }
+    }
+
+    /// The column list comes from the fields, in their order, a `MinMax` as four columns,
+    /// and the generated INSERT has one placeholder per column.
     #[test]
     fn columns_and_statements_follow_the_struct() {
         assert_eq!(
-            RollupRow::columns(),
-            [
-                "agent", "ts_ms", "n", "cpu_n", "cpu_sum", "cpu_min", "cpu_max", "mem_n",
-                "mem_sum", "mem_min", "mem_max", "cores"
-            ]
+            Probe::columns(),
+            ["a", "q_n", "q_sum", "q_min", "q_max", "b"]
         );
         assert_eq!(
-            insert("INSERT OR IGNORE", "runs", RunRow::columns()),
-            "INSERT OR IGNORE INTO runs (key, agent, run_id) VALUES (?1, ?2, ?3)"
+            insert("INSERT OR IGNORE", "t", Probe::columns()),
+            "INSERT OR IGNORE INTO t (a, q_n, q_sum, q_min, q_max, b) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
         );
     }
 
-    /// A row written with the generated INSERT reads back equal, whatever order the SELECT
-    /// lists its columns in; an absent quantity stays absent.
+    /// A rollup row written with the generated INSERT reads back equal from a table whose
+    /// columns are in the reverse order (read by name); an absent quantity stays absent.
     #[test]
     fn rows_round_trip_by_column_name() {
         let conn = Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
-        conn.execute_batch(
-            "CREATE TABLE r (cores BLOB, mem_max REAL, mem_min REAL, mem_sum REAL,
-               mem_n INTEGER, cpu_max REAL, cpu_min REAL, cpu_sum REAL, cpu_n INTEGER,
-               n INTEGER, ts_ms INTEGER, agent INTEGER);",
-        )
-        .unwrap_or_else(|e| panic!("{e}"));
+        let reversed: Vec<&str> = RollupRow::columns()
+            .iter()
+            .rev()
+            .map(String::as_str)
+            .collect();
+        conn.execute_batch(&format!("CREATE TABLE r ({});", reversed.join(", ")))
+            .unwrap_or_else(|e| panic!("{e}"));
         let mut agg = Agg::sample(Some(12.5), None).with_cores([1.0, 99.0]);
         agg.merge(&Agg::sample(Some(50.0), None).with_cores([3.0]));
         let row = RollupRow::of(7, 60_000, &agg);
