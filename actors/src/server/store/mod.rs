@@ -12,13 +12,13 @@
 //! that a sample is acknowledged to its agent only once it is on disk.
 //!
 //! Writes are batched: the first write after a commit arms a [`FLUSH_DELAY`] timer; when it
-//! fires, everything queued goes into one transaction (a [`commit::Commit`]). There a sample
-//! costs one append to `raw_log` ([`log`]), which makes it durable: it is acknowledged after
+//! fires, everything queued goes into one transaction (a `Commit`, commit.rs). There a sample
+//! costs one append to `raw_log` (log.rs), which makes it durable: it is acknowledged after
 //! that commit. [`ROLLUP_DELAY`] after an agent's first logged sample (each agent on its own
 //! schedule, so the work spreads out), its logged samples move in one go into `raw` and the
-//! rollups ([`rollup`]); after a crash, [`Store::open`] moves whatever `raw_log` still holds
+//! rollups (rollup.rs); after a crash, [`Store::open`] moves whatever `raw_log` still holds
 //! the same way. Reads of the raw tier include `raw_log`; the rollup tiers lag by up to
-//! [`ROLLUP_DELAY`]. Old rows are deleted in bounded batches ([`retention`]). A commit that
+//! [`ROLLUP_DELAY`]. Old rows are deleted in bounded batches (retention.rs). A commit that
 //! fails (a full disk) acknowledges nothing and is retried whole, [`RETRY_MIN`] doubling to
 //! [`RETRY_MAX`]; [`StoreHealth`] shows the fault meanwhile.
 //!
@@ -26,10 +26,13 @@
 //! [`Store::open`] returns what the Registry needs to carry on where the last server stopped
 //! ([`Restored`]).
 //!
-//! One role per file: [`schema`] (migrations, `user_version`), [`rows`] (one struct per
-//! table, by column name), [`tier`], [`keys`], [`log`], [`commit`], [`rollup`],
-//! [`retention`], [`restore`], [`reader`], [`health`], [`error`]. The aggregation itself is
-//! [`crate::server::series`], shared with the in-memory history.
+//! One role per file: schema.rs (migrations, `user_version`), rows.rs (one struct per table,
+//! by column name), tier.rs, keys.rs, log.rs, commit.rs, rollup.rs, retention.rs, restore.rs,
+//! reader.rs, health.rs, error.rs. The aggregation itself is [`crate::server::series`],
+//! shared with the in-memory history. Adding a metric column: a file in `migrations/` and its
+//! line in `schema::MIGRATIONS`, a field in the row structs (`SampleRow`, `RollupRow`) and in
+//! `Agg`; the compiler points at every conversion, and a test at any mismatch between the
+//! migrations and the structs.
 
 mod commit;
 mod error;
