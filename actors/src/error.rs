@@ -19,6 +19,9 @@ pub enum Error {
     Mailbox(#[from] actix::MailboxError),
     #[error(transparent)]
     Io(#[from] std::io::Error),
+    /// The durable history (`server::store`).
+    #[error(transparent)]
+    Store(#[from] crate::server::store::StoreError),
     #[error("{0}")]
     Other(String),
 }

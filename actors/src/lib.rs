@@ -28,8 +28,17 @@
 //!     registry.rs   Registry actor: every agent's state and counters
 //!     reporter.rs   Reporter actor: text / JSON report every interval
 //!     beacon.rs     Beacon actor: UDP announcements for `agent --discover`
-//!     store.rs      Store actor: durable history in SQLite (tiers, retention, restart)
-//!     history.rs    per-agent sample ring: dedup, gaps, series buckets
+//!     store/        Store actor: durable history in SQLite, one role per file
+//!       mod.rs      the actor: batching, commit, retry with backoff, config, messages
+//!       schema.rs   migrations/NNN_*.sql (embedded), PRAGMA user_version, upgrades
+//!       rows.rs     one struct per table, mapped by column name; the SQL built from them
+//!       tier.rs     tiers, retention, which tier serves a request
+//!       keys.rs     agent and run keys (cached)      log.rs     raw_log appends
+//!       commit.rs   one transaction: log, move what is due, trim
+//!       rollup.rs   moves into raw and the rollups, crash repair
+//!       retention.rs, restore.rs, reader.rs, health.rs, error.rs
+//!     history.rs    per-agent sample ring: dedup, gaps
+//!     series.rs     the one aggregation engine: buckets, min/max, rebucketing (history, store)
 //!     http.rs       HTTP (actix-web): /api/agents, history, /healthz, /metrics, /api/events, /
 //!     prometheus.rs Prometheus text exposition of a snapshot
 //!     web/          the live dashboard: page, styles and scripts embedded in the binary;

@@ -6,8 +6,12 @@
 //! dropped first), so memory per agent is fixed. Counters describe the current run:
 //! `received` (distinct samples accepted), `duplicates` (seen before, dropped), and, within the
 //! window, `first_seq` and `gaps` (seqs between `first_seq` and the highest never received).
+//! [`series`] turns the ring into buckets with the aggregation engine of [`super::series`].
 
 use std::collections::VecDeque;
+
+use super::series::{Agg, rebucket};
+pub use super::series::{Bucket, Stat};
 
 /// One remembered sample, kept small on purpose (the latest full sample lives elsewhere).
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -19,6 +23,16 @@ pub struct Point {
     pub ts_ms: u64,
     pub cpu_total: Option<f32>,
     pub mem_used: Option<u64>,
+}
+
+impl Point {
+    /// This sample as an aggregate of one.
+    pub fn agg(&self) -> Agg {
+        Agg::sample(
+            self.cpu_total.map(f64::from),
+            self.mem_used.map(|m| m as f64),
+        )
+    }
 }
 
 /// See the module documentation.
@@ -112,11 +126,11 @@ impl History {
     }
 
     /// Continues a run that a previous server held (restart with a store): `points` (oldest
-    /// first, as `(seq, ts_ms, cpu_total, mem_used)`) refill the window, and every seq up to
-    /// `highest` counts as held, so its repeat is a duplicate.
-    pub fn resume(&mut self, points: &[(u64, u64, Option<f32>, Option<u64>)], highest: u64) {
-        for &(seq, ts_ms, cpu_total, mem_used) in points {
-            self.record(seq, ts_ms, cpu_total, mem_used);
+    /// first) refill the window as samples of the current run (their `run` is not looked
+    /// at), and every seq up to `highest` counts as held, so its repeat is a duplicate.
+    pub fn resume(&mut self, points: &[Point], highest: u64) {
+        for p in points {
+            self.record(p.seq, p.ts_ms, p.cpu_total, p.mem_used);
         }
         let below_window = match self.first_seq() {
             0 => highest,
@@ -173,83 +187,16 @@ impl History {
     }
 }
 
-/// Average, minimum and maximum of the values in one bucket.
-#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Stat {
-    pub avg: f64,
-    pub min: f64,
-    pub max: f64,
-}
-
-/// One point of a series: every sample whose timestamp falls in `[ts_ms, ts_ms + step)`.
-#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
-pub struct Bucket {
-    pub ts_ms: u64,
-    /// Samples in the bucket.
-    pub n: u64,
-    /// CPU usage of the whole machine, percent.
-    pub cpu: Option<Stat>,
-    /// Memory used, bytes.
-    pub mem_used: Option<Stat>,
-    /// CPU usage of each core, percent, by core index (`null` for a core without readings).
-    /// Only the durable store keeps it; empty (and left out of the JSON) otherwise.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub cores: Vec<Option<Stat>>,
-}
-
-#[derive(Default)]
-struct Acc {
-    n: u64,
-    cpu: Option<(f64, f64, f64, u64)>,
-    mem: Option<(f64, f64, f64, u64)>,
-}
-
-fn add(acc: &mut Option<(f64, f64, f64, u64)>, v: f64) {
-    let (sum, min, max, n) = acc.get_or_insert((0.0, f64::INFINITY, f64::NEG_INFINITY, 0));
-    *sum += v;
-    *min = min.min(v);
-    *max = max.max(v);
-    *n += 1;
-}
-
-fn stat(acc: Option<(f64, f64, f64, u64)>) -> Option<Stat> {
-    acc.map(|(sum, min, max, n)| Stat {
-        avg: sum / n as f64,
-        min,
-        max,
-    })
-}
-
 /// Aggregates points with `from_ms <= ts < to_ms` into buckets of `step_ms` aligned to
 /// multiples of the step (avg, min and max, so spikes survive). Empty buckets are left out.
+/// The same engine as the store's ([`rebucket`]): the ring's points carry no per-core values.
 pub fn series<'a>(
     points: impl Iterator<Item = &'a Point>,
     from_ms: u64,
     to_ms: u64,
     step_ms: u64,
 ) -> Vec<Bucket> {
-    let step = step_ms.max(1);
-    let mut buckets: std::collections::BTreeMap<u64, Acc> = std::collections::BTreeMap::new();
-    for p in points.filter(|p| p.ts_ms >= from_ms && p.ts_ms < to_ms) {
-        let acc = buckets.entry(p.ts_ms / step * step).or_default();
-        acc.n += 1;
-        if let Some(c) = p.cpu_total {
-            add(&mut acc.cpu, f64::from(c));
-        }
-        if let Some(m) = p.mem_used {
-            add(&mut acc.mem, m as f64);
-        }
-    }
-    buckets
-        .into_iter()
-        .map(|(ts_ms, acc)| Bucket {
-            ts_ms,
-            n: acc.n,
-            cpu: stat(acc.cpu),
-            mem_used: stat(acc.mem),
-            cores: Vec::new(),
-        })
-        .collect()
+    rebucket(points.map(|p| (p.ts_ms, p.agg())), from_ms, to_ms, step_ms)
 }
 
 #[cfg(test)]
@@ -350,7 +297,13 @@ mod tests {
     fn a_resumed_run_treats_everything_held_before_as_duplicates() {
         let mut h = History::new(3);
         let stored: Vec<_> = (8..=10)
-            .map(|s| (s, s * 1000, Some(1.0), Some(1)))
+            .map(|seq| Point {
+                run: 0,
+                seq,
+                ts_ms: seq * 1000,
+                cpu_total: Some(1.0),
+                mem_used: Some(1),
+            })
             .collect();
         h.resume(&stored, 10);
         assert_eq!((h.first_seq(), h.highest(), h.gaps()), (8, 10, 0));

@@ -45,6 +45,7 @@ mod probe;
 pub mod prometheus;
 pub mod registry;
 pub mod reporter;
+pub mod series;
 pub mod session;
 pub mod store;
 pub mod web;

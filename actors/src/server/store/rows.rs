@@ -1,0 +1,454 @@
+//! One struct per table, mapped to and from SQL by column name, and the SQL built from them.
+//!
+//! Each row struct is declared once, with `table_row!`: its fields are the table's columns,
+//! except that an `Option<MinMax>` field stands for the four columns `<field>_n`, `_sum`,
+//! `_min` and `_max`. From that one definition come the column names (`columns()`), the
+//! statements that write a row ([`insert`], built once per statement and kept in a
+//! `LazyLock`), binding a row to such a statement (`bind`, `execute`: by position in that same
+//! generated list, so nothing is looked up per sample), and reading a row back by column name
+//! (`from_row`: a query may list the columns in any order). A unit test in [`super::schema`]
+//! checks that every table the migrations build has exactly the columns of its struct, so a
+//! migration and its struct cannot drift apart unnoticed.
+//!
+//! Adding a column: a migration, a field here, and then whatever the compiler points at (the
+//! functions that build a row from a sample or an [`Agg`], and back).
+//!
+//! Also here: the per-core blob formats of the `cores` columns, and the saturating conversions
+//! between the wire's `u64` and SQLite's `i64`.
+
+use std::sync::LazyLock;
+
+use rusqlite::{Row, Statement};
+
+use crate::protocol::Metrics;
+use crate::server::series::{Agg, MinMax};
+
+/// A value that fills one or more columns of a row.
+pub(super) trait Columns: Sized {
+    /// Suffixes of its columns' names, appended to the field's name (`""`: the field's name).
+    const SUFFIXES: &'static [&'static str];
+    /// Binds the value to parameters `*at`, `*at + 1`, … (1-based) and moves `at` past them.
+    fn bind(&self, stmt: &mut Statement<'_>, at: &mut usize) -> rusqlite::Result<()>;
+    /// Reads the value from the columns named by the next [`Self::SUFFIXES`]`.len()` names.
+    fn read<'n>(row: &Row<'_>, names: &mut impl Iterator<Item = &'n str>)
+    -> rusqlite::Result<Self>;
+}
+
+fn next_name<'n>(names: &mut impl Iterator<Item = &'n str>) -> rusqlite::Result<&'n str> {
+    // Cannot run out: the names come from the same definition as the fields.
+    names
+        .next()
+        .ok_or(rusqlite::Error::InvalidColumnIndex(usize::MAX))
+}
+
+/// Plain SQL values fill one column each.
+macro_rules! one_column {
+    ($($t:ty),* $(,)?) => {$(
+        impl Columns for $t {
+            const SUFFIXES: &'static [&'static str] = &[""];
+            fn bind(&self, stmt: &mut Statement<'_>, at: &mut usize) -> rusqlite::Result<()> {
+                stmt.raw_bind_parameter(*at, self)?;
+                *at += 1;
+                Ok(())
+            }
+            fn read<'n>(
+                row: &Row<'_>,
+                names: &mut impl Iterator<Item = &'n str>,
+            ) -> rusqlite::Result<Self> {
+                row.get(next_name(names)?)
+            }
+        }
+    )*};
+}
+
+one_column!(
+    i64,
+    String,
+    Option<i64>,
+    Option<f64>,
+    Option<String>,
+    Option<Vec<u8>>
+);
+
+/// A quantity's rollup: `<field>_n` readings (0 and NULLs when there were none), their
+/// `_sum`, `_min` and `_max`.
+impl Columns for Option<MinMax> {
+    const SUFFIXES: &'static [&'static str] = &["_n", "_sum", "_min", "_max"];
+
+    fn bind(&self, stmt: &mut Statement<'_>, at: &mut usize) -> rusqlite::Result<()> {
+        let (n, sum, min, max) = match self {
+            Some(m) => (i64_of(m.n), Some(m.sum), Some(m.min), Some(m.max)),
+            None => (0, None, None, None),
+        };
+        n.bind(stmt, at)?;
+        sum.bind(stmt, at)?;
+        min.bind(stmt, at)?;
+        max.bind(stmt, at)
+    }
+
+    fn read<'n>(
+        row: &Row<'_>,
+        names: &mut impl Iterator<Item = &'n str>,
+    ) -> rusqlite::Result<Self> {
+        let n = i64::read(row, names)?;
+        let sum = Option::<f64>::read(row, names)?;
+        let min = Option::<f64>::read(row, names)?;
+        let max = Option::<f64>::read(row, names)?;
+        Ok(match (sum, min, max) {
+            (Some(sum), Some(min), Some(max)) if n > 0 => Some(MinMax {
+                n: u64_of(n),
+                sum,
+                min,
+                max,
+            }),
+            _ => None,
+        })
+    }
+}
+
+/// Declares a row struct and its mapping (see the module documentation).
+macro_rules! table_row {
+    (
+        $(#[$meta:meta])*
+        struct $name:ident {
+            $( $(#[$fmeta:meta])* $field:ident : $ty:ty, )*
+        }
+    ) => {
+        $(#[$meta])*
+        pub(super) struct $name {
+            $( $(#[$fmeta])* pub(super) $field: $ty, )*
+        }
+
+        // Generated for every table; not every table is written (or read) through each.
+        #[allow(dead_code)]
+        impl $name {
+            /// The table's columns, in the order of the fields.
+            pub(super) fn columns() -> &'static [String] {
+                static COLUMNS: LazyLock<Vec<String>> = LazyLock::new(|| {
+                    let mut all = Vec::new();
+                    $(
+                        for suffix in <$ty as Columns>::SUFFIXES {
+                            all.push(format!("{}{suffix}", stringify!($field)));
+                        }
+                    )*
+                    all
+                });
+                &COLUMNS
+            }
+
+            /// Binds every column to `?1`, `?2`, … of a statement that lists
+            /// [`Self::columns`] in order (one built by [`insert`]).
+            pub(super) fn bind(&self, stmt: &mut Statement<'_>) -> rusqlite::Result<()> {
+                let mut at = 1;
+                $( Columns::bind(&self.$field, stmt, &mut at)?; )*
+                Ok(())
+            }
+
+            /// Binds and runs such a statement; returns how many rows it changed.
+            pub(super) fn execute(&self, stmt: &mut Statement<'_>) -> rusqlite::Result<usize> {
+                self.bind(stmt)?;
+                stmt.raw_execute()
+            }
+
+            /// The row as a query returned it, its columns found by name.
+            pub(super) fn from_row(row: &Row<'_>) -> rusqlite::Result<Self> {
+                let mut names = Self::columns().iter().map(String::as_str);
+                // Fields are evaluated in the order written, the order of the names.
+                Ok(Self { $( $field: Columns::read(row, &mut names)?, )* })
+            }
+        }
+    };
+}
+
+table_row! {
+    /// One sample, in `raw` (moved) and in `raw_log` (durable, not yet moved): the same columns.
+    #[derive(Debug, Clone, PartialEq)]
+    struct SampleRow {
+        /// `agents.key`.
+        agent: i64,
+        /// Agent-side timestamp, ms since the Unix epoch.
+        ts_ms: i64,
+        /// `runs.key`.
+        run: i64,
+        seq: i64,
+        /// CPU usage of the whole machine, percent.
+        cpu: Option<f64>,
+        /// Memory used, bytes.
+        mem: Option<i64>,
+        /// Per-core CPU usage ([`encode_cores`]).
+        cores: Option<Vec<u8>>,
+    }
+}
+
+table_row! {
+    /// One rollup row (`rollup_1m`, `rollup_10m`, `rollup_1h`): the [`Agg`] of one agent's
+    /// samples in the bucket starting at `ts_ms`.
+    #[derive(Debug, Clone, PartialEq)]
+    struct RollupRow {
+        agent: i64,
+        ts_ms: i64,
+        /// Samples in the bucket.
+        n: i64,
+        cpu: Option<MinMax>,
+        mem: Option<MinMax>,
+        /// Per-core rollups ([`encode_core_aggs`]).
+        cores: Option<Vec<u8>>,
+    }
+}
+
+table_row! {
+    /// One agent (`agents`), by its stable id.
+    #[derive(Debug, Clone, PartialEq)]
+    // Every column is listed; not every reader needs every one.
+    #[allow(dead_code)]
+    struct AgentRow {
+        key: i64,
+        id: String,
+        /// Its last hello, as JSON.
+        hello: String,
+        ip: String,
+        /// The run of that hello, and its `runs.key`.
+        run_id: String,
+        run_key: i64,
+        /// Highest seq of that run in the agent's row (the raw tier may be ahead).
+        last_seq: i64,
+        /// The sample of `last_seq`, as JSON.
+        latest: Option<String>,
+    }
+}
+
+table_row! {
+    /// One run of an agent (`runs`): the short key the sample tables use for it.
+    #[derive(Debug, Clone, PartialEq)]
+    #[allow(dead_code)]
+    struct RunRow {
+        key: i64,
+        agent: i64,
+        run_id: String,
+    }
+}
+
+impl SampleRow {
+    /// Sample `m` of agent `agent`'s run `run`, as stored.
+    pub(super) fn of(agent: i64, run: i64, m: &Metrics) -> Self {
+        SampleRow {
+            agent,
+            ts_ms: i64_of(m.ts_ms),
+            run,
+            seq: i64_of(m.seq),
+            cpu: m.cpu.as_ref().map(|c| f64::from(c.total)),
+            mem: m.memory.map(|mem| i64_of(mem.used)),
+            cores: m.cpu.as_ref().map(|c| encode_cores(&c.per_core)),
+        }
+    }
+
+    /// The aggregate of this one sample. (A struct literal: a new quantity in [`Agg`] makes
+    /// the compiler point here.)
+    pub(super) fn agg(&self) -> Agg {
+        Agg {
+            n: 1,
+            cpu: self.cpu.map(MinMax::one),
+            mem: self.mem.map(|m| MinMax::one(m as f64)),
+            cores: self
+                .cores
+                .as_deref()
+                .map(|blob| decode_cores(blob).map(|v| Some(MinMax::one(v))).collect())
+                .unwrap_or_default(),
+        }
+    }
+}
+
+impl RollupRow {
+    /// The row of `agent`'s bucket starting at `ts_ms`, holding `agg`.
+    pub(super) fn of(agent: i64, ts_ms: u64, agg: &Agg) -> Self {
+        RollupRow {
+            agent,
+            ts_ms: i64_of(ts_ms),
+            n: i64_of(agg.n),
+            cpu: agg.cpu,
+            mem: agg.mem,
+            cores: encode_core_aggs(&agg.cores),
+        }
+    }
+
+    /// The aggregate this row holds.
+    pub(super) fn agg(&self) -> Agg {
+        Agg {
+            n: u64_of(self.n),
+            cpu: self.cpu,
+            mem: self.mem,
+            cores: self
+                .cores
+                .as_deref()
+                .map(decode_core_aggs)
+                .unwrap_or_default(),
+        }
+    }
+}
+
+/// `a, b, c`: a row type's columns, for a `SELECT`.
+pub(super) fn list(columns: &[String]) -> String {
+    columns.join(", ")
+}
+
+/// `{verb} INTO {table} (a, b, c) VALUES (?1, ?2, ?3)`, for a row type's `bind`. Build it
+/// once (a `LazyLock`), not per row.
+pub(super) fn insert(verb: &str, table: &str, columns: &[String]) -> String {
+    let values: Vec<String> = (1..=columns.len()).map(|i| format!("?{i}")).collect();
+    format!(
+        "{verb} INTO {table} ({}) VALUES ({})",
+        list(columns),
+        values.join(", ")
+    )
+}
+
+/// A seq or timestamp as SQLite stores it (saturating).
+pub(super) fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// A stored seq or timestamp back (a negative one, never written, reads as 0).
+pub(super) fn u64_of(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+/// `raw.cores`: one little-endian `u16` per core, in hundredths of a percent.
+pub(super) fn encode_cores(per_core: &[f32]) -> Vec<u8> {
+    per_core
+        .iter()
+        .flat_map(|v| ((v.clamp(0.0, 100.0) * 100.0).round() as u16).to_le_bytes())
+        .collect()
+}
+
+fn decode_cores(blob: &[u8]) -> impl Iterator<Item = f64> + '_ {
+    blob.chunks_exact(2)
+        .map(|b| f64::from(u16::from_le_bytes([b[0], b[1]])) / 100.0)
+}
+
+/// Bytes per core in a rollup's `cores` blob: `u32 n, f32 sum, f32 min, f32 max`.
+const CORE_AGG_BYTES: usize = 16;
+
+/// A rollup's `cores` blob (`None` when no sample had per-core values).
+fn encode_core_aggs(cores: &[Option<MinMax>]) -> Option<Vec<u8>> {
+    if cores.is_empty() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(cores.len() * CORE_AGG_BYTES);
+    for c in cores {
+        let m = c.unwrap_or(MinMax {
+            n: 0,
+            sum: 0.0,
+            min: 0.0,
+            max: 0.0,
+        });
+        out.extend_from_slice(&u32::try_from(m.n).unwrap_or(u32::MAX).to_le_bytes());
+        for v in [m.sum, m.min, m.max] {
+            out.extend_from_slice(&(v as f32).to_le_bytes());
+        }
+    }
+    Some(out)
+}
+
+fn decode_core_aggs(blob: &[u8]) -> Vec<Option<MinMax>> {
+    let f = |b: &[u8]| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    blob.chunks_exact(CORE_AGG_BYTES)
+        .map(|c| {
+            let n = u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+            (n > 0).then(|| MinMax {
+                n,
+                sum: f(&c[4..8]),
+                min: f(&c[8..12]),
+                max: f(&c[12..16]),
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rusqlite::Connection;
+
+    table_row! {
+        /// A table of every kind of column.
+        #[derive(Debug, Clone, PartialEq)]
+        struct Probe {
+            a: i64,
+            q: Option<MinMax>,
+            b: Option<f64>,
+        }
+    }
+
+    /// The column list comes from the fields, in their order, a `MinMax` as four columns,
+    /// and the generated INSERT has one placeholder per column.
+    #[test]
+    fn columns_and_statements_follow_the_struct() {
+        assert_eq!(
+            Probe::columns(),
+            ["a", "q_n", "q_sum", "q_min", "q_max", "b"]
+        );
+        assert_eq!(
+            insert("INSERT OR IGNORE", "t", Probe::columns()),
+            "INSERT OR IGNORE INTO t (a, q_n, q_sum, q_min, q_max, b) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)"
+        );
+    }
+
+    /// A rollup row written with the generated INSERT reads back equal from a table whose
+    /// columns are in the reverse order (read by name); an absent quantity stays absent.
+    #[test]
+    fn rows_round_trip_by_column_name() {
+        let conn = Connection::open_in_memory().unwrap_or_else(|e| panic!("{e}"));
+        let reversed: Vec<&str> = RollupRow::columns()
+            .iter()
+            .rev()
+            .map(String::as_str)
+            .collect();
+        conn.execute_batch(&format!("CREATE TABLE r ({});", reversed.join(", ")))
+            .unwrap_or_else(|e| panic!("{e}"));
+        let mut agg = Agg::sample(Some(12.5), None).with_cores([1.0, 99.0]);
+        agg.merge(&Agg::sample(Some(50.0), None).with_cores([3.0]));
+        let row = RollupRow::of(7, 60_000, &agg);
+        let mut stmt = conn
+            .prepare(&insert("INSERT", "r", RollupRow::columns()))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(row.execute(&mut stmt).ok(), Some(1));
+        let back = conn
+            .query_row("SELECT * FROM r", [], RollupRow::from_row)
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(back, row);
+        assert_eq!(
+            back.agg(),
+            agg,
+            "cores survive the blob (values fit in f32)"
+        );
+        assert_eq!(back.mem, None);
+    }
+
+    /// A sample's row keeps its readings, and per-core values to a hundredth of a percent.
+    #[test]
+    fn a_sample_row_keeps_the_sample() {
+        let m = Metrics {
+            seq: 3,
+            ts_ms: 1000,
+            cpu: Some(crate::protocol::Cpu {
+                total: 25.0,
+                per_core: vec![12.344, 100.5],
+            }),
+            memory: None,
+        };
+        let row = SampleRow::of(1, 2, &m);
+        assert_eq!((row.agent, row.run, row.seq, row.ts_ms), (1, 2, 3, 1000));
+        let agg = row.agg();
+        assert_eq!(agg.cpu.map(|c| c.sum), Some(25.0));
+        assert_eq!(
+            agg.cores
+                .iter()
+                .map(|c| c.map(|c| c.sum))
+                .collect::<Vec<_>>(),
+            [Some(12.34), Some(100.0)]
+        );
+        assert_eq!(i64_of(u64::MAX), i64::MAX);
+        assert_eq!(u64_of(-1), 0);
+    }
+}

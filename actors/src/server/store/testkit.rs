@@ -1,0 +1,90 @@
+//! Helpers shared by the store's unit tests: throwaway data directories, one agent `a1`, and
+//! its samples queued straight into a [`Store`]'s batch.
+
+use std::path::PathBuf;
+
+use super::{Append, Attach, Moves, Op, Reader, Retention, Store, StoreConfig, Tier};
+use crate::protocol::{Hello, Metrics};
+use crate::server::series::Bucket;
+
+pub fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "lanmon-store-{name}-{}-{}",
+        std::process::id(),
+        crate::util::random_id()
+    ));
+    std::fs::create_dir_all(&dir).unwrap_or_else(|e| panic!("temp dir: {e}"));
+    dir
+}
+
+pub fn temp_config(name: &str, retention: Retention) -> (PathBuf, StoreConfig) {
+    let dir = temp_dir(name);
+    let config = StoreConfig {
+        data_dir: dir.clone(),
+        retention,
+    };
+    (dir, config)
+}
+
+pub fn attach_a1(store: &mut Store, run: &str) {
+    store.batch.push(Op::Attach(Attach {
+        hello: hello(run),
+        ip: "127.0.0.1".into(),
+    }));
+}
+
+pub fn hello(run: &str) -> Hello {
+    Hello {
+        proto: crate::protocol::PROTOCOL_VERSION,
+        agent_id: "a1".into(),
+        run_id: run.into(),
+        name: "one".into(),
+        hostname: "one".into(),
+        os: "test".into(),
+        cores: 1,
+        agent_version: "0".into(),
+        interval_ms: 1000,
+    }
+}
+
+/// A sample with CPU `cpu` and two cores at `cpu` and `100 - cpu`.
+pub fn metrics(seq: u64, ts_ms: u64, cpu: f32) -> Metrics {
+    Metrics {
+        seq,
+        ts_ms,
+        cpu: Some(crate::protocol::Cpu {
+            total: cpu,
+            per_core: vec![cpu, 100.0 - cpu],
+        }),
+        memory: None,
+    }
+}
+
+/// a1's one 1-minute point starting at `from`.
+#[track_caller]
+pub fn minute_of(reader: &Reader, from: u64) -> Bucket {
+    let series = reader
+        .history("a1", from, from + 60_000, 60_000, from + 60_000)
+        .unwrap_or_else(|e| panic!("{e}"))
+        .unwrap_or_else(|| panic!("agent missing"));
+    assert_eq!(series.tier, Tier::Min1);
+    assert_eq!(series.points.len(), 1, "{series:?}");
+    series.points[0].clone()
+}
+
+/// Queues samples `seqs` of a1's run `run`, sample `seq` at `at + seq` seconds with CPU `seq`.
+pub fn append(store: &mut Store, run: &str, seqs: std::ops::RangeInclusive<u64>, at: u64) {
+    for seq in seqs {
+        store.batch.push(Op::Append(Append {
+            agent_id: "a1".into(),
+            run_id: run.into(),
+            metrics: metrics(seq, at + seq * 1000, seq as f32),
+        }));
+    }
+}
+
+/// Commits the batch and moves every logged sample.
+#[track_caller]
+pub fn commit_all(store: &mut Store) {
+    store.commit(Moves::All).unwrap_or_else(|e| panic!("{e}"));
+}
