@@ -3,6 +3,7 @@
 //! per topic. Build the binaries first:
 //! `cargo build --workspace --bins && cargo test -p integration-tests`.
 
+mod alerts;
 mod core;
 mod discovery;
 mod faults;

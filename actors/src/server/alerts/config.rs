@@ -895,7 +895,8 @@ impl Problems<'_> {
         out
     }
 
-    /// The patch a `[rules.X]` table makes, and the line of its first key.
+    /// The patch a `[rules.X]` table makes, and the line of its threshold (or of the first
+    /// key set).
     fn patch(&mut self, id: RuleId, r: &RawRule, key: &str) -> (RulePatch, Option<usize>) {
         let mut patch = RulePatch {
             enabled: r.enabled,
@@ -904,8 +905,8 @@ impl Problems<'_> {
         };
         let mut first: Option<usize> = None;
         let mut seen = |s: std::ops::Range<usize>, src: &str| {
-            let l = line_of(src, s.start);
-            first = Some(first.map_or(l, |f| f.min(l)));
+            // Thresholds are looked at first: a problem with the band points at them.
+            first.get_or_insert(line_of(src, s.start));
         };
         let kind = id.kind();
         for (name, v) in [("threshold", &r.threshold), ("resolve", &r.resolve)] {
