@@ -732,7 +732,8 @@ mod tests {
         );
         let mut t = 0;
         for i in 0..200 {
-            let cpu = if i < 4 || i % 2 == 0 { 91.0 } else { 89.0 };
+            // Above for 15 s, then 20 s just below (in the band) for every 5 s above.
+            let cpu = if i < 4 || i % 5 == 0 { 91.0 } else { 89.0 };
             e.evaluate(t, &[busy("flappy", cpu)]);
             t += 5_000;
         }

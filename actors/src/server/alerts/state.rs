@@ -293,14 +293,16 @@ mod tests {
         assert_eq!(m.started_ms, Some(60_000));
     }
 
-    /// Proves: a value flapping around the fire threshold (above, then in the band below it)
-    /// once firing yields exactly one firing and no resolve: the band holds it.
+    /// Proves: a value flapping around the fire threshold (above, then in the band below it
+    /// for longer than `resolve_for`) once firing yields exactly one firing and no resolve:
+    /// the band holds it.
     #[test]
     fn flapping_value_fires_once() {
         let mut m = Machine::new();
         let mut levels = vec![Fire; 7];
-        for _ in 0..50 {
-            levels.extend([Hold, Fire]);
+        for _ in 0..20 {
+            // Longer in the band than `resolve_for`: without hysteresis this would resolve.
+            levels.extend([Hold, Hold, Hold, Hold, Fire]);
         }
         let got = run(&mut m, &levels);
         assert_eq!(got, vec![(60_000, Transition::Fired)]);
