@@ -23,9 +23,18 @@
 //!     registry.rs   Registry actor: every agent's state and counters
 //!     reporter.rs   Reporter actor: text / JSON report every interval
 //!     beacon.rs     Beacon actor: UDP announcements for `agent --discover`
+//!     alerts/       alert rules and notifications (own thread; reads snapshots like the Reporter)
+//!       config.rs   the TOML rules file, flags, overrides, silences; checked whole, SIGHUP reload
+//!       rules.rs    the built-in rules, their defaults and inputs; predict_linear
+//!       state.rs    one alert's state machine (pending → firing → resolved, hysteresis)
+//!       engine.rs   Engine actor: evaluates every interval, notifies, saves, publishes the Board
+//!       store.rs    alert states across restarts: `alert_state` in lanmon.db, or in memory
+//!       notify/     one thread per target, bounded queue, retries: webhook.rs (lanmon, ntfy,
+//!                   Slack-compatible), alertmanager.rs (API v2, re-sent while firing)
 //!     store.rs      Store actor: durable history in SQLite (tiers, retention, restart)
 //!     history.rs    per-agent sample ring: dedup, gaps, series buckets
-//!     http.rs       HTTP (actix-web): /api/agents, history, /healthz, /metrics, /api/events, /
+//!     http.rs       HTTP (actix-web): /api/agents, history, /healthz, /metrics, /api/events,
+//!                   /api/alerts, /
 //!     prometheus.rs Prometheus text exposition of a snapshot
 //!     web/          the live dashboard: page, styles and scripts embedded in the binary;
 //!       events.rs   Broadcaster actor: one snapshot per second to every browser (SSE)
@@ -36,8 +45,9 @@
 //! actors/tests/     protocol golden fixtures, agent state machine, fuzz properties
 //! bins/src/bin/     thin clap binaries: server, agent, loadgen
 //! bins/benches/     criterion benchmark of the codec; bins/bench/: `make bench` driver
-//! integration-tests/tests/it/  real binaries on real sockets (core, discovery, faults, hostile,
-//!                              http, store)
+//! integration-tests/tests/it/  real binaries on real sockets (alerts, core, discovery, faults,
+//!                              hostile, http, store)
+//! bins/deploy/prometheus/      Prometheus alerting rules over /metrics, with promtool tests
 //! integration-tests/netns/     discovery across a LAN of network namespaces
 //! ```
 

@@ -7,7 +7,9 @@
 //! - [`ReportFormat::Text`] when piped: plain blocks, one per report;
 //! - [`ReportFormat::Json`]: one JSON snapshot per line (see [`crate::snapshot`]).
 //!
-//! [`Flush`] asks for one more report at once (the server's last, at shutdown).
+//! [`Flush`] asks for one more report at once (the server's last, at shutdown). With alerts on
+//! ([`Reporter::with_alerts`]) the text report has an `ALERTS:` line under its header while
+//! any alert is pending or firing, read from the alerts' board.
 //!
 //! The Reporter runs on its own thread (Arbiter), and builds the snapshot there from the
 //! Registry's cheap copy, so sorting and rendering a large fleet never delays the actors that
