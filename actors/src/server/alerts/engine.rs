@@ -5,7 +5,7 @@
 //! and the [`Notifier`]. It runs on its own Arbiter thread.
 //!
 //! Receives: its own tick; [`Reload`] (new settings, from SIGHUP); [`notify::Delivered`] from
-//! the notifier; [`Evaluate`] (one evaluation now, for tests). Sends: one
+//! the notifier. Sends: one
 //! [`registry::GetSnapshotParts`] per tick to its snapshot source (the Registry; a slow one
 //! never gets two at once), builds the snapshot itself, and after each evaluation publishes
 //! what is active on the [`Board`] that HTTP and the Reporter read.
@@ -461,11 +461,6 @@ pub struct Reload {
     pub config: AlertsConfig,
 }
 
-/// Evaluate now (tests); answers when done.
-#[derive(Message)]
-#[rtype(result = "()")]
-pub struct Evaluate;
-
 /// See the module documentation.
 pub struct Engine {
     source: Recipient<registry::GetSnapshotParts>,
@@ -573,14 +568,6 @@ impl Handler<Reload> for Engine {
             self.schedule(ctx);
         }
         self.publish(crate::util::now_ms());
-    }
-}
-
-impl Handler<Evaluate> for Engine {
-    type Result = ();
-
-    fn handle(&mut self, _: Evaluate, ctx: &mut Self::Context) {
-        self.tick(ctx);
     }
 }
 

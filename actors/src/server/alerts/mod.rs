@@ -289,9 +289,9 @@ impl Alerts {
         Arc::clone(&self.board)
     }
 
-    /// Evaluates once now and waits for it (tests).
-    pub async fn evaluate(&self) -> crate::Result<()> {
-        Ok(self.engine.send(engine::Evaluate).await?)
+    /// Puts new settings in force (what SIGHUP does with the re-read file).
+    pub fn reload(&self, config: AlertsConfig) {
+        self.engine.do_send(engine::Reload { config });
     }
 
     /// Stops the engine's thread (server shutdown). Notifications still queued are sent
