@@ -25,8 +25,9 @@ help:
 	@echo "make clean       remove build output"
 
 # Installs what the tests need on a bare Debian machine (as root), and checks the toolchain.
-# `prometheus` (Debian's package: `prometheus` and `promtool`) is for the /metrics tests; its
-# service must not start (it would bind 0.0.0.0:9090): a policy-rc.d that denies every start
+# `prometheus` (Debian's package: `prometheus` and `promtool`) is for the /metrics and rules
+# tests, `prometheus-alertmanager` for the Alertmanager test; their services must not start
+# (they would bind 0.0.0.0:9090 / 9093 / 9094): a policy-rc.d that denies every start
 # is put in place for the install when the machine has none, and the service is disabled.
 setup:
 	@command -v $(CARGO) >/dev/null || { [ -f "$$HOME/.cargo/env" ] && . "$$HOME/.cargo/env"; command -v $(CARGO) >/dev/null; } \
@@ -42,6 +43,8 @@ setup:
 	 command -v python3 >/dev/null || missing="$$missing python3"; \
 	 [ "$$LANMON_SKIP_PROMETHEUS" = 1 ] || { command -v prometheus >/dev/null && command -v promtool >/dev/null; } \
 	   || missing="$$missing prometheus"; \
+	 [ "$$LANMON_SKIP_PROMETHEUS" = 1 ] || command -v prometheus-alertmanager >/dev/null \
+	   || missing="$$missing prometheus-alertmanager"; \
 	 command -v chromium >/dev/null || missing="$$missing chromium"; \
 	 command -v node     >/dev/null || missing="$$missing nodejs"; \
 	 command -v npm      >/dev/null || missing="$$missing npm"; \
@@ -54,11 +57,13 @@ setup:
 	       apt-get install -y -qq --no-install-recommends $$missing >/dev/null; rc=$$?; \
 	     [ -z "$$ours" ] || rm -f $$policy; \
 	     [ $$rc = 0 ] || exit $$rc; \
-	     if [ -x /etc/init.d/prometheus ]; then \
-	       /etc/init.d/prometheus status >/dev/null 2>&1 && /etc/init.d/prometheus stop; \
-	       update-rc.d prometheus disable >/dev/null 2>&1; \
-	       [ ! -d /run/systemd/system ] || systemctl disable --now prometheus >/dev/null 2>&1; \
-	     fi; true; \
+	     for svc in prometheus prometheus-alertmanager; do \
+	       if [ -x /etc/init.d/$$svc ]; then \
+	         /etc/init.d/$$svc status >/dev/null 2>&1 && /etc/init.d/$$svc stop; \
+	         update-rc.d $$svc disable >/dev/null 2>&1; \
+	         [ ! -d /run/systemd/system ] || systemctl disable --now $$svc >/dev/null 2>&1; \
+	       fi; \
+	     done; true; \
 	   else echo "please install:$$missing (or LANMON_SKIP_PROMETHEUS=1 to leave out the Prometheus tests)"; exit 1; fi; \
 	 fi
 

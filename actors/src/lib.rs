@@ -28,6 +28,14 @@
 //!     registry.rs   Registry actor: every agent's state and counters
 //!     reporter.rs   Reporter actor: text / JSON report every interval
 //!     beacon.rs     Beacon actor: UDP announcements for `agent --discover`
+//!     alerts/       alert rules and notifications (own thread; reads snapshots like the Reporter)
+//!       config.rs   the TOML rules file, flags, overrides, silences; checked whole, SIGHUP reload
+//!       rules.rs    the built-in rules, their defaults and inputs; predict_linear
+//!       state.rs    one alert's state machine (pending → firing → resolved, hysteresis)
+//!       engine.rs   Engine actor: evaluates every interval, notifies, saves, publishes the Board
+//!       store.rs    alert states across restarts: `alert_state` in lanmon.db, or in memory
+//!       notify/     one thread per target, bounded queue, retries: webhook.rs (lanmon, ntfy,
+//!                   Slack-compatible), alertmanager.rs (API v2, re-sent while firing)
 //!     store/        Store actor: durable history in SQLite, one role per file
 //!       mod.rs      the actor: batching, commit, retry with backoff, config, messages
 //!       schema.rs   migrations/NNN_*.sql (embedded), PRAGMA user_version, upgrades
@@ -39,7 +47,8 @@
 //!       retention.rs, restore.rs, reader.rs, health.rs, error.rs
 //!     history.rs    per-agent sample ring: dedup, gaps
 //!     series.rs     the one aggregation engine: buckets, min/max, rebucketing (history, store)
-//!     http.rs       HTTP (actix-web): /api/agents, history, /healthz, /metrics, /api/events, /
+//!     http.rs       HTTP (actix-web): /api/agents, history, /healthz, /metrics, /api/events,
+//!                   /api/alerts, /
 //!     prometheus.rs Prometheus text exposition of a snapshot
 //!     web/          the live dashboard: page, styles and scripts embedded in the binary;
 //!       events.rs   Broadcaster actor: one snapshot per second to every browser (SSE)
@@ -55,8 +64,9 @@
 //! bins/src/bin/     thin clap binaries: server.rs, agent.rs (flags → config → run), loadgen/
 //!                   (main, cli, plan, agent_sim, report); bins/src/lib.rs: flag helpers, logging
 //! bins/benches/     criterion benchmark of the codec; bins/bench/: `make bench` driver
-//! integration-tests/tests/it/  real binaries on real sockets (core, discovery, faults, hostile,
-//!                              http, store); a server and agents in the test process (inproc)
+//! integration-tests/tests/it/  real binaries on real sockets (alerts, core, discovery, faults,
+//!                              hostile, http, store); a server and agents in the test process (inproc)
+//! bins/deploy/prometheus/      Prometheus alerting rules over /metrics, with promtool tests
 //! integration-tests/netns/     discovery across a LAN of network namespaces
 //! ```
 

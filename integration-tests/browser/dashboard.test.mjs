@@ -3,8 +3,9 @@
 //
 // Proves: agents appear; values change live (Server-Sent Events); sorting and the text filter
 // work; an agent that dies stays listed, greyed, with its last-known values; the detail view
-// draws its charts and zooms; the page logs no console error. Saves screenshot.png (overview)
-// and screenshot-detail.png next to this file.
+// draws its charts and zooms; a killed agent's offline alert shows (badge, list, pill); the
+// page logs no console error. Saves screenshot.png (overview) and screenshot-detail.png next
+// to this file.
 //
 //   node integration-tests/browser/dashboard.test.mjs [BIN_DIR]     (default target/debug)
 //
@@ -88,6 +89,7 @@ async function main() {
   const server = run("server", [
     "--bind", "127.0.0.1:0", "--http", "127.0.0.1:0", "--no-beacon", "--data-dir", dataDir,
     "--report-format", "json", "--report-interval", "1s",
+    "--alert-offline-for", "1s", "--alert-interval", "500ms",
   ]);
   const snapshot = await firstSnapshot(server);
   const tcpPort = snapshot.server.listen.split(":").pop();
@@ -177,6 +179,16 @@ async function main() {
   check(/%$/.test(await page.textContent(`${charlie} .c-cpu`)), "offline agent lost its last CPU value");
   check(/^offline/.test(await page.textContent(`${charlie} .c-seen`)), "offline agent's last seen says nothing");
   log("killed agent shown offline with its last values");
+
+  // 5b. Its offline alert fires: a badge on its row, a line in the alerts list, the pill.
+  await page.waitForSelector(`${charlie} .badge.critical:not([hidden])`);
+  check((await page.textContent(`${charlie} .badge`)) === "offline", "badge does not name the rule");
+  check(!(await page.isVisible(`${alpha} .badge`)), "a live agent has a badge");
+  const item = '#alerts-list .alert.firing[data-rule="offline"]';
+  await page.waitForSelector(item);
+  check((await page.textContent(`${item} a`)) === "browser-charlie", "alerts list names another agent");
+  check((await page.textContent("#alert-pill")) === "1 firing", "no '1 firing' pill");
+  log("offline alert shown: badge, list, pill");
   await page.waitForTimeout(1500); // a few more sparkline points for the picture
   await page.screenshot({ path: path.join(here, "screenshot.png"), fullPage: true });
 

@@ -41,6 +41,9 @@ pub struct ServerConfig {
     /// Threads that run the Sessions (decode, validate, acknowledge); 0: the server's own
     /// thread, with the Listener and the Registry.
     pub session_threads: usize,
+    /// Alert rules and notifications ([`crate::server::alerts`]); `None` turns alerts off.
+    /// With a store, alert states live in its database.
+    pub alerts: Option<crate::server::alerts::AlertsSettings>,
 }
 
 impl ServerConfig {
@@ -72,6 +75,7 @@ impl ServerConfig {
             history: Self::DEFAULT_HISTORY,
             store: None,
             session_threads: default_session_threads(),
+            alerts: None,
         }
     }
 

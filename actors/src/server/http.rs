@@ -12,6 +12,8 @@
 //! - `GET /` — the dashboard ([`super::web`]); `GET /static/{name}` — its embedded files.
 //! - `GET /api/events` — the dashboard's live feed: Server-Sent Events, one snapshot per
 //!   second ([`super::web::events`]).
+//! - `GET /api/alerts` — active and recent alerts ([`super::alerts::Board`]), read without
+//!   asking any actor.
 //!
 //! Handlers only ask the Registry, through [`RegistryQueries`] (recipients, usable from the HTTP
 //! worker thread; a probe in tests); nothing here changes state.
@@ -25,6 +27,7 @@ use actix_web::http::header::CACHE_CONTROL;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use serde::{Deserialize, Serialize};
 
+use crate::server::alerts;
 use crate::server::history::Bucket;
 use crate::server::registry::{GetHistory, GetSnapshotParts};
 use crate::server::store;
@@ -46,6 +49,8 @@ pub struct HttpConfig {
     pub store: Option<Arc<store::Reader>>,
     /// The durable history's health, shown by `/healthz`.
     pub store_health: Option<Arc<store::StoreHealth>>,
+    /// The alerts' board: `/api/alerts` and `lanmon_alerts` in `/metrics` (`None`: alerts off).
+    pub alerts: Option<Arc<alerts::Board>>,
 }
 
 /// What the HTTP side asks the Registry: snapshots (also the dashboard's feed) and histories.
@@ -82,6 +87,7 @@ impl HttpConfig {
             per_core_metrics: true,
             store: None,
             store_health: None,
+            alerts: None,
         }
     }
 }
@@ -93,6 +99,7 @@ struct State {
     store: Option<Arc<store::Reader>>,
     store_health: Option<Arc<store::StoreHealth>>,
     events: Addr<events::Broadcaster>,
+    alerts: Option<Arc<alerts::Board>>,
 }
 
 /// A running HTTP server.
@@ -125,6 +132,7 @@ impl Http {
             store: config.store.clone(),
             store_health: config.store_health.clone(),
             events: events.clone(),
+            alerts: config.alerts.clone(),
         };
         let server = HttpServer::new(move || {
             App::new()
@@ -136,6 +144,7 @@ impl Http {
                 .route("/", get_or_head().to(dashboard_page))
                 .route("/static/{name}", get_or_head().to(static_asset))
                 .route("/api/events", web::get().to(live_events))
+                .route("/api/alerts", get_or_head().to(alerts_api))
         })
         .workers(1)
         .disable_signals()
@@ -217,13 +226,29 @@ async fn agents(state: web::Data<State>) -> HttpResponse {
 
 async fn metrics(state: web::Data<State>) -> HttpResponse {
     match state.registry.snapshot.send(GetSnapshotParts).await {
-        Ok(parts) => HttpResponse::Ok()
-            .content_type(super::prometheus::CONTENT_TYPE)
-            .body(super::prometheus::render(
-                &parts.into_snapshot(),
-                state.per_core_metrics,
-            )),
+        Ok(parts) => {
+            let mut body =
+                super::prometheus::render(&parts.into_snapshot(), state.per_core_metrics);
+            if let Some(board) = &state.alerts {
+                body.push_str(&board.prometheus());
+            }
+            HttpResponse::Ok()
+                .content_type(super::prometheus::CONTENT_TYPE)
+                .body(body)
+        }
         Err(e) => HttpResponse::ServiceUnavailable().body(format!("registry unavailable: {e}")),
+    }
+}
+
+/// Active and recent alerts ([`alerts::AlertsView`]); 404 when alerts are off.
+async fn alerts_api(state: web::Data<State>) -> HttpResponse {
+    match &state.alerts {
+        Some(board) => HttpResponse::Ok()
+            .insert_header((CACHE_CONTROL, "no-store"))
+            .json(board.view()),
+        None => HttpResponse::NotFound().json(ApiError {
+            error: "alerts are off (--no-alerts)".into(),
+        }),
     }
 }
 

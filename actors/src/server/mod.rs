@@ -30,9 +30,11 @@
 //! 6. the session threads stop; the caller stops the `System`, which stops the actors.
 //!
 //! Sessions run on [`ServerConfig::session_threads`] threads of their own (one per core by
-//! default), the Listener and the Registry on the caller's; the Store and the Reporter have a
-//! thread each.
+//! default), the Listener and the Registry on the caller's; the Store, the Reporter and the
+//! alerts' Engine have a thread each (and every notification target one more).
+//! The alerts ([`alerts`]) read snapshots like the Reporter and never touch ingest.
 
+pub mod alerts;
 pub mod beacon;
 pub mod config;
 pub mod history;
@@ -77,6 +79,7 @@ pub struct Server {
     beacon: Option<Addr<beacon::BeaconActor>>,
     http: Option<http::Http>,
     store: Option<Addr<store::Store>>,
+    alerts: Option<alerts::Alerts>,
     writers: TaskTracker,
     /// The session threads; stopped last.
     session_threads: Vec<Arbiter>,
@@ -155,6 +158,24 @@ impl Server {
                 (registry, Some(store), Some((reader, health)))
             }
         };
+        // Alerts on their own thread, reading snapshots like the Reporter; states in the
+        // store's database (own connection, own table).
+        let alerts = match config.alerts.clone() {
+            Some(settings) => {
+                let db = config
+                    .store
+                    .as_ref()
+                    .map(|s| s.data_dir.join(store::DB_FILE));
+                Some(alerts::Alerts::start(
+                    settings,
+                    registry.clone().recipient(),
+                    db,
+                    &info,
+                )?)
+            }
+            None => None,
+        };
+        let board = alerts.as_ref().map(alerts::Alerts::board);
         let writers = TaskTracker::new();
         let settings = Arc::new(session::Settings {
             info: (*info).clone(),
@@ -179,7 +200,8 @@ impl Server {
             redraw,
             config.text.clone(),
             out,
-        );
+        )
+        .with_alerts(board.clone());
         // Its own thread: rendering thousands of agents must not delay ingest.
         let reporter_thread = Arbiter::new();
         let reporter =
@@ -190,6 +212,7 @@ impl Server {
                 let http_config = http::HttpConfig {
                     store: reader,
                     store_health: health,
+                    alerts: board.clone(),
                     ..http_config.clone()
                 };
                 let queries = http::RegistryQueries::to(&registry);
@@ -213,6 +236,7 @@ impl Server {
             beacon,
             http,
             store,
+            alerts,
             writers,
             session_threads,
         })
@@ -225,6 +249,11 @@ impl Server {
 
     pub fn info(&self) -> &ServerInfo {
         &self.info
+    }
+
+    /// The alerts' board (what is active), when alerts are on.
+    pub fn alerts(&self) -> Option<Arc<alerts::Board>> {
+        self.alerts.as_ref().map(alerts::Alerts::board)
     }
 
     /// The current view of every agent.
@@ -271,6 +300,9 @@ impl Server {
             tokio::time::timeout(LAST_REPORT_LIMIT, self.reporter.send(reporter::Flush));
         if last_report.await.is_err() {
             tracing::warn!("the last report took longer than {LAST_REPORT_LIMIT:?}; skipped");
+        }
+        if let Some(alerts) = &self.alerts {
+            alerts.stop();
         }
         for thread in &self.session_threads {
             thread.stop();

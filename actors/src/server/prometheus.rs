@@ -222,6 +222,56 @@ pub fn render(s: &Snapshot, per_core: bool) -> String {
     out
 }
 
+/// The alerts' series (server without `--no-alerts`), appended to the exposition:
+/// `lanmon_alerts{rule,severity}` (firing alerts, 0 for every enabled rule that has none) and
+/// the notifications' counters.
+pub fn render_alerts(
+    firing: &[(&str, &str, usize)],
+    stats: &crate::server::alerts::notify::StatsView,
+) -> String {
+    let mut out = String::with_capacity(256 + firing.len() * 64);
+    let mut f = Family { out: &mut out };
+    f.header(
+        "lanmon_alerts",
+        "gauge",
+        "Firing alerts, by rule and severity.",
+    );
+    for (rule, severity, n) in firing {
+        f.sample(
+            "lanmon_alerts",
+            &[("rule", rule), ("severity", severity)],
+            *n as f64,
+        );
+    }
+    f.header(
+        "lanmon_alert_notifications_total",
+        "counter",
+        "Alert notifications per target: sent, failed (given up after retries), dropped (queue full).",
+    );
+    for (result, n) in [
+        ("sent", stats.sent),
+        ("failed", stats.failed),
+        ("dropped", stats.dropped),
+    ] {
+        f.sample(
+            "lanmon_alert_notifications_total",
+            &[("result", result)],
+            n as f64,
+        );
+    }
+    f.header(
+        "lanmon_alert_notifications_queued",
+        "gauge",
+        "Alert notifications waiting to be delivered.",
+    );
+    f.sample(
+        "lanmon_alert_notifications_queued",
+        &[],
+        stats.queued as f64,
+    );
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

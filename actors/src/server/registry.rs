@@ -129,6 +129,50 @@ impl SnapshotParts {
         }
     }
 
+    /// Parts holding these agents (tests of the snapshot's consumers, e.g. alerts).
+    #[cfg(test)]
+    pub fn from_views(ts_ms: u64, server: ServerInfo, views: Vec<AgentView>) -> Self {
+        let agents = views
+            .into_iter()
+            .map(|v| AgentParts {
+                hello: Arc::new(protocol::Hello {
+                    proto: protocol::PROTOCOL_VERSION,
+                    agent_id: v.id,
+                    run_id: v.run_id,
+                    name: v.name,
+                    hostname: v.hostname,
+                    os: v.os,
+                    cores: v.cores,
+                    agent_version: v.agent_version,
+                    interval_ms: v.interval_ms,
+                }),
+                ip: v
+                    .ip
+                    .parse()
+                    .unwrap_or(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+                status: v.status,
+                offline_reason: v.offline_reason,
+                seq: v.seq,
+                cpu: v.cpu,
+                memory: v.memory,
+                last_seen_ms: v.last_seen_ms,
+                last_sample_ts_ms: v.last_sample_ts_ms,
+                received: v.received,
+                duplicates: v.duplicates,
+                gaps: v.gaps,
+                first_seq: v.first_seq,
+                durable: v.stored_seq.unwrap_or(0),
+            })
+            .collect();
+        Self {
+            ts_ms,
+            server,
+            stored: false,
+            store: None,
+            agents,
+        }
+    }
+
     /// The snapshot: every agent's view, sorted by name then id, and the summary.
     pub fn into_snapshot(self) -> Snapshot {
         let stored = self.stored;

@@ -7,7 +7,9 @@
 //! - [`ReportFormat::Text`] when piped: plain blocks, one per report;
 //! - [`ReportFormat::Json`]: one JSON snapshot per line (see [`crate::snapshot`]).
 //!
-//! [`Flush`] asks for one more report at once (the server's last, at shutdown).
+//! [`Flush`] asks for one more report at once (the server's last, at shutdown). With alerts on
+//! ([`Reporter::with_alerts`]) the text report has an `ALERTS:` line under its header while
+//! any alert is pending or firing, read from the alerts' board.
 //!
 //! The Reporter runs on its own thread (Arbiter), and builds the snapshot there from the
 //! Registry's cheap copy, so sorting and rendering a large fleet never delays the actors that
@@ -98,6 +100,8 @@ pub struct Reporter {
     redraw: bool,
     text: TextOptions,
     out: Box<dyn Write + Send>,
+    /// The alerts' board: a line of active alerts in the text report.
+    alerts: Option<std::sync::Arc<crate::server::alerts::Board>>,
 }
 
 impl Reporter {
@@ -116,7 +120,17 @@ impl Reporter {
             redraw,
             text,
             out,
+            alerts: None,
         }
+    }
+
+    /// Adds the line of active alerts (from `board`) to the text report.
+    pub fn with_alerts(
+        mut self,
+        board: Option<std::sync::Arc<crate::server::alerts::Board>>,
+    ) -> Self {
+        self.alerts = board;
+        self
     }
 
     fn report(&mut self, snapshot: &Snapshot) {
@@ -138,7 +152,13 @@ impl Reporter {
                     // Home the cursor and clear the screen, then draw: a `top`-like view.
                     text.push_str("\x1b[H\x1b[2J");
                 }
-                text.push_str(&render_text_with(snapshot, &self.text));
+                let mut report = render_text_with(snapshot, &self.text);
+                if let Some(line) = self.alerts.as_ref().and_then(|b| b.report_line()) {
+                    // Under the header line, where it is seen first.
+                    let at = report.find('\n').map_or(report.len(), |i| i + 1);
+                    report.insert_str(at, &format!("{line}\n"));
+                }
+                text.push_str(&report);
                 if !self.redraw {
                     text.push('\n');
                 }

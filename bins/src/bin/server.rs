@@ -9,6 +9,9 @@ use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Parser};
 use lanmon::config::{ConfigError, Limits};
 use lanmon::discovery::DEFAULT_DISCOVERY_PORT;
+use lanmon::server::alerts::config::{Format as HookFormat, RulePatch, Webhook};
+use lanmon::server::alerts::rules::RuleId;
+use lanmon::server::alerts::{AlertFlags, AlertsSettings};
 use lanmon::server::beacon::{BeaconConfig, BeaconTargets};
 use lanmon::server::http::HttpConfig;
 use lanmon::server::store::{self, Retention, StoreConfig};
@@ -180,6 +183,89 @@ struct Cli {
           value_name = "N", value_parser = clap::value_parser!(u32).range(idle_intervals_range()))]
     idle_intervals: u32,
 
+    /// Alert rules file (TOML; see the README's "Alerts"). Checked at start: the server exits
+    /// naming the line and key of each problem. SIGHUP reads it again (a file with problems
+    /// is refused and the previous rules stay). It overrides the --alert-* flags.
+    #[arg(
+        long,
+        env = "LANMON_ALERTS",
+        value_name = "FILE",
+        conflicts_with = "no_alerts"
+    )]
+    alerts: Option<PathBuf>,
+
+    /// No alerts at all: no rules, no notifications, no /api/alerts.
+    #[arg(long, env = "LANMON_NO_ALERTS", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
+    no_alerts: bool,
+
+    /// POST every alert transition (firing, resolved) as JSON in lanmon's format to this URL
+    /// (repeatable; more targets and formats in the --alerts file).
+    #[arg(
+        long,
+        env = "LANMON_ALERT_WEBHOOK",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    alert_webhook: Vec<String>,
+
+    /// Publish every alert transition to this ntfy topic, e.g. https://ntfy.sh/my-topic
+    /// (repeatable).
+    #[arg(
+        long,
+        env = "LANMON_ALERT_NTFY",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    alert_ntfy: Vec<String>,
+
+    /// Send every alert transition to this Slack-compatible incoming webhook (Slack,
+    /// Mattermost, Rocket.Chat, Discord's `…/slack` URL; repeatable).
+    #[arg(
+        long,
+        env = "LANMON_ALERT_SLACK",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    alert_slack: Vec<String>,
+
+    /// Push alerts to this Alertmanager (API v2; e.g. http://127.0.0.1:9093; repeatable).
+    /// Firing alerts are re-sent every minute, resolved ones with their end time.
+    #[arg(
+        long,
+        env = "LANMON_ALERTMANAGER",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    alertmanager: Vec<String>,
+
+    /// How often the alert rules run [default: 5s].
+    #[arg(long, env = "LANMON_ALERT_INTERVAL", value_parser = parse_duration, value_name = "DURATION")]
+    alert_interval: Option<Duration>,
+
+    /// CPU alert: fire above this CPU usage, % [default: 90; resolves 10 points below].
+    #[arg(long, env = "LANMON_ALERT_CPU", value_name = "PERCENT")]
+    alert_cpu: Option<f64>,
+
+    /// CPU alert: how long the CPU must stay above the threshold [default: 5m].
+    #[arg(long, env = "LANMON_ALERT_CPU_FOR", value_parser = parse_duration, value_name = "DURATION")]
+    alert_cpu_for: Option<Duration>,
+
+    /// Memory alert: fire above this memory use (total - available), % [default: 90].
+    #[arg(long, env = "LANMON_ALERT_MEMORY", value_name = "PERCENT")]
+    alert_memory: Option<f64>,
+
+    /// Memory alert: how long memory must stay above the threshold [default: 5m].
+    #[arg(long, env = "LANMON_ALERT_MEMORY_FOR", value_parser = parse_duration, value_name = "DURATION")]
+    alert_memory_for: Option<Duration>,
+
+    /// Filesystem alert: fire above this use of a filesystem, % [default: 90].
+    #[arg(long, env = "LANMON_ALERT_FILESYSTEM", value_name = "PERCENT")]
+    alert_filesystem: Option<f64>,
+
+    /// Offline alert: how long an agent may be disconnected before it fires [default: 1m].
+    #[arg(long, env = "LANMON_ALERT_OFFLINE_FOR", value_parser = parse_duration, value_name = "DURATION")]
+    alert_offline_for: Option<Duration>,
+
     /// Log verbosity on stderr (RUST_LOG, if set, overrides it).
     #[arg(long, env = "LANMON_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
@@ -198,8 +284,15 @@ fn main() -> ExitCode {
         cli.log_level
     };
     init_logging(level, true);
+    let alerts = match alerts_settings(&cli) {
+        Ok(alerts) => alerts,
+        Err(e) => {
+            eprintln!("server: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let config = match cli.into_config() {
-        Ok(config) => config,
+        Ok(config) => ServerConfig { alerts, ..config },
         Err(e) => {
             eprintln!("server: {e}");
             return ExitCode::from(2);
@@ -217,6 +310,50 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The alerts' settings from the flags and the --alerts file; `None` with --no-alerts.
+fn alerts_settings(cli: &Cli) -> Result<Option<AlertsSettings>, String> {
+    if cli.no_alerts {
+        return Ok(None);
+    }
+    let patch = |threshold: Option<f64>, for_: Option<Duration>| RulePatch {
+        threshold,
+        for_,
+        ..RulePatch::default()
+    };
+    let mut flags = AlertFlags {
+        evaluate_every: cli.alert_interval,
+        alertmanagers: cli.alertmanager.clone(),
+        ..AlertFlags::default()
+    };
+    for (rule, p) in [
+        (RuleId::Cpu, patch(cli.alert_cpu, cli.alert_cpu_for)),
+        (
+            RuleId::Memory,
+            patch(cli.alert_memory, cli.alert_memory_for),
+        ),
+        (RuleId::Filesystem, patch(cli.alert_filesystem, None)),
+        (RuleId::Offline, patch(None, cli.alert_offline_for)),
+    ] {
+        if p != RulePatch::default() {
+            flags.rules.push((rule, p));
+        }
+    }
+    for (urls, format) in [
+        (&cli.alert_webhook, HookFormat::Lanmon),
+        (&cli.alert_ntfy, HookFormat::Ntfy),
+        (&cli.alert_slack, HookFormat::Slack),
+    ] {
+        flags.webhooks.extend(urls.iter().map(|url| Webhook {
+            url: url.trim().to_string(),
+            format,
+            headers: Vec::new(),
+        }));
+    }
+    AlertsSettings::load(cli.alerts.clone(), flags)
+        .map(Some)
+        .map_err(|e| e.to_string())
 }
 
 impl Cli {

@@ -4,6 +4,7 @@
 //! (`inproc`). One test binary (like ripgrep's), one module per topic. Build the binaries
 //! first: `cargo build --workspace --bins && cargo test -p integration-tests`.
 
+mod alerts;
 mod core;
 mod discovery;
 mod faults;

@@ -16,6 +16,7 @@
   const FEED_SILENT_MS = 5000; // no event for this long: show the feed as lost
   const DETAIL_REFRESH_MS = 5000;
   const CORE_WINDOW = 10 * 60 * 1000;
+  const ALERTS_REFRESH_MS = 3000; // /api/alerts is polled this often (404: alerts are off)
 
   const state = {
     snapshot: null,
@@ -26,6 +27,7 @@
     filter: "",
     lastEvent: 0,
     route: { view: "overview" },
+    alerts: { on: true, active: [], byAgent: new Map() }, // byAgent: id → active alerts
   };
 
   // ---- formatting ---------------------------------------------------------------------
@@ -242,7 +244,10 @@
     link.href = `#/agent/${encodeURIComponent(id)}`;
     const host = document.createElement("span");
     host.className = "host";
-    nameTd.append(link, host);
+    const badge = document.createElement("span");
+    badge.className = "badge";
+    badge.hidden = true;
+    nameTd.append(link, host, badge);
     const ip = cell(tr, "c-ip");
     const cpu = meter(cell(tr, "c-cpu"), "");
     const cores = document.createElement("canvas");
@@ -253,7 +258,7 @@
     cell(tr, "c-spark").append(sparkCanvas);
     const mem = meter(cell(tr, "c-mem"), "mem");
     const seen = cell(tr, "c-seen");
-    const row = { id, tr, dot, link, host, ip, cpu, cores, spark: sparkCanvas, mem, seen, visible: false, prev: {}, coresKey: "" };
+    const row = { id, tr, dot, link, host, badge, ip, cpu, cores, spark: sparkCanvas, mem, seen, visible: false, prev: {}, coresKey: "" };
     tr.__row = row;
     visibility.observe(tr);
     return row;
@@ -281,6 +286,13 @@
     put(row, "host", row.host, "textContent", a.hostname && a.hostname !== a.name ? a.hostname : "");
     put(row, "title", row.link, "title", `${a.hostname} · ${a.os} · agent ${a.agent_version}`);
     put(row, "ip", row.ip, "textContent", a.ip);
+    const alerts = state.alerts.byAgent.get(a.id) || [];
+    const firing = alerts.filter((x) => x.state === "firing");
+    const shown = firing.length ? firing : alerts;
+    put(row, "badgeHidden", row.badge, "hidden", shown.length === 0);
+    put(row, "badge", row.badge, "textContent", shown.length ? `${shown.length === 1 ? shown[0].rule : `${shown.length} alerts`}` : "");
+    put(row, "badgeCls", row.badge, "className", `badge ${firing.length ? worstSeverity(firing) : "pending"}`);
+    put(row, "badgeTitle", row.badge, "title", shown.map((x) => `${x.state}: ${x.summary}`).join("\n"));
     const cpu = a.cpu ? a.cpu.total : null;
     put(row, "cpuText", row.cpu.label, "textContent", pct(cpu));
     put(row, "cpuW", row.cpu.fill, "width", `${cpu == null ? 0 : Math.min(100, cpu)}%`);
@@ -421,6 +433,97 @@
     state.filter = e.target.value.trim().toLowerCase();
     renderOverview();
   });
+
+  // ---- alerts -------------------------------------------------------------------------
+
+  const severityRank = { info: 0, warning: 1, critical: 2 };
+  function worstSeverity(alerts) {
+    return alerts.reduce((w, x) => (severityRank[x.severity] > severityRank[w] ? x.severity : w), "info");
+  }
+
+  function fetchAlerts() {
+    if (!state.alerts.on) return;
+    fetch("/api/alerts")
+      .then((r) => {
+        if (r.status === 404) {
+          state.alerts.on = false; // the server runs with --no-alerts
+          return null;
+        }
+        return r.ok ? r.json() : null;
+      })
+      .then((body) => {
+        if (!body) return;
+        applyAlerts(body);
+      })
+      .catch(() => {})
+      .finally(() => {
+        if (state.alerts.on) setTimeout(fetchAlerts, ALERTS_REFRESH_MS);
+      });
+  }
+
+  function applyAlerts(body) {
+    const byAgent = new Map();
+    for (const x of body.active) {
+      if (!byAgent.has(x.agent)) byAgent.set(x.agent, []);
+      byAgent.get(x.agent).push(x);
+    }
+    state.alerts.active = body.active;
+    state.alerts.byAgent = byAgent;
+    renderAlerts(body);
+    if (state.snapshot) {
+      // Rows on screen get their badge now; the others when they scroll into view.
+      for (const row of state.rows.values()) {
+        const a = state.agents.get(row.id);
+        if (a && row.visible) updateRow(row, a);
+        else row.stale = true;
+      }
+      if (state.route.view === "agent") detailOnSnapshot();
+    }
+  }
+
+  function renderAlerts(body) {
+    const firing = body.active.filter((x) => x.state === "firing");
+    const pill = $("alert-pill");
+    pill.hidden = firing.length === 0;
+    pill.textContent = `${firing.length} firing`;
+    pill.className = `alert-pill ${worstSeverity(firing)}`;
+    $("alerts-panel").hidden = body.active.length === 0;
+    $("alerts-count").textContent = `${body.firing} firing, ${body.pending} pending`;
+    const list = $("alerts-list");
+    list.replaceChildren(
+      ...body.active.map((x) => {
+        const item = document.createElement("div");
+        item.className = `alert ${x.state}${x.silenced ? " silenced" : ""}`;
+        item.setAttribute("role", "listitem");
+        item.dataset.rule = x.rule;
+        item.dataset.agent = x.agent;
+        const sev = document.createElement("span");
+        sev.className = `sev ${x.severity}`;
+        sev.title = x.severity;
+        const st = document.createElement("span");
+        st.className = "state";
+        st.textContent = x.silenced ? `${x.state} (silenced)` : x.state;
+        const rule = document.createElement("span");
+        rule.className = "rule";
+        rule.textContent = x.subject ? `${x.rule} ${x.subject}` : x.rule;
+        const who = document.createElement("span");
+        const link = document.createElement("a");
+        link.href = `#/agent/${encodeURIComponent(x.agent)}`;
+        link.textContent = x.name;
+        link.title = `${x.hostname} · ${x.ip}`;
+        who.append(link);
+        const summary = document.createElement("span");
+        summary.textContent = x.summary;
+        summary.title = x.summary;
+        const since = document.createElement("span");
+        since.className = "since";
+        const t = x.state === "firing" ? x.fired_ms : x.started_ms;
+        since.textContent = t ? `for ${duration(Math.max(0, Date.now() - t))}` : "";
+        item.append(sev, st, rule, who, summary, since);
+        return item;
+      }),
+    );
+  }
 
   // ---- detail view --------------------------------------------------------------------
 
@@ -581,6 +684,7 @@
       info("Agent", `v${a.agent_version}, every ${duration(a.interval_ms)}`),
       info("Samples (this run)", `${a.received} · gaps ${a.gaps} · dup ${a.duplicates}`),
       info("Agent id / run", `${a.id} / ${a.run_id}`),
+      info("Alerts", (state.alerts.byAgent.get(a.id) || []).map((x) => `${x.rule} ${x.state}`).join(", ") || "none"),
     );
     // Per-core, live.
     if (a.cpu && a.last_sample_ts_ms != null) {
@@ -656,4 +760,5 @@
   window.addEventListener("hashchange", route);
   route();
   connect();
+  fetchAlerts();
 })();

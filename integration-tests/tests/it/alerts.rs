@@ -1,0 +1,782 @@
+//! Alerts end to end: the real server with a rules file, real agents, and a webhook sink in
+//! the test process on 127.0.0.1 (a tiny HTTP server that records every POST). The
+//! Alertmanager test runs Debian's `prometheus-alertmanager` on loopback with its own webhook
+//! receiver pointing at the sink; the Prometheus rules file is checked and unit-tested with
+//! `promtool`. Those two need Debian's packages (`make setup` installs them); a developer who
+//! cannot install them sets `LANMON_SKIP_PROMETHEUS=1` to leave them out (CI never does).
+//!
+//! The `filesystem_fill` rule is unit-tested on a synthetic series (actors' `alerts::engine`
+//! and `alerts::rules` tests); a tmpfs filled at a steady rate can prove it end to end once
+//! the agent sends filesystem figures (issue 13).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use lanmon::snapshot::Status;
+
+use crate::support::process::command;
+use crate::support::{
+    Agent, DEADLINE, LOOPBACK, Server, SnapshotExt, TcpPortReservation, TempDir, poll,
+};
+
+/// Waits this long to be sure that something does *not* happen (a second notification).
+const QUIET: Duration = Duration::from_millis(1500);
+
+const SKIP_ENV: &str = "LANMON_SKIP_PROMETHEUS";
+
+// ---- The webhook sink ---------------------------------------------------------------------------
+
+/// One POST the sink received.
+#[derive(Debug, Clone)]
+struct Received {
+    path: String,
+    body: Value,
+}
+
+/// An HTTP server on 127.0.0.1 that answers 200 to everything and keeps every request body.
+struct Sink {
+    addr: SocketAddr,
+    got: Arc<Mutex<Vec<Received>>>,
+    stop: Arc<AtomicBool>,
+}
+
+impl Sink {
+    fn start() -> Sink {
+        Sink::on(0)
+    }
+
+    /// A sink on `port` (0: any free port).
+    #[track_caller]
+    fn on(port: u16) -> Sink {
+        let listener = TcpListener::bind((LOOPBACK, port))
+            .unwrap_or_else(|e| panic!("sink: cannot bind {LOOPBACK}:{port}: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("sink: no address: {e}"));
+        listener
+            .set_nonblocking(true)
+            .unwrap_or_else(|e| panic!("sink: {e}"));
+        let got = Arc::new(Mutex::new(Vec::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (g, s) = (got.clone(), stop.clone());
+        std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                match listener.accept() {
+                    Ok((stream, _)) => {
+                        if let Some(r) = read_request(stream) {
+                            g.lock().unwrap_or_else(PoisonError::into_inner).push(r);
+                        }
+                    }
+                    Err(_) => std::thread::sleep(Duration::from_millis(5)),
+                }
+            }
+        });
+        Sink { addr, got, stop }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn received(&self) -> Vec<Received> {
+        self.got
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// lanmon-format notifications of `rule` received so far, as (status, agent name).
+    fn lanmon(&self, rule: &str) -> Vec<(String, String)> {
+        self.received()
+            .iter()
+            .filter(|r| r.body["alert"]["rule"] == rule)
+            .map(|r| {
+                (
+                    r.body["status"].as_str().unwrap_or_default().to_string(),
+                    r.body["agent"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .collect()
+    }
+
+    /// Waits until `pred` holds on what was received; panics with it and `why` otherwise.
+    #[track_caller]
+    fn wait_for(&self, within: Duration, why: impl Fn() -> String, pred: impl Fn(&Sink) -> bool) {
+        if poll(within, || pred(self).then_some(())).is_none() {
+            panic!(
+                "sink: not received within {within:?}: {:#?}\n{}",
+                self.received(),
+                why()
+            );
+        }
+    }
+}
+
+impl Drop for Sink {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+    }
+}
+
+/// Reads one HTTP request (headers, then Content-Length bytes of body) and answers 200.
+fn read_request(stream: TcpStream) -> Option<Received> {
+    stream.set_nonblocking(false).ok()?;
+    stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let mut reader = BufReader::new(stream.try_clone().ok()?);
+    let mut line = String::new();
+    reader.read_line(&mut line).ok()?;
+    let path = line.split_whitespace().nth(1)?.to_string();
+    let mut length = 0usize;
+    loop {
+        let mut h = String::new();
+        reader.read_line(&mut h).ok()?;
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        if let Some((k, v)) = h.split_once(':')
+            && k.eq_ignore_ascii_case("content-length")
+        {
+            length = v.trim().parse().ok()?;
+        }
+    }
+    let mut body = vec![0; length];
+    reader.read_exact(&mut body).ok()?;
+    let mut out = stream;
+    let _ = out.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+    Some(Received {
+        path,
+        body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+    })
+}
+
+// ---- Helpers ------------------------------------------------------------------------------------
+
+/// Writes `text` as `alerts.toml` in `dir` and returns its path as a string.
+fn rules_file(dir: &TempDir, text: &str) -> String {
+    let path = dir.path().join("alerts.toml");
+    std::fs::write(&path, text).unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    path.to_string_lossy().into_owned()
+}
+
+/// Rules for quick tests: evaluated every 100 ms, everything but `rules` off (a busy test
+/// machine must not add CPU or memory alerts), notifications to `webhook`.
+fn quick_rules(rules: &str, webhook: &str) -> String {
+    let off: String = ["offline", "stale", "cpu", "memory"]
+        .iter()
+        .filter(|r| !rules.contains(&format!("[rules.{r}]")))
+        .map(|r| format!("[rules.{r}]\nenabled = false\n"))
+        .collect();
+    format!(
+        "[settings]\nevaluate_every = \"100ms\"\n\n{off}\n{rules}\n\
+         [notify]\nretry_min = \"50ms\"\nretry_max = \"200ms\"\ntimeout = \"2s\"\n\n\
+         [[notify.webhook]]\nurl = \"{webhook}\"\n"
+    )
+}
+
+/// A GET on the server's HTTP side: (status code, body).
+#[track_caller]
+fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
+    let _ = stream.set_read_timeout(Some(DEADLINE));
+    let _ = write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    );
+    let mut raw = String::new();
+    let _ = stream.read_to_string(&mut raw);
+    let status = raw
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+/// The server's HTTP address, from its snapshot (`--http 127.0.0.1:0`).
+#[track_caller]
+fn http_addr(server: &Server) -> String {
+    let snap = server.wait_for(DEADLINE, |s| s.server.http.is_some());
+    snap.server.http.unwrap_or_default()
+}
+
+#[track_caller]
+fn api_alerts(addr: &str) -> Value {
+    let (status, body) = get(addr, "/api/alerts");
+    assert_eq!(status, 200, "{body}");
+    serde_json::from_str(&body).unwrap_or_else(|e| panic!("/api/alerts not JSON ({e}): {body}"))
+}
+
+/// The state of `rule`'s alert on agent `name` in `/api/alerts`' active list.
+fn active_state(alerts: &Value, rule: &str, name: &str) -> Option<String> {
+    alerts["active"]
+        .as_array()?
+        .iter()
+        .find(|a| a["rule"] == rule && a["name"] == name)
+        .and_then(|a| a["state"].as_str())
+        .map(String::from)
+}
+
+#[track_caller]
+fn wait_live(server: &Server, name: &str) {
+    server.wait_for(DEADLINE, |s| s.is_live(name) && s.seq(name) >= 2);
+}
+
+// ---- Tests --------------------------------------------------------------------------------------
+
+/// Proves: a killed agent's offline alert fires after its `for` (not before), shows in
+/// /api/alerts and /metrics, and resolves when the agent is back; the webhook receives one
+/// firing and one resolved notification, no more.
+#[test]
+fn offline_alert_fires_after_for_and_resolves_once_each() {
+    let sink = Sink::start();
+    let dir = TempDir::new("alerts-offline");
+    let rules = quick_rules("[rules.offline]\nfor = \"1s\"\n", &sink.url("/hook"));
+    let file = rules_file(&dir, &rules);
+    let server = Server::start_with(0, &["--http", "127.0.0.1:0", "--alerts", &file]);
+    let http = http_addr(&server);
+    let mut agent = Agent::start(server.port(), "al-off-1");
+    wait_live(&server, "al-off-1");
+
+    agent.kill();
+    let killed = Instant::now();
+    server.wait_for(DEADLINE, |s| s.status("al-off-1") == Some(Status::Offline));
+    sink.wait_for(
+        DEADLINE,
+        || server.stderr(),
+        |s| !s.lanmon("offline").is_empty(),
+    );
+    let waited = killed.elapsed();
+    assert!(
+        waited >= Duration::from_millis(900),
+        "fired {waited:?} after the kill, before `for`"
+    );
+    let alerts = api_alerts(&http);
+    assert_eq!(
+        active_state(&alerts, "offline", "al-off-1").as_deref(),
+        Some("firing"),
+        "{alerts}"
+    );
+    let (_, metrics) = get(&http, "/metrics");
+    assert!(
+        metrics.contains("lanmon_alerts{rule=\"offline\",severity=\"critical\"} 1\n"),
+        "{metrics}"
+    );
+    let hook = &sink.received()[0];
+    assert_eq!(hook.path, "/hook");
+    assert_eq!(hook.body["version"], 1);
+    assert_eq!(hook.body["alert"]["severity"], "critical");
+
+    let _agent = Agent::start(server.port(), "al-off-1");
+    sink.wait_for(
+        DEADLINE,
+        || server.stderr(),
+        |s| s.lanmon("offline").len() >= 2,
+    );
+    std::thread::sleep(QUIET);
+    assert_eq!(
+        sink.lanmon("offline"),
+        vec![
+            ("firing".to_string(), "al-off-1".to_string()),
+            ("resolved".to_string(), "al-off-1".to_string())
+        ]
+    );
+    let alerts = api_alerts(&http);
+    assert_eq!(alerts["firing"], 0, "{alerts}");
+    assert!(
+        alerts["recent"].as_array().is_some_and(|r| r
+            .iter()
+            .any(|a| a["rule"] == "offline" && a["state"] == "resolved")),
+        "{alerts}"
+    );
+}
+
+/// Child processes that keep every core busy; killed on drop.
+struct Burners(Vec<Child>);
+
+impl Burners {
+    fn start(n: usize) -> Burners {
+        Burners(
+            (0..n)
+                .map(|_| {
+                    Command::new("sh")
+                        .args(["-c", "while :; do :; done"])
+                        .stdout(Stdio::null())
+                        .spawn()
+                        .unwrap_or_else(|e| panic!("cannot start a CPU burner: {e}"))
+                })
+                .collect(),
+        )
+    }
+}
+
+impl Drop for Burners {
+    fn drop(&mut self) {
+        for c in &mut self.0 {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// Proves: with child processes burning every core, the agent's CPU reading crosses a
+/// (low, for the test) threshold and the CPU alert fires with the value that did it.
+#[test]
+fn cpu_burning_children_fire_the_cpu_alert() {
+    let sink = Sink::start();
+    let dir = TempDir::new("alerts-cpu");
+    let rules = quick_rules(
+        "[rules.cpu]\nthreshold = 60\nresolve = 50\nfor = \"1s\"\n",
+        &sink.url("/hook"),
+    );
+    let file = rules_file(&dir, &rules);
+    let server = Server::start_with(0, &["--alerts", &file]);
+    let _agent = Agent::start(server.port(), "al-cpu-1");
+    wait_live(&server, "al-cpu-1");
+    let _burn = Burners::start(crate::support::proc_stat_cores());
+    sink.wait_for(
+        DEADLINE,
+        || server.stderr(),
+        |s| !s.lanmon("cpu").is_empty(),
+    );
+    let hook = sink
+        .received()
+        .into_iter()
+        .find(|r| r.body["alert"]["rule"] == "cpu")
+        .unwrap_or_else(|| panic!("no cpu notification"));
+    assert_eq!(hook.body["status"], "firing");
+    assert_eq!(hook.body["agent"]["name"], "al-cpu-1");
+    let value = hook.body["alert"]["value"].as_f64().unwrap_or_default();
+    assert!(value > 60.0, "fired at {value}%");
+}
+
+/// Proves: a server restarted while an alert fires keeps it firing (from the store) and
+/// sends no second notification for it.
+#[test]
+fn restart_while_firing_sends_no_duplicate() {
+    let sink = Sink::start();
+    let dir = TempDir::new("alerts-restart");
+    let data = TempDir::new("alerts-restart-data");
+    let rules = quick_rules("[rules.offline]\nfor = \"200ms\"\n", &sink.url("/hook"));
+    let file = rules_file(&dir, &rules);
+    let args = [
+        "--http",
+        "127.0.0.1:0",
+        "--alerts",
+        &file,
+        "--data-dir",
+        &data.arg(),
+    ];
+    let mut server = Server::start_with(0, &args);
+    let mut agent = Agent::start(server.port(), "al-restart-1");
+    wait_live(&server, "al-restart-1");
+    agent.kill();
+    sink.wait_for(
+        DEADLINE,
+        || server.stderr(),
+        |s| s.lanmon("offline").len() == 1,
+    );
+    // Delivered and marked so in the store before the restart.
+    std::thread::sleep(Duration::from_millis(300));
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(DEADLINE).success(), "{}", server.stderr());
+
+    let server = Server::start_with(0, &args);
+    let http = http_addr(&server);
+    let first = api_alerts(&http);
+    assert_eq!(
+        active_state(&first, "offline", "al-restart-1").as_deref(),
+        Some("firing"),
+        "{first}"
+    );
+    // Let it evaluate for a while: still firing, nothing sent again.
+    let since = first["evaluated_ms"].as_u64().unwrap_or_default();
+    let later = poll(DEADLINE, || {
+        let a = api_alerts(&http);
+        (a["evaluated_ms"].as_u64().unwrap_or_default() > since + 1000).then_some(a)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "the restarted server does not evaluate\n{}",
+            server.stderr()
+        )
+    });
+    assert_eq!(
+        active_state(&later, "offline", "al-restart-1").as_deref(),
+        Some("firing"),
+        "{later}"
+    );
+    assert_eq!(
+        sink.lanmon("offline"),
+        vec![("firing".to_string(), "al-restart-1".to_string())]
+    );
+}
+
+/// Proves: while the webhook endpoint is down the notification is retried (and ingest goes
+/// on: another agent keeps streaming), and once the endpoint is back it is delivered, once.
+#[test]
+fn webhook_down_then_back_gets_the_notification() {
+    // Nothing listens on the port until the sink binds it below.
+    let reserved = TcpPortReservation::new();
+    let port = reserved.port();
+    let url = format!("http://{LOOPBACK}:{port}/hook");
+    let dir = TempDir::new("alerts-down");
+    let file = rules_file(&dir, &quick_rules("[rules.offline]\nfor = \"0s\"\n", &url));
+    let server = Server::start_with(0, &["--alerts", &file]);
+    let mut victim = Agent::start(server.port(), "al-down-1");
+    let _steady = Agent::start(server.port(), "al-down-2");
+    wait_live(&server, "al-down-1");
+    wait_live(&server, "al-down-2");
+    victim.kill();
+    poll(DEADLINE, || {
+        server.stderr().contains("cannot deliver").then_some(())
+    })
+    .unwrap_or_else(|| panic!("no failed delivery logged\n{}", server.stderr()));
+    let before = server.wait_for(DEADLINE, |_| true).seq("al-down-2");
+    server.wait_for(DEADLINE, |s| s.seq("al-down-2") >= before + 3);
+
+    let sink = Sink::on(port);
+    drop(reserved);
+    sink.wait_for(
+        DEADLINE,
+        || server.stderr(),
+        |s| !s.lanmon("offline").is_empty(),
+    );
+    std::thread::sleep(QUIET);
+    assert_eq!(
+        sink.lanmon("offline"),
+        vec![("firing".to_string(), "al-down-1".to_string())]
+    );
+}
+
+/// Proves: a rules file with problems stops the server at start with exit code 2 and a
+/// message naming the file, and each problem's line and key.
+#[test]
+fn bad_rules_file_names_the_line() {
+    let dir = TempDir::new("alerts-bad");
+    let file = rules_file(
+        &dir,
+        "[rules.cpu]\nfor = \"5m\"\nthreshold = 120\n\n[rules.cpux]\nenabled = true\n",
+    );
+    let out = command("server")
+        .args([
+            "--bind",
+            "127.0.0.1:0",
+            "--no-beacon",
+            "--no-http",
+            "--no-store",
+        ])
+        .args(["--alerts", &file])
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run the server: {e}"));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains(&format!("alerts: {file}: 2 problems")),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("line 3: rules.cpu: threshold must be between 0 and 100%, got 120"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("line 5: rules.cpux: unknown rule"),
+        "{stderr}"
+    );
+}
+
+/// Proves: SIGHUP reads the rules file again: a rule turned on in the file starts firing;
+/// a file with a problem is refused with its line, and the rules in force stay.
+#[test]
+fn sighup_reloads_the_rules_file() {
+    let sink = Sink::start();
+    let dir = TempDir::new("alerts-hup");
+    let off = quick_rules("", &sink.url("/hook"));
+    let file = rules_file(&dir, &off);
+    let server = Server::start_with(0, &["--http", "127.0.0.1:0", "--alerts", &file]);
+    let http = http_addr(&server);
+    let mut agent = Agent::start(server.port(), "al-hup-1");
+    wait_live(&server, "al-hup-1");
+    agent.kill();
+    server.wait_for(DEADLINE, |s| s.status("al-hup-1") == Some(Status::Offline));
+    std::thread::sleep(QUIET);
+    assert!(sink.lanmon("offline").is_empty(), "fired while off");
+
+    rules_file(&dir, "[rules.offline]\nthreshold = 1\n");
+    server.signal(libc::SIGHUP);
+    poll(DEADLINE, || {
+        server
+            .stderr()
+            .contains("line 2: rules.offline.threshold")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("bad reload not reported\n{}", server.stderr()));
+    assert!(
+        server.stderr().contains("keeping the previous rules"),
+        "{}",
+        server.stderr()
+    );
+
+    rules_file(
+        &dir,
+        &quick_rules("[rules.offline]\nfor = \"0s\"\n", &sink.url("/hook")),
+    );
+    server.signal(libc::SIGHUP);
+    sink.wait_for(
+        DEADLINE,
+        || server.stderr(),
+        |s| !s.lanmon("offline").is_empty(),
+    );
+    assert_eq!(
+        active_state(&api_alerts(&http), "offline", "al-hup-1").as_deref(),
+        Some("firing")
+    );
+}
+
+// ---- Alertmanager and Prometheus ----------------------------------------------------------------
+
+/// Path of a tool from Debian's packages, `None` only with `LANMON_SKIP_PROMETHEUS=1`.
+#[track_caller]
+fn tool(names: &[&str], package: &str) -> Option<PathBuf> {
+    if std::env::var(SKIP_ENV).is_ok_and(|v| v == "1") {
+        eprintln!("{SKIP_ENV}=1: not running the {package} test");
+        return None;
+    }
+    for name in names {
+        for dir in ["/usr/bin", "/usr/local/bin", "/usr/sbin"] {
+            let p = PathBuf::from(dir).join(name);
+            if p.is_file() {
+                return Some(p);
+            }
+        }
+    }
+    panic!(
+        "{} not found: install Debian's `{package}` package (`make setup` does, as root), or set \
+         {SKIP_ENV}=1 to leave out this test",
+        names.join(" / ")
+    );
+}
+
+/// A real Alertmanager on 127.0.0.1 (no cluster gossip, its own storage); killed on drop.
+struct Alertmanager {
+    child: Child,
+    addr: String,
+    log: Arc<Mutex<String>>,
+    _dir: TempDir,
+}
+
+impl Alertmanager {
+    #[track_caller]
+    fn start(binary: &PathBuf, receiver_url: &str) -> Alertmanager {
+        let dir = TempDir::new("alertmanager");
+        let config = format!(
+            "route:\n  receiver: sink\n  group_by: ['alertname', 'agent']\n  group_wait: 1s\n  \
+             group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: sink\n    \
+             webhook_configs:\n      - url: {receiver_url}\n        send_resolved: true\n"
+        );
+        let config_path = dir.path().join("alertmanager.yml");
+        std::fs::write(&config_path, config)
+            .unwrap_or_else(|e| panic!("cannot write the config: {e}"));
+        // Held until Alertmanager listens on it (both set SO_REUSEADDR; this one never listens).
+        let reserved = TcpPortReservation::new();
+        let addr = format!("{LOOPBACK}:{}", reserved.port());
+        let mut child = Command::new(binary)
+            .arg(format!("--config.file={}", config_path.display()))
+            .arg(format!(
+                "--storage.path={}",
+                dir.path().join("data").display()
+            ))
+            .arg(format!("--web.listen-address={addr}"))
+            .arg("--cluster.listen-address=")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", binary.display()));
+        let log = Arc::new(Mutex::new(String::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let sink = log.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                    let mut l = sink.lock().unwrap_or_else(PoisonError::into_inner);
+                    l.push_str(&line);
+                    l.push('\n');
+                }
+            });
+        }
+        let am = Alertmanager {
+            child,
+            addr,
+            log,
+            _dir: dir,
+        };
+        poll(DEADLINE, || {
+            (get_quiet(&am.addr, "/-/ready") == Some(200)).then_some(())
+        })
+        .unwrap_or_else(|| panic!("alertmanager not ready\n{}", am.log()));
+        drop(reserved);
+        am
+    }
+
+    fn log(&self) -> String {
+        self.log
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for Alertmanager {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A GET's status, `None` when nothing answers.
+fn get_quiet(addr: &str, path: &str) -> Option<u16> {
+    let mut stream = TcpStream::connect(addr).ok()?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .ok()?;
+    let mut raw = String::new();
+    let _ = stream.read_to_string(&mut raw);
+    raw.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Alertmanager's webhook notifications received: (status, alerts' `rule`/`name` labels).
+fn am_notifications(sink: &Sink) -> Vec<(String, Vec<(String, String)>)> {
+    sink.received()
+        .iter()
+        .filter(|r| r.path == "/am")
+        .map(|r| {
+            let alerts = r.body["alerts"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .map(|x| {
+                            (
+                                x["labels"]["rule"].as_str().unwrap_or_default().to_string(),
+                                x["labels"]["name"].as_str().unwrap_or_default().to_string(),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            (
+                r.body["status"].as_str().unwrap_or_default().to_string(),
+                alerts,
+            )
+        })
+        .collect()
+}
+
+/// Proves: a firing lanmon alert reaches the real Alertmanager (API v2) with lanmon's labels
+/// and comes out of its webhook receiver, and so does its resolve.
+#[test]
+fn alertmanager_routes_a_lanmon_alert_and_its_resolve() {
+    let Some(binary) = tool(
+        &["prometheus-alertmanager", "alertmanager"],
+        "prometheus-alertmanager",
+    ) else {
+        return;
+    };
+    let sink = Sink::start();
+    let am = Alertmanager::start(&binary, &sink.url("/am"));
+    let dir = TempDir::new("alerts-am");
+    let rules = format!(
+        "{}\n[[notify.alertmanager]]\nurl = \"http://{}\"\nresend_every = \"1s\"\n",
+        quick_rules("[rules.offline]\nfor = \"0s\"\n", &sink.url("/hook")),
+        am.addr
+    );
+    let file = rules_file(&dir, &rules);
+    let server = Server::start_with(0, &["--alerts", &file]);
+    let mut agent = Agent::start(server.port(), "al-am-1");
+    wait_live(&server, "al-am-1");
+    agent.kill();
+    let why = || {
+        format!(
+            "--- lanmon ---\n{}\n--- alertmanager ---\n{}",
+            server.stderr(),
+            am.log()
+        )
+    };
+    let firing = |s: &Sink| {
+        am_notifications(s)
+            .iter()
+            .any(|(st, a)| st == "firing" && a.contains(&("offline".into(), "al-am-1".into())))
+    };
+    sink.wait_for(DEADLINE, why, firing);
+    let am_alert = sink
+        .received()
+        .into_iter()
+        .find(|r| r.path == "/am")
+        .map(|r| r.body["alerts"][0].clone())
+        .unwrap_or_default();
+    assert_eq!(
+        am_alert["labels"]["alertname"], "LanmonAgentOffline",
+        "{am_alert}"
+    );
+    assert_eq!(am_alert["labels"]["severity"], "critical", "{am_alert}");
+    assert!(
+        am_alert["labels"]["agent"]
+            .as_str()
+            .is_some_and(|a| !a.is_empty()),
+        "{am_alert}"
+    );
+
+    let _agent = Agent::start(server.port(), "al-am-1");
+    let resolved = |s: &Sink| {
+        am_notifications(s)
+            .iter()
+            .any(|(st, a)| st == "resolved" && a.contains(&("offline".into(), "al-am-1".into())))
+    };
+    sink.wait_for(DEADLINE, why, resolved);
+}
+
+fn deploy_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../bins/deploy/prometheus")
+}
+
+/// Proves: the shipped Prometheus rules file is valid (`promtool check rules`) and its unit
+/// tests pass (`promtool test rules`): each rule fires on a synthetic fleet as documented.
+#[test]
+fn prometheus_rules_pass_promtool() {
+    let Some(promtool) = tool(&["promtool"], "prometheus") else {
+        return;
+    };
+    for args in [
+        ["check", "rules", "lanmon-rules.yml"],
+        ["test", "rules", "lanmon-rules.test.yml"],
+    ] {
+        let out = Command::new(&promtool)
+            .args(args)
+            .current_dir(deploy_dir())
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run promtool: {e}"));
+        assert!(
+            out.status.success(),
+            "promtool {}:\n{}{}",
+            args.join(" "),
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
