@@ -42,6 +42,7 @@
 //! ```
 
 pub mod agent;
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod discovery;
