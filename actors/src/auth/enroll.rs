@@ -42,7 +42,7 @@ use crate::auth::error::{AuthError, AuthResult};
 use crate::auth::fingerprint::Fingerprint;
 use crate::auth::keys::{self, PublicKey};
 use crate::auth::noise::Proof;
-use crate::protocol::MAX_TEXT_LEN;
+use crate::protocol::{ErrorCode, MAX_TEXT_LEN};
 
 /// The registry's file in the data directory.
 pub const AGENTS_FILE: &str = "agents.json";
@@ -107,12 +107,12 @@ pub enum Decision {
 
 impl Decision {
     /// The wire error code of a refusal (`None` for [`Decision::Accept`]).
-    pub fn error_code(&self) -> Option<&'static str> {
+    pub fn error_code(&self) -> Option<ErrorCode> {
         match self {
             Decision::Accept => None,
-            Decision::Pending => Some("pending_approval"),
-            Decision::IdentityMismatch(_) => Some("identity_mismatch"),
-            Decision::Revoked => Some("revoked"),
+            Decision::Pending => Some(ErrorCode::PendingApproval),
+            Decision::IdentityMismatch(_) => Some(ErrorCode::IdentityMismatch),
+            Decision::Revoked => Some(ErrorCode::Revoked),
         }
     }
 }
@@ -464,7 +464,10 @@ mod tests {
             r.admit(claim(&k, Proof::Invalid, "a1"), 2),
             Decision::Pending
         );
-        assert_eq!(Decision::Pending.error_code(), Some("pending_approval"));
+        assert_eq!(
+            Decision::Pending.error_code().map(ErrorCode::as_str),
+            Some("pending_approval")
+        );
         assert_eq!(r.list().len(), 2);
         let fp = Fingerprint::of(&k).to_string();
         assert!(r.approve("a1", 3).is_err(), "ambiguous by id");
@@ -489,7 +492,12 @@ mod tests {
         );
         let d = r.admit(claim(&key(9), Proof::Valid, "a1"), 2);
         assert!(matches!(d, Decision::IdentityMismatch(ref s) if s.contains("another key")));
-        assert_eq!(d.error_code(), Some("identity_mismatch"));
+        assert_eq!(d.error_code(), Some(ErrorCode::IdentityMismatch));
+        // The wire form of the new codes, and an old agent's reading of them (`other`).
+        let json = serde_json::to_string(&ErrorCode::IdentityMismatch).unwrap();
+        assert_eq!(json, r#""identity_mismatch""#);
+        let old: ErrorCode = serde_json::from_str(r#""some_future_code""#).unwrap();
+        assert_eq!(old, ErrorCode::Other);
         assert_eq!(
             r.status_of(&key(9)),
             None,
