@@ -430,7 +430,19 @@ pub async fn client_handshake<S>(stream: &mut S, cfg: &ClientConfig) -> AuthResu
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+    client_handshake_within(stream, cfg, HANDSHAKE_TIMEOUT).await
+}
+
+/// [`client_handshake`] with another deadline.
+pub async fn client_handshake_within<S>(
+    stream: &mut S,
+    cfg: &ClientConfig,
+    limit: Duration,
+) -> AuthResult<Session>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tokio::time::timeout(limit, async {
         let (hs, out1) = ClientHandshake::start(cfg)?;
         write_all(stream, &out1).await?;
         let msg2 = read_frame(stream, MAX_HANDSHAKE_MSG).await?;
@@ -439,7 +451,7 @@ where
         Ok(session)
     })
     .await
-    .map_err(|_| AuthError::HandshakeTimeout(HANDSHAKE_TIMEOUT))?
+    .map_err(|_| AuthError::HandshakeTimeout(limit))?
 }
 
 /// The server's handshake on `stream` (from the preamble on), within [`HANDSHAKE_TIMEOUT`].
@@ -447,7 +459,19 @@ pub async fn server_handshake<S>(stream: &mut S, id: &ServerIdentity) -> AuthRes
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    tokio::time::timeout(HANDSHAKE_TIMEOUT, async {
+    server_handshake_within(stream, id, HANDSHAKE_TIMEOUT).await
+}
+
+/// [`server_handshake`] with another deadline.
+pub async fn server_handshake_within<S>(
+    stream: &mut S,
+    id: &ServerIdentity,
+    limit: Duration,
+) -> AuthResult<Accepted>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    tokio::time::timeout(limit, async {
         let mut pre = [0u8; PREAMBLE.len()];
         read_exact(stream, &mut pre).await?;
         check_preamble(&pre)?;
@@ -458,7 +482,7 @@ where
         hs.finish(id, &msg3)
     })
     .await
-    .map_err(|_| AuthError::HandshakeTimeout(HANDSHAKE_TIMEOUT))?
+    .map_err(|_| AuthError::HandshakeTimeout(limit))?
 }
 
 // ---- The encrypted stream ----------------------------------------------------------------------
