@@ -433,7 +433,7 @@ mod tests {
             let http =
                 Http::start_with_auth(socket, &config, registry.clone(), Some(Arc::new(auth)))
                     .unwrap();
-            for path in ["/api/agents", "/", "/metrics"] {
+            for path in ["/api/agents", "/", "/metrics", "/api/events"] {
                 assert_eq!(status(addr, path, None).await, 401, "{path}");
                 assert_eq!(
                     status(addr, path, Some("LOGINLOGINLOGIN0")).await,
