@@ -34,3 +34,6 @@ pub mod sniff;
 pub mod token;
 
 pub use error::{AuthError, AuthResult};
+
+#[cfg(test)]
+mod tests;

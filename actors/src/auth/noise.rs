@@ -150,7 +150,8 @@ pub fn parse_msg3_payload(payload: &[u8]) -> AuthResult<Option<[u8; JOIN_PROOF_L
 }
 
 /// An established session: the keys of both directions and who is on the other side.
-#[derive(Clone)]
+/// Not `Clone`, and [`Session::split`] consumes it: two writers on one key would reuse nonces,
+/// which breaks the cipher's confidentiality.
 pub struct Session {
     transport: Arc<StatelessTransportState>,
     /// The peer's static key, authenticated by the handshake.
@@ -186,12 +187,22 @@ impl Session {
         })
     }
 
-    /// The two halves of the encrypted stream over `read` and `write`.
-    pub fn split<R, W>(&self, read: R, write: W) -> (NoiseReader<R>, NoiseWriter<W>) {
+    /// The two halves of the encrypted stream over `read` and `write` (once per session).
+    pub fn split<R, W>(self, read: R, write: W) -> (NoiseReader<R>, NoiseWriter<W>) {
         (
             NoiseReader::new(read, self.transport.clone()),
-            NoiseWriter::new(write, self.transport.clone()),
+            NoiseWriter::new(write, self.transport),
         )
+    }
+
+    /// A second handle on the same keys: tests only (e.g. to decrypt one capture twice).
+    #[cfg(test)]
+    pub(crate) fn duplicate(&self) -> Session {
+        Session {
+            transport: self.transport.clone(),
+            remote_static: self.remote_static,
+            handshake_hash: self.handshake_hash,
+        }
     }
 }
 
@@ -286,7 +297,7 @@ pub enum Proof {
 }
 
 /// A finished server-side handshake.
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct Accepted {
     /// `session.remote_static` is the agent's key.
     pub session: Session,

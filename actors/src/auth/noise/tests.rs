@@ -226,7 +226,7 @@ fn rotation_grace_then_old_pin_refused() {
 
 /// Writes `chunks` through a writer into memory and returns the wire bytes.
 async fn encrypt(session: &Session, chunks: &[&[u8]]) -> Vec<u8> {
-    let (_r, mut w) = session.split(tokio::io::empty(), Vec::new());
+    let (_r, mut w) = session.duplicate().split(tokio::io::empty(), Vec::new());
     for c in chunks {
         w.write_all(c).await.unwrap();
     }
@@ -235,7 +235,9 @@ async fn encrypt(session: &Session, chunks: &[&[u8]]) -> Vec<u8> {
 }
 
 async fn decrypt(session: &Session, wire: Vec<u8>) -> std::io::Result<Vec<u8>> {
-    let (mut r, _w) = session.split(std::io::Cursor::new(wire), tokio::io::sink());
+    let (mut r, _w) = session
+        .duplicate()
+        .split(std::io::Cursor::new(wire), tokio::io::sink());
     let mut out = Vec::new();
     r.read_to_end(&mut out).await?;
     Ok(out)
