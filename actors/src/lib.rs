@@ -52,6 +52,17 @@
 //!     prometheus.rs Prometheus text exposition of a snapshot
 //!     web/          the live dashboard: page, styles and scripts embedded in the binary;
 //!       events.rs   Broadcaster actor: one snapshot per second to every browser (SSE)
+//!   auth/           trust layer (protocol 2; library only until the restructure lands)
+//!     keys.rs       server/network/agent keys on disk (0600, atomic), agent state dir
+//!     fingerprint.rs  `SHA256:XXXX-…` form of a static key
+//!     token.rs      join token `lm2-…` (server key to pin, network key, CRC)
+//!     beacon_auth.rs  beacon v2: fp, ts, seq, HMAC; the agent's anti-replay rule
+//!     noise.rs      Noise XX handshake (pinning, join proof); encrypted stream halves
+//!     sniff.rs      v1 or v2 from a connection's first bytes
+//!     enroll.rs     enrollment registry: pending / approved / revoked, agents.json
+//!     rotation.rs   server key rotation with grace; the agent's pins
+//!     http_auth.rs  login token, session cookie, /metrics bearer, CSRF: actix middleware
+//!     mac.rs, base32.rs, error.rs  HMAC + constant-time compare; Crockford base32; AuthError
 //!   agent/          the agent
 //!     mod.rs        connection state machine and sampling loop; run_system (what `agent` does)
 //!     config.rs     AgentConfig, Target: defaults, validate()
@@ -71,6 +82,7 @@
 //! ```
 
 pub mod agent;
+pub mod auth;
 pub mod codec;
 pub mod config;
 pub mod discovery;

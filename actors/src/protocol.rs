@@ -150,6 +150,13 @@ pub enum ErrorCode {
     Limit,
     /// Another live agent already uses this agent id.
     DuplicateId,
+    /// Protocol 2: the agent's key is not enrolled yet; an operator must approve it (or the
+    /// agent must join with the server's token). The agent retries with backoff.
+    PendingApproval,
+    /// Protocol 2: the agent id is enrolled with another key, or the key with another id.
+    IdentityMismatch,
+    /// Protocol 2: the agent's key was revoked.
+    Revoked,
     /// Some other server-side limit.
     #[serde(other)]
     Other,
@@ -165,6 +172,9 @@ impl ErrorCode {
             ErrorCode::Replaced => "replaced",
             ErrorCode::Limit => "limit",
             ErrorCode::DuplicateId => "duplicate_id",
+            ErrorCode::PendingApproval => "pending_approval",
+            ErrorCode::IdentityMismatch => "identity_mismatch",
+            ErrorCode::Revoked => "revoked",
             ErrorCode::Other => "other",
         }
     }

@@ -15,6 +15,9 @@
 //! - `GET /api/alerts` — active and recent alerts ([`super::alerts::Board`]), read without
 //!   asking any actor.
 //!
+//! Authentication (off unless the server passes an [`http_auth::HttpAuth`] to
+//! [`Http::start_with_auth`]): the middleware [`http_auth::guard`] wraps every route.
+//!
 //! Handlers only ask the Registry, through [`RegistryQueries`] (recipients, usable from the HTTP
 //! worker thread; a probe in tests); nothing here changes state.
 
@@ -27,6 +30,7 @@ use actix_web::http::header::CACHE_CONTROL;
 use actix_web::{App, HttpResponse, HttpServer, web};
 use serde::{Deserialize, Serialize};
 
+use crate::auth::http_auth;
 use crate::server::alerts;
 use crate::server::history::Bucket;
 use crate::server::registry::{GetHistory, GetSnapshotParts};
@@ -115,11 +119,23 @@ impl Http {
         TcpListener::bind(config.bind)
     }
 
-    /// Starts serving on `socket` in the current actix system.
+    /// Starts serving on `socket` in the current actix system, without authentication.
     pub fn start(
         socket: TcpListener,
         config: &HttpConfig,
         registry: RegistryQueries,
+    ) -> std::io::Result<Http> {
+        Self::start_with_auth(socket, config, registry, None)
+    }
+
+    /// [`Http::start`], with every request checked by [`http_auth::guard`] when `auth` is
+    /// given (login token / session cookie, `/metrics` bearer, CSRF check on writes; `/healthz`
+    /// open). `None` keeps today's open behaviour (`--auth off`).
+    pub fn start_with_auth(
+        socket: TcpListener,
+        config: &HttpConfig,
+        registry: RegistryQueries,
+        auth: Option<Arc<http_auth::HttpAuth>>,
     ) -> std::io::Result<Http> {
         // Its own thread: encoding a large fleet's snapshot every second must not delay ingest.
         let events_source = registry.snapshot.clone();
@@ -135,8 +151,11 @@ impl Http {
             alerts: config.alerts.clone(),
         };
         let server = HttpServer::new(move || {
-            App::new()
-                .app_data(web::Data::new(state.clone()))
+            let mut app = App::new().app_data(web::Data::new(state.clone()));
+            if let Some(auth) = &auth {
+                app = app.app_data(web::Data::from(auth.clone()));
+            }
+            app.wrap(actix_web::middleware::from_fn(http_auth::guard))
                 .route("/healthz", get_or_head().to(healthz))
                 .route("/api/agents", get_or_head().to(agents))
                 .route("/api/agents/{id}/history", get_or_head().to(history))
@@ -436,6 +455,70 @@ async fn live_events(state: web::Data<State>) -> HttpResponse {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// GET `path` on `addr` (optionally with a bearer token); the status code.
+    async fn status(addr: SocketAddr, path: &str, bearer: Option<&str>) -> u16 {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
+        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut head = vec![0u8; 12];
+        s.read_exact(&mut head).await.unwrap();
+        String::from_utf8_lossy(&head[9..12]).parse().unwrap()
+    }
+
+    /// With `start_with_auth` the real server refuses the API, the page and /metrics without
+    /// a token (401), opens them with it, and keeps /healthz open; `start` stays open.
+    #[test]
+    fn start_with_auth_guards_the_real_routes() {
+        actix::System::new().block_on(async {
+            let info = crate::snapshot::ServerInfo {
+                id: "s".into(),
+                name: "lab".into(),
+                version: "0".into(),
+                listen: "127.0.0.1:0".into(),
+                http: None,
+            };
+            let registry =
+                RegistryQueries::to(&crate::server::registry::Registry::new(info, 16).start());
+            let config = HttpConfig {
+                per_core_metrics: false,
+                ..HttpConfig::new("127.0.0.1:0".parse().unwrap())
+            };
+            let auth =
+                http_auth::HttpAuth::new("LOGINLOGINLOGIN0".into(), "METRICSMETRICS00".into());
+            let socket = Http::bind(&config).unwrap();
+            let addr = socket.local_addr().unwrap();
+            let http =
+                Http::start_with_auth(socket, &config, registry.clone(), Some(Arc::new(auth)))
+                    .unwrap();
+            for path in ["/api/agents", "/", "/metrics", "/api/events"] {
+                assert_eq!(status(addr, path, None).await, 401, "{path}");
+                assert_eq!(
+                    status(addr, path, Some("LOGINLOGINLOGIN0")).await,
+                    200,
+                    "{path}"
+                );
+            }
+            assert_eq!(
+                status(addr, "/metrics", Some("METRICSMETRICS00")).await,
+                200
+            );
+            assert_eq!(
+                status(addr, "/api/agents", Some("METRICSMETRICS00")).await,
+                401
+            );
+            assert_eq!(status(addr, "/healthz", None).await, 200);
+            http.stop().await;
+
+            let socket = Http::bind(&config).unwrap();
+            let addr = socket.local_addr().unwrap();
+            let open = Http::start(socket, &config, registry).unwrap();
+            assert_eq!(status(addr, "/api/agents", None).await, 200);
+            open.stop().await;
+        });
+    }
 
     #[test]
     fn history_range_defaults_and_errors() {
