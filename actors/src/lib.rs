@@ -33,6 +33,15 @@
 //!     mod.rs        connection state machine and sampling loop
 //!     backoff.rs    exponential backoff with jitter
 //!     outbox.rs     bounded queue of unacknowledged samples
+//!   install/        `agent install` / `server install` as systemd services, and install.sh
+//!     mod.rs        roles, paths, errors
+//!     unit.rs       the hardened systemd unit of each role (the .debs ship the same text)
+//!     envfile.rs    the flags given to `install` as quoted LANMON_* lines
+//!     plan.rs       what install / uninstall would do (files, modes, commands); --dry-run
+//!     apply.rs      carries a plan out (under / or --root), systemctl only with systemd
+//!     download.rs   the agent binary a server offers at GET /download/agent (hash, stream)
+//!     script.rs     install.sh (served at GET /install.sh) and the banner's one-line command
+//!     install.sh    the POSIX sh installer itself
 //! actors/tests/     protocol golden fixtures, agent state machine, fuzz properties
 //! bins/src/bin/     thin clap binaries: server, agent, loadgen
 //! bins/benches/     criterion benchmark of the codec; bins/bench/: `make bench` driver
@@ -46,6 +55,7 @@ pub mod codec;
 pub mod config;
 pub mod discovery;
 pub mod error;
+pub mod install;
 pub mod metrics;
 pub mod net;
 pub mod protocol;

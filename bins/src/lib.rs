@@ -1,6 +1,8 @@
 //! What the `server` and `agent` binaries share: logging setup, signal handling, duration
 //! parsing. The binaries themselves only parse flags and call the `lanmon` library.
 
+pub mod install;
+
 use std::io::IsTerminal;
 use std::time::Duration;
 

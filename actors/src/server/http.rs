@@ -12,6 +12,11 @@
 //! - `GET /` — the dashboard ([`super::web`]); `GET /static/{name}` — its embedded files.
 //! - `GET /api/events` — the dashboard's live feed: Server-Sent Events, one snapshot per
 //!   second ([`super::web::events`]).
+//! - `GET /install.sh` — the agent installer ([`crate::install::script`]); `GET
+//!   /download/agent` — the agent binary it installs, streamed from the open file
+//!   ([`crate::install::download`]); 404 with the reason when the server has none. Both stay
+//!   reachable without a login: a new machine has none, and the hashes in the install command
+//!   (from the server's console) are what make them trustworthy.
 //!
 //! Handlers only ask the Registry (an `Addr`, usable from the HTTP worker thread); nothing here
 //! changes state.
@@ -48,6 +53,8 @@ pub struct HttpConfig {
     pub store: Option<Arc<store::Reader>>,
     /// The durable history's health, shown by `/healthz`.
     pub store_health: Option<Arc<store::StoreHealth>>,
+    /// The agent binary offered at `GET /download/agent`; `None`: none (404).
+    pub agent: Option<crate::install::download::Offer>,
 }
 
 #[derive(Clone)]
@@ -57,6 +64,7 @@ struct State {
     store: Option<Arc<store::Reader>>,
     store_health: Option<Arc<store::StoreHealth>>,
     events: Addr<events::Broadcaster>,
+    agent: Option<crate::install::download::Offer>,
 }
 
 /// A running HTTP server.
@@ -89,6 +97,7 @@ impl Http {
             store: config.store.clone(),
             store_health: config.store_health.clone(),
             events: events.clone(),
+            agent: config.agent.clone(),
         };
         let server = HttpServer::new(move || {
             App::new()
@@ -100,6 +109,8 @@ impl Http {
                 .route("/", get_or_head().to(dashboard_page))
                 .route("/static/{name}", get_or_head().to(static_asset))
                 .route("/api/events", web::get().to(live_events))
+                .route("/install.sh", get_or_head().to(install_script))
+                .route("/download/agent", get_or_head().to(download_agent))
         })
         .workers(1)
         .disable_signals()
@@ -369,6 +380,40 @@ async fn live_events(state: web::Data<State>) -> HttpResponse {
         Err(e) => HttpResponse::ServiceUnavailable().json(ApiError {
             error: format!("live feed unavailable: {e}"),
         }),
+    }
+}
+
+/// The agent installer script (the same bytes for every request: its hash is in the banner).
+async fn install_script() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .insert_header((CACHE_CONTROL, "no-cache"))
+        .body(crate::install::script::SCRIPT)
+}
+
+/// The agent binary, streamed a chunk at a time from the file opened (and hashed) at start.
+async fn download_agent(state: web::Data<State>) -> HttpResponse {
+    use crate::install::download::Offer;
+    let not_found = |why: &str| {
+        HttpResponse::NotFound()
+            .content_type("text/plain; charset=utf-8")
+            .body(format!("this server offers no agent binary: {why}\n"))
+    };
+    let file = match &state.agent {
+        Some(Offer::Ready(file)) => file,
+        Some(Offer::Missing(why)) => return not_found(why),
+        None => return not_found("start the server with --agent-binary PATH"),
+    };
+    match file.stream() {
+        Some(stream) => HttpResponse::Ok()
+            .content_type("application/octet-stream")
+            .insert_header((CACHE_CONTROL, "no-cache"))
+            .insert_header(("Content-Disposition", "attachment; filename=\"agent\""))
+            .no_chunking(file.len())
+            .streaming(stream),
+        None => HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "2"))
+            .body("too many downloads at once; try again in a moment\n"),
     }
 }
 

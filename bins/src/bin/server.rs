@@ -6,12 +6,14 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, CommandFactory, Parser, Subcommand};
 use lanmon::config::{
     DEFAULT_BIND, DEFAULT_HISTORY, DEFAULT_REPORT_INTERVAL, HELLO_TIMEOUT, IDLE_INTERVALS, Limits,
     MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP,
 };
 use lanmon::discovery::{DEFAULT_BEACON_INTERVAL, DEFAULT_DISCOVERY_PORT};
+use lanmon::install::Role;
+use lanmon::install::download::Offer;
 use lanmon::protocol::{MAX_CORES, MAX_FRAME_LEN};
 use lanmon::server::beacon::{BeaconConfig, BeaconTargets};
 use lanmon::server::http::{DEFAULT_HTTP_BIND, HttpConfig};
@@ -30,8 +32,17 @@ use lanmon_bins::{LogLevel, init_logging, parse_duration, shutdown_signal};
 /// snapshot per line with --report-format json); the banner and logs go to stderr.
 /// Ctrl+C or SIGTERM stops it cleanly (agents are told); a second Ctrl+C exits at once.
 #[derive(Debug, Parser)]
-#[command(name = "server", version, about, long_about)]
+#[command(
+    name = "server",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<ServerCommand>,
+
     /// TCP address to accept agents on. `0.0.0.0:8080` listens on every interface; port 0
     /// picks a free port (the banner and the JSON snapshot say which).
     #[arg(long, env = "LANMON_BIND", default_value = DEFAULT_BIND, value_name = "ADDR:PORT")]
@@ -183,6 +194,12 @@ struct Cli {
           value_parser = clap::value_parser!(u32).range(2..=100))]
     idle_intervals: u32,
 
+    /// The agent binary offered at `GET /download/agent`, which `install.sh` installs on
+    /// other machines (default: `agent` in this server's directory, else
+    /// `../lib/lanmon/agent` from there).
+    #[arg(long, env = "LANMON_AGENT_BINARY", value_name = "PATH")]
+    agent_binary: Option<PathBuf>,
+
     /// Log verbosity on stderr (RUST_LOG, if set, overrides it).
     #[arg(long, env = "LANMON_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
@@ -191,6 +208,17 @@ struct Cli {
     #[arg(short, long, env = "LANMON_QUIET", value_parser = BoolishValueParser::new(),
           action = ArgAction::SetTrue)]
     quiet: bool,
+}
+
+#[derive(Debug, Subcommand)]
+enum ServerCommand {
+    /// Install (or upgrade) this server as a systemd service with the given server flags
+    /// (`server install --help` for its options).
+    #[command(disable_help_flag = true)]
+    Install(lanmon_bins::install::InstallArgs),
+
+    /// Remove the service `server install` set up (settings and history stay unless --purge).
+    Uninstall(lanmon_bins::install::UninstallArgs),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -210,7 +238,16 @@ enum Format {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    match cli.command.take() {
+        Some(ServerCommand::Install(args)) => {
+            return lanmon_bins::install::install(Role::Server, Cli::command(), args);
+        }
+        Some(ServerCommand::Uninstall(args)) => {
+            return lanmon_bins::install::uninstall(Role::Server, args);
+        }
+        None => {}
+    }
     init_logging(
         if cli.quiet {
             LogLevel::Warn
@@ -228,11 +265,14 @@ fn main() -> ExitCode {
     if let Some(n) = cli.session_threads {
         config.session_threads = n;
     }
+    // The agent that install.sh installs, hashed now: the banner prints its SHA-256.
+    let agent_offer = (!cli.no_http).then(|| Offer::locate(cli.agent_binary.as_deref()));
     config.http = (!cli.no_http).then_some(HttpConfig {
         bind: cli.http,
         per_core_metrics: !cli.no_per_core_metrics,
         store: None,
         store_health: None,
+        agent: agent_offer.clone(),
     });
     config.store = (!cli.no_store).then(|| StoreConfig {
         data_dir: cli.data_dir.clone().unwrap_or_else(store::default_data_dir),
@@ -275,6 +315,7 @@ fn main() -> ExitCode {
         }
     };
     lanmon_bins::raise_fd_limit(cli.max_connections);
+    let beacon_on = config.beacon.is_some();
     let system = actix::System::new();
     let result = system.block_on(async move {
         let server = Server::start(config).await?;
@@ -283,6 +324,7 @@ fn main() -> ExitCode {
             "{}",
             lanmon::server::banner(server.local_addr(), &server.info().name, &interfaces)
         );
+        install_banner(&server, agent_offer.as_ref(), beacon_on, &interfaces);
         let signal = shutdown_signal().await;
         tracing::info!("{signal} received: stopping (press Ctrl+C again to exit at once)");
         server.shutdown().await;
@@ -295,6 +337,40 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The banner's install lines (with HTTP on): one `install.sh` command per address.
+fn install_banner(
+    server: &Server,
+    offer: Option<&Offer>,
+    beacon: bool,
+    interfaces: &[lanmon::net::Interface],
+) {
+    let Some(offer) = offer else { return };
+    match offer {
+        Offer::Ready(file) => tracing::info!(
+            "offering {} ({} bytes, SHA-256 {}) at GET /download/agent",
+            file.path().display(),
+            file.len(),
+            file.sha256()
+        ),
+        Offer::Missing(why) => tracing::warn!("GET /download/agent: {why}"),
+    }
+    let Some(http) = server.info().http.as_deref().and_then(|h| h.parse().ok()) else {
+        return;
+    };
+    eprint!(
+        "{}",
+        lanmon::install::script::banner(&lanmon::install::script::BannerInput {
+            http,
+            listen: server.local_addr(),
+            server_name: &server.info().name,
+            beacon,
+            offer,
+            interfaces,
+            agent_flags: &[],
+        })
+    );
 }
 
 /// The beacon's settings from the flags; `None` with --no-beacon.
