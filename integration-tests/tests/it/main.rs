@@ -8,5 +8,6 @@ mod discovery;
 mod faults;
 mod hostile;
 mod http;
+mod install;
 mod store;
 mod support;
