@@ -43,10 +43,11 @@
 //!     script.rs     install.sh (served at GET /install.sh) and the banner's one-line command
 //!     install.sh    the POSIX sh installer itself
 //! actors/tests/     protocol golden fixtures, agent state machine, fuzz properties
-//! bins/src/bin/     thin clap binaries: server, agent, loadgen
+//! bins/src/bin/     thin clap binaries: server, agent, loadgen; bins/src/install.rs: the
+//!                   `install` / `uninstall` command line; bins/packaging/: the .debs
 //! bins/benches/     criterion benchmark of the codec; bins/bench/: `make bench` driver
 //! integration-tests/tests/it/  real binaries on real sockets (core, discovery, faults, hostile,
-//!                              http, store)
+//!                              http, install, store)
 //! integration-tests/netns/     discovery across a LAN of network namespaces
 //! ```
 

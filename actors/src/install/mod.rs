@@ -46,8 +46,9 @@ pub const DEFAULT_BIN_DIR: &str = "/usr/local/bin";
 /// Where `install` writes unit files (the administrator's unit directory; packages use
 /// `/lib/systemd/system`).
 pub const UNIT_DIR: &str = "/etc/systemd/system";
-/// The unit directory of distribution packages: a unit there means the `.deb` is installed.
-pub const PACKAGE_UNIT_DIR: &str = "/lib/systemd/system";
+/// The unit directory of distribution packages: a unit there means the `.deb` is installed
+/// (`/lib/systemd/system` on systems without merged `/usr` is checked too).
+pub const PACKAGE_UNIT_DIR: &str = "/usr/lib/systemd/system";
 /// The settings directory (one env file per role).
 pub const ETC_DIR: &str = "/etc/lanmon";
 /// Where `install` writes the sysusers.d entry that creates the service's user.
@@ -118,7 +119,7 @@ impl Role {
         Path::new(UNIT_DIR).join(self.unit_name())
     }
 
-    /// `/lib/systemd/system/lanmon-<role>.service`: present when the `.deb` is installed.
+    /// `/usr/lib/systemd/system/lanmon-<role>.service`: present when the `.deb` is installed.
     pub fn package_unit_path(self) -> PathBuf {
         Path::new(PACKAGE_UNIT_DIR).join(self.unit_name())
     }

@@ -44,7 +44,7 @@ pub struct Found {
     pub unit: bool,
     /// The env file exists.
     pub env: bool,
-    /// The `.deb`'s unit in `/lib/systemd/system`: the package owns this service.
+    /// The `.deb`'s unit in `/usr/lib/systemd/system`: the package owns this service.
     pub package_unit: bool,
 }
 
@@ -54,7 +54,12 @@ impl Found {
         Found {
             unit: under_root(root, &role.unit_path()).exists(),
             env: under_root(root, &role.env_path()).exists(),
-            package_unit: under_root(root, &role.package_unit_path()).exists(),
+            package_unit: under_root(root, &role.package_unit_path()).exists()
+                || under_root(
+                    root,
+                    &Path::new("/lib/systemd/system").join(role.unit_name()),
+                )
+                .exists(),
         }
     }
 }

@@ -173,6 +173,73 @@ pub fn banner(input: &BannerInput<'_>) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::Ipv4Addr;
+
+    fn iface(name: &str, ip: [u8; 4], loopback: bool) -> Interface {
+        Interface {
+            name: name.into(),
+            ip: Ipv4Addr::from(ip),
+            broadcast: None,
+            loopback,
+        }
+    }
+
+    /// On every interface, one line per LAN address (not loopback), naming the interface;
+    /// a beaconing server is found by discovery under its name, a silent one by address; with
+    /// nothing to offer the banner says why instead.
+    #[test]
+    fn banner_lines_per_address_and_mode() {
+        let dir = std::env::temp_dir().join(format!("lanmon-banner-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("agent");
+        std::fs::write(&path, b"agent").unwrap();
+        let offer = Offer::locate(Some(&path));
+        let interfaces = [
+            iface("lo", [127, 0, 0, 1], true),
+            iface("eth0", [10, 0, 0, 5], false),
+            iface("wlan0", [192, 168, 1, 7], false),
+        ];
+        let mut input = BannerInput {
+            http: "0.0.0.0:8081".parse().unwrap(),
+            listen: "0.0.0.0:8080".parse().unwrap(),
+            server_name: "my lab",
+            beacon: true,
+            offer: &offer,
+            interfaces: &interfaces,
+            agent_flags: &["--join".to_string(), "lm2-abc".to_string()],
+        };
+        let text = banner(&input);
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("mktemp")).collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].contains("http://10.0.0.5:8081/install.sh"));
+        assert!(lines[0].ends_with("# via eth0"));
+        assert!(lines[1].contains("--from http://192.168.1.7:8081"));
+        assert!(
+            lines[0].contains("--discover --server-name 'my lab' --join lm2-abc"),
+            "{}",
+            lines[0]
+        );
+        assert!(lines[0].contains(&format!("--agent-sha256 {}", sha256_hex(b"agent"))));
+
+        input.beacon = false;
+        input.http = "10.0.0.5:8081".parse().unwrap();
+        let text = banner(&input);
+        let lines: Vec<&str> = text.lines().filter(|l| l.contains("mktemp")).collect();
+        assert_eq!(lines.len(), 1, "{text}");
+        assert!(
+            lines[0].contains("--host 10.0.0.5 --port 8080"),
+            "{}",
+            lines[0]
+        );
+
+        let missing = Offer::Missing("no agent binary at /x/agent".into());
+        input.offer = &missing;
+        assert_eq!(
+            banner(&input),
+            "  install from this server: not available (no agent binary at /x/agent)\n"
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 
     #[test]
     fn shell_words() {
