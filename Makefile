@@ -90,7 +90,7 @@ clippy:
 unit:
 	$(CARGO) test --workspace --exclude integration-tests --locked
 
-itest: itest-loopback itest-lan itest-browser
+itest: itest-loopback itest-lan itest-browser itest-deb
 
 # Real server and agents on 127.0.0.1. As root, inside a private network namespace
 # (unshare -n) as a safety net: nothing in it can reach the shared network.

@@ -173,11 +173,12 @@ step "dpkg -r"
 dpkg_retry -r lanmon-server lanmon-agent | sed 's/^/  | /'
 for f in /usr/bin/server /usr/bin/agent /usr/lib/lanmon/agent \
     /usr/lib/systemd/system/lanmon-server.service /usr/lib/systemd/system/lanmon-agent.service \
-    /usr/lib/sysusers.d/lanmon-server.conf /usr/lib/sysusers.d/lanmon-agent.conf \
-    /etc/systemd/system/multi-user.target.wants/lanmon-server.service \
-    /etc/systemd/system/multi-user.target.wants/lanmon-agent.service; do
+    /usr/lib/sysusers.d/lanmon-server.conf /usr/lib/sysusers.d/lanmon-agent.conf; do
     check "removed: $f" absent "$f"
 done
+# As with every Debian service package (deb-systemd-helper): until purge, systemd keeps what
+# it needs to remember that the service was enabled.
+find /etc/systemd -name 'lanmon-*' -printf '  kept until purge: %p -> %l\n'
 check "kept: /etc/lanmon/server.env" test -f /etc/lanmon/server.env
 check "kept: /etc/lanmon/agent.env (with the edit)" grep -qx 'LANMON_HOST="10.9.9.9"' /etc/lanmon/agent.env
 check "kept: /var/lib/lanmon (the history)" test -f /var/lib/lanmon/history.db
@@ -198,7 +199,7 @@ check "the users stay (Debian keeps system users; userdel removes them)" sh -c '
 step "lintian"
 if command -v lintian >/dev/null; then
     # Every tag lintian reports here is listed in the README (Packaging) with its reason.
-    out=$(lintian --no-tag-display-limit --fail-on error,warning "$server_deb" "$agent_deb" 2>&1) && rc=0 || rc=$?
+    out=$(lintian --tag-display-limit 0 --fail-on error,warning "$server_deb" "$agent_deb" 2>&1) && rc=0 || rc=$?
     printf '%s\n' "$out" | sed 's/^/  | /'
     [ "$rc" = 0 ] || fail "lintian reports errors or warnings"
     printf '  ok: lintian: no errors or warnings\n'

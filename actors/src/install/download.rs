@@ -1,9 +1,11 @@
 //! The agent binary the server offers at `GET /download/agent`, for `install.sh`.
 //!
-//! Which binary: the one named by `--agent-binary`, else an `agent` in the directory the
-//! running `server` binary is in, else `../lib/lanmon/agent` from there (where `server
-//! install` and the `.deb` put it: `/usr/local/lib/lanmon/agent`, `/usr/lib/lanmon/agent`).
-//! It is the agent built for the server's own platform.
+//! Which binary: the one named by `--agent-binary`, else `../lib/lanmon/agent` from the
+//! directory the running `server` binary is in (where `server install` and the `.deb` put the
+//! agent shipped with this server: `/usr/local/lib/lanmon/agent`, `/usr/lib/lanmon/agent`),
+//! else an `agent` in that directory itself (a build or an unpacked release). The shipped one
+//! comes first: an `agent` beside an installed server is the machine's own agent service,
+//! which may be of another version. It is the agent built for the server's own platform.
 //!
 //! The file is opened and hashed (SHA-256) once, at start; downloads read that open file
 //! (by offset, a chunk at a time on the blocking pool: never the whole binary in memory), so
@@ -164,7 +166,7 @@ pub fn candidates(server_exe: &Path) -> Vec<PathBuf> {
     let Some(dir) = server_exe.parent() else {
         return Vec::new();
     };
-    vec![dir.join("agent"), super::shipped_agent_path(dir)]
+    vec![super::shipped_agent_path(dir), dir.join("agent")]
 }
 
 impl Offer {
@@ -254,14 +256,14 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
-    /// A server looks beside itself first, then in ../lib/lanmon.
+    /// A server looks in ../lib/lanmon first (what was shipped with it), then beside itself.
     #[test]
     fn candidate_paths() {
         assert_eq!(
             candidates(Path::new("/usr/bin/server")),
             [
-                PathBuf::from("/usr/bin/agent"),
-                PathBuf::from("/usr/lib/lanmon/agent")
+                PathBuf::from("/usr/lib/lanmon/agent"),
+                PathBuf::from("/usr/bin/agent")
             ]
         );
         let missing = Offer::locate(Some(Path::new("/nonexistent/agent")));

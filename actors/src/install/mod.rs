@@ -26,7 +26,7 @@
 //! | both   | `/etc/systemd/system/lanmon-<role>.service`| 0644 | replaced   |
 //! | both   | `/etc/sysusers.d/lanmon-<role>.conf`       | 0644 | replaced   |
 //! | both   | `/etc/lanmon/<role>.env`                   | 0600 | replaced only when flags are given |
-//! | server | `<bin-dir>/../lib/lanmon/agent` (if an `agent` is beside the server) | 0755 | replaced |
+//! | server | `<bin-dir>/../lib/lanmon/agent` (if the server has an agent to ship) | 0755 | replaced |
 //!
 //! `<bin-dir>` defaults to [`DEFAULT_BIN_DIR`]. The service runs as a system user of its own
 //! ([`Role::user`], created by `systemd-sysusers`); its state directory is
@@ -135,10 +135,9 @@ impl Role {
     }
 }
 
-/// Where the server's own copy of the agent goes (and where a server looks for one second,
-/// after the directory it runs from): `<bin-dir>/../lib/lanmon/agent`, i.e.
-/// `/usr/local/lib/lanmon/agent` beside `/usr/local/bin/server`, `/usr/lib/lanmon/agent`
-/// beside `/usr/bin/server`.
+/// Where the server's own copy of the agent goes (and where a server looks for one first):
+/// `<bin-dir>/../lib/lanmon/agent`, i.e. `/usr/local/lib/lanmon/agent` for
+/// `/usr/local/bin/server`, `/usr/lib/lanmon/agent` for `/usr/bin/server`.
 pub fn shipped_agent_path(bin_dir: &Path) -> PathBuf {
     let parent = bin_dir.parent().unwrap_or(bin_dir);
     parent.join("lib").join("lanmon").join("agent")

@@ -225,7 +225,7 @@ pub fn install(req: &InstallRequest, found: Found) -> Result<Plan, InstallError>
                 content: Content::CopyOf(agent.clone()),
             }),
             None => notes.push(format!(
-                "no `agent` binary beside this server: GET /download/agent answers 404 until one is at {} (or LANMON_AGENT_BINARY names one in {})",
+                "no `agent` binary to ship with this server: GET /download/agent answers 404 until one is at {} (or LANMON_AGENT_BINARY names one in {})",
                 shipped.display(),
                 role.env_path().display()
             )),

@@ -195,8 +195,8 @@ struct Cli {
     idle_intervals: u32,
 
     /// The agent binary offered at `GET /download/agent`, which `install.sh` installs on
-    /// other machines (default: `agent` in this server's directory, else
-    /// `../lib/lanmon/agent` from there).
+    /// other machines (default: `../lib/lanmon/agent` from this server's directory, where
+    /// `server install` and the .deb put it, else `agent` in that directory).
     #[arg(long, env = "LANMON_AGENT_BINARY", value_name = "PATH")]
     agent_binary: Option<PathBuf>,
 
