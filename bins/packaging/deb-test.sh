@@ -51,6 +51,8 @@ cleanup() {
             dpkg_retry --purge "$p" >/dev/null 2>&1 || true
         fi
     done
+    # None of these existed before the test (checked above): whatever is left is ours.
+    rm -rf /var/lib/lanmon /var/lib/lanmon-agent /etc/lanmon
     [ -n "$had_agent_user" ] || ! user_exists lanmon-agent || userdel lanmon-agent 2>/dev/null || true
     [ -n "$had_server_user" ] || ! user_exists lanmon || userdel lanmon 2>/dev/null || true
     [ -z "$own_policy" ] || rm -f "$policy"
