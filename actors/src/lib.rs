@@ -70,13 +70,24 @@
 //!     outbox.rs     bounded queue of unacknowledged samples
 //!     ticker.rs     what paces sampling (Ticker), the tokio-interval default
 //!     timerfd.rs    the Linux timerfd ticker (one wakeup per tick)
+//!   install/        `agent install` / `server install` as systemd services, and install.sh
+//!     mod.rs        roles, paths, errors
+//!     unit.rs       the hardened systemd unit of each role (the .debs ship the same text)
+//!     envfile.rs    the flags given to `install` as quoted LANMON_* lines
+//!     plan.rs       what install / uninstall would do (files, modes, commands); --dry-run
+//!     apply.rs      carries a plan out (under / or --root), systemctl only with systemd
+//!     download.rs   the agent binary a server offers at GET /download/agent (hash, stream)
+//!     script.rs     install.sh (served at GET /install.sh) and the banner's one-line command
+//!     install.sh    the POSIX sh installer itself
 //! actors/tests/     protocol golden fixtures, agent state machine, fuzz properties, the Store
 //!                   actor with a probe subscriber
 //! bins/src/bin/     thin clap binaries: server.rs, agent.rs (flags → config → run), loadgen/
-//!                   (main, cli, plan, agent_sim, report); bins/src/lib.rs: flag helpers, logging
+//!                   (main, cli, plan, agent_sim, report); bins/src/lib.rs: flag helpers, logging;
+//!                   bins/src/install.rs: the `install` / `uninstall` command line;
+//!                   bins/packaging/: the .debs
 //! bins/benches/     criterion benchmark of the codec; bins/bench/: `make bench` driver
 //! integration-tests/tests/it/  real binaries on real sockets (alerts, core, discovery, faults,
-//!                              hostile, http, store); a server and agents in the test process (inproc)
+//!                              hostile, http, install, store); a server and agents in the test process (inproc)
 //! bins/deploy/prometheus/      Prometheus alerting rules over /metrics, with promtool tests
 //! integration-tests/netns/     discovery across a LAN of network namespaces
 //! ```
@@ -87,6 +98,7 @@ pub mod codec;
 pub mod config;
 pub mod discovery;
 pub mod error;
+pub mod install;
 pub mod metrics;
 pub mod net;
 pub mod process;

@@ -2,6 +2,8 @@
 //! setup. Everything else (defaults, validation, signals, the open-files limit) is the
 //! `lanmon` library's; the binaries only parse flags and call it.
 
+pub mod install;
+
 use std::io::IsTerminal;
 use std::str::FromStr;
 use std::time::Duration;

@@ -14,6 +14,11 @@
 //!   second ([`super::web::events`]).
 //! - `GET /api/alerts` — active and recent alerts ([`super::alerts::Board`]), read without
 //!   asking any actor.
+//! - `GET /install.sh` — the agent installer ([`crate::install::script`]); `GET
+//!   /download/agent` — the agent binary it installs, streamed from the open file
+//!   ([`crate::install::download`]); 404 with the reason when the server has none. Both stay
+//!   reachable without a login: a new machine has none, and the hashes in the install command
+//!   (from the server's console) are what make them trustworthy.
 //!
 //! Authentication (off unless the server passes an [`http_auth::HttpAuth`] to
 //! [`Http::start_with_auth`]): the middleware [`http_auth::guard`] wraps every route.
@@ -55,6 +60,8 @@ pub struct HttpConfig {
     pub store_health: Option<Arc<store::StoreHealth>>,
     /// The alerts' board: `/api/alerts` and `lanmon_alerts` in `/metrics` (`None`: alerts off).
     pub alerts: Option<Arc<alerts::Board>>,
+    /// The agent binary offered at `GET /download/agent`; `None`: none (404).
+    pub agent: Option<crate::install::download::Offer>,
 }
 
 /// What the HTTP side asks the Registry: snapshots (also the dashboard's feed) and histories.
@@ -92,6 +99,7 @@ impl HttpConfig {
             store: None,
             store_health: None,
             alerts: None,
+            agent: None,
         }
     }
 }
@@ -104,6 +112,7 @@ struct State {
     store_health: Option<Arc<store::StoreHealth>>,
     events: Addr<events::Broadcaster>,
     alerts: Option<Arc<alerts::Board>>,
+    agent: Option<crate::install::download::Offer>,
 }
 
 /// A running HTTP server.
@@ -149,6 +158,7 @@ impl Http {
             store_health: config.store_health.clone(),
             events: events.clone(),
             alerts: config.alerts.clone(),
+            agent: config.agent.clone(),
         };
         let server = HttpServer::new(move || {
             let mut app = App::new().app_data(web::Data::new(state.clone()));
@@ -164,6 +174,8 @@ impl Http {
                 .route("/static/{name}", get_or_head().to(static_asset))
                 .route("/api/events", web::get().to(live_events))
                 .route("/api/alerts", get_or_head().to(alerts_api))
+                .route("/install.sh", get_or_head().to(install_script))
+                .route("/download/agent", get_or_head().to(download_agent))
         })
         .workers(1)
         .disable_signals()
@@ -449,6 +461,40 @@ async fn live_events(state: web::Data<State>) -> HttpResponse {
         Err(e) => HttpResponse::ServiceUnavailable().json(ApiError {
             error: format!("live feed unavailable: {e}"),
         }),
+    }
+}
+
+/// The agent installer script (the same bytes for every request: its hash is in the banner).
+async fn install_script() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/plain; charset=utf-8")
+        .insert_header((CACHE_CONTROL, "no-cache"))
+        .body(crate::install::script::SCRIPT)
+}
+
+/// The agent binary, streamed a chunk at a time from the file opened (and hashed) at start.
+async fn download_agent(state: web::Data<State>) -> HttpResponse {
+    use crate::install::download::Offer;
+    let not_found = |why: &str| {
+        HttpResponse::NotFound()
+            .content_type("text/plain; charset=utf-8")
+            .body(format!("this server offers no agent binary: {why}\n"))
+    };
+    let file = match &state.agent {
+        Some(Offer::Ready(file)) => file,
+        Some(Offer::Missing(why)) => return not_found(why),
+        None => return not_found("start the server with --agent-binary PATH"),
+    };
+    match file.stream() {
+        Some(stream) => HttpResponse::Ok()
+            .content_type("application/octet-stream")
+            .insert_header((CACHE_CONTROL, "no-cache"))
+            .insert_header(("Content-Disposition", "attachment; filename=\"agent\""))
+            .no_chunking(file.len())
+            .streaming(stream),
+        None => HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "2"))
+            .body("too many downloads at once; try again in a moment\n"),
     }
 }
 

@@ -337,15 +337,54 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// order ([`Server::shutdown`]). Must run inside an actix `System`.
 pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
     config::raise_fd_limit_for(config.limits.max_connections);
+    let beacon = config.beacon.is_some();
+    let offer = config.http.as_ref().and_then(|h| h.agent.clone());
     let server = Server::start(config).await?;
     let interfaces = crate::net::ipv4_interfaces();
     eprint!(
         "{}",
         banner(server.local_addr(), &server.info().name, &interfaces)
     );
+    install_banner(&server, offer.as_ref(), beacon, &interfaces);
     shutdown.await;
     server.shutdown().await;
     Ok(())
+}
+
+/// The banner's install lines (with HTTP on): one `install.sh` command per address, and a log
+/// line saying which agent binary `GET /download/agent` offers (or why none).
+fn install_banner(
+    server: &Server,
+    offer: Option<&crate::install::download::Offer>,
+    beacon: bool,
+    interfaces: &[crate::net::Interface],
+) {
+    use crate::install::download::Offer;
+    let Some(offer) = offer else { return };
+    match offer {
+        Offer::Ready(file) => tracing::info!(
+            "offering {} ({} bytes, SHA-256 {}) at GET /download/agent",
+            file.path().display(),
+            file.len(),
+            file.sha256()
+        ),
+        Offer::Missing(why) => tracing::warn!("GET /download/agent: {why}"),
+    }
+    let Some(http) = server.info().http.as_deref().and_then(|h| h.parse().ok()) else {
+        return;
+    };
+    eprint!(
+        "{}",
+        crate::install::script::banner(&crate::install::script::BannerInput {
+            http,
+            listen: server.local_addr(),
+            server_name: &server.info().name,
+            beacon,
+            offer,
+            interfaces,
+            agent_flags: &[],
+        })
+    );
 }
 
 /// The startup banner: the bound address and, when bound to every interface, this machine's

@@ -4,9 +4,10 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
-use clap::{ArgAction, ArgGroup, Args, Parser, Subcommand};
+use clap::{ArgAction, ArgGroup, Args, CommandFactory, Parser, Subcommand};
 use lanmon::agent::{AgentConfig, Target};
 use lanmon::discovery::DEFAULT_SURVEY;
+use lanmon::install::Role;
 use lanmon_bins::{LogLevel, help_duration, init_logging, parse_duration};
 use tokio_util::sync::CancellationToken;
 
@@ -45,6 +46,14 @@ enum Command {
     /// Listen for server beacons for a few seconds, print every server heard (name, IP,
     /// port, protocol version) and exit: 0 if one was heard, 1 if none.
     Discover(DiscoverArgs),
+
+    /// Install (or upgrade) this agent as a systemd service with the given agent flags, e.g.
+    /// `agent install --discover` (`agent install --help` for its options).
+    #[command(disable_help_flag = true)]
+    Install(lanmon_bins::install::InstallArgs),
+
+    /// Remove the service `agent install` set up (settings and state stay unless --purge).
+    Uninstall(lanmon_bins::install::UninstallArgs),
 }
 
 #[derive(Debug, Args)]
@@ -152,6 +161,12 @@ impl LogArgs {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Some(Command::Install(args)) => {
+            return lanmon_bins::install::install(Role::Agent, Cli::command(), args);
+        }
+        Some(Command::Uninstall(args)) => {
+            return lanmon_bins::install::uninstall(Role::Agent, args);
+        }
         Some(Command::Discover(args)) => {
             args.log.init();
             list_servers(args.discovery_port, args.listen_for)

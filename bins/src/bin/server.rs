@@ -6,9 +6,11 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
-use clap::{ArgAction, Parser};
+use clap::{ArgAction, CommandFactory, Parser, Subcommand};
 use lanmon::config::{ConfigError, Limits};
 use lanmon::discovery::DEFAULT_DISCOVERY_PORT;
+use lanmon::install::Role;
+use lanmon::install::download::Offer;
 use lanmon::server::alerts::config::{Format as HookFormat, RulePatch, Webhook};
 use lanmon::server::alerts::rules::RuleId;
 use lanmon::server::alerts::{AlertFlags, AlertsSettings};
@@ -28,8 +30,17 @@ use lanmon_bins::{LogLevel, help_duration, init_logging, one_of, parse_duration}
 /// snapshot per line with --report-format json); the banner and logs go to stderr.
 /// Ctrl+C or SIGTERM stops it cleanly (agents are told); a second Ctrl+C exits at once.
 #[derive(Debug, Parser)]
-#[command(name = "server", version, about, long_about)]
+#[command(
+    name = "server",
+    version,
+    about,
+    long_about,
+    args_conflicts_with_subcommands = true
+)]
 struct Cli {
+    #[command(subcommand)]
+    command: Option<ServerCommand>,
+
     /// TCP address to accept agents on. `0.0.0.0:8080` listens on every interface; port 0
     /// picks a free port (the banner and the JSON snapshot say which).
     #[arg(long, env = "LANMON_BIND", default_value_t = ServerConfig::DEFAULT_BIND, value_name = "ADDR:PORT")]
@@ -266,6 +277,12 @@ struct Cli {
     #[arg(long, env = "LANMON_ALERT_OFFLINE_FOR", value_parser = parse_duration, value_name = "DURATION")]
     alert_offline_for: Option<Duration>,
 
+    /// The agent binary offered at `GET /download/agent`, which `install.sh` installs on
+    /// other machines (default: `../lib/lanmon/agent` from this server's directory, where
+    /// `server install` and the .deb put it, else `agent` in that directory).
+    #[arg(long, env = "LANMON_AGENT_BINARY", value_name = "PATH")]
+    agent_binary: Option<PathBuf>,
+
     /// Log verbosity on stderr (RUST_LOG, if set, overrides it).
     #[arg(long, env = "LANMON_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
@@ -276,8 +293,28 @@ struct Cli {
     quiet: bool,
 }
 
+#[derive(Debug, Subcommand)]
+enum ServerCommand {
+    /// Install (or upgrade) this server as a systemd service with the given server flags
+    /// (`server install --help` for its options).
+    #[command(disable_help_flag = true)]
+    Install(lanmon_bins::install::InstallArgs),
+
+    /// Remove the service `server install` set up (settings and history stay unless --purge).
+    Uninstall(lanmon_bins::install::UninstallArgs),
+}
+
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    match cli.command.take() {
+        Some(ServerCommand::Install(args)) => {
+            return lanmon_bins::install::install(Role::Server, Cli::command(), args);
+        }
+        Some(ServerCommand::Uninstall(args)) => {
+            return lanmon_bins::install::uninstall(Role::Server, args);
+        }
+        None => {}
+    }
     let level = if cli.quiet {
         LogLevel::Warn
     } else {
@@ -374,8 +411,11 @@ impl Cli {
         if let Some(n) = self.session_threads {
             config.session_threads = n;
         }
+        // The agent that install.sh installs, hashed now: the banner prints its SHA-256.
+        let agent_binary = self.agent_binary;
         config.http = (!self.no_http).then(|| HttpConfig {
             per_core_metrics: !self.no_per_core_metrics,
+            agent: Some(Offer::locate(agent_binary.as_deref())),
             ..HttpConfig::new(self.http)
         });
         config.store = (!self.no_store).then(|| StoreConfig {

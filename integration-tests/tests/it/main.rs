@@ -11,5 +11,6 @@ mod faults;
 mod hostile;
 mod http;
 mod inproc;
+mod install;
 mod store;
 mod support;

@@ -296,6 +296,14 @@ impl Server {
         Server::spawn(cmd, 0)
     }
 
+    /// Runs `cmd`, a command line that ends in a server printing JSON snapshots on
+    /// `127.0.0.1` (e.g. an installed unit's `ExecStart` run the way systemd would), and
+    /// waits for its first snapshot.
+    #[track_caller]
+    pub fn start_command(cmd: Command) -> Server {
+        Server::spawn(cmd, 0)
+    }
+
     /// `path` as the server's process sees it (through `/proc/PID/root`: its mount namespace).
     pub fn root_path(&self, path: &std::path::Path) -> PathBuf {
         let relative = path.strip_prefix("/").unwrap_or(path);
@@ -526,6 +534,13 @@ impl Agent {
     fn spawn(name: &str, args: &[&str]) -> Agent {
         let mut cmd = command("agent");
         cmd.args(args);
+        Agent::start_command(name, cmd)
+    }
+
+    /// Runs `cmd`, a command line that ends in an agent (e.g. an installed unit's
+    /// `ExecStart` run the way systemd would); `name` labels its diagnostics.
+    #[track_caller]
+    pub fn start_command(name: &str, mut cmd: Command) -> Agent {
         let mut proc = Proc::spawn(format!("agent {name}"), &mut cmd);
         let (Some(stdout), Some(stderr)) = (proc.child.stdout.take(), proc.child.stderr.take())
         else {
