@@ -59,6 +59,57 @@ pub const ACCEPT_ERROR_PAUSE: Duration = Duration::from_millis(100);
 /// At most one "connection refused by a limit" log line per this period.
 pub const LIMIT_LOG_EVERY: Duration = Duration::from_secs(10);
 
+/// Who may talk to the server (`--auth`). Protocol 2 is the secure default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AuthMode {
+    /// Every agent speaks protocol 2: a Noise handshake (the server proves its pinned key,
+    /// the agent its enrolled key) before any frame; HTTP needs a login.
+    #[default]
+    Required,
+    /// As `required`, and old (protocol 1, plaintext) agents are accepted on the same port,
+    /// marked `unauthenticated` (in the snapshot, the dashboard and `/metrics`).
+    Optional,
+    /// No authentication at all: plaintext protocol 1 and open HTTP, as before protocol 2.
+    /// For a closed lab only; the server says so in one loud warning line.
+    Off,
+}
+
+impl AuthMode {
+    pub const ALL: [AuthMode; 3] = [AuthMode::Required, AuthMode::Optional, AuthMode::Off];
+
+    /// The flag's spelling.
+    pub fn name(self) -> &'static str {
+        match self {
+            AuthMode::Required => "required",
+            AuthMode::Optional => "optional",
+            AuthMode::Off => "off",
+        }
+    }
+}
+
+impl std::fmt::Display for AuthMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// Not an [`AuthMode`] name.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("`{0}`: expected required, optional or off")]
+pub struct UnknownAuthMode(pub String);
+
+impl std::str::FromStr for AuthMode {
+    type Err = UnknownAuthMode;
+
+    fn from_str(s: &str) -> Result<Self, UnknownAuthMode> {
+        AuthMode::ALL
+            .into_iter()
+            .find(|m| m.name().eq_ignore_ascii_case(s.trim()))
+            .ok_or_else(|| UnknownAuthMode(s.to_string()))
+    }
+}
+
 /// The server's limits on what one peer may do. Each has a flag; hitting one ends that
 /// connection only (with an `error` frame where possible and one log line).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -151,6 +202,15 @@ pub enum ConfigError {
         crate::agent::AgentConfig::INTERVAL_RANGE.end()
     )]
     AgentInterval { got: Duration },
+    /// `--auth optional` given to an agent.
+    #[error("an agent speaks one protocol: --auth required (the default) or --auth off")]
+    AgentAuth,
+    /// `--join` with `--auth off`.
+    #[error("--join needs the authenticated protocol: leave out --auth off")]
+    JoinWithoutAuth,
+    /// `--auto-approve` with `--auth off`.
+    #[error("--auto-approve needs the trust layer: leave out --auth off")]
+    AutoApproveWithoutAuth,
 }
 
 #[cfg(test)]

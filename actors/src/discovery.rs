@@ -8,8 +8,13 @@
 //! **source address** at the advertised TCP port. Anything that is not a valid beacon is
 //! ignored.
 //!
-//! Room for authentication: a beacon may carry an optional `sig` field. Version 1 agents ignore
-//! it; a later keyed agent will require it, without a change to version 1's format.
+//! Authentication (protocol 2): a server with the trust layer signs its beacons (fingerprint,
+//! time, sequence, MAC: [`crate::auth::beacon_auth`]); version-1 agents ignore those fields.
+//! The listener applies a [`Gate`]: an agent with a join token accepts only beacons that
+//! verify, from its pinned server, fresh and not replayed; an agent that pinned its server by
+//! trust on first use accepts only beacons that name the pinned fingerprint; an agent with
+//! nothing pinned takes any beacon as a hint. Whatever a beacon says, it is only a hint: the
+//! handshake decides.
 
 use std::collections::HashMap;
 use std::io;
@@ -20,7 +25,9 @@ use serde::{Deserialize, Serialize};
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::UdpSocket;
 
-use crate::protocol::{MAX_TEXT_LEN, PROTOCOL_VERSION};
+use crate::auth::beacon_auth::{BeaconVerifier, SignedBeacon};
+use crate::auth::fingerprint::Fingerprint;
+use crate::protocol::{MAX_TEXT_LEN, PROTOCOL_V1};
 
 /// UDP port beacons are sent to. The same number as the TCP port: one number to remember and
 /// to open in a firewall (8080/tcp for samples, 8080/udp for discovery).
@@ -47,7 +54,8 @@ pub const INVALID_WARNING_EVERY: Duration = Duration::from_secs(30);
 pub struct Beacon {
     /// Always [`BEACON_SERVICE`].
     pub service: String,
-    /// Wire protocol version the server speaks.
+    /// The lowest wire protocol version the server accepts: 1 (also plaintext agents), or 2
+    /// (authenticated agents only: version-1 agents ignore such a beacon).
     pub proto: u32,
     pub server_id: String,
     pub server_name: String,
@@ -59,10 +67,11 @@ pub struct Beacon {
 }
 
 impl Beacon {
+    /// A version-1 beacon (`proto` 1).
     pub fn new(server_id: &str, server_name: &str, port: u16) -> Self {
         Self {
             service: BEACON_SERVICE.into(),
-            proto: PROTOCOL_VERSION,
+            proto: PROTOCOL_V1,
             server_id: server_id.into(),
             server_name: server_name.into(),
             port,
@@ -74,7 +83,9 @@ impl Beacon {
         serde_json::to_vec(self).unwrap_or_default()
     }
 
-    /// Parses and checks a datagram; `Err` says why it is not a beacon we can use.
+    /// Parses and checks a datagram as a version-1 agent does (`proto` 1 only); `Err` says
+    /// why it is not a beacon it can use. This build's agents read beacons with
+    /// [`SignedBeacon::parse`] instead.
     pub fn decode(datagram: &[u8]) -> Result<Beacon, &'static str> {
         if datagram.len() > MAX_BEACON_LEN {
             return Err("datagram too long");
@@ -83,7 +94,7 @@ impl Beacon {
         if b.service != BEACON_SERVICE {
             return Err("not a lanmon beacon");
         }
-        if b.proto != PROTOCOL_VERSION {
+        if b.proto != PROTOCOL_V1 {
             return Err("beacon of an unsupported protocol version");
         }
         if b.port == 0
@@ -104,6 +115,39 @@ pub struct Found {
     pub beacon: Beacon,
     /// Where to connect: the beacon's source IP and its advertised port.
     pub addr: SocketAddr,
+    /// The key fingerprint the beacon carries (verified only under [`Gate::Verified`]).
+    pub fp: Option<Fingerprint>,
+}
+
+/// Which beacons the listener takes (see the module docs).
+#[derive(Debug)]
+pub enum Gate {
+    /// Any valid beacon: nothing pinned, nothing to check against.
+    Open,
+    /// Only beacons that name one of these fingerprints (pinned by trust on first use,
+    /// without the network key: the claim cannot be verified, it only filters).
+    Pinned(Vec<Fingerprint>),
+    /// Only beacons that verify under the network key, from a pinned key, fresh, not replayed.
+    Verified(BeaconVerifier),
+}
+
+impl Gate {
+    fn check(&mut self, b: &SignedBeacon) -> Result<Option<Fingerprint>, String> {
+        match self {
+            Gate::Open => Ok(b.fingerprint()),
+            Gate::Pinned(pins) => match b.fingerprint() {
+                Some(fp) if pins.contains(&fp) => Ok(Some(fp)),
+                Some(fp) => Err(format!(
+                    "beacon of another server key ({fp}), not the pinned one"
+                )),
+                None => Err("unsigned beacon (this agent has pinned a server key)".into()),
+            },
+            Gate::Verified(v) => v
+                .check(b, crate::util::now_ms())
+                .map(Some)
+                .map_err(|e| e.to_string()),
+        }
+    }
 }
 
 /// Opens the agent's discovery socket on `0.0.0.0:port`, shareable by several agents on one
@@ -129,9 +173,11 @@ pub struct BeaconListener {
     heard: HashMap<String, (Found, Instant)>,
     last_invalid_warning: Option<Instant>,
     ignored: u64,
+    gate: Gate,
 }
 
 impl BeaconListener {
+    /// A listener that takes every valid beacon ([`Gate::Open`]).
     pub fn bind(port: u16, want: Option<String>) -> io::Result<Self> {
         Ok(Self {
             socket: listen_socket(port)?,
@@ -140,7 +186,14 @@ impl BeaconListener {
             heard: HashMap::new(),
             last_invalid_warning: None,
             ignored: 0,
+            gate: Gate::Open,
         })
+    }
+
+    /// Replaces which beacons are taken (after joining, pinning or a key rotation).
+    pub fn set_gate(&mut self, gate: Gate) {
+        self.gate = gate;
+        self.heard.clear();
     }
 
     pub fn port(&self) -> u16 {
@@ -177,11 +230,15 @@ impl BeaconListener {
         let mut buf = [0u8; MAX_BEACON_LEN + 1];
         loop {
             let (n, from) = self.socket.recv_from(&mut buf).await?;
-            match Beacon::decode(&buf[..n]) {
-                Ok(beacon) => {
+            let checked = SignedBeacon::parse(&buf[..n])
+                .map_err(String::from)
+                .and_then(|b| self.gate.check(&b).map(|fp| (b.beacon, fp)));
+            match checked {
+                Ok((beacon, fp)) => {
                     let found = Found {
                         addr: SocketAddr::new(from.ip(), beacon.port),
                         beacon,
+                        fp,
                     };
                     let now = Instant::now();
                     self.heard

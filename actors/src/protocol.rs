@@ -1,7 +1,11 @@
-//! Wire protocol v1: the frames that agents and the server exchange.
+//! Wire protocol: the frames that agents and the server exchange.
 //!
 //! Transport: one TCP connection per agent, newline-delimited JSON, one object per line,
-//! tagged by `"type"`. Frames longer than [`MAX_FRAME_LEN`] are refused by the codec on both
+//! tagged by `"type"`. Protocol 2 ([`PROTOCOL_VERSION`]) carries these lines inside a Noise
+//! session ([`crate::auth::noise`]: handshake first, then every byte encrypted and
+//! authenticated); protocol 1 ([`PROTOCOL_V1`]) is the same lines in plaintext, still spoken
+//! with a server in `--auth off` or, for old agents, `--auth optional`. The frames are the
+//! same in both, plus `server_key` (protocol 2 only). Frames longer than [`MAX_FRAME_LEN`] are refused by the codec on both
 //! sides ([`crate::codec`]). Unknown fields are ignored on decode so that later versions can
 //! add optional fields without breaking older peers; a frame of an unknown `type` is an error.
 //!
@@ -10,8 +14,13 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Version spoken in `hello`/`welcome`. Bumped only for a documented, breaking change.
-pub const PROTOCOL_VERSION: u32 = 1;
+/// Version spoken in `hello`/`welcome` over an authenticated (Noise) connection. Bumped only
+/// for a documented, breaking change: 2 is the trust layer (README, "Security and trust").
+pub const PROTOCOL_VERSION: u32 = 2;
+
+/// The plaintext protocol of version-1 agents: what a plaintext connection's `hello` says
+/// (`--auth off`, or an old agent in `--auth optional`).
+pub const PROTOCOL_V1: u32 = 1;
 
 /// Largest frame (one JSON line, newline excluded) either side accepts, in bytes.
 pub const MAX_FRAME_LEN: usize = 64 * 1024;
@@ -46,6 +55,9 @@ pub enum ServerFrame {
     Error(ErrorFrame),
     /// The server is going away on purpose (shutdown); the agent should reconnect later.
     Bye(Bye),
+    /// Protocol 2: the server's key was rotated; pin the new one (sent over the authenticated
+    /// channel to an agent that connected on the previous key).
+    ServerKey(ServerKey),
 }
 
 /// `hello`: who the agent is. Sent once, first.
@@ -123,6 +135,18 @@ pub struct Welcome {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Ack {
     pub seq: u64,
+}
+
+/// `server_key`: the server's new static key after a rotation ([`crate::auth::rotation`]).
+/// The agent pins `key` first and keeps the key of this session until `previous_until_ms`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ServerKey {
+    /// The new current key, Crockford base32.
+    pub key: String,
+    /// Its fingerprint (`SHA256:…`), for the agent's log line; must match `key`.
+    pub fp: String,
+    /// When the server stops accepting the key this session used, ms since the Unix epoch.
+    pub previous_until_ms: u64,
 }
 
 /// `error`: a machine-readable code and a sentence for people. The connection closes after it.

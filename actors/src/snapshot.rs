@@ -12,6 +12,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::config::AuthMode;
 use crate::protocol::{Cpu, Memory};
 
 /// Version of the snapshot format; bumped only for a documented breaking change.
@@ -29,6 +30,82 @@ pub struct Snapshot {
     /// The durable history's state; absent with `--no-store`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub store: Option<StoreView>,
+    /// Agents whose keys wait for the operator's approval (protocol 2): they have sent no
+    /// sample. Absent when there are none.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub pending: Vec<PendingAgent>,
+}
+
+/// How the server knows an agent (protocol 2).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentAuth {
+    /// Authenticated by its enrolled key (Noise handshake): only it can send as this id.
+    Approved,
+    /// Its key waits for approval: no sample accepted (only in [`Snapshot::pending`]).
+    Pending,
+    /// A protocol-1 agent without authentication (`--auth optional`): anyone could send as it.
+    Unauthenticated,
+}
+
+impl AgentAuth {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AgentAuth::Approved => "approved",
+            AgentAuth::Pending => "pending",
+            AgentAuth::Unauthenticated => "unauthenticated",
+        }
+    }
+}
+
+/// An agent key waiting for approval (`server agents approve`, or the dashboard).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PendingAgent {
+    /// The fingerprint of its key: compare it with what the agent printed.
+    pub fp: String,
+    /// The id, name and host name it presented (not bound to it until approved).
+    pub id: String,
+    pub name: String,
+    pub hostname: String,
+    /// Where it last connected from.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip: Option<String>,
+    /// When it first and last presented itself, ms since the Unix epoch.
+    pub first_seen_ms: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_ms: Option<u64>,
+}
+
+impl PendingAgent {
+    /// The entry as an [`AgentView`] (offline, no readings, `auth: pending`), for the consumers
+    /// that look at agents one by one (the alerts' `pending` rule).
+    pub fn as_view(&self) -> AgentView {
+        AgentView {
+            id: self.id.clone(),
+            name: self.name.clone(),
+            hostname: self.hostname.clone(),
+            ip: self.ip.clone().unwrap_or_default(),
+            os: String::new(),
+            cores: 0,
+            agent_version: String::new(),
+            interval_ms: 0,
+            run_id: String::new(),
+            status: Status::Offline,
+            offline_reason: Some("pending approval".into()),
+            seq: 0,
+            cpu: None,
+            memory: None,
+            last_seen_ms: None,
+            last_sample_ts_ms: None,
+            received: 0,
+            duplicates: 0,
+            gaps: 0,
+            first_seq: 0,
+            stored_seq: None,
+            auth: Some(AgentAuth::Pending),
+            fp: Some(self.fp.clone()),
+        }
+    }
 }
 
 /// Whether the durable history writes (`ok`) or not (`failing`: nothing is acknowledged
@@ -68,6 +145,13 @@ pub struct ServerInfo {
     /// The HTTP address (API, `/metrics`, dashboard), when HTTP is on.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http: Option<String>,
+    /// Who may connect (`--auth`); absent from servers before protocol 2.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AuthMode>,
+    /// The fingerprint of the server's key (`SHA256:…`), which agents pin; absent with
+    /// `--auth off`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -141,6 +225,14 @@ pub struct AgentView {
     /// server has acknowledged (or will with its next ack). Absent with `--no-store`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_seq: Option<u64>,
+    /// How the server knows this agent: `approved` (its enrolled key) or `unauthenticated`
+    /// (protocol 1 in `--auth optional`); absent with `--auth off` and for agents restored from
+    /// the store that have not connected since the server started.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub auth: Option<AgentAuth>,
+    /// The fingerprint of the agent's key, when it is `approved`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fp: Option<String>,
 }
 
 /// Snapshot builders for unit tests (the Reporter's and `/metrics`' renderings).
@@ -181,6 +273,8 @@ pub(crate) mod fixtures {
             gaps: 0,
             first_seq: 1,
             stored_seq: None,
+            auth: None,
+            fp: None,
         }
     }
 
@@ -196,6 +290,8 @@ pub(crate) mod fixtures {
                 version: "0.1.0".into(),
                 listen: "127.0.0.1:8080".into(),
                 http: None,
+                auth: None,
+                fingerprint: None,
             },
             summary: Summary {
                 agents: agents.len(),
@@ -205,6 +301,7 @@ pub(crate) mod fixtures {
             },
             agents,
             store: None,
+            pending: Vec::new(),
         }
     }
 }

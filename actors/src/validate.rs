@@ -9,8 +9,11 @@ use crate::protocol::{Cpu, Hello, MAX_CORES, MAX_TEXT_LEN, Memory, Metrics, PROT
 /// Why a frame was refused. The `Display` text goes into the log line and the `error` frame.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum Invalid {
-    #[error("unsupported protocol version {got} (this server speaks {PROTOCOL_VERSION})")]
-    UnsupportedVersion { got: u32 },
+    #[error(
+        "unsupported protocol version {got} on this connection (it speaks {want}: protocol 2 \
+         over the authenticated handshake, 1 in plaintext)"
+    )]
+    UnsupportedVersion { got: u32, want: u32 },
     #[error("field `{field}` is {reason}")]
     Field {
         field: &'static str,
@@ -64,10 +67,19 @@ pub fn hello(h: &Hello) -> Result<(), Invalid> {
     hello_with_limit(h, MAX_CORES)
 }
 
-/// Validates a `hello`, allowing at most `max_cores` cores.
+/// Validates a protocol-2 `hello`, allowing at most `max_cores` cores.
 pub fn hello_with_limit(h: &Hello, max_cores: usize) -> Result<(), Invalid> {
-    if h.proto != PROTOCOL_VERSION {
-        return Err(Invalid::UnsupportedVersion { got: h.proto });
+    hello_for(h, max_cores, PROTOCOL_VERSION)
+}
+
+/// Validates a `hello` of a connection that speaks protocol `proto` ([`PROTOCOL_VERSION`] over
+/// Noise, [`crate::protocol::PROTOCOL_V1`] in plaintext), allowing at most `max_cores` cores.
+pub fn hello_for(h: &Hello, max_cores: usize, proto: u32) -> Result<(), Invalid> {
+    if h.proto != proto {
+        return Err(Invalid::UnsupportedVersion {
+            got: h.proto,
+            want: proto,
+        });
     }
     text("agent_id", &h.agent_id, false)?;
     text("run_id", &h.run_id, false)?;
@@ -192,10 +204,17 @@ mod tests {
     #[test]
     fn unsupported_version_is_refused() {
         let h = Hello {
-            proto: 2,
+            proto: 1,
             ..hello_fixture()
         };
-        assert_eq!(hello(&h), Err(Invalid::UnsupportedVersion { got: 2 }));
+        assert_eq!(
+            hello(&h),
+            Err(Invalid::UnsupportedVersion { got: 1, want: 2 })
+        );
+        assert_eq!(
+            hello_for(&h, MAX_CORES, crate::protocol::PROTOCOL_V1),
+            Ok(())
+        );
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! The agent's connection state machine (`Connecting → Connected → Backoff`), driven against a
 //! scripted fake server on 127.0.0.1 with an injected `MetricsSource`: what it sends, when it
-//! reconnects, what it replays. Every wait has a deadline.
+//! reconnects, what it replays. Every wait has a deadline. The agent runs `--auth off`
+//! (plaintext protocol 1) so the fake server can script frames by hand.
 
 // Test helpers: a failed expectation is a failed test.
 #![allow(clippy::expect_used)]
@@ -65,6 +66,11 @@ fn start_agent(
         name: "under-test".into(),
         interval: INTERVAL,
         buffer: 1000,
+        // The fake server speaks plaintext protocol 1: the state machine is the same over the
+        // encrypted stream (tested end to end in integration-tests' trust.rs).
+        auth: lanmon::config::AuthMode::Off,
+        state_dir: None,
+        join: None,
     };
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(lanmon::agent::run(config, FakeSource, shutdown.clone()));

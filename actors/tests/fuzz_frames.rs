@@ -741,14 +741,14 @@ proptest! {
         }
     }
 
-    /// A hello of any protocol version other than 1 is refused as unsupported, whatever its other fields.
+    /// A hello of any protocol version other than the current one (2) is refused as unsupported, whatever its other fields.
     #[test]
     fn other_protocol_versions_are_refused(
         h in any_hello(),
-        proto in any::<u32>().prop_filter("not v1", |p| *p != PROTOCOL_VERSION),
+        proto in any::<u32>().prop_filter("not v2", |p| *p != PROTOCOL_VERSION),
     ) {
         let h = Hello { proto, ..h };
-        prop_assert_eq!(validate::hello(&h), Err(Invalid::UnsupportedVersion { got: proto }));
+        prop_assert_eq!(validate::hello(&h), Err(Invalid::UnsupportedVersion { got: proto, want: PROTOCOL_VERSION }));
     }
 
     /// Valid frames with random bytes flipped, inserted or deleted: decoding never panics and whatever decodes validates without panicking.

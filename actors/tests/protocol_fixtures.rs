@@ -9,6 +9,11 @@
 //!
 //! So any change of the wire format shows up in review as a diff of a fixture file.
 //!
+//! The frames are the same in protocol 1 (plaintext) and protocol 2 (inside the Noise
+//! session): the v1 fixtures stay byte for byte what version-1 agents and servers exchange
+//! (`--auth optional` and `--auth off` still speak it); `*_v2.json` and `server_server_key.json`
+//! are protocol 2's.
+//!
 //! Blessing: after an *intended* format change, run
 //! `LANMON_BLESS=1 cargo test -p lanmon --test protocol_fixtures` to rewrite the fixture files
 //! from the values below instead of comparing against them, then review and commit the diff.
@@ -19,8 +24,8 @@ use std::path::PathBuf;
 use bytes::BytesMut;
 use lanmon::codec::{AgentCodec, CodecError, ServerCodec, encode_line};
 use lanmon::protocol::{
-    Ack, AgentFrame, Bye, Cpu, ErrorCode, ErrorFrame, Hello, Memory, Metrics, PROTOCOL_VERSION,
-    ServerFrame, Welcome,
+    Ack, AgentFrame, Bye, Cpu, ErrorCode, ErrorFrame, Hello, Memory, Metrics, PROTOCOL_V1,
+    PROTOCOL_VERSION, ServerFrame, ServerKey, Welcome,
 };
 use serde::Serialize;
 use tokio_util::codec::Decoder;
@@ -110,8 +115,12 @@ fn read_fixture(name: &str) -> Result<Vec<u8>, Box<dyn Error>> {
 }
 
 fn hello() -> AgentFrame {
+    hello_of(PROTOCOL_V1)
+}
+
+fn hello_of(proto: u32) -> AgentFrame {
     AgentFrame::Hello(Hello {
-        proto: PROTOCOL_VERSION,
+        proto,
         agent_id: "5b0c7d1e-9f3a-4c2b-8e61-2a4d9f0b7c13".into(),
         run_id: "e3a1f0c2-6b7d-4e8f-9a0b-1c2d3e4f5a6b".into(),
         name: "office-pc-07".into(),
@@ -127,6 +136,35 @@ fn hello() -> AgentFrame {
 #[test]
 fn agent_hello() -> TestResult {
     round_trip_agent("agent_hello.json", &hello())
+}
+
+/// Protocol 2's `hello` differs only in `proto`.
+#[test]
+fn agent_hello_v2() -> TestResult {
+    round_trip_agent("agent_hello_v2.json", &hello_of(PROTOCOL_VERSION))
+}
+
+/// Protocol 2's rotation notice: the new key, its fingerprint, the old key's grace end.
+#[test]
+fn server_server_key() -> TestResult {
+    let frame = ServerFrame::ServerKey(ServerKey {
+        key: "8AM1SPGWNXHRFKHPBBMAKQ5HQR0K7YBYFZS2RTH9AZXF9SCZ6ZKG".into(),
+        fp: "SHA256:7K2M-Q9XD-4D5T-1VZN-R8CA-M3PE-WQ2H-B6JF".into(),
+        previous_until_ms: 1_764_720_000_000,
+    });
+    round_trip_server("server_server_key.json", &frame)
+}
+
+/// Protocol 2's enrollment refusals have codes of their own (old agents read them as `other`).
+#[test]
+fn server_error_pending_v2() -> TestResult {
+    let frame = ServerFrame::Error(ErrorFrame {
+        code: ErrorCode::PendingApproval,
+        message:
+            "this agent's key SHA256:7K2M-Q9XD-4D5T-1VZN-R8CA-M3PE-WQ2H-B6JF is not approved yet"
+                .into(),
+    });
+    round_trip_server("server_error_pending_v2.json", &frame)
 }
 
 /// A full `metrics` fixture (cpu with 2 cores, memory with `available`) round-trips.
@@ -174,7 +212,7 @@ fn agent_bye() -> TestResult {
 #[test]
 fn server_welcome() -> TestResult {
     let frame = ServerFrame::Welcome(Welcome {
-        proto: PROTOCOL_VERSION,
+        proto: PROTOCOL_V1,
         server_id: "9d8c7b6a-5f4e-4d3c-2b1a-0f9e8d7c6b5a".into(),
         server_name: "lanmon-server".into(),
         server_version: "0.1.0".into(),

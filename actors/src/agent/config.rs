@@ -7,9 +7,11 @@
 //! than real CPU counters allow.
 
 use std::ops::RangeInclusive;
+use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::ConfigError;
+use crate::auth::token::JoinToken;
+use crate::config::{AuthMode, ConfigError};
 
 /// Where the server is.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -64,6 +66,13 @@ pub struct AgentConfig {
     pub interval: Duration,
     /// Most samples kept while the server has not acknowledged them.
     pub buffer: usize,
+    /// Protocol 2, authenticated and encrypted ([`AuthMode::Required`], the default), or
+    /// plaintext protocol 1 ([`AuthMode::Off`], for a server run with `--auth off`).
+    pub auth: AuthMode,
+    /// Where the agent's key and pinned server keys live; `None`: in memory for this run.
+    pub state_dir: Option<PathBuf>,
+    /// The server's join token (`--join`): pins the server's key and enrolls the agent.
+    pub join: Option<JoinToken>,
 }
 
 impl AgentConfig {
@@ -87,15 +96,24 @@ impl AgentConfig {
             name,
             interval: Self::DEFAULT_INTERVAL,
             buffer: Self::DEFAULT_BUFFER,
+            auth: AuthMode::Required,
+            state_dir: None,
+            join: None,
         }
     }
 
-    /// Applies the policy: an interval outside [`AgentConfig::INTERVAL_RANGE`] is refused.
+    /// Applies the policy: an interval outside [`AgentConfig::INTERVAL_RANGE`] is refused, and
+    /// so are `--auth optional` (an agent speaks one protocol) and a join token with
+    /// `--auth off` (plaintext has nothing to join).
     pub fn validate(self) -> Result<Self, ConfigError> {
         if !Self::INTERVAL_RANGE.contains(&self.interval) {
             return Err(ConfigError::AgentInterval { got: self.interval });
         }
-        Ok(self)
+        match (self.auth, &self.join) {
+            (AuthMode::Optional, _) => Err(ConfigError::AgentAuth),
+            (AuthMode::Off, Some(_)) => Err(ConfigError::JoinWithoutAuth),
+            _ => Ok(self),
+        }
     }
 }
 

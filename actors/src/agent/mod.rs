@@ -16,9 +16,19 @@
 //! acknowledged is sent again after the next connect. Every wait has a deadline (connect,
 //! welcome, each write), and the read side is watched all the time, so a server that goes away
 //! is noticed at once. Shutdown (the token) sends `bye` and returns.
+//!
+//! Protocol 2 (the default): after TCP connect, the Noise handshake ([`crate::auth::noise`])
+//! with the agent's key and its pinned server keys ([`identity`]); a server whose key is not
+//! pinned gets nothing but the handshake's first message (the agent stops there, logs why and
+//! backs off). Then the same frames run over the encrypted stream. Without pins the first
+//! server's key is trusted and pinned (its fingerprint logged, to compare with the server's
+//! banner). `pending_approval` is logged with both fingerprints and retried with the usual
+//! backoff; a `server_key` notice (key rotation) updates the pins. `--auth off` speaks
+//! plaintext protocol 1, as before protocol 2.
 
 pub mod backoff;
 pub mod config;
+pub mod identity;
 pub mod outbox;
 pub mod ticker;
 #[cfg(target_os = "linux")]
@@ -29,12 +39,14 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use futures_util::StreamExt;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
 
+use crate::auth::AuthError;
+use crate::auth::fingerprint::Fingerprint;
+use crate::auth::noise;
 use crate::codec::{AgentCodec, encode_line};
 use crate::config::{
     BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, IDLE_INTERVALS, WELCOME_TIMEOUT, WRITE_TIMEOUT,
@@ -42,11 +54,15 @@ use crate::config::{
 use crate::discovery::{self, Found, WAITING_HINT_EVERY};
 use crate::metrics::{MetricsSource, SystemSource};
 use crate::net::set_keepalive;
-use crate::protocol::{self, AgentFrame, Bye, ErrorFrame, Metrics, PROTOCOL_VERSION, ServerFrame};
+use crate::protocol::{
+    self, AgentFrame, Bye, ErrorCode, ErrorFrame, Metrics, PROTOCOL_V1, PROTOCOL_VERSION,
+    ServerFrame,
+};
 use crate::util::{now_ms, random_id, random_u64};
 
 pub use backoff::Backoff;
 pub use config::{AgentConfig, Target, default_agent_id};
+pub use identity::Identity;
 pub use outbox::Outbox;
 pub use ticker::Ticker;
 
@@ -107,6 +123,8 @@ enum Ended {
     Lost(String),
     /// The server refused us with an `error` frame.
     Refused(ErrorFrame),
+    /// The server could not prove a pinned key (or the handshake failed): nothing was sent.
+    Untrusted(String),
 }
 
 /// Runs the agent until `shutdown` is cancelled, sampling on a tokio interval of
@@ -144,7 +162,7 @@ pub async fn run_with_ticker<S: MetricsSource, T: Ticker>(
     ticker: T,
     shutdown: CancellationToken,
 ) -> crate::Result<()> {
-    Agent::new(config, source, ticker, shutdown).run().await
+    Agent::new(config, source, ticker, shutdown)?.run().await
 }
 
 struct Agent<S, T> {
@@ -162,13 +180,31 @@ struct Agent<S, T> {
     /// The server this agent was last connected to (discover mode), by server id.
     server_id: Option<String>,
     connected_once: bool,
+    /// The trust layer's state (`None` with `--auth off`: plaintext protocol 1).
+    identity: Option<Identity>,
 }
 
 impl<S: MetricsSource, T: Ticker> Agent<S, T> {
-    fn new(config: AgentConfig, source: S, ticker: T, shutdown: CancellationToken) -> Self {
+    fn new(
+        config: AgentConfig,
+        source: S,
+        ticker: T,
+        shutdown: CancellationToken,
+    ) -> crate::Result<Self> {
+        let identity = match config.auth {
+            crate::config::AuthMode::Off => None,
+            _ => Some(Identity::load(
+                config.state_dir.as_deref(),
+                config.join.as_ref(),
+            )?),
+        };
         let host = source.host();
         let hello = protocol::Hello {
-            proto: PROTOCOL_VERSION,
+            proto: if identity.is_some() {
+                PROTOCOL_VERSION
+            } else {
+                PROTOCOL_V1
+            },
             agent_id: config.id,
             run_id: random_id(),
             name: config.name,
@@ -178,7 +214,7 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
             agent_version: crate::VERSION.to_string(),
             interval_ms: u64::try_from(config.interval.as_millis()).unwrap_or(u64::MAX),
         };
-        Self {
+        Ok(Self {
             source,
             target: config.target,
             interval: config.interval,
@@ -191,7 +227,8 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
             discovery: None,
             server_id: None,
             connected_once: false,
-        }
+            identity,
+        })
     }
 
     async fn run(mut self) -> crate::Result<()> {
@@ -203,15 +240,40 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
             Duration::from_millis(self.hello.interval_ms),
             self.target
         );
+        match &self.identity {
+            Some(id) => {
+                let pinned: Vec<String> = id
+                    .pinned()
+                    .iter()
+                    .map(|k| Fingerprint::of(k).to_string())
+                    .collect();
+                tracing::info!(
+                    "protocol 2: this agent's key {}; server key {}",
+                    id.fingerprint(),
+                    if pinned.is_empty() {
+                        "not pinned yet (trusted at the first connection; --join pins it)".into()
+                    } else {
+                        format!("pinned: {}", pinned.join(", "))
+                    }
+                );
+            }
+            None => tracing::warn!(
+                "--auth off: plaintext protocol 1, nothing authenticated (the server must run \
+                 with --auth off or optional)"
+            ),
+        }
         if let Target::Discover {
             port, server_name, ..
         } = &self.target
         {
-            let listener = discovery::BeaconListener::bind(*port, server_name.clone()).map_err(|e| {
+            let mut listener = discovery::BeaconListener::bind(*port, server_name.clone()).map_err(|e| {
                 crate::Error::Other(format!(
                     "cannot listen for beacons on UDP port {port}: {e} (another program holds the port without SO_REUSEPORT?)"
                 ))
             })?;
+            if let Some(id) = &self.identity {
+                listener.set_gate(id.gate());
+            }
             self.discovery = Some(listener);
         }
         let mut last_cause: Option<String> = None;
@@ -277,10 +339,14 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
                             tracing::warn!("connection to {addr} lost: {reason}; reconnecting");
                         }
                         Ended::Refused(e) => {
+                            let delay = self.backoff.next_delay(random_u64());
+                            self.log_refusal(addr, &e, delay);
+                            state = ConnState::Backoff(delay);
+                            continue;
+                        }
+                        Ended::Untrusted(why) => {
                             tracing::error!(
-                                "server {addr} refused this agent: {}: {}",
-                                e.code,
-                                e.message
+                                "server {addr} not trusted, nothing sent but the handshake: {why}"
                             );
                         }
                     }
@@ -391,9 +457,97 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
         Ok(found)
     }
 
+    /// Logs why the server refused this agent; waiting for approval is not an error.
+    fn log_refusal(&self, addr: SocketAddr, e: &ErrorFrame, delay: Duration) {
+        match e.code {
+            ErrorCode::PendingApproval => {
+                let me = self
+                    .identity
+                    .as_ref()
+                    .map(|i| i.fingerprint().to_string())
+                    .unwrap_or_default();
+                let server = self
+                    .identity
+                    .as_ref()
+                    .and_then(|i| i.pinned().first().map(|k| Fingerprint::of(k).to_string()))
+                    .unwrap_or_default();
+                tracing::warn!(
+                    "waiting for approval by the server at {addr} (server fingerprint {server}: \
+                     compare it with the server's banner); this agent's key is {me}: on the \
+                     server run `server agents approve {me}`, or start this agent with the \
+                     server's --join token; retrying in {delay:.1?}"
+                );
+            }
+            _ => tracing::error!(
+                "server {addr} refused this agent: {}: {}; retrying in {delay:.1?}",
+                e.code,
+                e.message
+            ),
+        }
+    }
+
+    /// The handshake (protocol 2), while sampling; the encrypted halves and the server's key.
+    async fn handshake(
+        &mut self,
+        mut stream: TcpStream,
+    ) -> Option<Result<(noise::Session, TcpStream), AuthError>> {
+        let Some(identity) = &self.identity else {
+            return Some(Err(AuthError::Other("no identity".into())));
+        };
+        let config = identity.client_config();
+        let _ = stream.set_nodelay(true);
+        set_keepalive(&stream);
+        let result = self
+            .while_sampling(async move {
+                noise::client_handshake(&mut stream, &config)
+                    .await
+                    .map(|session| (session, stream))
+            })
+            .await?;
+        if let (Ok((session, _)), Some(identity)) = (&result, &mut self.identity)
+            && identity.trust_on_first_use(&session.remote_static)
+        {
+            tracing::warn!(
+                "server fingerprint {} (first connection: trusted on first use and pinned; \
+                 compare it with the server's banner)",
+                Fingerprint::of(&session.remote_static)
+            );
+            if let Some(l) = &mut self.discovery {
+                l.set_gate(identity.gate());
+            }
+        }
+        Some(result)
+    }
+
     async fn connected(&mut self, stream: TcpStream, addr: SocketAddr) -> Ended {
+        let ended = if self.identity.is_some() {
+            match self.handshake(stream).await {
+                None => return Ended::Shutdown,
+                Some(Err(e)) => Ended::Untrusted(e.to_string()),
+                Some(Ok((session, stream))) => {
+                    let server_key = session.remote_static;
+                    let (read, write) = stream.into_split();
+                    let (read, write) = session.split(read, write);
+                    let mut listener = self.discovery.take();
+                    let ended = self
+                        .stream_to(read, write, addr, Some(server_key), listener.as_mut())
+                        .await;
+                    self.discovery = listener;
+                    ended
+                }
+            }
+        } else {
+            let _ = stream.set_nodelay(true);
+            set_keepalive(&stream);
+            let (read, write) = stream.into_split();
+            let mut listener = self.discovery.take();
+            let ended = self
+                .stream_to(read, write, addr, None, listener.as_mut())
+                .await;
+            self.discovery = listener;
+            ended
+        };
         let mut listener = self.discovery.take();
-        let ended = self.stream_to(stream, addr, listener.as_mut()).await;
         // The server we lost is not a candidate any more until it beacons again.
         if let (Some(l), Some(id)) = (listener.as_mut(), self.server_id.take()) {
             l.forget(&id);
@@ -404,15 +558,15 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
 
     /// Says hello, replays the outbox, then streams until the connection ends. In discover
     /// mode it keeps reading beacons meanwhile, to name other servers on the LAN.
-    async fn stream_to(
+    /// `server_key` is the key the handshake authenticated (protocol 2).
+    async fn stream_to<R: AsyncRead + Unpin, W: AsyncWrite + Unpin>(
         &mut self,
-        stream: TcpStream,
+        read: R,
+        mut write: W,
         addr: SocketAddr,
+        server_key: Option<crate::auth::keys::PublicKey>,
         mut beacons: Option<&mut discovery::BeaconListener>,
     ) -> Ended {
-        let _ = stream.set_nodelay(true);
-        set_keepalive(&stream);
-        let (read, mut write) = stream.into_split();
         let mut frames = FramedRead::new(read, AgentCodec::new());
         if let Err(e) = send(&mut write, &AgentFrame::Hello(self.hello.clone())).await {
             return Ended::Lost(format!("could not send hello: {e}"));
@@ -480,6 +634,9 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
                             return Ended::Lost(format!("server said bye ({})", reason.unwrap_or_default()));
                         }
                         Some(Ok(ServerFrame::Welcome(_))) => {}
+                        Some(Ok(ServerFrame::ServerKey(update))) => {
+                            self.on_server_key(&update, server_key.as_ref(), beacons.as_deref_mut());
+                        }
                         Some(Err(e)) => return Ended::Lost(format!("bad frame from server: {e}")),
                         None => return Ended::Lost("server closed the connection".into()),
                     }
@@ -511,10 +668,38 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
         }
     }
 
+    /// A key rotation notice: only over an authenticated session, whose key it replaces.
+    fn on_server_key(
+        &mut self,
+        update: &protocol::ServerKey,
+        session_key: Option<&crate::auth::keys::PublicKey>,
+        beacons: Option<&mut discovery::BeaconListener>,
+    ) {
+        let (Some(identity), Some(session_key)) = (&mut self.identity, session_key) else {
+            return;
+        };
+        if identity.apply_rotation(update, session_key) {
+            tracing::warn!(
+                "the server's key was rotated: now pinning {} (the current key {} is accepted \
+                 for {} more)",
+                update.fp,
+                Fingerprint::of(session_key),
+                crate::util::human_age(update.previous_until_ms.saturating_sub(now_ms()))
+            );
+            if let Some(l) = beacons {
+                l.set_gate(identity.gate());
+            }
+        }
+    }
+
     /// Sends every sample not yet sent, while no more than [`REPLAY_WINDOW`] are
     /// unacknowledged: a backlog after a reconnect goes out at the pace the server
     /// acknowledges it, so many agents replaying at once cannot flood the server.
-    async fn pump(&mut self, write: &mut OwnedWriteHalf, flow: &mut Flow) -> io::Result<()> {
+    async fn pump<W: AsyncWrite + Unpin>(
+        &mut self,
+        write: &mut W,
+        flow: &mut Flow,
+    ) -> io::Result<()> {
         while flow.next <= self.seq && flow.next <= flow.acked + REPLAY_WINDOW {
             // Samples dropped from a full outbox are gone for good: skip them.
             let oldest = self.outbox.pending().next().map_or(self.seq + 1, |m| m.seq);
@@ -541,7 +726,7 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
         self.interval.clamp(Duration::from_secs(1), WRITE_TIMEOUT)
     }
 
-    async fn say_bye(&mut self, write: &mut OwnedWriteHalf) -> Ended {
+    async fn say_bye<W: AsyncWrite + Unpin>(&mut self, write: &mut W) -> Ended {
         let bye = AgentFrame::Bye(Bye {
             reason: Some("agent shutting down".into()),
         });
@@ -560,18 +745,22 @@ async fn ack_deadline(since: Option<tokio::time::Instant>, idle: Duration) {
 }
 
 /// Writes one frame with the default deadline; returns the bytes written.
-async fn send(write: &mut OwnedWriteHalf, frame: &AgentFrame) -> io::Result<usize> {
+async fn send<W: AsyncWrite + Unpin>(write: &mut W, frame: &AgentFrame) -> io::Result<usize> {
     send_within(write, frame, WRITE_TIMEOUT).await
 }
 
 /// Writes one frame within `deadline`; returns the bytes written.
-async fn send_within(
-    write: &mut OwnedWriteHalf,
+async fn send_within<W: AsyncWrite + Unpin>(
+    write: &mut W,
     frame: &AgentFrame,
     deadline: Duration,
 ) -> io::Result<usize> {
     let line = encode_line(frame).map_err(io::Error::other)?;
-    match tokio::time::timeout(deadline, write.write_all(&line)).await {
+    let written = async {
+        write.write_all(&line).await?;
+        write.flush().await
+    };
+    match tokio::time::timeout(deadline, written).await {
         Ok(result) => result.map(|()| line.len()),
         Err(_) => Err(io::Error::new(
             io::ErrorKind::TimedOut,

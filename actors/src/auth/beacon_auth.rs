@@ -201,6 +201,13 @@ impl BeaconVerifier {
         }
     }
 
+    /// Replaces the pinned fingerprints (after a rotation notice); what was accepted from a
+    /// key still pinned is kept.
+    pub fn set_pins(&mut self, pins: Vec<Fingerprint>) {
+        self.last.retain(|fp, _| pins.contains(fp));
+        self.pins = pins;
+    }
+
     /// Accepts `b` (and remembers its time and sequence) or says why not.
     pub fn check(&mut self, b: &SignedBeacon, now_ms: u64) -> Result<Fingerprint, Rejected> {
         let (Some(fp), Some(ts), Some(seq), Some(tag)) = (&b.fp, b.ts_ms, b.seq, &b.mac) else {

@@ -91,6 +91,11 @@ pub struct Entry {
     pub approved_by: Option<ApprovedBy>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub revoked_at_ms: Option<u64>,
+    /// When this key last presented itself (a `hello`), and from which address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_seen_ms: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_ip: Option<String>,
 }
 
 /// What the session does with a `hello`.
@@ -135,6 +140,8 @@ pub struct Claim<'a> {
     pub agent_id: &'a str,
     pub name: &'a str,
     pub hostname: &'a str,
+    /// The connection's source address, as text (shown to the operator).
+    pub ip: &'a str,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -176,6 +183,18 @@ impl Enrollment {
 
     /// The decision for a `hello` (see the module docs), recording what it changes.
     pub fn admit(&mut self, c: Claim<'_>, now_ms: u64) -> Decision {
+        let decision = self.decide(c, now_ms);
+        if let Some(e) = self.entries.get_mut(c.key) {
+            // Kept in memory; saved with the next change (a reconnect alone writes nothing).
+            e.last_seen_ms = Some(now_ms);
+            if e.last_ip.as_deref() != Some(c.ip) {
+                e.last_ip = Some(clip(c.ip));
+            }
+        }
+        decision
+    }
+
+    fn decide(&mut self, c: Claim<'_>, now_ms: u64) -> Decision {
         if let Some(e) = self.entries.get(c.key) {
             match e.status {
                 Status::Revoked => return Decision::Revoked,
@@ -225,6 +244,8 @@ impl Enrollment {
             approved_at_ms: None,
             approved_by: None,
             revoked_at_ms: None,
+            last_seen_ms: None,
+            last_ip: None,
         });
         entry.agent_id = clip(c.agent_id);
         entry.name = clip(c.name);
@@ -361,6 +382,43 @@ impl Enrollment {
         self.entries.get(key).map(|e| e.status)
     }
 
+    /// The entry of `key`, if any.
+    pub fn get(&self, key: &PublicKey) -> Option<&Entry> {
+        self.entries.get(key)
+    }
+
+    /// True if `agent_id` is bound to an enrolled (approved or revoked) key: an unauthenticated
+    /// (protocol 1) connection may not use it.
+    pub fn is_bound(&self, agent_id: &str) -> bool {
+        self.bound.contains_key(agent_id)
+    }
+
+    /// The pending entries, oldest first.
+    pub fn pending(&self) -> Vec<&Entry> {
+        let mut p: Vec<&Entry> = self
+            .entries
+            .values()
+            .filter(|e| e.status == Status::Pending)
+            .collect();
+        p.sort_by(|a, b| (a.first_seen_ms, &a.key).cmp(&(b.first_seen_ms, &b.key)));
+        p
+    }
+
+    /// Number of entries.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    /// True without entries.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// Marks the registry as changed (a save failed: try again).
+    pub fn mark_dirty(&mut self) {
+        self.dirty = true;
+    }
+
     /// True if something changed since the last save.
     pub fn is_dirty(&self) -> bool {
         self.dirty
@@ -400,17 +458,39 @@ impl Enrollment {
 
     /// Writes `agents.json` atomically and clears the dirty mark.
     pub fn save(&mut self, data_dir: &Path) -> AuthResult<()> {
-        let mut agents: Vec<Entry> = self.entries.values().cloned().collect();
-        agents.sort_by(|a, b| (a.first_seen_ms, &a.key).cmp(&(b.first_seen_ms, &b.key)));
+        let pending = self.take_changes();
+        pending.write(data_dir)
+    }
+
+    /// What a save would write, taken now (a copy of every entry) so that the caller can
+    /// encode and write it without holding its lock; clears the dirty mark. The owner saves
+    /// automatic changes this way, at most once per [`SAVE_DEBOUNCE_MS`].
+    pub fn take_changes(&mut self) -> PendingSave {
+        self.dirty = false;
+        PendingSave {
+            agents: self.entries.values().cloned().collect(),
+        }
+    }
+}
+
+/// A copy of the registry to be written to `agents.json` ([`Enrollment::take_changes`]).
+#[derive(Debug)]
+pub struct PendingSave {
+    agents: Vec<Entry>,
+}
+
+impl PendingSave {
+    /// Encodes and writes `agents.json` in `data_dir`, atomically (0600).
+    pub fn write(mut self, data_dir: &Path) -> AuthResult<()> {
+        self.agents
+            .sort_by(|a, b| (a.first_seen_ms, &a.key).cmp(&(b.first_seen_ms, &b.key)));
         let file = File {
             version: FILE_VERSION,
-            agents,
+            agents: self.agents,
         };
         let bytes = serde_json::to_vec_pretty(&file)
             .map_err(|e| AuthError::Other(format!("cannot encode {AGENTS_FILE}: {e}")))?;
-        keys::write_replace_private(&data_dir.join(AGENTS_FILE), &bytes)?;
-        self.dirty = false;
-        Ok(())
+        keys::write_replace_private(&data_dir.join(AGENTS_FILE), &bytes)
     }
 }
 
@@ -429,6 +509,7 @@ mod tests {
             agent_id: id,
             name: id,
             hostname: "host",
+            ip: "10.0.0.1",
         }
     }
 
@@ -573,6 +654,7 @@ mod tests {
                 agent_id: &long,
                 name: &long,
                 hostname: "h\nx",
+                ip: "10.0.0.1",
             },
             1,
         );

@@ -10,7 +10,9 @@
 //! - **API clients** may send `Authorization: Bearer LOGIN` instead of the cookie.
 //! - **`/metrics`** takes `Authorization: Bearer METRICS` (`metrics.token`, the file
 //!   Prometheus' `authorization: {credentials_file: …}` reads) or a login.
-//! - **`/healthz`** and the dashboard's static files (no data in them) are open.
+//! - **`/healthz`**, the dashboard's static files (no data in them), and the agent installer
+//!   (`/install.sh`, `/download/agent`: a new machine has no login; the hashes in the install
+//!   command from the server's console make them trustworthy) are open.
 //! - **Writes** (`POST` etc.: approve, revoke) need a login; when it comes from the cookie, the
 //!   request's `Origin` (else `Referer`) must name this server's own `Host` — with
 //!   `SameSite=Strict`, two independent defences against cross-site request forgery. A bearer
@@ -111,6 +113,11 @@ impl HttpAuth {
         Ok(Self::new(login, metrics))
     }
 
+    /// The login token (for the banner's URL and `server agents`' API calls).
+    pub fn login(&self) -> &str {
+        &self.login
+    }
+
     /// The URL to print: `http://{host_port}/?token=…`.
     pub fn dashboard_url(&self, host_port: &str) -> String {
         format!("http://{host_port}/?{TOKEN_PARAM}={}", self.login)
@@ -140,7 +147,7 @@ pub enum Access {
 pub fn classify(method: &Method, path: &str) -> Access {
     let read = *method == Method::GET || *method == Method::HEAD;
     match path {
-        "/healthz" if read => Access::Open,
+        "/healthz" | "/install.sh" | "/download/agent" if read => Access::Open,
         p if read && (p.starts_with("/static/") || p == "/favicon.ico") => Access::Open,
         "/metrics" if read => Access::Metrics,
         _ if read || *method == Method::OPTIONS => Access::Read,

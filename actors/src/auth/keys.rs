@@ -34,9 +34,11 @@ pub const AGENT_KEY_FILE: &str = "agent.key";
 /// Length of every key and secret here.
 pub const KEY_LEN: usize = 32;
 
-const SERVER_KEY_KIND: &str = "server key";
+/// The kind named in the first line of a server key file.
+pub const SERVER_KEY_KIND: &str = "server key";
 const AGENT_KEY_KIND: &str = "agent key";
-const NETWORK_KEY_KIND: &str = "network key";
+/// The kind named in the first line of a network key file.
+pub const NETWORK_KEY_KIND: &str = "network key";
 
 /// Fills `buf` from the operating system's CSPRNG.
 pub fn random_bytes(buf: &mut [u8]) -> AuthResult<()> {
@@ -112,9 +114,14 @@ impl StaticKeypair {
         self.public
     }
 
-    /// The private half, for `snow::Builder::local_private_key` only.
+    /// The private half, for `snow::Builder::local_private_key` and the key file only.
     pub(crate) fn private_bytes(&self) -> &[u8; KEY_LEN] {
         &self.private
+    }
+
+    /// Writes this key pair to `path` as a `kind` key file, replacing what is there.
+    pub fn save_replace(&self, path: &Path, kind: &'static str) -> AuthResult<()> {
+        write_secret_replace(path, kind, &self.private)
     }
 
     /// Loads the server's key from `data_dir`, creating it at first start.
@@ -168,6 +175,24 @@ pub struct NetworkKey(pub [u8; KEY_LEN]);
 impl NetworkKey {
     pub fn generate() -> AuthResult<Self> {
         random_key().map(NetworkKey)
+    }
+
+    /// Loads a network key file at `path` (no creation): the agent's copy from its join token.
+    pub fn load(path: &Path) -> AuthResult<Option<Self>> {
+        let Some(bytes) = read_secret(path, NETWORK_KEY_KIND)? else {
+            return Ok(None);
+        };
+        let key: [u8; KEY_LEN] = bytes.try_into().map_err(|_| AuthError::BadKeyFile {
+            path: path.into(),
+            kind: NETWORK_KEY_KIND,
+            why: "the key is not 32 bytes long".into(),
+        })?;
+        Ok(Some(NetworkKey(key)))
+    }
+
+    /// Writes the network key to `path` (replacing), 0600.
+    pub fn save_replace(&self, path: &Path) -> AuthResult<()> {
+        write_secret_replace(path, NETWORK_KEY_KIND, &self.0)
     }
 
     /// Loads the network key from `data_dir`, creating it at first start.
@@ -268,6 +293,13 @@ pub fn check_private(path: &Path) -> AuthResult<()> {
         }
     }
     Ok(())
+}
+
+/// Writes a secret file of `kind` holding `bytes`, replacing any file at `path` (atomically,
+/// 0600): for a rotation, which replaces `server.key` on purpose.
+pub fn write_secret_replace(path: &Path, kind: &'static str, bytes: &[u8]) -> AuthResult<()> {
+    let content = format!("{}\n{}\n", header(kind), base32::encode(bytes));
+    write_replace_private(path, content.as_bytes())
 }
 
 /// Loads the secret in `path`, or creates it with `generate()`. True when created.

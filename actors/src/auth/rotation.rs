@@ -11,8 +11,7 @@
 //! {"type":"server_key","key":"<base32 public key>","fp":"SHA256:…","previous_until_ms":…}
 //! ```
 //!
-//! (an additive server → agent frame of protocol 2; it becomes `ServerFrame::ServerKey` when
-//! the session adopts it). The agent adds the new key to its pins ([`Pins::apply`]) and saves
+//! (`ServerFrame::ServerKey`, an additive server → agent frame of protocol 2). The agent adds the new key to its pins ([`Pins::apply`]) and saves
 //! them; from then on it pins the new key first. When the grace ends the old key is dropped:
 //! an agent that never connected in that time is refused (pin mismatch) and must join again
 //! with a new token. The update is trusted only because it arrives inside a session whose
@@ -90,6 +89,47 @@ impl Rotation {
         (prev.public() == *used).then(|| KeyUpdate::new(&self.current.public(), *until))
     }
 
+    /// The server's keys in `data_dir`: the current key (created at first start; the bool
+    /// says so) and, during a grace period, the previous one. A previous key whose grace is
+    /// over is left out (and its files removed).
+    pub fn load(data_dir: &Path, now_ms: u64) -> AuthResult<(Rotation, bool)> {
+        let (current, created) = StaticKeypair::load_or_create_server(data_dir)?;
+        let mut rotation = Rotation::new(current);
+        rotation.load_previous(data_dir)?;
+        if rotation.expire(now_ms) {
+            let _ = std::fs::remove_file(data_dir.join(SERVER_PREVIOUS_KEY_FILE));
+            let _ = std::fs::remove_file(data_dir.join(ROTATION_FILE));
+        }
+        Ok((rotation, created))
+    }
+
+    /// Rotates the keys in `data_dir` (`server rotate-key`): a new key becomes current, the
+    /// current one is kept as the previous key until `now_ms + grace_ms`. The server must not
+    /// be running (the caller holds its lock): a running server reads its keys at start.
+    /// Written in an order that a crash cannot break: the previous key and `rotation.json`
+    /// first, then `server.key` (a crash in between leaves previous = current, harmless).
+    pub fn rotate_files(data_dir: &Path, now_ms: u64, grace_ms: u64) -> AuthResult<Rotation> {
+        let (mut rotation, _) = Rotation::load(data_dir, now_ms)?;
+        let new = StaticKeypair::generate()?;
+        rotation.rotate(new, now_ms, grace_ms);
+        let Some((previous, until)) = &rotation.previous else {
+            return Err(AuthError::Other("rotation without a previous key".into()));
+        };
+        previous.save_replace(
+            &data_dir.join(SERVER_PREVIOUS_KEY_FILE),
+            keys::SERVER_KEY_KIND,
+        )?;
+        let meta = serde_json::to_vec_pretty(&RotationFile {
+            previous_until_ms: *until,
+        })
+        .map_err(|e| AuthError::Other(format!("cannot encode {ROTATION_FILE}: {e}")))?;
+        keys::write_replace_private(&data_dir.join(ROTATION_FILE), &meta)?;
+        rotation
+            .current
+            .save_replace(&data_dir.join(keys::SERVER_KEY_FILE), keys::SERVER_KEY_KIND)?;
+        Ok(rotation)
+    }
+
     /// Loads the previous key and its grace from `data_dir`, if a rotation is under way.
     pub fn load_previous(&mut self, data_dir: &Path) -> AuthResult<()> {
         let Some(prev) =
@@ -110,17 +150,8 @@ impl Rotation {
     }
 }
 
-/// The `server_key` frame (see the module docs).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "type", rename = "server_key")]
-pub struct KeyUpdate {
-    /// The new current key, base32.
-    pub key: String,
-    /// Its fingerprint (for the agent's log line).
-    pub fp: String,
-    /// When the server stops accepting the key this session used.
-    pub previous_until_ms: u64,
-}
+/// The `server_key` frame (see the module docs): [`crate::protocol::ServerKey`].
+pub use crate::protocol::ServerKey as KeyUpdate;
 
 impl KeyUpdate {
     pub fn new(key: &PublicKey, previous_until_ms: u64) -> Self {
@@ -248,7 +279,8 @@ mod tests {
         assert!(!r.expire(1499));
         assert!(r.expire(1500));
         assert_eq!(r.notice_for(&old.public()), None);
-        let json = serde_json::to_string(&notice).unwrap();
+        let json = serde_json::to_string(&crate::protocol::ServerFrame::ServerKey(notice.clone()))
+            .unwrap();
         assert!(
             json.starts_with(r#"{"type":"server_key","key":""#),
             "{json}"
@@ -273,6 +305,27 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("lanmon-pins-{}", crate::util::random_u64()));
         pins.save(&dir).unwrap();
         assert_eq!(Pins::load(&dir).unwrap(), Some(pins));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Rotating the files keeps the old key as the previous one for the grace period, loads
+    /// back the same, and drops the previous key (and its files) once the grace is over.
+    #[test]
+    fn rotate_files_and_load_back() {
+        let dir = std::env::temp_dir().join(format!("lanmon-rotate-{}", crate::util::random_u64()));
+        let (first, created) = Rotation::load(&dir, 0).unwrap();
+        assert!(created);
+        let r = Rotation::rotate_files(&dir, 1000, 500).unwrap();
+        assert_ne!(r.current.public(), first.current.public());
+        let (back, created) = Rotation::load(&dir, 1200).unwrap();
+        assert!(!created);
+        assert_eq!(back.current.public(), r.current.public());
+        let keys: Vec<_> = back.keys(1200).iter().map(StaticKeypair::public).collect();
+        assert_eq!(keys, vec![r.current.public(), first.current.public()]);
+        let (after, _) = Rotation::load(&dir, 1500).unwrap();
+        assert!(after.previous.is_none());
+        assert!(!dir.join(SERVER_PREVIOUS_KEY_FILE).exists());
+        assert!(!dir.join(ROTATION_FILE).exists());
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -38,6 +38,7 @@ fn admit(reg: &mut Enrollment, a: &Accepted, agent_id: &str) -> Decision {
             agent_id,
             name: agent_id,
             hostname: "h",
+            ip: "127.0.0.1",
         },
         1,
     )

@@ -1,7 +1,10 @@
 //! Beacon actor: announces the server on UDP so that `agent --discover` finds it.
 //!
 //! Owns one UDP socket (SO_BROADCAST) and the list of targets. Sends a [`Beacon`] at once and
-//! then every interval to each target. With [`BeaconTargets::Auto`] the targets are the
+//! then every interval to each target. With the trust layer each round is signed
+//! ([`BeaconSigner`]: the server's fingerprint, its clock, a sequence number and a MAC under a
+//! key derived from the network key), so an agent with a join token can tell the server's
+//! beacons from forged and replayed ones ([`crate::auth::beacon_auth`]). With [`BeaconTargets::Auto`] the targets are the
 //! loopback broadcast plus the broadcast address of every up IPv4 interface that has one,
 //! re-read every [`REREAD_INTERFACES_EVERY`] so interfaces that come and go are followed;
 //! `--beacon-to` gives an explicit list instead. Receives [`Stop`] from the shutdown path.
@@ -14,6 +17,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 use socket2::{Domain, Protocol, Socket, Type};
 
+use crate::auth::beacon_auth::BeaconSigner;
 use crate::config::ConfigError;
 use crate::discovery::{Beacon, LOOPBACK_BROADCAST};
 use crate::net::Interface;
@@ -107,6 +111,9 @@ fn sender() -> std::io::Result<UdpSocket> {
 /// See the module documentation.
 pub struct BeaconActor {
     config: BeaconConfig,
+    beacon: Beacon,
+    /// Signs each round (trust layer); `None`: the same unsigned datagram every time.
+    signer: Option<BeaconSigner>,
     payload: Vec<u8>,
     socket: UdpSocket,
     targets: Vec<SocketAddr>,
@@ -116,10 +123,16 @@ pub struct BeaconActor {
 }
 
 impl BeaconActor {
-    pub fn new(config: BeaconConfig, beacon: &Beacon) -> std::io::Result<Self> {
+    pub fn new(
+        config: BeaconConfig,
+        beacon: Beacon,
+        signer: Option<BeaconSigner>,
+    ) -> std::io::Result<Self> {
         Ok(Self {
             config,
             payload: beacon.encode(),
+            beacon,
+            signer,
             socket: sender()?,
             targets: Vec::new(),
             targets_read_at: None,
@@ -154,6 +167,12 @@ impl BeaconActor {
 
     fn announce(&mut self) {
         self.refresh_targets();
+        if let Some(signer) = &mut self.signer {
+            // One signature per round: every target gets the same (ts, seq).
+            self.payload = signer
+                .sign(self.beacon.clone(), crate::util::now_ms())
+                .encode();
+        }
         for target in &self.targets {
             match self.socket.send_to(&self.payload, target) {
                 Ok(_) => {

@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use crate::config::{ConfigError, DEFAULT_PORT, Limits};
 use crate::server::beacon::BeaconConfig;
+use crate::server::trust::TrustConfig;
 use crate::server::{http, reporter, store};
 
 /// Everything the server needs to start. [`ServerConfig::new`] fills in the defaults;
@@ -44,6 +45,8 @@ pub struct ServerConfig {
     /// Alert rules and notifications ([`crate::server::alerts`]); `None` turns alerts off.
     /// With a store, alert states live in its database.
     pub alerts: Option<crate::server::alerts::AlertsSettings>,
+    /// Who may connect (protocol 2 required by default) and where the identity lives.
+    pub trust: TrustConfig,
 }
 
 impl ServerConfig {
@@ -61,7 +64,9 @@ impl ServerConfig {
 
     /// The defaults, listening on `bind`: this machine's host name, the default report
     /// interval, a text report, no beacon, no HTTP, default [`Limits`], the default history,
-    /// no store, one session thread per core.
+    /// no store, one session thread per core, and the secure default of the trust layer
+    /// (protocol 2 required, manual approval) with an identity made in memory for this run
+    /// (the `server` binary keeps it in the data directory).
     pub fn new(bind: SocketAddr) -> Self {
         Self {
             bind,
@@ -76,6 +81,7 @@ impl ServerConfig {
             store: None,
             session_threads: default_session_threads(),
             alerts: None,
+            trust: TrustConfig::new(None),
         }
     }
 
@@ -84,6 +90,11 @@ impl ServerConfig {
     /// and [`BeaconConfig::validate`]); values no minimum can fix are refused with a
     /// [`ConfigError`]. Validating twice changes nothing.
     pub fn validate(self) -> Result<Self, ConfigError> {
+        if self.trust.mode == crate::config::AuthMode::Off
+            && self.trust.policy == crate::auth::enroll::Policy::AutoApprove
+        {
+            return Err(ConfigError::AutoApproveWithoutAuth);
+        }
         Ok(Self {
             report_interval: self.report_interval.max(Self::MIN_REPORT_INTERVAL),
             history: self.history.max(Self::MIN_HISTORY),

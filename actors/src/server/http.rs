@@ -20,11 +20,20 @@
 //!   reachable without a login: a new machine has none, and the hashes in the install command
 //!   (from the server's console) are what make them trustworthy.
 //!
-//! Authentication (off unless the server passes an [`http_auth::HttpAuth`] to
-//! [`Http::start_with_auth`]): the middleware [`http_auth::guard`] wraps every route.
+//! - `GET /api/enrollment` — every enrolled, pending and revoked agent key (the trust layer's
+//!   registry, `agents.json`); `POST /api/agents/{id|name|fingerprint}/approve` and
+//!   `…/revoke` — the operator's two write actions (also `server agents approve|revoke` and the
+//!   dashboard's buttons). 404 when the server runs `--auth off`.
 //!
-//! Handlers only ask the Registry, through [`RegistryQueries`] (recipients, usable from the HTTP
-//! worker thread; a probe in tests); nothing here changes state.
+//! Authentication (off unless the server passes an [`http_auth::HttpAuth`] to
+//! [`Http::start_with_auth`]): the middleware [`http_auth::guard`] wraps every route: the
+//! login token (URL → session cookie, or a bearer header) for the dashboard and the API,
+//! `/metrics`' own bearer token, a same-origin check on the writes; `/healthz`, `/install.sh`
+//! and `/download/agent` stay open.
+//!
+//! Handlers ask the Registry, through [`RegistryQueries`] (recipients, usable from the HTTP
+//! worker thread; a probe in tests); the only writes are approve and revoke, through the
+//! trust layer ([`Trust`]).
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
 use std::sync::Arc;
@@ -40,6 +49,7 @@ use crate::server::alerts;
 use crate::server::history::Bucket;
 use crate::server::registry::{GetHistory, GetSnapshotParts};
 use crate::server::store;
+use crate::server::trust::Trust;
 use crate::server::web::{self as dashboard, events};
 use crate::util::now_ms;
 
@@ -62,6 +72,8 @@ pub struct HttpConfig {
     pub alerts: Option<Arc<alerts::Board>>,
     /// The agent binary offered at `GET /download/agent`; `None`: none (404).
     pub agent: Option<crate::install::download::Offer>,
+    /// The trust layer, for the enrollment endpoints (`None`: 404, `--auth off`).
+    pub trust: Option<Arc<Trust>>,
 }
 
 /// What the HTTP side asks the Registry: snapshots (also the dashboard's feed) and histories.
@@ -100,6 +112,7 @@ impl HttpConfig {
             store_health: None,
             alerts: None,
             agent: None,
+            trust: None,
         }
     }
 }
@@ -113,6 +126,7 @@ struct State {
     events: Addr<events::Broadcaster>,
     alerts: Option<Arc<alerts::Board>>,
     agent: Option<crate::install::download::Offer>,
+    trust: Option<Arc<Trust>>,
 }
 
 /// A running HTTP server.
@@ -159,6 +173,7 @@ impl Http {
             events: events.clone(),
             alerts: config.alerts.clone(),
             agent: config.agent.clone(),
+            trust: config.trust.clone(),
         };
         let server = HttpServer::new(move || {
             let mut app = App::new().app_data(web::Data::new(state.clone()));
@@ -174,6 +189,9 @@ impl Http {
                 .route("/static/{name}", get_or_head().to(static_asset))
                 .route("/api/events", web::get().to(live_events))
                 .route("/api/alerts", get_or_head().to(alerts_api))
+                .route("/api/enrollment", get_or_head().to(enrollment))
+                .route("/api/agents/{id}/approve", web::post().to(approve))
+                .route("/api/agents/{id}/revoke", web::post().to(revoke))
                 .route("/install.sh", get_or_head().to(install_script))
                 .route("/download/agent", get_or_head().to(download_agent))
         })
@@ -464,6 +482,73 @@ async fn live_events(state: web::Data<State>) -> HttpResponse {
     }
 }
 
+/// The body of `GET /api/enrollment`.
+#[derive(Serialize)]
+struct EnrollmentView {
+    /// The server's key fingerprint, as agents see it.
+    fingerprint: String,
+    agents: Vec<crate::auth::enroll::Entry>,
+}
+
+fn no_trust() -> HttpResponse {
+    HttpResponse::NotFound().json(ApiError {
+        error: "the server runs with --auth off: no enrollment".into(),
+    })
+}
+
+/// Every agent key the server knows: pending first, then by name.
+async fn enrollment(state: web::Data<State>) -> HttpResponse {
+    let Some(trust) = &state.trust else {
+        return no_trust();
+    };
+    HttpResponse::Ok()
+        .insert_header((CACHE_CONTROL, "no-store"))
+        .json(EnrollmentView {
+            fingerprint: trust.fingerprint().to_string(),
+            agents: trust.entries(),
+        })
+}
+
+/// Approves (`approve`) or revokes the agent that `id` names (an agent id, a name or a key
+/// fingerprint): the entry as it is now, 404 for no match, 409 for an ambiguous or refused
+/// one.
+async fn enroll_action(state: &State, id: &str, approve: bool) -> HttpResponse {
+    let Some(trust) = state.trust.clone() else {
+        return no_trust();
+    };
+    let id = id.to_string();
+    let result = web::block(move || {
+        if approve {
+            trust.approve(&id)
+        } else {
+            trust.revoke(&id)
+        }
+    })
+    .await;
+    match result {
+        Ok(Ok(entry)) => HttpResponse::Ok().json(entry),
+        Ok(Err(e)) => {
+            let message = e.to_string();
+            if message.starts_with("no agent matches") {
+                HttpResponse::NotFound().json(ApiError { error: message })
+            } else {
+                HttpResponse::Conflict().json(ApiError { error: message })
+            }
+        }
+        Err(e) => HttpResponse::ServiceUnavailable().json(ApiError {
+            error: format!("enrollment unavailable: {e}"),
+        }),
+    }
+}
+
+async fn approve(state: web::Data<State>, id: web::Path<String>) -> HttpResponse {
+    enroll_action(&state, &id, true).await
+}
+
+async fn revoke(state: web::Data<State>, id: web::Path<String>) -> HttpResponse {
+    enroll_action(&state, &id, false).await
+}
+
 /// The agent installer script (the same bytes for every request: its hash is in the banner).
 async fn install_script() -> HttpResponse {
     HttpResponse::Ok()
@@ -525,6 +610,8 @@ mod tests {
                 version: "0".into(),
                 listen: "127.0.0.1:0".into(),
                 http: None,
+                auth: None,
+                fingerprint: None,
             };
             let registry =
                 RegistryQueries::to(&crate::server::registry::Registry::new(info, 16).start());

@@ -12,6 +12,16 @@
 //! Sessions run on the server's session threads (Arbiters), handed out in turn, so decoding
 //! and acknowledging use every core; the Listener and the Registry stay on the server's own
 //! thread. Without session threads, sessions run on the Listener's thread.
+//!
+//! With the trust layer (`--auth required|optional`) a connection is first told apart by its
+//! first bytes ([`sniff`], peeked, nothing consumed): `LMN2` runs the Noise handshake
+//! ([`noise::server_handshake_within`], bounded sizes, [`HANDSHAKE_TIMEOUT`] for the sniff and
+//! the handshake together) on the session's thread, and only a finished handshake starts a
+//! Session, over the encrypted stream; `{` (a protocol-1 agent) starts a plaintext Session in
+//! `--auth optional` and is refused with `unsupported_version` in `--auth required`; anything
+//! else is closed. A failed handshake ends its connection with one (rate-limited) log line
+//! ([`Trust::handshake_failed`]). The connection's slot is held from accept on, so handshakes
+//! count against the connection limits.
 
 use std::io;
 use std::sync::Arc;
@@ -22,12 +32,19 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::task::TaskTracker;
 
+use crate::auth::noise::{self, HANDSHAKE_TIMEOUT};
+use crate::auth::sniff::{SNIFF_LEN, Sniffed, sniff};
 use crate::codec::encode_line;
-use crate::config::{ACCEPT_ERROR_PAUSE, LIMIT_LOG_EVERY};
+use crate::config::{ACCEPT_ERROR_PAUSE, AuthMode, LIMIT_LOG_EVERY};
 use crate::protocol::{ErrorCode, ErrorFrame, ServerFrame};
-use crate::server::limits::Connections;
+use crate::server::limits::{ConnGuard, Connections};
 use crate::server::messages::{RegistryLink, SessionId};
 use crate::server::session::{Session, Settings};
+use crate::server::trust::Trust;
+
+/// Pause between two peeks while the first bytes of a connection do not tell yet (rare: an
+/// agent sends its preamble and first handshake message in one write).
+const SNIFF_PAUSE: std::time::Duration = std::time::Duration::from_millis(10);
 
 /// Stop accepting connections.
 #[derive(Message)]
@@ -116,10 +133,20 @@ impl StreamHandler<io::Result<TcpStream>> for Listener {
                 };
                 self.next_id += 1;
                 let id = self.next_id;
-                let registry = self.registry.clone();
-                let settings = self.settings.clone();
+                let start = Start {
+                    peer,
+                    id,
+                    registry: self.registry.clone(),
+                    settings: self.settings.clone(),
+                    slot,
+                    tracker: self.tracker.clone(),
+                };
                 if self.workers.is_empty() {
-                    Session::start(stream, peer, id, registry, settings, slot, &self.tracker);
+                    if self.settings.trust.is_none() {
+                        start.plain(stream);
+                    } else {
+                        actix::spawn(start.authenticate(stream));
+                    }
                     return;
                 }
                 // Move the socket to the session's thread: it must be registered with that
@@ -129,12 +156,10 @@ impl StreamHandler<io::Result<TcpStream>> for Listener {
                     Err(e) => return tracing::warn!(%peer, "dropping connection: {e}"),
                 };
                 let worker = &self.workers[(id % self.workers.len() as u64) as usize];
-                let tracker = self.tracker.clone();
                 worker.spawn(async move {
                     match TcpStream::from_std(stream) {
-                        Ok(stream) => {
-                            Session::start(stream, peer, id, registry, settings, slot, &tracker);
-                        }
+                        Ok(stream) if start.settings.trust.is_none() => start.plain(stream),
+                        Ok(stream) => start.authenticate(stream).await,
                         Err(e) => tracing::warn!(%peer, "dropping connection: {e}"),
                     }
                 });
@@ -145,6 +170,129 @@ impl StreamHandler<io::Result<TcpStream>> for Listener {
             }
         }
     }
+}
+
+/// What a Session needs, carried to the session's thread (and through the handshake).
+struct Start {
+    peer: std::net::SocketAddr,
+    id: SessionId,
+    registry: Arc<RegistryLink>,
+    settings: Arc<Settings>,
+    slot: ConnGuard,
+    tracker: TaskTracker,
+}
+
+impl Start {
+    /// A plaintext session (protocol 1).
+    fn plain(self, stream: TcpStream) {
+        self.session(stream, None);
+    }
+
+    fn session(self, stream: TcpStream, noise: Option<noise::Accepted>) {
+        Session::start(
+            stream,
+            noise,
+            self.peer,
+            self.id,
+            self.registry,
+            self.settings,
+            self.slot,
+            &self.tracker,
+        );
+    }
+
+    /// Sniffs the connection, runs the handshake (or takes a protocol-1 agent where allowed),
+    /// then starts the Session; see the module docs.
+    async fn authenticate(self, mut stream: TcpStream) {
+        let Some(trust) = self.settings.trust.clone() else {
+            return self.plain(stream);
+        };
+        let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+        let _ = stream.set_nodelay(true);
+        let kind = match tokio::time::timeout_at(deadline, first_bytes(&stream)).await {
+            Ok(Ok(kind)) => kind,
+            Ok(Err(e)) => return tracing::debug!(peer = %self.peer, "connection lost: {e}"),
+            Err(_) => {
+                return trust.handshake_failed(
+                    self.peer,
+                    &format!("nothing identifiable within {HANDSHAKE_TIMEOUT:?}"),
+                );
+            }
+        };
+        match kind {
+            Sniffed::V2 { .. } => {
+                let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+                match noise::server_handshake_within(&mut stream, &trust.identity(), left).await {
+                    Ok(accepted) => self.session(stream, Some(accepted)),
+                    Err(e) => trust.handshake_failed(self.peer, &e),
+                }
+            }
+            Sniffed::V1 if trust.mode() == AuthMode::Optional => self.plain(stream),
+            Sniffed::V1 => refuse_v1(stream, self.peer, &trust).await,
+            Sniffed::Unknown | Sniffed::NeedMore => {
+                trust.handshake_failed(self.peer, &"not a lanmon connection (first bytes)");
+            }
+        }
+    }
+}
+
+/// Peeks until [`sniff`] can tell (the caller bounds the time).
+async fn first_bytes(stream: &TcpStream) -> io::Result<Sniffed> {
+    let mut buf = [0u8; 64];
+    let mut seen = 0;
+    loop {
+        let n = stream.peek(&mut buf).await?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "closed before saying anything",
+            ));
+        }
+        match sniff(&buf[..n]) {
+            Sniffed::NeedMore if n < buf.len() => {
+                if n == seen {
+                    // Peek returns at once while the same bytes wait: do not spin.
+                    tokio::time::sleep(SNIFF_PAUSE).await;
+                }
+                seen = n;
+            }
+            Sniffed::NeedMore => return Ok(Sniffed::Unknown),
+            kind => return Ok(kind),
+        }
+        debug_assert!(SNIFF_LEN <= buf.len());
+    }
+}
+
+/// `--auth required`: a protocol-1 agent gets the v1 `error` frame it understands, and is
+/// closed.
+async fn refuse_v1(mut stream: TcpStream, peer: std::net::SocketAddr, trust: &Trust) {
+    use tokio::io::AsyncWriteExt;
+    let message = "this server requires protocol 2 (authenticated agents): upgrade the agent \
+                   and start it with the server's join token (--join), or run the server with \
+                   --auth optional"
+        .to_string();
+    trust.handshake_failed(
+        peer,
+        &"a protocol-1 (plaintext) agent: refused (--auth required)",
+    );
+    let frame = ServerFrame::Error(ErrorFrame {
+        code: ErrorCode::UnsupportedVersion,
+        message,
+    });
+    let Ok(line) = encode_line(&frame) else {
+        return;
+    };
+    // Read what it sent first and wait for its close after ours: closing with unread bytes
+    // would reset the connection, and the agent might never read the error.
+    let _ = tokio::time::timeout(crate::config::WRITE_TIMEOUT, async {
+        use tokio::io::AsyncReadExt;
+        let mut sink = [0u8; 1024];
+        let _ = stream.read(&mut sink).await;
+        let _ = stream.write_all(&line).await;
+        let _ = stream.shutdown().await;
+        while matches!(stream.read(&mut sink).await, Ok(n) if n > 0) {}
+    })
+    .await;
 }
 
 impl Handler<Stop> for Listener {

@@ -6,7 +6,7 @@
 //! with the resume point or a refusal), [`Samples`] (or [`Sample`]), [`Disconnect`] (from
 //! `stopping()`). The Session reaches the Registry through a [`RegistryLink`].
 //!
-//! Registry → Session: [`Close`] (replaced, or shutdown) and [`Durable`] (with a store: what
+//! Registry → Session: [`Close`] (replaced, or shutdown; the trust layer sends `Revoked`) and [`Durable`] (with a store: what
 //! may be acknowledged), through the recipients the Session hands over in [`Connect`].
 //!
 //! Messages that anyone sends to one actor live beside that actor's handlers instead (e.g.
@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use actix::prelude::*;
 
 use crate::protocol::{self, Metrics};
+use crate::snapshot::AgentAuth;
 
 /// Identifies one connection for the life of the server process.
 pub type SessionId = u64;
@@ -34,15 +35,20 @@ pub struct Connect {
     pub durable: Recipient<Durable>,
 }
 
-/// A validated `hello`: attaches the session to an agent id. Answers the highest seq already
-/// held for this agent's run (on disk, with a store; `None` for a run the registry has not
-/// seen), which the Session passes on in `welcome` so the agent does not resend those
-/// samples; or why the id is refused (another live run holds it).
+/// A validated (and, with the trust layer, admitted) `hello`: attaches the session to an agent
+/// id. Answers the highest seq already held for this agent's run (on disk, with a store;
+/// `None` for a run the registry has not seen), which the Session passes on in `welcome` so
+/// the agent does not resend those samples; or why the id is refused (another live run holds
+/// it).
 #[derive(Message)]
 #[rtype(result = "Result<Option<u64>, String>")]
 pub struct Hello {
     pub session: SessionId,
     pub hello: protocol::Hello,
+    /// How the server knows the agent (`None` with `--auth off`).
+    pub auth: Option<AgentAuth>,
+    /// The fingerprint of its key, when authenticated.
+    pub fp: Option<String>,
 }
 
 /// A validated sample from an attached session.
@@ -116,4 +122,6 @@ pub enum Close {
     Shutdown,
     /// A newer connection with the same agent id took over: send `error` and close.
     Replaced,
+    /// The operator revoked the agent's key: send `error` (`revoked`) and close at once.
+    Revoked,
 }

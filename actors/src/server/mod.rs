@@ -27,13 +27,20 @@
 //!    [`SHUTDOWN_GRACE`](crate::config::SHUTDOWN_GRACE));
 //! 4. the Store commits what is still queued;
 //! 5. the Reporter prints a last report (agents now `offline`, reason "server shut down");
-//! 6. the session threads stop; the caller stops the `System`, which stops the actors.
+//! 6. the enrollment is saved a last time ([`trust::Saver`]);
+//! 7. the session threads stop; the caller stops the `System`, which stops the actors.
+//!
+//! The trust layer ([`trust::Trust`], from [`ServerConfig::trust`]; none with `--auth off`)
+//! is shared by the Listener (handshakes), the Sessions (admission), HTTP (login, approve,
+//! revoke) and the Registry's snapshots (the pending list); it is a locked structure, not an
+//! actor.
 //!
 //! Sessions run on [`ServerConfig::session_threads`] threads of their own (one per core by
 //! default), the Listener and the Registry on the caller's; the Store, the Reporter and the
 //! alerts' Engine have a thread each (and every notification target one more).
 //! The alerts ([`alerts`]) read snapshots like the Reporter and never touch ingest.
 
+pub mod admin;
 pub mod alerts;
 pub mod beacon;
 pub mod config;
@@ -50,6 +57,7 @@ pub mod reporter;
 pub mod series;
 pub mod session;
 pub mod store;
+pub mod trust;
 pub mod web;
 
 use std::io::{IsTerminal, Write};
@@ -83,6 +91,9 @@ pub struct Server {
     writers: TaskTracker,
     /// The session threads; stopped last.
     session_threads: Vec<Arbiter>,
+    /// The trust layer (`None` with `--auth off`) and the thread that saves its enrollment.
+    trust: Option<Arc<trust::Trust>>,
+    saver: Option<trust::Saver>,
 }
 
 use registry::Registry;
@@ -118,16 +129,28 @@ impl Server {
             Some(s) => Some(s.local_addr()?),
             None => None,
         };
+        let trust = trust::Trust::open(&config.trust)?.map(Arc::new);
         let info = Arc::new(ServerInfo {
-            id: crate::util::random_id(),
+            id: trust
+                .as_ref()
+                .map_or_else(crate::util::random_id, |t| t.server_id().to_string()),
             name: config.name.clone(),
             version: crate::VERSION.to_string(),
             listen: local_addr.to_string(),
             http: http_addr.map(|a| a.to_string()),
+            auth: Some(config.trust.mode),
+            fingerprint: trust.as_ref().map(|t| t.fingerprint().to_string()),
         });
+        let pending = trust
+            .clone()
+            .map(|t| -> registry::PendingSource { Arc::new(move || t.pending()) });
+        let with_pending = |r: Registry| match &pending {
+            Some(p) => r.with_pending(Arc::clone(p)),
+            None => r,
+        };
         let (registry, store, reader) = match &config.store {
             None => (
-                Registry::new((*info).clone(), config.history).start(),
+                with_pending(Registry::new((*info).clone(), config.history)).start(),
                 None,
                 None,
             ),
@@ -144,13 +167,13 @@ impl Server {
                 );
                 // Its own thread: a slow disk delays acks, never Sessions or the Registry.
                 let store = store::Store::start_in_arbiter(&Arbiter::new().handle(), |_| store);
-                let registry = Registry::with_store(
+                let registry = with_pending(Registry::with_store(
                     (*info).clone(),
                     config.history,
                     registry::StoreLink::to(&store),
                     Arc::clone(&health),
                     restored,
-                )
+                ))
                 .start();
                 store.do_send(store::Subscribe {
                     committed: registry.clone().recipient(),
@@ -181,6 +204,7 @@ impl Server {
             info: (*info).clone(),
             limits: config.limits.clone(),
             durable_acks: store.is_some(),
+            trust: trust.clone(),
         });
         let session_threads: Vec<Arbiter> = (0..config.session_threads)
             .map(|_| Arbiter::new())
@@ -213,19 +237,38 @@ impl Server {
                     store: reader,
                     store_health: health,
                     alerts: board.clone(),
+                    trust: trust.clone(),
                     ..http_config.clone()
                 };
                 let queries = http::RegistryQueries::to(&registry);
-                Some(http::Http::start(socket, &http_config, queries)?)
+                let auth = trust.as_ref().map(|t| t.http());
+                let addr = socket.local_addr()?;
+                let http = http::Http::start_with_auth(socket, &http_config, queries, auth)?;
+                if let Some(t) = &trust {
+                    t.publish_http(addr);
+                }
+                Some(http)
             }
             _ => None,
         };
         let beacon = match config.beacon {
             Some(beacon_config) => {
-                let payload = Beacon::new(&info.id, &info.name, local_addr.port());
-                Some(beacon::BeaconActor::new(beacon_config, &payload)?.start())
+                let mut payload = Beacon::new(&info.id, &info.name, local_addr.port());
+                // The lowest protocol this server accepts: protocol-1 agents read the beacon
+                // (and ignore its new fields) only where they would be accepted.
+                if config.trust.mode == crate::config::AuthMode::Required {
+                    payload.proto = crate::protocol::PROTOCOL_VERSION;
+                }
+                let signer = trust.as_ref().map(|t| {
+                    crate::auth::beacon_auth::BeaconSigner::new(t.network_key(), t.fingerprint())
+                });
+                Some(beacon::BeaconActor::new(beacon_config, payload, signer)?.start())
             }
             None => None,
+        };
+        let saver = match &trust {
+            Some(t) if t.dir().is_some() => Some(trust::Saver::start(Arc::clone(t))?),
+            _ => None,
         };
         Ok(Server {
             local_addr,
@@ -239,7 +282,14 @@ impl Server {
             alerts,
             writers,
             session_threads,
+            trust,
+            saver,
         })
+    }
+
+    /// The trust layer (`None` with `--auth off`): the join token, approvals, revocations.
+    pub fn trust(&self) -> Option<&Arc<trust::Trust>> {
+        self.trust.as_ref()
     }
 
     /// The address agents connect to (with the real port when bound to port 0).
@@ -264,7 +314,7 @@ impl Server {
 
     /// Stops in the documented order (see the module docs); returns within about
     /// [`SHUTDOWN_GRACE`].
-    pub async fn shutdown(self) {
+    pub async fn shutdown(mut self) {
         let deadline = tokio::time::Instant::now() + SHUTDOWN_GRACE;
         if let Some(beacon) = &self.beacon {
             let _ = beacon.send(beacon::Stop).await;
@@ -304,6 +354,12 @@ impl Server {
         if let Some(alerts) = &self.alerts {
             alerts.stop();
         }
+        if let Some(mut saver) = self.saver.take() {
+            saver.stop(); // a last save of the enrollment
+        }
+        if let Some(t) = &self.trust {
+            t.unpublish_http();
+        }
         for thread in &self.session_threads {
             thread.stop();
         }
@@ -337,19 +393,60 @@ fn listen(addr: SocketAddr) -> std::io::Result<TcpListener> {
 /// order ([`Server::shutdown`]). Must run inside an actix `System`.
 pub async fn run(config: ServerConfig, shutdown: impl Future<Output = ()>) -> Result<()> {
     config::raise_fd_limit_for(config.limits.max_connections);
-    let beacon = config.beacon.is_some();
+    let discovery_port = config.beacon.as_ref().and_then(|b| match &b.targets {
+        beacon::BeaconTargets::Auto { port } => Some(*port),
+        beacon::BeaconTargets::Explicit(list) => list.first().map(SocketAddr::port),
+    });
     let offer = config.http.as_ref().and_then(|h| h.agent.clone());
+    let auto_approve = config.trust.policy == crate::auth::enroll::Policy::AutoApprove;
     let server = Server::start(config).await?;
     let interfaces = crate::net::ipv4_interfaces();
+    let token = server.trust().map(|t| t.join_token());
+    let trust = server.trust().map(|t| TrustBanner {
+        mode: t.mode(),
+        token: token.as_deref().unwrap_or_default(),
+        fingerprint: t.fingerprint().to_string(),
+        login: t.http().login().to_string(),
+        metrics_token: t.metrics_token_path(),
+        in_memory: t.dir().is_none(),
+        created: t.created(),
+        auto_approve,
+        previous_until_ms: t.previous_until_ms(),
+    });
+    if trust.is_none() {
+        tracing::warn!("{AUTH_OFF_WARNING}");
+    }
     eprint!(
         "{}",
-        banner(server.local_addr(), &server.info().name, &interfaces)
+        banner(&BannerInput {
+            local: server.local_addr(),
+            name: &server.info().name,
+            interfaces: &interfaces,
+            discovery_port,
+            http: server.info().http.as_deref().and_then(|h| h.parse().ok()),
+            trust,
+        })
     );
-    install_banner(&server, offer.as_ref(), beacon, &interfaces);
+    let flags: Vec<String> = token
+        .into_iter()
+        .flat_map(|t| ["--join".to_string(), t])
+        .collect();
+    install_banner(
+        &server,
+        offer.as_ref(),
+        discovery_port.is_some(),
+        &interfaces,
+        &flags,
+    );
     shutdown.await;
     server.shutdown().await;
     Ok(())
 }
+
+/// The one loud line of `--auth off`.
+pub const AUTH_OFF_WARNING: &str = "WARNING: --auth off: no authentication and no encryption: \
+     anyone on this network can read every machine's data, pose as this server or as any \
+     agent, and use the dashboard and the API. For a closed lab only.";
 
 /// The banner's install lines (with HTTP on): one `install.sh` command per address, and a log
 /// line saying which agent binary `GET /download/agent` offers (or why none).
@@ -358,6 +455,7 @@ fn install_banner(
     offer: Option<&crate::install::download::Offer>,
     beacon: bool,
     interfaces: &[crate::net::Interface],
+    agent_flags: &[String],
 ) {
     use crate::install::download::Offer;
     let Some(offer) = offer else { return };
@@ -382,31 +480,111 @@ fn install_banner(
             beacon,
             offer,
             interfaces,
-            agent_flags: &[],
+            agent_flags,
         })
     );
 }
 
-/// The startup banner: the bound address and, when bound to every interface, this machine's
-/// IPv4 addresses with the exact `agent` command line to run on other machines.
-pub fn banner(local: SocketAddr, name: &str, interfaces: &[crate::net::Interface]) -> String {
+/// What the trust layer adds to the banner.
+#[derive(Debug, Clone)]
+pub struct TrustBanner<'a> {
+    pub mode: crate::config::AuthMode,
+    /// The join token (`lm2-…`).
+    pub token: &'a str,
+    pub fingerprint: String,
+    /// The dashboard's login token.
+    pub login: String,
+    /// Where `/metrics`' bearer token is (for Prometheus' `credentials_file`).
+    pub metrics_token: Option<std::path::PathBuf>,
+    /// The identity lives in memory only (in-process use).
+    pub in_memory: bool,
+    /// This start created the identity.
+    pub created: bool,
+    pub auto_approve: bool,
+    /// A rotation's previous key is accepted until then.
+    pub previous_until_ms: Option<u64>,
+}
+
+/// What the startup banner shows.
+#[derive(Debug, Clone)]
+pub struct BannerInput<'a> {
+    /// The agents' TCP address.
+    pub local: SocketAddr,
+    pub name: &'a str,
+    pub interfaces: &'a [crate::net::Interface],
+    /// The UDP port beacons go to, when the beacon is on (agents then `--discover`).
+    pub discovery_port: Option<u16>,
+    /// The HTTP address, when HTTP is on.
+    pub http: Option<SocketAddr>,
+    /// `None` with `--auth off`.
+    pub trust: Option<TrustBanner<'a>>,
+}
+
+/// The startup banner: the bound address and the exact `agent` command lines to run on other
+/// machines (with the join token when agents authenticate: one per address, and one for
+/// `--discover`), the server's fingerprint, the dashboard's login URL and where `/metrics`'
+/// bearer token is.
+pub fn banner(b: &BannerInput<'_>) -> String {
+    let local = b.local;
     let mut out = format!(
-        "lanmon server {} ({name}) listening on {local} (TCP)\n",
-        crate::VERSION
+        "lanmon server {} ({}) listening on {local} (TCP), --auth {}\n",
+        crate::VERSION,
+        b.name,
+        b.trust
+            .as_ref()
+            .map_or(crate::config::AuthMode::Off, |t| t.mode)
     );
+    let join = b
+        .trust
+        .as_ref()
+        .map(|t| format!(" --join {}", t.token))
+        .unwrap_or_default();
+    if let Some(t) = &b.trust {
+        out.push_str(&format!("  server key fingerprint: {}", t.fingerprint));
+        if t.created {
+            out.push_str("  (new identity, created now)");
+        }
+        out.push('\n');
+        if t.in_memory {
+            out.push_str(
+                "  (identity in memory only: the join token stops working when this server stops)\n",
+            );
+        }
+        if let Some(until) = t.previous_until_ms {
+            out.push_str(&format!(
+                "  key rotation: the previous key is accepted for {} more\n",
+                crate::util::human_age(until.saturating_sub(crate::util::now_ms()))
+            ));
+        }
+        out.push_str(
+            "  join agents with this token (a secret: whoever has it can enroll agents):\n",
+        );
+    }
+    let discovery = b.discovery_port.map(|p| {
+        if p == crate::discovery::DEFAULT_DISCOVERY_PORT {
+            String::new()
+        } else {
+            format!(" --discovery-port {p}")
+        }
+    });
+    if let Some(port_flag) = &discovery {
+        out.push_str(&format!("    agent --discover{port_flag}{join}\n"));
+    }
     if local.ip().is_unspecified() {
-        let addrs: Vec<_> = interfaces.iter().filter(|i| !i.loopback).collect();
+        let addrs: Vec<_> = b.interfaces.iter().filter(|i| !i.loopback).collect();
         if addrs.is_empty() {
             out.push_str("  no LAN address found on this machine; agents on it can use:\n");
             out.push_str(&format!(
-                "    agent --host 127.0.0.1 --port {}\n",
+                "    agent --host 127.0.0.1 --port {}{join}\n",
                 local.port()
             ));
         } else {
-            out.push_str("  on other machines run one of:\n");
+            if b.trust.is_none() {
+                out.push_str("  on other machines run one of:\n");
+            }
             for i in addrs {
                 out.push_str(&format!(
-                    "    agent --host {} --port {}    # via {}\n",
+                    "    agent --host {} --port {}{join}    # via {}\n",
                     i.ip,
                     local.port(),
                     i.name
@@ -414,11 +592,58 @@ pub fn banner(local: SocketAddr, name: &str, interfaces: &[crate::net::Interface
             }
         }
     } else {
+        if b.trust.is_none() {
+            out.push_str("  agents connect with:\n");
+        }
         out.push_str(&format!(
-            "  agents connect with: agent --host {} --port {}\n",
+            "    agent --host {} --port {}{join}\n",
             local.ip(),
             local.port()
         ));
+    }
+    let Some(t) = &b.trust else {
+        return out;
+    };
+    if t.auto_approve {
+        out.push_str(
+            "  --auto-approve: every agent key is enrolled at its first connection (lab policy)\n",
+        );
+    } else {
+        out.push_str(
+            "  an agent started without --join waits for approval: `server agents list`, then \
+             `server agents approve NAME` (or the dashboard)\n",
+        );
+    }
+    if t.mode == crate::config::AuthMode::Optional {
+        out.push_str(
+            "  --auth optional: protocol-1 agents are accepted without authentication and shown as unauthenticated\n",
+        );
+    }
+    if let Some(http) = b.http {
+        let host: std::net::IpAddr = if http.ip().is_unspecified() {
+            b.interfaces
+                .iter()
+                .find(|i| !i.loopback)
+                .map_or(std::net::Ipv4Addr::LOCALHOST, |i| i.ip)
+                .into()
+        } else {
+            http.ip()
+        };
+        let url = format!(
+            "http://{}/?token={}",
+            SocketAddr::new(host, http.port()),
+            t.login
+        );
+        out.push_str(&format!(
+            "  dashboard: {url}    (sets a session cookie; API clients send Authorization: Bearer <the same token>)\n"
+        ));
+        match &t.metrics_token {
+            Some(path) => out.push_str(&format!(
+                "  /metrics: Authorization: Bearer <the token in {}> (Prometheus: authorization: {{credentials_file: <a copy of it>}})\n",
+                path.display()
+            )),
+            None => out.push_str("  /metrics: needs the login token (identity in memory)\n"),
+        }
     }
     out
 }

@@ -36,7 +36,9 @@ use crate::server::messages::{
     Close, Connect, Disconnect, Durable, Hello, Sample, Samples, SessionId,
 };
 use crate::server::store;
-use crate::snapshot::{AgentView, SNAPSHOT_VERSION, ServerInfo, Snapshot, Status, Summary};
+use crate::snapshot::{
+    AgentAuth, AgentView, PendingAgent, SNAPSHOT_VERSION, ServerInfo, Snapshot, Status, Summary,
+};
 use crate::util::now_ms;
 
 /// Asks for the current view of every agent.
@@ -65,6 +67,7 @@ pub struct SnapshotParts {
     /// The store's state, when there is one.
     store: Option<crate::snapshot::StoreView>,
     agents: Vec<AgentParts>,
+    pending: Vec<PendingAgent>,
 }
 
 /// One agent's state in [`SnapshotParts`]: everything its [`AgentView`] shows, with the
@@ -85,6 +88,8 @@ struct AgentParts {
     gaps: u64,
     first_seq: u64,
     durable: u64,
+    auth: Option<AgentAuth>,
+    fp: Option<Arc<str>>,
 }
 
 impl AgentParts {
@@ -112,6 +117,8 @@ impl AgentParts {
             gaps: self.gaps,
             first_seq: self.first_seq,
             stored_seq: stored.then_some(self.durable),
+            auth: self.auth,
+            fp: self.fp.map(|f| f.to_string()),
         }
     }
 }
@@ -126,6 +133,7 @@ impl SnapshotParts {
             stored: false,
             store: None,
             agents: Vec::new(),
+            pending: Vec::new(),
         }
     }
 
@@ -162,6 +170,8 @@ impl SnapshotParts {
                 gaps: v.gaps,
                 first_seq: v.first_seq,
                 durable: v.stored_seq.unwrap_or(0),
+                auth: v.auth,
+                fp: v.fp.map(Arc::from),
             })
             .collect();
         Self {
@@ -170,6 +180,7 @@ impl SnapshotParts {
             stored: false,
             store: None,
             agents,
+            pending: Vec::new(),
         }
     }
 
@@ -196,6 +207,7 @@ impl SnapshotParts {
             summary,
             agents,
             store: self.store,
+            pending: self.pending,
         }
     }
 }
@@ -264,6 +276,9 @@ struct AgentEntry {
     history: History,
     /// Highest seq of the current run on disk (with a store).
     durable: u64,
+    /// How the server knows the agent's current connection (trust layer).
+    auth: Option<AgentAuth>,
+    fp: Option<Arc<str>>,
 }
 
 impl AgentEntry {
@@ -306,6 +321,8 @@ impl AgentEntry {
             gaps: self.history.gaps(),
             first_seq: self.history.first_seq(),
             durable: self.durable,
+            auth: self.auth,
+            fp: self.fp.clone(),
         }
     }
 }
@@ -325,7 +342,13 @@ pub struct Registry {
     offline_retention: Duration,
     /// Most agents remembered ([`MAX_AGENTS`]).
     max_agents: usize,
+    /// The keys waiting for approval, for snapshots (the trust layer; `None`: none).
+    pending: Option<PendingSource>,
 }
+
+/// Where the Registry reads the agents waiting for approval when it builds a snapshot (the
+/// trust layer's enrollment, wired by [`crate::server::Server::start`]).
+pub type PendingSource = Arc<dyn Fn() -> Vec<PendingAgent> + Send + Sync>;
 
 impl Registry {
     /// A registry that remembers `history` samples per agent.
@@ -339,7 +362,14 @@ impl Registry {
             store_health: None,
             offline_retention: OFFLINE_RETENTION,
             max_agents: MAX_AGENTS,
+            pending: None,
         }
+    }
+
+    /// The same registry, listing `source`'s pending agents in its snapshots.
+    pub fn with_pending(mut self, source: PendingSource) -> Self {
+        self.pending = Some(source);
+        self
     }
 
     /// The same registry with other limits on remembered agents (tests: the defaults are a
@@ -386,6 +416,8 @@ impl Registry {
                     attached_at: now,
                     history: ring,
                     durable: r.last_seq,
+                    auth: None,
+                    fp: None,
                 },
             );
         }
@@ -462,7 +494,12 @@ impl Handler<Hello> for Registry {
             // (e.g. same host, same name). Refuse the newcomer instead of letting them take
             // the id from each other forever. A half-open old connection goes stale within
             // two intervals, and then the newcomer's retry wins.
+            // An authenticated agent takes its id back from an unauthenticated one (protocol 1
+            // in `--auth optional`): only the key's owner may send as an enrolled id.
+            let takes_back = msg.auth == Some(AgentAuth::Approved)
+                && entry.auth == Some(AgentAuth::Unauthenticated);
             if !same_run
+                && !takes_back
                 && entry.session.is_some_and(|s| s != msg.session)
                 && entry.status(now) == Status::Live
             {
@@ -502,6 +539,8 @@ impl Handler<Hello> for Registry {
                     entry.durable = 0;
                 }
                 entry.hello = Arc::new(msg.hello);
+                entry.auth = msg.auth;
+                entry.fp = msg.fp.map(Arc::from);
                 entry.peer = peer;
                 entry.offline_since = None;
                 entry.offline_reason = None;
@@ -528,6 +567,8 @@ impl Handler<Hello> for Registry {
                         attached_at: now,
                         history: History::new(self.history),
                         durable: 0,
+                        auth: msg.auth,
+                        fp: msg.fp.map(Arc::from),
                     },
                 );
                 if self.agents.len() > self.max_agents {
@@ -636,6 +677,7 @@ impl Registry {
             stored: self.store.is_some(),
             store: self.store_health.as_ref().map(|h| h.view()),
             agents: self.agents.values().map(|a| a.parts(now)).collect(),
+            pending: self.pending.as_ref().map(|p| p()).unwrap_or_default(),
         }
     }
 }
@@ -740,6 +782,8 @@ mod tests {
             version: "0".into(),
             listen: "127.0.0.1:1".into(),
             http: None,
+            auth: None,
+            fingerprint: None,
         }
     }
 
@@ -798,6 +842,8 @@ mod tests {
         let hello = Hello {
             session: id,
             hello: hello(agent, run),
+            auth: None,
+            fp: None,
         };
         let answer = registry.send(hello).await.unwrap();
         (received, answer)

@@ -1,8 +1,17 @@
-//! Session actor: one per TCP connection. Decodes, validates, forwards.
+//! Session actor: one per TCP connection. Decodes, validates, admits, forwards.
 //!
 //! Owns its connection: the read half (a bounded codec), the queue to its writer task, the
 //! agent's `hello`, the highest seq received and acknowledged, and the [`ConnGuard`] that
-//! counts it against the connection limits.
+//! counts it against the connection limits. A protocol-2 connection arrives after the
+//! Listener's Noise handshake: the codec then reads and writes through the encrypted stream
+//! halves ([`crate::auth::noise`]) and the session knows the agent's authenticated key.
+//!
+//! Trust ([`Settings::trust`], absent with `--auth off`): on `hello`, an authenticated session
+//! asks [`Trust::admit`] (enrolled → on; pending → `pending_approval`, no sample accepted; a
+//! key or id bound elsewhere → `identity_mismatch`; revoked → `revoked`); a plaintext one
+//! (protocol 1, `--auth optional`) may not use an enrolled id and is marked unauthenticated.
+//! After `welcome`, a session shown the previous key of a rotation sends `server_key`. A
+//! revocation reaches an admitted session as [`Close::Revoked`] and ends it at once.
 //!
 //! Lifecycle: `started()` registers the connection with the Registry ([`Connect`]) before any
 //! frame is handled and arms the hello timeout; the first frame must be a valid `hello`
@@ -28,26 +37,31 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use bytes::BytesMut;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::net::tcp::OwnedWriteHalf;
 use tokio::sync::mpsc;
 use tokio_util::codec::{Encoder, FramedRead};
 use tokio_util::task::TaskTracker;
 
+use crate::auth::enroll::{Claim, Decision};
+use crate::auth::fingerprint::Fingerprint;
+use crate::auth::keys::PublicKey;
+use crate::auth::noise::{self, Proof};
 use crate::codec::{CodecError, ServerCodec};
 use crate::config::{
     IDLE_CHECK_MAX, IDLE_CHECK_MIN, Limits, MIN_IDLE_TIMEOUT, SESSION_QUEUE_FRAMES, WRITE_TIMEOUT,
 };
 use crate::net::set_keepalive;
 use crate::protocol::{
-    self, Ack, AgentFrame, Bye, ErrorCode, ErrorFrame, PROTOCOL_VERSION, ServerFrame, Welcome,
+    self, Ack, AgentFrame, Bye, ErrorCode, ErrorFrame, PROTOCOL_V1, PROTOCOL_VERSION, ServerFrame,
+    Welcome,
 };
 use crate::server::limits::ConnGuard;
 use crate::server::messages::{
     Close, Connect, Disconnect, Durable, Hello, RegistryLink, Samples, SessionId,
 };
-use crate::snapshot::ServerInfo;
+use crate::server::trust::Trust;
+use crate::snapshot::{AgentAuth, ServerInfo};
 use crate::validate::{self, Invalid};
 
 /// Initial size of a connection's read buffer. A `metrics` frame is ~250 bytes (8 cores), so
@@ -92,6 +106,24 @@ pub struct Settings {
     pub limits: Limits,
     /// Acknowledge a sample only once the store has committed it ([`Durable`]).
     pub durable_acks: bool,
+    /// The trust layer; `None` with `--auth off` (everything plaintext, nobody marked).
+    pub trust: Option<Arc<Trust>>,
+}
+
+/// Who is on the other end, as far as the transport knows.
+#[derive(Debug, Clone, Copy)]
+enum PeerAuth {
+    /// Plaintext with `--auth off`: nobody is authenticated, nothing is marked.
+    Open,
+    /// Plaintext protocol 1 in `--auth optional`: marked `unauthenticated`.
+    Unauthenticated,
+    /// Noise: the agent's key as the handshake authenticated it.
+    Authenticated {
+        key: PublicKey,
+        proof: Proof,
+        /// Which server key the agent was shown (0: the current one).
+        server_key_index: usize,
+    },
 }
 
 /// See the module documentation.
@@ -111,15 +143,21 @@ pub struct Session {
     end_reason: Option<String>,
     /// When the peer last sent a frame (idle timeout).
     last_frame_at: Instant,
+    peer_auth: PeerAuth,
+    /// Admitted by the trust layer (it must be told when the session ends).
+    admitted: bool,
     /// Counts this connection against the connection limits until the session is dropped.
     _slot: ConnGuard,
 }
 
 impl Session {
-    /// Starts a session on an accepted connection. Its writer task is tracked by `tracker`
-    /// so that shutdown can wait until every goodbye has been flushed.
+    /// Starts a session on an accepted connection: plaintext when `noise` is `None`, else
+    /// over the encrypted stream of that finished handshake. Its writer task is tracked by
+    /// `tracker` so that shutdown can wait until every goodbye has been flushed.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         stream: TcpStream,
+        noise: Option<noise::Accepted>,
         peer: SocketAddr,
         id: SessionId,
         registry: Arc<RegistryLink>,
@@ -131,25 +169,51 @@ impl Session {
         set_keepalive(&stream);
         let (read, write) = stream.into_split();
         let (out, rx) = mpsc::channel(SESSION_QUEUE_FRAMES);
-        actix::spawn(tracker.track_future(write_frames(rx, write, peer)));
-        Session::create(move |ctx| {
-            let codec = ServerCodec::with_max_len(settings.limits.max_frame_len);
-            ctx.add_stream(FramedRead::with_capacity(read, codec, READ_BUFFER));
-            Session {
-                id,
-                peer,
-                registry,
-                settings,
-                out,
-                hello: None,
-                pending: Vec::new(),
-                highest_seq: 0,
-                acked_seq: 0,
-                end_reason: None,
-                last_frame_at: Instant::now(),
-                _slot: slot,
+        let peer_auth = match (&noise, &settings.trust) {
+            (Some(a), _) => PeerAuth::Authenticated {
+                key: a.session.remote_static,
+                proof: a.proof,
+                server_key_index: a.server_key_index,
+            },
+            (None, Some(_)) => PeerAuth::Unauthenticated,
+            (None, None) => PeerAuth::Open,
+        };
+        let max_len = settings.limits.max_frame_len;
+        let session = move |_: &mut Context<Session>| Session {
+            id,
+            peer,
+            registry,
+            settings,
+            out,
+            hello: None,
+            pending: Vec::new(),
+            highest_seq: 0,
+            acked_seq: 0,
+            end_reason: None,
+            last_frame_at: Instant::now(),
+            peer_auth,
+            admitted: false,
+            _slot: slot,
+        };
+        match noise {
+            None => {
+                actix::spawn(tracker.track_future(write_frames(rx, write, peer)));
+                Session::create(move |ctx| {
+                    let codec = ServerCodec::with_max_len(max_len);
+                    ctx.add_stream(FramedRead::with_capacity(read, codec, READ_BUFFER));
+                    session(ctx)
+                })
             }
-        })
+            Some(accepted) => {
+                let (read, write) = accepted.session.split(read, write);
+                actix::spawn(tracker.track_future(write_frames(rx, write, peer)));
+                Session::create(move |ctx| {
+                    let codec = ServerCodec::with_max_len(max_len);
+                    ctx.add_stream(FramedRead::with_capacity(read, codec, READ_BUFFER));
+                    session(ctx)
+                })
+            }
+        }
     }
 
     fn send(&mut self, frame: ServerFrame, ctx: &mut Context<Self>) {
@@ -197,13 +261,21 @@ impl Session {
                 ctx,
             );
         }
-        if let Err(e) = validate::hello_with_limit(&hello, self.settings.limits.max_cores) {
+        let proto = match self.peer_auth {
+            PeerAuth::Authenticated { .. } => PROTOCOL_VERSION,
+            PeerAuth::Open | PeerAuth::Unauthenticated => PROTOCOL_V1,
+        };
+        if let Err(e) = validate::hello_for(&hello, self.settings.limits.max_cores, proto) {
             let code = match e {
                 Invalid::UnsupportedVersion { .. } => ErrorCode::UnsupportedVersion,
                 _ => ErrorCode::InvalidValue,
             };
             return self.fail(code, format!("invalid hello: {e}"), ctx);
         }
+        let (auth, fp) = match self.admit(&hello, ctx) {
+            Ok(tag) => tag,
+            Err((code, message)) => return self.refuse(&hello, code, message, ctx),
+        };
         tracing::info!(
             peer = %self.peer,
             "agent {} ({}) connected: {} cores, every {} ms, {}",
@@ -213,6 +285,8 @@ impl Session {
         let attach = Hello {
             session: self.id,
             hello: hello.clone(),
+            auth,
+            fp,
         };
         self.hello = Some(hello);
         // Wait for the registry's answer before handling the next frame: `welcome` carries the
@@ -224,7 +298,7 @@ impl Session {
             .clone()
             .send(attach)
             .into_actor(self)
-            .map(|answer, this, ctx| {
+            .map(move |answer, this, ctx| {
                 let last_seq = match answer {
                     Ok(Ok(last_seq)) => last_seq,
                     Ok(Err(refused)) => return this.fail(ErrorCode::DuplicateId, refused, ctx),
@@ -237,16 +311,96 @@ impl Session {
                 this.acked_seq = this.highest_seq;
                 let info = &this.settings.info;
                 let welcome = Welcome {
-                    proto: PROTOCOL_VERSION,
+                    proto,
                     server_id: info.id.clone(),
                     server_name: info.name.clone(),
                     server_version: info.version.clone(),
                     last_seq,
                 };
                 this.send(ServerFrame::Welcome(welcome), ctx);
+                if let (PeerAuth::Authenticated {
+                    server_key_index, ..
+                }, Some(trust)) = (this.peer_auth, &this.settings.trust)
+                    && let Some(notice) = trust.notice_for(server_key_index)
+                {
+                    tracing::info!(peer = %this.peer, "telling the agent the server's new key {}", notice.fp);
+                    this.send(ServerFrame::ServerKey(notice), ctx);
+                }
             });
         ctx.wait(answer);
         self.watch_idle(interval, ctx);
+    }
+
+    /// Asks the trust layer about this `hello`: how the agent is to be marked, or why it is
+    /// refused (the error code and the sentence for the agent).
+    #[allow(clippy::type_complexity)]
+    fn admit(
+        &mut self,
+        hello: &protocol::Hello,
+        ctx: &mut Context<Self>,
+    ) -> Result<(Option<AgentAuth>, Option<String>), (ErrorCode, String)> {
+        let Some(trust) = self.settings.trust.clone() else {
+            return Ok((None, None));
+        };
+        let (key, proof) = match self.peer_auth {
+            PeerAuth::Open => return Ok((None, None)),
+            PeerAuth::Unauthenticated => {
+                trust
+                    .check_unauthenticated(&hello.agent_id)
+                    .map_err(|why| (ErrorCode::IdentityMismatch, why))?;
+                return Ok((Some(AgentAuth::Unauthenticated), None));
+            }
+            PeerAuth::Authenticated { key, proof, .. } => (key, proof),
+        };
+        let ip = self.peer.ip().to_string();
+        let claim = Claim {
+            key: &key,
+            proof,
+            agent_id: &hello.agent_id,
+            name: &hello.name,
+            hostname: &hello.hostname,
+            ip: &ip,
+        };
+        let fp = Fingerprint::of(&key).to_string();
+        match trust.admit(claim, self.id, ctx.address().recipient()) {
+            Decision::Accept => {
+                self.admitted = true;
+                Ok((Some(AgentAuth::Approved), Some(fp)))
+            }
+            Decision::Pending => Err((
+                ErrorCode::PendingApproval,
+                format!(
+                    "this agent's key {fp} is not approved yet: approve it on the server \
+                     (`server agents approve {fp}`, or the dashboard), or start the agent with \
+                     the server's join token (--join)"
+                ),
+            )),
+            Decision::IdentityMismatch(why) => Err((ErrorCode::IdentityMismatch, why)),
+            Decision::Revoked => Err((
+                ErrorCode::Revoked,
+                format!("this agent's key {fp} was revoked on the server"),
+            )),
+        }
+    }
+
+    /// Refuses a `hello` for a trust reason: one log line, an `error` frame, then close. The
+    /// agent never reached the Registry, so nothing of it is shown but the log (and, while
+    /// pending, the snapshot's `pending` list).
+    fn refuse(
+        &mut self,
+        hello: &protocol::Hello,
+        code: ErrorCode,
+        message: String,
+        ctx: &mut Context<Self>,
+    ) {
+        tracing::warn!(
+            peer = %self.peer,
+            agent = %hello.name.escape_debug(),
+            id = %hello.agent_id.escape_debug(),
+            "refused: {code}: {message}"
+        );
+        self.send(ServerFrame::Error(ErrorFrame { code, message }), ctx);
+        self.end(format!("refused: {code}"), ctx);
     }
 
     /// Closes the connection when the agent sends nothing for `idle_intervals` of its
@@ -327,6 +481,12 @@ impl Actor for Session {
     }
 
     fn stopping(&mut self, _: &mut Self::Context) -> Running {
+        if self.admitted
+            && let (PeerAuth::Authenticated { key, .. }, Some(trust)) =
+                (self.peer_auth, &self.settings.trust)
+        {
+            trust.leave(&key, self.id);
+        }
         self.forward(); // before `Disconnect`: samples already acknowledged must count
         let reason = self
             .end_reason
@@ -388,6 +548,11 @@ impl Handler<Close> for Session {
                 "a newer connection with the same agent id took over".into(),
                 ctx,
             ),
+            Close::Revoked => self.fail(
+                ErrorCode::Revoked,
+                "this agent's key was revoked on the server".into(),
+                ctx,
+            ),
         }
     }
 }
@@ -411,9 +576,9 @@ impl Handler<Durable> for Session {
 ///
 /// Everything already queued is encoded into one small buffer and written with one call; the
 /// buffer lives only as long as needed (no per-connection 8 KiB codec buffer).
-async fn write_frames(
+async fn write_frames<W: AsyncWrite + Unpin>(
     mut rx: mpsc::Receiver<Outgoing>,
-    mut write: OwnedWriteHalf,
+    mut write: W,
     peer: SocketAddr,
 ) {
     let mut codec = ServerCodec::new();
@@ -566,9 +731,10 @@ mod tests {
                 info: server(),
                 limits: self.limits,
                 durable_acks: self.durable_acks,
+                trust: None,
             });
             let tracker = TaskTracker::new();
-            let session = Session::start(stream, peer, 1, link, settings, slot, &tracker);
+            let session = Session::start(stream, None, peer, 1, link, settings, slot, &tracker);
             Conn {
                 agent,
                 registry,
@@ -655,12 +821,14 @@ mod tests {
             version: "0".into(),
             listen: "127.0.0.1:1".into(),
             http: None,
+            auth: None,
+            fingerprint: None,
         }
     }
 
     fn hello() -> protocol::Hello {
         protocol::Hello {
-            proto: PROTOCOL_VERSION,
+            proto: PROTOCOL_V1,
             agent_id: "a".into(),
             run_id: "r1".into(),
             name: "a".into(),
@@ -700,10 +868,7 @@ mod tests {
         .start()
         .await;
         let welcome = conn.welcomed().await;
-        assert_eq!(
-            (welcome.proto, welcome.last_seq),
-            (PROTOCOL_VERSION, Some(7))
-        );
+        assert_eq!((welcome.proto, welcome.last_seq), (PROTOCOL_V1, Some(7)));
         assert_eq!(welcome.server_name, "test");
     }
 

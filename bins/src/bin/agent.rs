@@ -6,6 +6,8 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, ArgGroup, Args, CommandFactory, Parser, Subcommand};
 use lanmon::agent::{AgentConfig, Target};
+use lanmon::auth::token::JoinToken;
+use lanmon::config::AuthMode;
 use lanmon::discovery::DEFAULT_SURVEY;
 use lanmon::install::Role;
 use lanmon_bins::{LogLevel, help_duration, init_logging, parse_duration};
@@ -20,6 +22,12 @@ use tokio_util::sync::CancellationToken;
 /// --buffer) and sent after the reconnect. With --discover it listens again after a lost
 /// connection, so a server that moved to another IP is found again. Logs go to stdout.
 /// Ctrl+C or SIGTERM says goodbye to the server and exits 0.
+///
+/// Protocol 2: the agent has a key of its own (in --state-dir) and talks to the server over an
+/// encrypted connection after a handshake in which the server proves its key. Start it once
+/// with the server's join token (--join lm2-…, printed in the server's banner): that pins the
+/// server's key and enrolls the agent. Without a token it trusts the first server it finds,
+/// prints that server's fingerprint, and waits until the operator approves it.
 #[derive(Debug, Parser)]
 #[command(
     name = "agent",
@@ -131,6 +139,28 @@ struct RunArgs {
     /// the default interval); beyond it the oldest are dropped and counted.
     #[arg(long, env = "LANMON_BUFFER", default_value_t = AgentConfig::DEFAULT_BUFFER, value_name = "SAMPLES")]
     buffer: usize,
+
+    /// The server's join token (`lm2-…`, from its banner or `server token`): pins the server's
+    /// key and enrolls this agent without an operator. Needed once: the state directory
+    /// remembers it. A secret: whoever has it can enroll agents.
+    #[arg(long, env = "LANMON_JOIN", value_name = "TOKEN", value_parser = parse_join)]
+    join: Option<JoinToken>,
+
+    /// Where the agent keeps its key and the server keys it pinned (created 0700; files 0600).
+    /// Default: $XDG_STATE_HOME/lanmon, else ~/.local/state/lanmon, else /var/lib/lanmon-agent.
+    #[arg(long, env = "LANMON_STATE_DIR", value_name = "DIR")]
+    state_dir: Option<std::path::PathBuf>,
+
+    /// `required` (protocol 2: authenticated and encrypted, the default) or `off` (plaintext
+    /// protocol 1, only for a server run with --auth off or optional).
+    #[arg(long, env = "LANMON_AUTH", default_value = "required",
+          value_parser = lanmon_bins::one_of::<AuthMode>(["required", "off"]))]
+    auth: AuthMode,
+}
+
+/// `--join`: the token's own error says what is wrong (typo, truncated, other version).
+fn parse_join(text: &str) -> Result<JoinToken, String> {
+    JoinToken::decode(text).map_err(|e| e.to_string())
 }
 
 #[derive(Debug, Args)]
@@ -209,6 +239,12 @@ impl RunArgs {
         AgentConfig {
             interval: self.interval,
             buffer: self.buffer,
+            auth: self.auth,
+            state_dir: Some(
+                self.state_dir
+                    .unwrap_or_else(lanmon::auth::keys::default_state_dir),
+            ),
+            join: self.join,
             ..AgentConfig::new(target, self.name, self.id)
         }
         .validate()
@@ -251,14 +287,18 @@ fn list_servers(port: u16, listen_for: Duration) -> anyhow::Result<ExitCode> {
             );
             return Ok(ExitCode::FAILURE);
         }
-        println!("{:<24} {:<22} {:<8} ID", "NAME", "ADDRESS", "PROTOCOL");
+        println!(
+            "{:<24} {:<22} {:<8} {:<18} FINGERPRINT (claimed by the beacon: compare with the server's banner)",
+            "NAME", "ADDRESS", "PROTOCOL", "ID"
+        );
         for s in &servers {
             println!(
-                "{:<24} {:<22} {:<8} {}",
+                "{:<24} {:<22} {:<8} {:<18} {}",
                 s.beacon.server_name,
                 s.addr.to_string(),
-                format!("v{}", s.beacon.proto),
-                s.beacon.server_id
+                format!("v{}+", s.beacon.proto),
+                s.beacon.server_id,
+                s.fp.map_or_else(|| "- (unsigned: a protocol-1 server)".into(), |f| f.to_string())
             );
         }
         Ok(ExitCode::SUCCESS)
@@ -277,8 +317,10 @@ mod tests {
     fn every_flag_has_help_and_env() {
         let cmd = Cli::command();
         cmd.clone().debug_assert();
+        // `discover`'s flags; `install`'s trailing arguments are the agent's own flags again.
         let discover = cmd
             .get_subcommands()
+            .filter(|sub| sub.get_name() == "discover")
             .flat_map(|sub| sub.get_arguments().cloned().collect::<Vec<_>>());
         for arg in cmd.get_arguments().cloned().chain(discover) {
             let id = arg.get_id().as_str();

@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, CommandFactory, Parser, Subcommand};
-use lanmon::config::{ConfigError, Limits};
+use lanmon::auth::enroll::Policy;
+use lanmon::config::{AuthMode, ConfigError, Limits};
 use lanmon::discovery::DEFAULT_DISCOVERY_PORT;
 use lanmon::install::Role;
 use lanmon::install::download::Offer;
@@ -17,6 +18,7 @@ use lanmon::server::alerts::{AlertFlags, AlertsSettings};
 use lanmon::server::beacon::{BeaconConfig, BeaconTargets};
 use lanmon::server::http::HttpConfig;
 use lanmon::server::store::{self, Retention, StoreConfig};
+use lanmon::server::trust::TrustConfig;
 use lanmon::server::{ReportFormat, ServerConfig, SortBy, TextOptions};
 use lanmon_bins::{LogLevel, help_duration, init_logging, one_of, parse_duration};
 
@@ -29,6 +31,11 @@ use lanmon_bins::{LogLevel, help_duration, init_logging, one_of, parse_duration}
 /// Reports go to stdout (a live table on a terminal, plain blocks when piped, or one JSON
 /// snapshot per line with --report-format json); the banner and logs go to stderr.
 /// Ctrl+C or SIGTERM stops it cleanly (agents are told); a second Ctrl+C exits at once.
+///
+/// Secure by default (protocol 2, --auth required): agents authenticate with keys over an
+/// encrypted connection, and join with the token the banner prints (`agent --discover --join
+/// lm2-…`); an agent without it waits for `server agents approve`. The dashboard, the API and
+/// /metrics need the login token of the printed URL (or /metrics' own bearer token).
 #[derive(Debug, Parser)]
 #[command(
     name = "server",
@@ -119,21 +126,32 @@ struct Cli {
     #[arg(long, env = "LANMON_NO_PER_CORE_METRICS", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     no_per_core_metrics: bool,
 
-    /// Directory of the durable history (created if missing; one server per directory).
-    /// Default: $XDG_DATA_HOME/lanmon, else ~/.local/share/lanmon, else ./lanmon-data. A
-    /// system service would use /var/lib/lanmon.
-    #[arg(
-        long,
-        env = "LANMON_DATA_DIR",
-        value_name = "DIR",
-        conflicts_with = "no_store"
-    )]
+    /// Directory of the server's data: its identity (server.key, network.key, agents.json,
+    /// http.token, metrics.token; all 0600) and the durable history (created if missing; one
+    /// server per directory). Default: $XDG_DATA_HOME/lanmon, else ~/.local/share/lanmon, else
+    /// ./lanmon-data. A system service would use /var/lib/lanmon.
+    #[arg(long, env = "LANMON_DATA_DIR", value_name = "DIR")]
     data_dir: Option<PathBuf>,
 
-    /// Keep history in memory only (the last --history samples per agent); nothing is
-    /// written to disk, a restart forgets everything, and samples are acknowledged at once.
+    /// Keep history in memory only (the last --history samples per agent): no history is
+    /// written to disk, a restart forgets it, and samples are acknowledged at once. The
+    /// identity files still live in --data-dir (join tokens must survive a restart), unless
+    /// --auth off.
     #[arg(long, env = "LANMON_NO_STORE", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     no_store: bool,
+
+    /// Who may connect: `required` (protocol 2 only: agents authenticate by key over an
+    /// encrypted connection; HTTP needs a login), `optional` (also old protocol-1 agents on the
+    /// same port, shown as unauthenticated), or `off` (no authentication, no encryption, open
+    /// HTTP: a closed lab only).
+    #[arg(long, env = "LANMON_AUTH", default_value_t = AuthMode::Required,
+          value_parser = one_of::<AuthMode>(AuthMode::ALL.map(AuthMode::name)))]
+    auth: AuthMode,
+
+    /// Enroll every agent key at its first connection, without a join token or an operator's
+    /// approval (a lab policy: anyone who can reach the port can then send samples).
+    #[arg(long, env = "LANMON_AUTO_APPROVE", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
+    auto_approve: bool,
 
     /// How long raw samples are kept on disk.
     #[arg(long, env = "LANMON_RETENTION_RAW", value_parser = parse_duration,
@@ -302,6 +320,64 @@ enum ServerCommand {
 
     /// Remove the service `server install` set up (settings and history stay unless --purge).
     Uninstall(lanmon_bins::install::UninstallArgs),
+
+    /// The agents' keys: `list`, `approve NAME|ID|FINGERPRINT`, `revoke NAME|ID|FINGERPRINT`.
+    /// Through the running server's API on loopback (a revocation closes the agent's
+    /// connection at once), or on the files of a stopped server.
+    Agents(AgentsArgs),
+
+    /// Replace the server's key; the current one stays accepted for --grace, and agents that
+    /// connect meanwhile are told the new one. Needs the server stopped; prints the new join
+    /// token.
+    RotateKey(RotateArgs),
+
+    /// Print the join token (`agent --join TOKEN`); creates the identity if there is none yet.
+    Token(DataDirArg),
+}
+
+#[derive(Debug, clap::Args)]
+struct DataDirArg {
+    /// The server's data directory (default: as the server's --data-dir).
+    #[arg(long, env = "LANMON_DATA_DIR", value_name = "DIR", global = true)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+struct AgentsArgs {
+    #[command(subcommand)]
+    action: AgentsAction,
+
+    #[command(flatten)]
+    dir: DataDirArg,
+}
+
+#[derive(Debug, Subcommand)]
+enum AgentsAction {
+    /// Every agent key: pending first (fingerprint, name, host, status, since).
+    List,
+    /// Enroll an agent that waits for approval (by name, id or key fingerprint).
+    Approve {
+        /// The agent's name, id, or key fingerprint (`SHA256:…`, as the agent printed it).
+        agent: String,
+    },
+    /// Refuse an agent from now on (its connection is closed at once); its id stays bound
+    /// to the revoked key.
+    Revoke {
+        /// The agent's name, id, or key fingerprint.
+        agent: String,
+    },
+}
+
+#[derive(Debug, clap::Args)]
+struct RotateArgs {
+    /// How long the current key stays accepted (agents that connect meanwhile learn the new
+    /// one; those that do not must join again with the new token).
+    #[arg(long, env = "LANMON_ROTATE_GRACE", value_parser = parse_duration, default_value = "7d",
+          value_name = "DURATION")]
+    grace: Duration,
+
+    #[command(flatten)]
+    dir: DataDirArg,
 }
 
 fn main() -> ExitCode {
@@ -312,6 +388,17 @@ fn main() -> ExitCode {
         }
         Some(ServerCommand::Uninstall(args)) => {
             return lanmon_bins::install::uninstall(Role::Server, args);
+        }
+        Some(ServerCommand::Agents(args)) => return agents(args),
+        Some(ServerCommand::RotateKey(args)) => return rotate_key(args),
+        Some(ServerCommand::Token(dir)) => {
+            return match lanmon::server::admin::join_token(&dir.path()) {
+                Ok(token) => {
+                    println!("{token}");
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            };
         }
         None => {}
     }
@@ -346,6 +433,94 @@ fn main() -> ExitCode {
             eprintln!("server: {:#}", anyhow::Error::from(e));
             ExitCode::FAILURE
         }
+    }
+}
+
+impl DataDirArg {
+    fn path(&self) -> PathBuf {
+        self.data_dir
+            .clone()
+            .unwrap_or_else(store::default_data_dir)
+    }
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("server: {e}");
+    ExitCode::FAILURE
+}
+
+/// `server agents …`.
+fn agents(args: AgentsArgs) -> ExitCode {
+    let admin = match lanmon::server::admin::Admin::open(&args.dir.path()) {
+        Ok(a) => a,
+        Err(e) => return fail(e),
+    };
+    let how = if admin.is_live() {
+        "the running server"
+    } else {
+        "the stopped server's files"
+    };
+    let result = match &args.action {
+        AgentsAction::List => admin.list().map(|entries| {
+            println!(
+                "{:<8} {:<20} {:<20} {:<46} {:<10} SINCE",
+                "STATUS", "NAME", "HOST", "KEY FINGERPRINT", "BY"
+            );
+            for e in entries {
+                let since = match e.status {
+                    lanmon::auth::enroll::Status::Pending => Some(e.first_seen_ms),
+                    lanmon::auth::enroll::Status::Approved => e.approved_at_ms,
+                    lanmon::auth::enroll::Status::Revoked => e.revoked_at_ms,
+                };
+                let ago = since
+                    .map(|t| lanmon::util::human_age(lanmon::util::now_ms().saturating_sub(t)))
+                    .unwrap_or_default();
+                let by = e
+                    .approved_by
+                    .map(|b| format!("{b:?}").to_lowercase())
+                    .unwrap_or_default();
+                println!(
+                    "{:<8} {:<20} {:<20} {:<46} {:<10} {ago} ago  (id {})",
+                    format!("{:?}", e.status).to_lowercase(),
+                    e.name,
+                    e.hostname,
+                    e.fp,
+                    by,
+                    e.agent_id
+                );
+            }
+        }),
+        AgentsAction::Approve { agent } => admin.approve(agent).map(|e| {
+            println!(
+                "approved {} ({}, key {}) on {how}",
+                e.name, e.agent_id, e.fp
+            );
+        }),
+        AgentsAction::Revoke { agent } => admin.revoke(agent).map(|e| {
+            println!("revoked {} ({}, key {}) on {how}", e.name, e.agent_id, e.fp);
+        }),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fail(e),
+    }
+}
+
+/// `server rotate-key`.
+fn rotate_key(args: RotateArgs) -> ExitCode {
+    match lanmon::server::admin::rotate_key(&args.dir.path(), args.grace) {
+        Ok((fp, token)) => {
+            println!(
+                "new server key {fp}; the previous key is accepted for {:?}",
+                args.grace
+            );
+            println!(
+                "new join token (agents that joined before learn the new key by themselves when they connect during the grace period):"
+            );
+            println!("{token}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(e),
     }
 }
 
@@ -418,8 +593,18 @@ impl Cli {
             agent: Some(Offer::locate(agent_binary.as_deref())),
             ..HttpConfig::new(self.http)
         });
+        let data_dir = self.data_dir.unwrap_or_else(store::default_data_dir);
+        config.trust = TrustConfig {
+            mode: self.auth,
+            dir: Some(data_dir.clone()),
+            policy: if self.auto_approve {
+                Policy::AutoApprove
+            } else {
+                Policy::Manual
+            },
+        };
         config.store = (!self.no_store).then(|| StoreConfig {
-            data_dir: self.data_dir.unwrap_or_else(store::default_data_dir),
+            data_dir,
             retention: Retention {
                 raw: self.retention_raw,
                 min1: self.retention_1m,
@@ -498,6 +683,17 @@ mod tests {
         );
         let off = cli(&["--no-beacon", "--no-http", "--no-store"])?.into_config()?;
         assert!(off.beacon.is_none() && off.http.is_none() && off.store.is_none());
+        // Secure by default; the identity stays in the data directory with --no-store.
+        assert_eq!(off.trust.mode, AuthMode::Required);
+        let dir =
+            cli(&["--no-store", "--data-dir", "/tmp/x", "--auth", "optional"])?.into_config()?;
+        assert_eq!(
+            dir.trust.dir.as_deref(),
+            Some(std::path::Path::new("/tmp/x"))
+        );
+        assert_eq!(dir.trust.mode, AuthMode::Optional);
+        let bad = cli(&["--auth", "off", "--auto-approve"]).map(Cli::into_config);
+        assert!(matches!(bad, Ok(Err(ConfigError::AutoApproveWithoutAuth))));
         let bad = cli(&["--beacon-to", "nope"]).map(Cli::into_config);
         assert!(matches!(bad, Ok(Err(ConfigError::BeaconTarget(_)))));
         Ok(())

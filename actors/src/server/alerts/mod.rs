@@ -380,6 +380,8 @@ mod tests {
             version: "0".into(),
             listen: "127.0.0.1:1".into(),
             http: None,
+            auth: None,
+            fingerprint: None,
         }
     }
 

@@ -248,6 +248,8 @@ mod tests {
                 version: "0".into(),
                 listen: "127.0.0.1:1".into(),
                 http: None,
+                auth: None,
+                fingerprint: None,
             };
             MessageResult(registry::SnapshotParts::empty(n, server))
         }
@@ -332,10 +334,13 @@ mod tests {
                 version: "0".into(),
                 listen: "x".into(),
                 http: None,
+                auth: None,
+                fingerprint: None,
             },
             summary: Summary::default(),
             agents: Vec::new(),
             store: None,
+            pending: Vec::new(),
         };
         let Ok(event) = encode_event(&snapshot) else {
             panic!("encode failed");

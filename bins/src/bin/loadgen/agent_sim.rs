@@ -1,6 +1,7 @@
-//! One simulated agent: connect, `hello`, wait for `welcome`, send samples (at a rate or as a
-//! flood), read every `ack` and record the send → ack latency, drain, say `bye`; and the
-//! counters all agents share.
+//! One simulated agent: connect (with the Noise handshake and a key of its own when given a
+//! join token), `hello`, wait for `welcome`, send samples (at a rate or as a flood), read
+//! every `ack` and record the send → ack latency, drain, say `bye`; with `--reconnect`, connect
+//! again after a loss; and the counters all agents share.
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
@@ -12,12 +13,13 @@ use std::time::Duration;
 use anyhow::Context as _;
 use futures_util::StreamExt;
 use hdrhistogram::Histogram;
+use lanmon::auth::keys::StaticKeypair;
+use lanmon::auth::noise;
 use lanmon::codec::{AgentCodec, encode_line};
 use lanmon::config::{CONNECT_TIMEOUT, WELCOME_TIMEOUT, WRITE_TIMEOUT};
 use lanmon::protocol::{AgentFrame, Bye, ServerFrame};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::net::TcpSocket;
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::time::{Instant, sleep_until, timeout, timeout_at};
 use tokio_util::codec::FramedRead;
 use tokio_util::sync::CancellationToken;
@@ -61,6 +63,9 @@ pub struct Shared {
     pub window_max_us: AtomicU64,
     /// Connected agents still sending or waiting for acks.
     pub draining: AtomicUsize,
+    /// Handshakes done, and their summed wall time (µs).
+    pub handshakes: AtomicU64,
+    pub handshake_us: AtomicU64,
     /// Cancelled when every connected agent has drained after the stop time: only then do
     /// agents say `bye` and close, so that a storm of disconnects never delays the last acks.
     pub all_drained: CancellationToken,
@@ -96,24 +101,80 @@ pub struct AgentStats {
     pub unacked: u64,
     pub bytes: u64,
     pub max_lag: Duration,
+    /// Connections made again after a loss (`--reconnect`).
+    pub reconnects: u64,
+    /// Connected when sending stopped (`--reconnect`'s criterion).
+    pub connected_at_stop: bool,
 }
 
-pub type Reader = FramedRead<OwnedReadHalf, AgentCodec>;
+/// The read side: plaintext, or the decrypting half of a Noise session.
+pub type Reader = FramedRead<Box<dyn AsyncRead + Send + Unpin>, AgentCodec>;
+/// The write side, likewise.
+pub type Writer = Box<dyn AsyncWrite + Send + Unpin>;
+
+/// First and longest pause between two reconnect attempts (as the real agent).
+const BACKOFF: (Duration, Duration) = (Duration::from_millis(500), Duration::from_secs(30));
 
 pub async fn agent(i: usize, plan: Arc<Plan>, shared: Arc<Shared>) -> AgentStats {
     let mut stats = AgentStats::default();
-    sleep_until(plan.connect_at(i)).await;
-    let (frames, mut write) = match connect(i, &plan).await {
-        Ok(conn) => conn,
-        Err(reason) => {
-            stats.failure = Some(reason);
+    // One key per simulated agent for the whole run: its id is bound to it once enrolled.
+    let keypair = match plan.join.as_ref().map(|_| StaticKeypair::generate()) {
+        Some(Ok(k)) => Some(k),
+        Some(Err(e)) => {
+            stats.failure = Some(format!("key: {e}"));
             return stats;
+        }
+        None => None,
+    };
+    sleep_until(plan.connect_at(i)).await;
+    let mut backoff = lanmon::agent::Backoff::new(BACKOFF.0, BACKOFF.1);
+    let mut rng = XorShift(0x9e37_79b9_7f4a_7c15 ^ (i as u64 + 1));
+    let (frames, mut write) = loop {
+        match connect(i, &plan, keypair.as_ref(), &shared).await {
+            Ok(conn) => break conn,
+            Err(reason) if plan.reconnect && Instant::now() < plan.stop_at => {
+                tokio::time::sleep(backoff.next_delay(rng.next())).await;
+                let _ = reason;
+            }
+            Err(reason) => {
+                stats.failure = Some(reason);
+                return stats;
+            }
         }
     };
     stats.connected = true;
     shared.on_connect(&plan);
     shared.draining.fetch_add(1, Ordering::AcqRel);
-    let result = stream_samples(i, &plan, &shared, frames, &mut write, &mut stats).await;
+    let mut frames = frames;
+    let result = loop {
+        let result = stream_samples(i, &plan, &shared, frames, &mut write, &mut stats).await;
+        let Err(reason) = &result else { break result };
+        if !plan.reconnect || Instant::now() >= plan.stop_at {
+            break result;
+        }
+        // Lost (e.g. the server restarted): reconnect as a real agent would.
+        shared.connected_now.fetch_sub(1, Ordering::Relaxed);
+        let _ = reason;
+        let conn = loop {
+            tokio::time::sleep(backoff.next_delay(rng.next())).await;
+            if Instant::now() >= plan.stop_at {
+                break None;
+            }
+            if let Ok(conn) = connect(i, &plan, keypair.as_ref(), &shared).await {
+                break Some(conn);
+            }
+        };
+        let Some((f, w)) = conn else {
+            shared.connected_now.fetch_add(1, Ordering::Relaxed);
+            break Err("not reconnected before the end".into());
+        };
+        backoff.reset();
+        stats.reconnects += 1;
+        shared.on_connect(&plan);
+        frames = f;
+        write = w;
+    };
+    stats.connected_at_stop = result.is_ok();
     if result.is_ok() {
         // Its last sample may be scheduled before the stop time; it is done only after it.
         sleep_until(plan.stop_at).await;
@@ -139,8 +200,14 @@ pub async fn agent(i: usize, plan: Arc<Plan>, shared: Arc<Shared>) -> AgentStats
     stats
 }
 
-/// Connects, says hello and waits for welcome. The error is a short reason for the report.
-pub async fn connect(i: usize, plan: &Plan) -> Result<(Reader, OwnedWriteHalf), String> {
+/// Connects (and runs the handshake with `keypair` when the plan has a join token), says hello
+/// and waits for welcome. The error is a short reason for the report.
+pub async fn connect(
+    i: usize,
+    plan: &Plan,
+    keypair: Option<&StaticKeypair>,
+    shared: &Shared,
+) -> Result<(Reader, Writer), String> {
     let socket = match plan.server {
         SocketAddr::V4(_) => TcpSocket::new_v4(),
         SocketAddr::V6(_) => TcpSocket::new_v6(),
@@ -156,12 +223,41 @@ pub async fn connect(i: usize, plan: &Plan) -> Result<(Reader, OwnedWriteHalf), 
         .map_err(|_| "connect: timed out".to_string())?
         .map_err(|e| format!("connect: {e}"))?;
     let _ = stream.set_nodelay(true);
-    let (read, mut write) = stream.into_split();
+    let mut stream = stream;
+    let (read, mut write): (Box<dyn AsyncRead + Send + Unpin>, Writer) = match (&plan.join, keypair)
+    {
+        (Some(token), Some(keypair)) => {
+            let config = noise::ClientConfig {
+                keypair: keypair.clone(),
+                pins: vec![token.server_key],
+                network_key: Some(token.network_key.clone()),
+            };
+            let started = std::time::Instant::now();
+            let session = noise::client_handshake(&mut stream, &config)
+                .await
+                .map_err(|e| format!("handshake: {e}"))?;
+            shared.handshakes.fetch_add(1, Ordering::Relaxed);
+            shared.handshake_us.fetch_add(
+                u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                Ordering::Relaxed,
+            );
+            let (read, write) = stream.into_split();
+            let (read, write) = session.split(read, write);
+            (Box::new(read), Box::new(write))
+        }
+        _ => {
+            let (read, write) = stream.into_split();
+            (Box::new(read), Box::new(write))
+        }
+    };
     let hello = encode_line(&AgentFrame::Hello(plan.hello(i))).map_err(|e| e.to_string())?;
-    timeout(WRITE_TIMEOUT, write.write_all(&hello))
-        .await
-        .map_err(|_| "hello: write timed out".to_string())?
-        .map_err(|e| format!("hello: {e}"))?;
+    timeout(WRITE_TIMEOUT, async {
+        write.write_all(&hello).await?;
+        write.flush().await
+    })
+    .await
+    .map_err(|_| "hello: write timed out".to_string())?
+    .map_err(|e| format!("hello: {e}"))?;
     let mut frames = FramedRead::with_capacity(read, AgentCodec::new(), READ_BUFFER);
     match timeout(WELCOME_TIMEOUT, frames.next()).await {
         Err(_) => Err("welcome: timed out".into()),
@@ -171,6 +267,7 @@ pub async fn connect(i: usize, plan: &Plan) -> Result<(Reader, OwnedWriteHalf), 
         Ok(Some(Ok(ServerFrame::Error(e)))) => Err(format!("refused: {}: {}", e.code, e.message)),
         Ok(Some(Ok(ServerFrame::Bye(_)))) => Err("welcome: server said bye".into()),
         Ok(Some(Ok(ServerFrame::Ack(_)))) => Err("welcome: got an ack first".into()),
+        Ok(Some(Ok(ServerFrame::ServerKey(_)))) => Err("welcome: got server_key first".into()),
     }
 }
 
@@ -181,7 +278,7 @@ pub async fn stream_samples(
     plan: &Plan,
     shared: &Shared,
     mut frames: Reader,
-    write: &mut OwnedWriteHalf,
+    write: &mut Writer,
     stats: &mut AgentStats,
 ) -> Result<(), String> {
     let capacity = match plan.mode {
@@ -250,6 +347,7 @@ pub async fn stream_samples(
                 }
                 Some(Ok(ServerFrame::Bye(_))) => break Err("server said bye".into()),
                 Some(Ok(ServerFrame::Welcome(_))) => break Err("unexpected second welcome".into()),
+                Some(Ok(ServerFrame::ServerKey(_))) => {}
                 Some(Err(e)) => break Err(format!("read: {e}")),
                 None => break Err("connection closed by the server".into()),
             },
@@ -275,7 +373,11 @@ pub async fn stream_samples(
                     plan.payloads.write(&mut buf, seq, ts_ms, i + seq as usize);
                     pending.push_back((seq, now));
                 }
-                match timeout(WRITE_TIMEOUT, write.write_all(&buf)).await {
+                let written = async {
+                    write.write_all(&buf).await?;
+                    write.flush().await
+                };
+                match timeout(WRITE_TIMEOUT, written).await {
                     Ok(Ok(())) => {}
                     Ok(Err(e)) => break Err(format!("write: {e}")),
                     Err(_) => break Err("write: timed out".into()),

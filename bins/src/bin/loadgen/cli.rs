@@ -96,6 +96,20 @@ pub struct Cli {
     /// Print the final report as one JSON object on stdout instead of text.
     #[arg(long, env = "LANMON_LOADGEN_JSON")]
     pub json: bool,
+
+    /// Speak protocol 2 like a real agent: the Noise handshake with a key of its own per
+    /// simulated agent, pinning the server key of this join token (`server token`), whose
+    /// network key enrolls every agent. Without it: plaintext protocol 1 (a server with
+    /// --auth off or optional).
+    #[arg(long, env = "LANMON_LOADGEN_JOIN", value_name = "TOKEN",
+          value_parser = |s: &str| lanmon::auth::token::JoinToken::decode(s).map_err(|e| e.to_string()))]
+    pub join: Option<lanmon::auth::token::JoinToken>,
+
+    /// When a connection is lost (e.g. the server restarts), reconnect like a real agent
+    /// (backoff 0.5 s doubling to 30 s, with jitter) until the run ends, instead of counting
+    /// the agent as failed. The run is ok when every agent is connected at its end.
+    #[arg(long, env = "LANMON_LOADGEN_RECONNECT")]
+    pub reconnect: bool,
 }
 
 /// Refuses arguments that would break the network rule or make an unbounded run.

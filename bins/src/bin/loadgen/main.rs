@@ -128,6 +128,8 @@ async fn simulate(cli: &Cli, fd_limit: u64) -> anyhow::Result<Report> {
         steady_from: start + cli.ramp,
         stop_at: start + cli.ramp + cli.duration,
         payloads: Payloads::new(cli.cores, PAYLOADS)?,
+        join: cli.join.clone(),
+        reconnect: cli.reconnect,
     });
     let shared = Arc::new(Shared {
         connected_now: AtomicUsize::new(0),
@@ -137,6 +139,8 @@ async fn simulate(cli: &Cli, fd_limit: u64) -> anyhow::Result<Report> {
         acked: AtomicU64::new(0),
         window_max_us: AtomicU64::new(0),
         draining: AtomicUsize::new(0),
+        handshakes: AtomicU64::new(0),
+        handshake_us: AtomicU64::new(0),
         all_drained: CancellationToken::new(),
         latency: (0..SHARDS)
             .map(|_| Latency::new().map(Mutex::new))
@@ -196,8 +200,13 @@ async fn simulate(cli: &Cli, fd_limit: u64) -> anyhow::Result<Report> {
     let (sent, bytes) = (sum(|s| s.sent), sum(|s| s.bytes));
     let unacked = sum(|s| s.unacked);
     let all_ms = shared.all_connected_ms.load(Ordering::Relaxed);
+    let reconnects = sum(|s| s.reconnects);
     Ok(Report {
-        ok: connected == agents && errors == 0 && unacked == 0,
+        ok: if cli.reconnect {
+            connected == agents && all.iter().all(|s| s.connected_at_stop)
+        } else {
+            connected == agents && errors == 0 && unacked == 0
+        },
         mode: if cli.flood { "flood" } else { "rate" },
         server: cli.server.to_string(),
         agents,
@@ -236,5 +245,10 @@ async fn simulate(cli: &Cli, fd_limit: u64) -> anyhow::Result<Report> {
             * 1000.0,
         loadgen_cpu_s: own_cpu_seconds(),
         fd_limit,
+        protocol: if cli.join.is_some() { 2 } else { 1 },
+        reconnects,
+        connected_at_stop: all.iter().filter(|s| s.connected_at_stop).count(),
+        handshake_wall_us: shared.handshake_us.load(Ordering::Relaxed) as f64
+            / (shared.handshakes.load(Ordering::Relaxed).max(1)) as f64,
     })
 }

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use lanmon::codec::encode_line;
-use lanmon::protocol::{AgentFrame, Cpu, Hello, Memory, Metrics, PROTOCOL_VERSION};
+use lanmon::protocol::{AgentFrame, Cpu, Hello, Memory, Metrics, PROTOCOL_V1, PROTOCOL_VERSION};
 use tokio::time::Instant;
 
 /// How agents pace their samples.
@@ -34,6 +34,10 @@ pub struct Plan {
     pub steady_from: Instant,
     pub stop_at: Instant,
     pub payloads: Payloads,
+    /// Protocol 2 with this token's pin and network key; `None`: plaintext protocol 1.
+    pub join: Option<lanmon::auth::token::JoinToken>,
+    /// Reconnect after a lost connection until `stop_at`.
+    pub reconnect: bool,
 }
 
 impl Plan {
@@ -44,7 +48,11 @@ impl Plan {
 
     pub fn hello(&self, i: usize) -> Hello {
         Hello {
-            proto: PROTOCOL_VERSION,
+            proto: if self.join.is_some() {
+                PROTOCOL_VERSION
+            } else {
+                PROTOCOL_V1
+            },
             agent_id: format!("loadgen-{}-{i:06}", self.tag),
             run_id: format!("{}-{i:06}", self.tag),
             name: format!("loadgen-{i:06}"),

@@ -78,6 +78,14 @@ pub struct Report {
     /// CPU time loadgen used (user + system), when /proc tells.
     pub loadgen_cpu_s: Option<f64>,
     pub fd_limit: u64,
+    /// 2: Noise handshake (`--join`); 1: plaintext.
+    pub protocol: u32,
+    /// Connections made again after a loss (`--reconnect`).
+    pub reconnects: u64,
+    /// Agents connected when sending stopped.
+    pub connected_at_stop: usize,
+    /// Mean wall time of the agent side of a handshake (µs; the server's share is similar).
+    pub handshake_wall_us: f64,
 }
 
 /// The report for people.
