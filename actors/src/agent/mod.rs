@@ -523,6 +523,10 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
         let ended = if self.identity.is_some() {
             match self.handshake(stream).await {
                 None => return Ended::Shutdown,
+                // The connection broke, or nothing came in time: not a question of trust.
+                Some(Err(
+                    e @ (AuthError::Closed | AuthError::Io { .. } | AuthError::HandshakeTimeout(_)),
+                )) => Ended::Lost(format!("during the handshake: {e}")),
                 Some(Err(e)) => Ended::Untrusted(e.to_string()),
                 Some(Ok((session, stream))) => {
                     let server_key = session.remote_static;

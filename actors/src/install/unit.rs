@@ -61,8 +61,15 @@ pub fn address_families(role: Role) -> &'static str {
 /// The defaults the unit gives the program (`Environment=`), before the env file.
 pub fn defaults(role: Role) -> Vec<(&'static str, String)> {
     match role {
-        // One log line per sample would fill the journal: warnings and errors only.
-        Role::Agent => vec![("LANMON_LOG_LEVEL", "warn".to_string())],
+        // One log line per sample would fill the journal: warnings and errors only. The key
+        // and pinned server keys live in the unit's state directory.
+        Role::Agent => vec![
+            ("LANMON_LOG_LEVEL", "warn".to_string()),
+            (
+                "LANMON_STATE_DIR",
+                role.state_path().to_string_lossy().into_owned(),
+            ),
+        ],
         Role::Server => vec![
             (
                 "LANMON_DATA_DIR",

@@ -207,18 +207,17 @@ impl Start {
         let Some(trust) = self.settings.trust.clone() else {
             return self.plain(stream);
         };
-        let deadline = tokio::time::Instant::now() + HANDSHAKE_TIMEOUT;
+        // The first bytes come within the hello timeout (slowloris guard, as for a hello),
+        // the whole handshake within HANDSHAKE_TIMEOUT.
+        let opened = tokio::time::Instant::now();
+        let quiet = self.settings.limits.hello_timeout.min(HANDSHAKE_TIMEOUT);
         let _ = stream.set_nodelay(true);
-        let kind = match tokio::time::timeout_at(deadline, first_bytes(&stream)).await {
+        let kind = match tokio::time::timeout_at(opened + quiet, first_bytes(&stream)).await {
             Ok(Ok(kind)) => kind,
             Ok(Err(e)) => return tracing::debug!(peer = %self.peer, "connection lost: {e}"),
-            Err(_) => {
-                return trust.handshake_failed(
-                    self.peer,
-                    &format!("nothing identifiable within {HANDSHAKE_TIMEOUT:?}"),
-                );
-            }
+            Err(_) => return silent_peer(stream, self.peer, quiet).await,
         };
+        let deadline = opened + HANDSHAKE_TIMEOUT;
         match kind {
             Sniffed::V2 { .. } => {
                 let left = deadline.saturating_duration_since(tokio::time::Instant::now());
@@ -227,7 +226,9 @@ impl Start {
                     Err(e) => trust.handshake_failed(self.peer, &e),
                 }
             }
-            Sniffed::V1 if trust.mode() == AuthMode::Optional => self.plain(stream),
+            // `--auth optional`: whatever is not protocol 2 is protocol 1, as before it (the
+            // plaintext codec answers nonsense with `bad_frame`).
+            _ if trust.mode() == AuthMode::Optional => self.plain(stream),
             Sniffed::V1 => refuse_v1(stream, self.peer, &trust).await,
             Sniffed::Unknown | Sniffed::NeedMore => {
                 trust.handshake_failed(self.peer, &"not a lanmon connection (first bytes)");
@@ -260,6 +261,30 @@ async fn first_bytes(stream: &TcpStream) -> io::Result<Sniffed> {
             kind => return Ok(kind),
         }
         debug_assert!(SNIFF_LEN <= buf.len());
+    }
+}
+
+/// A connection that sent nothing within `quiet` (the hello timeout): the `error` frame
+/// `timeout` (what a silent peer always got, and a protocol-1 agent understands), one log line,
+/// closed.
+async fn silent_peer(
+    mut stream: TcpStream,
+    peer: std::net::SocketAddr,
+    quiet: std::time::Duration,
+) {
+    use tokio::io::AsyncWriteExt;
+    let message = format!("no hello within {quiet:?}");
+    tracing::warn!(%peer, "closing connection: timeout: {message}");
+    let frame = ServerFrame::Error(ErrorFrame {
+        code: ErrorCode::Timeout,
+        message,
+    });
+    if let Ok(line) = encode_line(&frame) {
+        let _ = tokio::time::timeout(crate::config::WRITE_TIMEOUT, async {
+            let _ = stream.write_all(&line).await;
+            let _ = stream.shutdown().await;
+        })
+        .await;
     }
 }
 

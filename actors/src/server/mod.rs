@@ -358,7 +358,7 @@ impl Server {
             saver.stop(); // a last save of the enrollment
         }
         if let Some(t) = &self.trust {
-            t.unpublish_http();
+            t.release();
         }
         for thread in &self.session_threads {
             thread.stop();

@@ -93,19 +93,32 @@ pub fn render(s: &Snapshot, per_core: bool) -> String {
     );
     for a in &s.agents {
         let cores = a.cores.to_string();
-        f.sample(
-            "lanmon_agent_info",
-            &[
-                ("agent", &a.id),
-                ("name", &a.name),
-                ("hostname", &a.hostname),
-                ("ip", &a.ip),
-                ("os", &a.os),
-                ("version", &a.agent_version),
-                ("cores", &cores),
-            ],
-            1.0,
+        let mut labels = vec![
+            ("agent", a.id.as_str()),
+            ("name", &a.name),
+            ("hostname", &a.hostname),
+            ("ip", &a.ip),
+            ("os", &a.os),
+            ("version", &a.agent_version),
+            ("cores", &cores),
+        ];
+        // `approved` (its enrolled key) or `unauthenticated` (protocol 1, --auth optional).
+        if let Some(auth) = a.auth {
+            labels.push(("auth", auth.as_str()));
+        }
+        f.sample("lanmon_agent_info", &labels, 1.0);
+    }
+
+    if s.server
+        .auth
+        .is_some_and(|m| m != crate::config::AuthMode::Off)
+    {
+        f.header(
+            "lanmon_agents_pending",
+            "gauge",
+            "Agent keys waiting for the operator's approval (they send no samples).",
         );
+        f.sample("lanmon_agents_pending", &[], s.pending.len() as f64);
     }
 
     f.header(
@@ -338,5 +351,33 @@ mod tests {
         let text = render(&snap(vec![view("a1", Status::Live)]), false);
         assert!(!text.contains("lanmon_cpu_core_usage_ratio"));
         assert!(text.contains("lanmon_cpu_usage_ratio{agent=\"a1\"} 0.5"));
+    }
+
+    /// Proves: with the trust layer, `lanmon_agent_info` carries the agent's `auth` label
+    /// (`unauthenticated` for a protocol-1 agent) and the pending keys are counted; without
+    /// it (`--auth off`) neither appears.
+    #[test]
+    fn auth_label_and_pending_count() {
+        let mut old = view("v1", Status::Live);
+        old.auth = Some(crate::snapshot::AgentAuth::Unauthenticated);
+        let mut s = snap(vec![old, view("v2", Status::Live)]);
+        s.server.auth = Some(crate::config::AuthMode::Optional);
+        s.pending.push(crate::snapshot::PendingAgent {
+            fp: "SHA256:X".into(),
+            id: "p".into(),
+            name: "p".into(),
+            hostname: "h".into(),
+            ip: None,
+            first_seen_ms: 0,
+            last_seen_ms: None,
+        });
+        let text = render(&s, false);
+        assert!(text.contains(",auth=\"unauthenticated\"} 1"), "{text}");
+        assert!(
+            text.lines().any(|l| l == "lanmon_agents_pending 1"),
+            "{text}"
+        );
+        let off = render(&snap(vec![view("a", Status::Live)]), false);
+        assert!(!off.contains("auth=") && !off.contains("lanmon_agents_pending"));
     }
 }

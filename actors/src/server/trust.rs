@@ -97,7 +97,8 @@ pub struct Trust {
     created: bool,
     failed_handshakes: AtomicU64,
     last_failure_log_ms: AtomicU64,
-    _lock: Option<File>,
+    /// The data directory's lock, released at shutdown ([`Trust::release`]).
+    lock: Mutex<Option<File>>,
 }
 
 impl std::fmt::Debug for Trust {
@@ -188,7 +189,7 @@ impl Trust {
             created,
             failed_handshakes: AtomicU64::new(0),
             last_failure_log_ms: AtomicU64::new(0),
-            _lock: lock,
+            lock: Mutex::new(lock),
         }))
     }
 
@@ -432,11 +433,18 @@ impl Trust {
         }
     }
 
-    /// Removes `http.url` (at shutdown).
-    pub fn unpublish_http(&self) {
+    /// At shutdown, after the last save: removes `http.url` and releases the directory's
+    /// lock (a new server may start on it while this one's actors wind down).
+    pub fn release(&self) {
         if let Some(dir) = &self.dir {
             let _ = std::fs::remove_file(dir.join(HTTP_URL_FILE));
         }
+        drop(
+            self.lock
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .take(),
+        );
     }
 }
 

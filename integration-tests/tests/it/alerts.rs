@@ -184,27 +184,11 @@ fn quick_rules(rules: &str, webhook: &str) -> String {
     )
 }
 
-/// A GET on the server's HTTP side: (status code, body).
+/// A GET on the server's HTTP side, logged in (the harness's client): (status code, body).
 #[track_caller]
 fn get(addr: &str, path: &str) -> (u16, String) {
-    let mut stream = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
-    let _ = stream.set_read_timeout(Some(DEADLINE));
-    let _ = write!(
-        stream,
-        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
-    );
-    let mut raw = String::new();
-    let _ = stream.read_to_string(&mut raw);
-    let status = raw
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = raw
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
+    let r = crate::support::http::get(addr, path);
+    (r.status, r.body)
 }
 
 /// The server's HTTP address, from its snapshot (`--http 127.0.0.1:0`).
@@ -249,7 +233,7 @@ fn offline_alert_fires_after_for_and_resolves_once_each() {
     let file = rules_file(&dir, &rules);
     let server = Server::start_with(0, &["--http", "127.0.0.1:0", "--alerts", &file]);
     let http = http_addr(&server);
-    let mut agent = Agent::start(server.port(), "al-off-1");
+    let mut agent = Agent::start(&server.join(), "al-off-1");
     wait_live(&server, "al-off-1");
 
     agent.kill();
@@ -281,7 +265,7 @@ fn offline_alert_fires_after_for_and_resolves_once_each() {
     assert_eq!(hook.body["version"], 1);
     assert_eq!(hook.body["alert"]["severity"], "critical");
 
-    let _agent = Agent::start(server.port(), "al-off-1");
+    let _agent = Agent::start(&server.join(), "al-off-1");
     sink.wait_for(
         DEADLINE,
         || server.stderr(),
@@ -345,7 +329,7 @@ fn cpu_burning_children_fire_the_cpu_alert() {
     );
     let file = rules_file(&dir, &rules);
     let server = Server::start_with(0, &["--alerts", &file]);
-    let _agent = Agent::start(server.port(), "al-cpu-1");
+    let _agent = Agent::start(&server.join(), "al-cpu-1");
     wait_live(&server, "al-cpu-1");
     let _burn = Burners::start(crate::support::proc_stat_cores());
     sink.wait_for(
@@ -382,7 +366,7 @@ fn restart_while_firing_sends_no_duplicate() {
         &data.arg(),
     ];
     let mut server = Server::start_with(0, &args);
-    let mut agent = Agent::start(server.port(), "al-restart-1");
+    let mut agent = Agent::start(&server.join(), "al-restart-1");
     wait_live(&server, "al-restart-1");
     agent.kill();
     sink.wait_for(
@@ -437,8 +421,8 @@ fn webhook_down_then_back_gets_the_notification() {
     let dir = TempDir::new("alerts-down");
     let file = rules_file(&dir, &quick_rules("[rules.offline]\nfor = \"0s\"\n", &url));
     let server = Server::start_with(0, &["--alerts", &file]);
-    let mut victim = Agent::start(server.port(), "al-down-1");
-    let _steady = Agent::start(server.port(), "al-down-2");
+    let mut victim = Agent::start(&server.join(), "al-down-1");
+    let _steady = Agent::start(&server.join(), "al-down-2");
     wait_live(&server, "al-down-1");
     wait_live(&server, "al-down-2");
     victim.kill();
@@ -509,7 +493,7 @@ fn sighup_reloads_the_rules_file() {
     let file = rules_file(&dir, &off);
     let server = Server::start_with(0, &["--http", "127.0.0.1:0", "--alerts", &file]);
     let http = http_addr(&server);
-    let mut agent = Agent::start(server.port(), "al-hup-1");
+    let mut agent = Agent::start(&server.join(), "al-hup-1");
     wait_live(&server, "al-hup-1");
     agent.kill();
     server.wait_for(DEADLINE, |s| s.status("al-hup-1") == Some(Status::Offline));
@@ -708,7 +692,7 @@ fn alertmanager_routes_a_lanmon_alert_and_its_resolve() {
     );
     let file = rules_file(&dir, &rules);
     let server = Server::start_with(0, &["--alerts", &file]);
-    let mut agent = Agent::start(server.port(), "al-am-1");
+    let mut agent = Agent::start(&server.join(), "al-am-1");
     wait_live(&server, "al-am-1");
     agent.kill();
     let why = || {
@@ -742,7 +726,7 @@ fn alertmanager_routes_a_lanmon_alert_and_its_resolve() {
         "{am_alert}"
     );
 
-    let _agent = Agent::start(server.port(), "al-am-1");
+    let _agent = Agent::start(&server.join(), "al-am-1");
     let resolved = |s: &Sink| {
         am_notifications(s)
             .iter()

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 use lanmon::snapshot::Status;
 
 use crate::support::{
-    Agent, DEADLINE, Server, SnapshotExt, TcpPortReservation, ToJson, mem_total_bytes,
+    Agent, DEADLINE, Home, Join, Server, SnapshotExt, TcpPortReservation, ToJson, mem_total_bytes,
     proc_stat_cores, raw_exchange,
 };
 
@@ -19,7 +19,7 @@ fn three_agents_live_with_real_metrics() {
     let server = Server::start();
     let agents: Vec<Agent> = ["alpha", "bravo", "charlie"]
         .iter()
-        .map(|n| Agent::start(server.port(), n))
+        .map(|n| Agent::start(&server.join(), n))
         .collect();
     let wanted: Vec<&str> = agents.iter().map(Agent::name).collect();
 
@@ -60,10 +60,10 @@ fn three_agents_live_with_real_metrics() {
 #[test]
 fn killed_agent_goes_offline_others_stay_live() {
     let server = Server::start();
-    let mut victim = Agent::start(server.port(), "victim");
+    let mut victim = Agent::start(&server.join(), "victim");
     let survivors = [
-        Agent::start(server.port(), "steady-1"),
-        Agent::start(server.port(), "steady-2"),
+        Agent::start(&server.join(), "steady-1"),
+        Agent::start(&server.join(), "steady-2"),
     ];
     let survivor_names: Vec<&str> = survivors.iter().map(Agent::name).collect();
     server.wait_for(DEADLINE, |s| {
@@ -96,10 +96,12 @@ fn agent_started_before_server_connects_later() {
     // Held until the server binds it: refused meanwhile, and nobody else's.
     let reserved = TcpPortReservation::new();
     let port = reserved.port();
-    let early = Agent::start(port, "early-bird");
+    // The token exists before the server first runs: `server token` creates the identity.
+    let home = Home::new();
+    let early = Agent::start(&Join::new(port, Some(home.token())), "early-bird");
     let refused_at = early.wait_for_output(DEADLINE, 0, "connection refused");
 
-    let server = Server::start_on(port);
+    let server = Server::start_in(&home, port, &[]);
     drop(reserved);
     let snap = server.wait_for(DEADLINE, |s| {
         s.is_live("early-bird") && s.seq("early-bird") >= 1
@@ -118,7 +120,7 @@ fn agent_started_before_server_connects_later() {
 #[test]
 fn agent_sigterm_says_bye_and_exits_zero() {
     let server = Server::start();
-    let mut leaving = Agent::start(server.port(), "leaving");
+    let mut leaving = Agent::start(&server.join(), "leaving");
     server.wait_for(DEADLINE, |s| s.is_live("leaving"));
 
     leaving.signal(libc::SIGTERM);
@@ -143,7 +145,7 @@ fn agent_sigterm_says_bye_and_exits_zero() {
 /// retries, and is still running.
 fn server_stops_cleanly_on(signal: libc::c_int, agent_name: &str) {
     let mut server = Server::start();
-    let mut survivor = Agent::start(server.port(), agent_name);
+    let mut survivor = Agent::start(&server.join(), agent_name);
     server.wait_for(DEADLINE, |s| {
         s.is_live(agent_name) && s.seq(agent_name) >= 1
     });
@@ -204,13 +206,14 @@ fn server_sigterm_exits_zero_and_agent_survives() {
     server_stops_cleanly_on(libc::SIGTERM, "outlives-sigterm");
 }
 
-/// Sends `line` from a raw client next to a streaming agent and proves: the client gets one
-/// `error` frame with `code` and a message and is disconnected, it is never listed, and the
-/// agent stays `live` with its seq advancing.
+/// Sends `line` from a raw client (plaintext protocol 1, so the server runs `--auth
+/// optional`) next to a streaming agent and proves: the client gets one `error` frame with
+/// `code` and a message and is disconnected, it is never listed, and the agent stays `live`
+/// with its seq advancing.
 #[track_caller]
 fn refused_alone(line: &str, code: &str) {
-    let server = Server::start();
-    let _steady = Agent::start(server.port(), "steady");
+    let server = Server::start_with(0, &["--auth", "optional"]);
+    let _steady = Agent::start(&server.join(), "steady");
     let before = server
         .wait_for(DEADLINE, |s| s.is_live("steady"))
         .seqs(&["steady"]);
@@ -232,11 +235,13 @@ fn refused_alone(line: &str, code: &str) {
     );
 }
 
-/// A client that sends a line that is not JSON gets an `error` frame with code `bad_frame`
-/// and is disconnected, while a real agent on the same server stays `live`.
+/// A plaintext client that sends a line that is not JSON (but opens like protocol 1, `{`)
+/// gets an `error` frame with code `bad_frame` and is disconnected, while a real agent on the
+/// same server stays `live`. (Bytes that open like neither protocol are closed without a word:
+/// `trust::strangers_get_nothing`.)
 #[test]
 fn garbage_client_gets_bad_frame_agent_unaffected() {
-    refused_alone("not json", "bad_frame");
+    refused_alone("{not json", "bad_frame");
 }
 
 /// A `hello` speaking protocol 99 gets an `error` frame with code `unsupported_version` and is
@@ -251,17 +256,20 @@ fn future_protocol_gets_unsupported_version_agent_unaffected() {
     refused_alone(&hello.to_string(), "unsupported_version");
 }
 
-/// Two agents that share an id (same host, same name) do not take it from each other: the
-/// first keeps streaming, the second is refused with `duplicate_id` and an explanation, and
-/// keeps retrying instead of exiting.
+/// Two agents that share an id (same host, same name, so the same state directory and key)
+/// do not take it from each other: the first keeps streaming, the second is refused with
+/// `duplicate_id` and an explanation, and keeps retrying instead of exiting. (With another
+/// key the id is refused as `identity_mismatch`: `trust::insider_cannot_take_an_enrolled_id`.)
 #[test]
 fn two_agents_with_one_id_do_not_fight() {
     let server = Server::start();
-    let first = Agent::start(server.port(), "twin");
+    let first = Agent::start(&server.join(), "twin");
     let before = server
         .wait_for(DEADLINE, |s| s.is_live("twin"))
         .seqs(&["twin"]);
-    let mut second = Agent::start(server.port(), "twin");
+    let join = server.join().args();
+    let join: Vec<&str> = join.iter().map(String::as_str).collect();
+    let mut second = Agent::start_in(first.state(), "twin", &join);
     second.wait_for_output(DEADLINE, 0, "duplicate_id");
     assert!(
         second.stdout().contains("--name or --id"),

@@ -1,6 +1,7 @@
 //! Discovery on one machine: servers beacon to 127.255.255.255 only, on a UDP port of the
 //! test's own (a [`UdpPortReservation`], held for the whole test), and agents find them with
-//! `--discover`.
+//! `--discover`, joining with the server's token (so they verify its signed beacons). Forged,
+//! replayed and foreign-key beacons: `trust.rs`.
 
 use std::net::{Ipv4Addr, UdpSocket};
 
@@ -27,10 +28,20 @@ fn beaconing_server(udp: &UdpPortReservation, name: &str) -> Server {
     )
 }
 
+/// An agent that `--discover`s on `udp`'s port, joining `server` (with its token) if given.
 #[track_caller]
-fn discover_agent(name: &str, udp: &UdpPortReservation, extra: &[&str]) -> Agent {
+fn discover_agent(
+    name: &str,
+    udp: &UdpPortReservation,
+    server: Option<&Server>,
+    extra: &[&str],
+) -> Agent {
     let port = udp.arg();
+    let token = server.map(Server::token);
     let mut args = vec!["--discover", "--discovery-port", &port];
+    if let Some(t) = &token {
+        args.extend(["--join", t]);
+    }
     args.extend_from_slice(extra);
     Agent::start_with(name, &args)
 }
@@ -43,9 +54,9 @@ fn discover_agents_and_a_host_agent_are_all_live() {
     let server = beaconing_server(&udp, "lab");
     let discovered: Vec<Agent> = ["disc-1", "disc-2", "disc-3"]
         .iter()
-        .map(|n| discover_agent(n, &udp, &[]))
+        .map(|n| discover_agent(n, &udp, Some(&server), &[]))
         .collect();
-    let _host = Agent::start(server.port(), "by-host");
+    let _host = Agent::start(&server.join(), "by-host");
     let names = ["disc-1", "disc-2", "disc-3", "by-host"];
     let snap = server.wait_for(DEADLINE, |s| s.all_live(&names));
     assert_eq!(snap.summary.live, 4, "{}", snap.to_json());
@@ -75,7 +86,14 @@ fn agent_discover_lists_servers_or_explains() {
         row.contains(&format!("127.0.0.1:{}", server.port())),
         "{out}"
     );
-    assert!(row.contains("v1"), "{out}");
+    // `--auth required`: protocol 2 and up, and the server's fingerprint as the beacon says.
+    assert!(row.contains("v2"), "{out}");
+    let fp = server
+        .wait_for(DEADLINE, |_| true)
+        .server
+        .fingerprint
+        .unwrap_or_default();
+    assert!(!fp.is_empty() && row.contains(&fp), "{fp}\n{out}");
 
     let silent = UdpPortReservation::new();
     let mut lister = Agent::start_with_args(&[
@@ -99,7 +117,7 @@ fn agent_discover_lists_servers_or_explains() {
 #[test]
 fn discover_timeout_gives_up_with_an_explanation() {
     let udp = UdpPortReservation::new();
-    let mut agent = discover_agent("lonely", &udp, &["--discover-timeout", "500ms"]);
+    let mut agent = discover_agent("lonely", &udp, None, &["--discover-timeout", "500ms"]);
     let status = agent.wait_exit(DEADLINE);
     assert!(!status.success(), "{status:?}");
     let all = agent.diagnostics();
@@ -114,7 +132,7 @@ fn server_name_picks_one_of_several() {
     let udp = UdpPortReservation::new();
     let first = beaconing_server(&udp, "first");
     let second = beaconing_server(&udp, "second");
-    let _agent = discover_agent("picky", &udp, &["--server-name", "second"]);
+    let _agent = discover_agent("picky", &udp, Some(&second), &["--server-name", "second"]);
     second.wait_for(DEADLINE, |s| s.is_live("picky"));
     let on_first = first.wait_for(DEADLINE, |_| true);
     assert_eq!(on_first.summary.agents, 0, "{}", on_first.to_json());
@@ -128,7 +146,7 @@ fn bad_datagrams_change_nothing() {
     let server = beaconing_server(&udp, "steady");
     let agents: Vec<Agent> = ["calm-1", "calm-2"]
         .iter()
-        .map(|n| discover_agent(n, &udp, &[]))
+        .map(|n| discover_agent(n, &udp, Some(&server), &[]))
         .collect();
     let names = ["calm-1", "calm-2"];
     let before = server.wait_for(DEADLINE, |s| s.all_live(&names));

@@ -260,7 +260,7 @@ fn network_cuts_lose_nothing() {
     let proxy = Proxy::start(server.port());
     let agents: Vec<Agent> = ["cut-1", "cut-2", "cut-3"]
         .iter()
-        .map(|n| Agent::start(proxy.port(), n))
+        .map(|n| Agent::start(&server.join().via(proxy.port()), n))
         .collect();
     let names: Vec<&str> = agents.iter().map(Agent::name).collect();
     let mut snap = server.wait_for(DEADLINE, |s| s.all_live(&names));
@@ -327,7 +327,7 @@ fn server_sigkill_and_restart_loses_nothing() {
     let port = server.port();
     let agents: Vec<Agent> = ["phoenix-1", "phoenix-2", "phoenix-3"]
         .iter()
-        .map(|n| Agent::start(port, n))
+        .map(|n| Agent::start(&server.join(), n))
         .collect();
     let names: Vec<&str> = agents.iter().map(Agent::name).collect();
     let before = server.wait_for(DEADLINE, |s| {
@@ -345,7 +345,8 @@ fn server_sigkill_and_restart_loses_nothing() {
         a.wait_for_output(DEADLINE, lost, "cannot connect");
     }
 
-    let reborn = Server::start_on(port);
+    // The same identity (data directory): the agents have pinned its key.
+    let reborn = Server::start_in(&server.home(), port, &[]);
     let after = reborn.wait_for(RECONNECT_DEADLINE, |s| s.all_live_and_advanced_by(&seen, 4));
 
     // The dead server may have received (and acknowledged, so the agent forgot them) samples
@@ -389,10 +390,10 @@ fn frozen_agent_goes_stale_then_offline_and_comes_back() {
     const OFFLINE_WITHIN: Duration = Duration::from_secs(3);
 
     let server = Server::start();
-    let frozen = Agent::start(server.port(), "frozen");
+    let frozen = Agent::start(&server.join(), "frozen");
     let steady = [
-        Agent::start(server.port(), "steady-a"),
-        Agent::start(server.port(), "steady-b"),
+        Agent::start(&server.join(), "steady-a"),
+        Agent::start(&server.join(), "steady-b"),
     ];
     let steady_names: Vec<&str> = steady.iter().map(Agent::name).collect();
     server.wait_for(DEADLINE, |s| {

@@ -2,10 +2,13 @@
 //! log line naming the peer), while the server and every other agent carry on, and the
 //! server's memory stays bounded.
 //!
-//! Every test keeps a real agent (`steady`, 200 ms interval) streaming to the server under
-//! attack and checks it is `live` with an advancing `seq` before and after the attack. Memory
-//! is read from the server's `VmRSS` in /proc. Raw clients speak the wire protocol by hand
-//! (README, "Wire protocol"), so that they can split, coalesce, corrupt and withhold frames.
+//! Every test keeps a real agent (`steady`, 200 ms interval, protocol 2) streaming to the
+//! server under attack and checks it is `live` with an advancing `seq` before and after the
+//! attack. Memory is read from the server's `VmRSS` in /proc. Raw clients speak the wire
+//! protocol by hand (README, "Wire protocol"), so that they can split, coalesce, corrupt and
+//! withhold frames: plaintext protocol 1, so those servers run `--auth optional` (the same
+//! codec and validation serve the frames inside a protocol-2 session). The idle flood runs the
+//! secure default.
 
 use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpStream};
@@ -68,6 +71,12 @@ const FLOOD_QUEUED: usize = 32;
 /// Held by the tests that load the server hardest (the idle flood, the slow reader), so that
 /// they do not run at the same time: the flood is timed against the hello timeout.
 static HEAVY: Mutex<()> = Mutex::new(());
+
+/// A server that also takes plaintext protocol-1 clients (the raw clients here).
+#[track_caller]
+fn plaintext_server() -> Server {
+    Server::start_with(0, &["--auth", "optional"])
+}
 
 /// Takes [`HEAVY`] (a test that failed while holding it does not poison it for the others).
 fn heavy() -> MutexGuard<'static, ()> {
@@ -261,7 +270,7 @@ fn rss_kib(server: &Server) -> u64 {
 /// Starts the `steady` agent and waits until it is live; returns its seq at that point.
 #[track_caller]
 fn start_steady(server: &Server) -> (Agent, u64) {
-    let steady = Agent::start(server.port(), STEADY);
+    let steady = Agent::start(&server.join(), STEADY);
     let snap = server.wait_for(DEADLINE, |s| s.is_live(STEADY) && s.seq(STEADY) >= 1);
     (steady, snap.seq(STEADY))
 }
@@ -339,7 +348,7 @@ fn raise_open_files_limit(want: u64) -> u64 {
 /// exactly like an agent's frames: `welcome`, an `ack` per sample, 500 received and no gaps.
 #[test]
 fn frames_split_byte_by_byte_and_coalesced_are_accepted() {
-    let server = Server::start();
+    let server = plaintext_server();
     let (_steady, before) = start_steady(&server);
 
     // One byte per write (TCP_NODELAY, so each byte leaves as its own segment).
@@ -410,7 +419,7 @@ fn frames_split_byte_by_byte_and_coalesced_are_accepted() {
 /// connection, count no bad sample, and leave exactly one warning naming the peer.
 #[test]
 fn random_bytes_and_bad_values_close_only_that_connection() {
-    let server = Server::start();
+    let server = plaintext_server();
     let (_steady, before) = start_steady(&server);
 
     let with_hello = |name: &str, bad: Value| lines(&[hello(name), metrics(1), bad]);
@@ -540,7 +549,7 @@ fn random_bytes_and_bad_values_close_only_that_connection() {
 /// passes the frame limit, and the server's resident memory grows by less than 4 MiB.
 #[test]
 fn ten_megabyte_line_is_refused_with_bounded_memory() {
-    let server = Server::start();
+    let server = plaintext_server();
     let (_steady, before) = start_steady(&server);
     let rss_before = rss_kib(&server);
 
@@ -872,7 +881,7 @@ fn thousands_of_idle_connections_are_shed() {
         "one log line per hello timeout"
     );
 
-    let _late = Agent::start(server.port(), "after-flood");
+    let _late = Agent::start(&server.join(), "after-flood");
     server.wait_for(DEADLINE, |s| s.is_live("after-flood"));
     steady_advanced(&server, steady_seq);
 }
@@ -883,7 +892,7 @@ fn thousands_of_idle_connections_are_shed() {
 #[test]
 fn slow_reader_is_cut_off_with_bounded_memory() {
     let _exclusive = heavy();
-    let server = Server::start();
+    let server = plaintext_server();
     let (_steady, before) = start_steady(&server);
     let rss_before = rss_kib(&server);
 

@@ -37,9 +37,11 @@ const PROMETHEUS_DEADLINE: Duration = Duration::from_secs(60);
 /// Pause between two queries to Prometheus' API.
 const PROMETHEUS_POLL: Duration = Duration::from_millis(250);
 
-/// The scrape interval and target in the README's `prometheus.yml`, replaced by the test's.
+/// The scrape interval, target and credentials file in the README's `prometheus.yml`,
+/// replaced by the test's.
 const README_SCRAPE_INTERVAL: &str = "scrape_interval: 15s";
 const README_TARGET: &str = "\"lanmon-server:8081\"";
+const README_CREDENTIALS: &str = "/etc/prometheus/lanmon-metrics.token";
 
 /// Percent-encodes a query-string value.
 fn url_encode(s: &str) -> String {
@@ -134,7 +136,7 @@ fn head_answers_like_get_without_a_body() {
 #[test]
 fn api_agents_is_the_snapshot_with_a_live_agent() {
     let (server, addr) = http_server(&[]);
-    let _agent = Agent::start(server.port(), "api-1");
+    let _agent = Agent::start(&server.join(), "api-1");
     let id = live_agent_id(&server, "api-1", 1);
     // The snapshot's JSON, to compare the shapes.
     let snap = server.wait_for_report(DEADLINE, |_| true).raw;
@@ -192,7 +194,7 @@ fn api_agents_is_the_snapshot_with_a_live_agent() {
 #[test]
 fn history_has_avg_min_max_for_a_streaming_agent() {
     let (server, addr) = http_server(&[]);
-    let _agent = Agent::start(server.port(), "hist-1");
+    let _agent = Agent::start(&server.join(), "hist-1");
     let id = live_agent_id(&server, "hist-1", 5);
 
     let to = now_ms() + 1_000;
@@ -233,7 +235,7 @@ fn history_has_avg_min_max_for_a_streaming_agent() {
 #[test]
 fn history_rejects_bad_parameters_and_unknown_agents() {
     let (server, addr) = http_server(&[]);
-    let _agent = Agent::start(server.port(), "hist-bad");
+    let _agent = Agent::start(&server.join(), "hist-bad");
     let id = live_agent_id(&server, "hist-bad", 1);
 
     for (query, mentions) in [
@@ -297,7 +299,7 @@ fn agent_lines<'a>(text: &'a str, name: &str, id: &str) -> Vec<&'a str> {
 #[test]
 fn metrics_follow_an_agent_from_live_to_killed() {
     let (server, addr) = http_server(&[]);
-    let mut victim = Agent::start(server.port(), "prom-1");
+    let mut victim = Agent::start(&server.join(), "prom-1");
     let id = live_agent_id(&server, "prom-1", 1);
     let text = metrics(&addr);
 
@@ -387,7 +389,7 @@ fn metrics_follow_an_agent_from_live_to_killed() {
 #[test]
 fn no_per_core_metrics_flag_drops_per_core_series() {
     let (server, addr) = http_server(&["--no-per-core-metrics"]);
-    let _agent = Agent::start(server.port(), "few-series");
+    let _agent = Agent::start(&server.join(), "few-series");
     let id = live_agent_id(&server, "few-series", 1);
     let text = metrics(&addr);
     assert!(
@@ -463,7 +465,7 @@ fn promtool_check_metrics_passes() {
         return;
     };
     let (server, addr) = http_server(&[]);
-    let mut streaming = Agent::start(server.port(), "lint-me");
+    let mut streaming = Agent::start(&server.join(), "lint-me");
     let id = live_agent_id(&server, "lint-me", 1);
     let text = metrics(&addr);
     assert!(!agent_lines(&text, "lanmon_cpu_core_usage_ratio", &id).is_empty());
@@ -580,9 +582,10 @@ impl Drop for Prometheus {
 }
 
 /// A real Prometheus, configured with the README's `prometheus.yml` (1 s scrapes of the
-/// server on 127.0.0.1), scrapes `/metrics` and answers a query for the agent's CPU ratio
-/// with the labels `agent`, `job` and `instance`; once the agent is killed it sees `up 0`
-/// and no CPU series.
+/// server on 127.0.0.1, `authorization.credentials_file` a copy of the server's
+/// `metrics.token`), scrapes `/metrics` and answers a query for the agent's CPU ratio with the
+/// labels `agent`, `job` and `instance`, while a job without the token is refused (401, `up`
+/// 0); once the agent is killed it sees `up 0` and no CPU series.
 #[test]
 fn real_prometheus_scrapes_the_server() {
     let (Some(prometheus), Some(promtool)) =
@@ -591,18 +594,30 @@ fn real_prometheus_scrapes_the_server() {
         return;
     };
     let (server, addr) = http_server(&[]);
-    let mut streaming = Agent::start(server.port(), "scraped");
+    let mut streaming = Agent::start(&server.join(), "scraped");
     let id = live_agent_id(&server, "scraped", 1);
 
     let readme = readme_prometheus_yml();
     assert!(
-        readme.contains(README_SCRAPE_INTERVAL) && readme.contains(README_TARGET),
-        "the README's prometheus.yml should contain {README_SCRAPE_INTERVAL:?} and \
-         {README_TARGET:?} (the test replaces them):\n{readme}"
+        readme.contains(README_SCRAPE_INTERVAL)
+            && readme.contains(README_TARGET)
+            && readme.contains(README_CREDENTIALS),
+        "the README's prometheus.yml should contain {README_SCRAPE_INTERVAL:?}, \
+         {README_TARGET:?} and {README_CREDENTIALS:?} (the test replaces them):\n{readme}"
+    );
+    // The copy Prometheus reads, as the README says: the server's metrics.token.
+    let secrets = TempDir::new("prometheus-secrets");
+    let credentials = secrets.path().join("lanmon-metrics.token");
+    std::fs::copy(server.home().path().join("metrics.token"), &credentials)
+        .unwrap_or_else(|e| panic!("cannot copy metrics.token: {e}"));
+    let anonymous_job = format!(
+        "  - job_name: lanmon-anonymous\n    static_configs:\n      - targets: [\"{addr}\"]\n"
     );
     let config = readme
         .replace(README_SCRAPE_INTERVAL, "scrape_interval: 1s")
-        .replace(README_TARGET, &format!("\"{addr}\""));
+        .replace(README_TARGET, &format!("\"{addr}\""))
+        .replace(README_CREDENTIALS, &credentials.to_string_lossy())
+        + &anonymous_job;
     let prom = Prometheus::start(&prometheus, &config);
     let config_file = prom.dir.path().join("prometheus.yml");
     let checked = Command::new(&promtool)
@@ -642,6 +657,29 @@ fn real_prometheus_scrapes_the_server() {
         .and_then(|v| v.parse().ok())
         .unwrap_or_else(|| panic!("no value: {result}"));
     assert!((0.0..=1.0).contains(&value), "{result}");
+
+    // The job without the token is refused: its `up` is 0 (Prometheus' own series).
+    let refused = poll(PROMETHEUS_DEADLINE, || {
+        std::thread::sleep(PROMETHEUS_POLL);
+        let answer = prom.query("up{job=\"lanmon-anonymous\"}")?;
+        let value = answer["data"]["result"][0]["value"][1]
+            .as_str()?
+            .to_string();
+        (value == "0").then_some(())
+    });
+    assert!(
+        refused.is_some(),
+        "a scrape without the token was not refused: {:?}",
+        prom.query("up")
+    );
+    let authorized = prom.query("up{job=\"lanmon\"}");
+    assert_eq!(
+        authorized
+            .as_ref()
+            .map(|a| a["data"]["result"][0]["value"][1].clone()),
+        Some(Value::from("1")),
+        "the job with the credentials file: {authorized:?}"
+    );
 
     let up_query = format!("lanmon_agent_up{{agent=\"{id}\"}}");
     let up = prom.query(&up_query);

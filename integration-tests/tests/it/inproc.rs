@@ -45,7 +45,7 @@ async fn agents_go_live_with_the_exact_values_they_read() {
     let agents: Vec<_> = names
         .iter()
         .zip(&sources)
-        .map(|(name, source)| start_agent(addr, name, source.clone()))
+        .map(|(name, source)| start_agent(&server, name, source.clone()))
         .collect();
 
     let snap = wait_for(&server, DEADLINE, |s| {
@@ -103,11 +103,11 @@ async fn agents_go_live_with_the_exact_values_they_read() {
 #[actix_rt::test]
 async fn killed_and_stopped_agents_go_offline_while_others_stay_live() {
     let (server, addr) = start_server(server_config()).await;
-    let victim = start_agent(addr, "victim", source(0));
-    let leaver = start_agent(addr, "leaver", source(1));
+    let victim = start_agent(&server, "victim", source(0));
+    let leaver = start_agent(&server, "leaver", source(1));
     let _steady = [
-        start_agent(addr, "steady-1", source(2)),
-        start_agent(addr, "steady-2", source(3)),
+        start_agent(&server, "steady-1", source(2)),
+        start_agent(&server, "steady-2", source(3)),
     ];
     let steady = ["steady-1", "steady-2"];
     wait_for(&server, DEADLINE, |s| {
@@ -169,7 +169,7 @@ async fn a_graceful_server_restart_delivers_every_sample_exactly_once() {
     let (_agents, ticks): (Vec<_>, Vec<_>) = names
         .iter()
         .zip(0..)
-        .map(|(name, i)| start_manual_agent(addr, name, source(i)))
+        .map(|(name, i)| start_manual_agent(&server, name, source(i)))
         .unzip();
 
     for t in &ticks {

@@ -491,6 +491,7 @@ fn installed_units_start_a_working_server_and_agent() {
 
     let agent_root = TempDir::new("unit-agent");
     let port = server.port().to_string();
+    let token = server.token();
     ok(
         "agent install",
         &run(
@@ -503,6 +504,8 @@ fn installed_units_start_a_working_server_and_agent() {
                 "127.0.0.1",
                 "--port",
                 &port,
+                "--join",
+                &token,
                 "--name",
                 "installed-agent",
                 "--interval",

@@ -97,7 +97,7 @@ fn restart_keeps_history_and_agents_resume_exactly_once() {
     let port = server.port();
     let agents: Vec<Agent> = ["keep-1", "keep-2"]
         .iter()
-        .map(|n| Agent::start(port, n))
+        .map(|n| Agent::start(&server.join(), n))
         .collect();
     let names: Vec<&str> = agents.iter().map(Agent::name).collect();
     let before = server.wait_for(DEADLINE, |s| {
@@ -223,7 +223,7 @@ fn sigkill_mid_write_keeps_every_acknowledged_sample() {
     let port = server.port();
     let agents: Vec<Agent> = ["crash-1", "crash-2", "crash-3"]
         .iter()
-        .map(|n| Agent::start(port, n))
+        .map(|n| Agent::start(&server.join(), n))
         .collect();
     let names: Vec<&str> = agents.iter().map(Agent::name).collect();
     let stored = |s: &Snapshot, n: &str| s.find(n).and_then(|a| a.stored_seq);
@@ -332,7 +332,7 @@ fn full_disk_stops_acks_and_loses_nothing_once_there_is_room() {
     let dir = TempDir::new("store-full");
     let server = Server::start_on_tmpfs(&dir, "2m", &["--http", "127.0.0.1:0"]);
     let data = server.root_path(dir.path());
-    let streaming = Agent::start(server.port(), "full-1");
+    let streaming = Agent::start(&server.join(), "full-1");
     // The acknowledged seq (0 until there is one).
     let stored = |s: &Snapshot| s.find("full-1").and_then(|a| a.stored_seq).unwrap_or(0);
     let store_is = |s: &Snapshot, status| s.store.as_ref().map(|st| st.status) == Some(status);

@@ -507,7 +507,12 @@ impl Engine {
                 this.in_flight = false;
                 match result {
                     Ok(parts) => {
-                        let snapshot = parts.into_snapshot();
+                        let mut snapshot = parts.into_snapshot();
+                        // Keys waiting for approval are looked at like agents (`pending`).
+                        let pending = std::mem::take(&mut snapshot.pending);
+                        snapshot
+                            .agents
+                            .extend(pending.iter().map(crate::snapshot::PendingAgent::as_view));
                         this.evaluator.evaluate(snapshot.ts_ms, &snapshot.agents);
                         this.publish(snapshot.ts_ms);
                     }

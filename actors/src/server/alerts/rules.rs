@@ -21,16 +21,17 @@
 //! reaches zero within `within`; it needs at least a quarter of the window of data.
 //!
 //! Inputs the snapshot does not carry yet (swap, load, filesystems, clock offset,
-//! temperatures from issue 13; pending/unauthenticated from issue 12) are `None` or empty in
-//! [`Inputs::from_view`]: those rules observe nothing and so never fire, and start working
-//! when [`Inputs::from_view`] fills them (the places are marked `ISSUE 13` / `ISSUE 12`).
+//! temperatures from issue 13) are `None` or empty in [`Inputs::from_view`]: those rules
+//! observe nothing and so never fire, and start working when [`Inputs::from_view`] fills them
+//! (the places are marked `ISSUE 13`). `pending` and `unauthenticated` read the agent's `auth`
+//! (the snapshot's pending agents are evaluated as agents with `auth: pending`).
 
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::server::alerts::state::{Level, Timing};
-use crate::snapshot::{AgentView, Status};
+use crate::snapshot::{AgentAuth, AgentView, Status};
 
 /// How urgent an alert is (a label in every notification).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -254,7 +255,8 @@ pub struct Inputs {
     pub temperatures: Vec<TempInput>,
     /// The agent's clock minus the server's, seconds.
     pub clock_offset_s: Option<f64>,
-    // ---- ISSUE 12 (trust): the snapshot does not carry this yet ----
+    /// How the server knows the agent (`None` with `--auth off`, or not connected since the
+    /// server started).
     pub auth: Option<AuthState>,
 }
 
@@ -277,7 +279,7 @@ pub struct TempInput {
     pub celsius: f64,
 }
 
-/// Whether the server trusts the agent (issue 12).
+/// Whether the server trusts the agent (the snapshot's `auth`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum AuthState {
     Authenticated,
@@ -289,6 +291,18 @@ impl Inputs {
     /// The rules' inputs from an agent's snapshot entry. Readings of an agent that is not
     /// live are left out: they are old, and an alert on them resolves.
     pub fn from_view(a: &AgentView) -> Inputs {
+        let auth = a.auth.map(|x| match x {
+            AgentAuth::Approved => AuthState::Authenticated,
+            AgentAuth::Pending => AuthState::Pending,
+            AgentAuth::Unauthenticated => AuthState::Unauthenticated,
+        });
+        if auth == Some(AuthState::Pending) {
+            // A key waiting for approval: no connection, no readings; only `pending` applies.
+            return Inputs {
+                auth,
+                ..Inputs::default()
+            };
+        }
         let live = a.status == Status::Live;
         let cpu_percent = a.cpu.as_ref().filter(|_| live).map(|c| f64::from(c.total));
         let memory_used_percent = a
@@ -311,8 +325,7 @@ impl Inputs {
             filesystems: Vec::new(),
             temperatures: Vec::new(),
             clock_offset_s: None,
-            // ISSUE 12: a.auth ("pending" / "unauthenticated") when the snapshot has it.
-            auth: None,
+            auth,
         }
     }
 }
@@ -661,6 +674,38 @@ mod tests {
             observed(RuleId::Unauthenticated, &full)[0].level,
             Level::Clear
         );
+    }
+
+    /// Proves: the trust rules read the snapshot's `auth`: an unauthenticated agent fires
+    /// `unauthenticated`, an approved one does not; a pending key fires `pending` and nothing
+    /// else (it has never connected, so `offline` does not observe it).
+    #[test]
+    fn trust_rules_read_the_snapshot() {
+        let mut v1 = agent("old", Status::Live);
+        v1.auth = Some(AgentAuth::Unauthenticated);
+        let v1 = Inputs::from_view(&v1);
+        assert_eq!(observed(RuleId::Unauthenticated, &v1)[0].level, Level::Fire);
+        let mut ok = agent("new", Status::Live);
+        ok.auth = Some(AgentAuth::Approved);
+        let ok = Inputs::from_view(&ok);
+        assert_eq!(
+            observed(RuleId::Unauthenticated, &ok)[0].level,
+            Level::Clear
+        );
+        assert_eq!(observed(RuleId::Pending, &ok)[0].level, Level::Clear);
+        let pending = crate::snapshot::PendingAgent {
+            fp: "SHA256:X".into(),
+            id: "p".into(),
+            name: "p".into(),
+            hostname: "h".into(),
+            ip: None,
+            first_seen_ms: 1,
+            last_seen_ms: None,
+        };
+        let p = Inputs::from_view(&pending.as_view());
+        assert_eq!(observed(RuleId::Pending, &p)[0].level, Level::Fire);
+        assert!(observed(RuleId::Offline, &p).is_empty());
+        assert!(observed(RuleId::Stale, &p).is_empty());
     }
 
     /// Proves: the least-squares prediction on a synthetic series: a steady fill is

@@ -1,8 +1,15 @@
 //! A tiny HTTP/1.1 client over `std::net::TcpStream` (one request per connection,
 //! `Connection: close`), and the server's API bodies as typed values.
+//!
+//! Logged in by default: a server the harness starts registers its HTTP address with its login
+//! token ([`log_in`]), and requests to that address carry `Authorization: Bearer <token>`, as a
+//! browser that opened the dashboard URL carries its session cookie. [`anonymous`] sends
+//! without; [`request_with`] with exactly the headers given (tests of the authentication).
 
+use std::collections::HashMap;
 use std::io::{Read, Write};
 use std::net::TcpStream;
+use std::sync::{Mutex, OnceLock};
 
 use lanmon::snapshot::StoreView;
 use serde::Deserialize;
@@ -82,22 +89,61 @@ impl Response {
     }
 }
 
-/// `GET path` on `addr` (`127.0.0.1:PORT`); panics if there is no complete answer.
+fn logins() -> &'static Mutex<HashMap<String, String>> {
+    static LOGINS: OnceLock<Mutex<HashMap<String, String>>> = OnceLock::new();
+    LOGINS.get_or_init(|| Mutex::new(HashMap::new()))
+}
+
+/// Requests to `addr` from now on carry `Authorization: Bearer <login>`.
+pub fn log_in(addr: &str, login: &str) {
+    super::lock(logins()).insert(addr.to_string(), login.to_string());
+}
+
+/// The login registered for `addr`, if any.
+fn login_for(addr: &str) -> Option<String> {
+    super::lock(logins()).get(addr).cloned()
+}
+
+/// `GET path` on `addr` (`127.0.0.1:PORT`), logged in; panics if there is no complete answer.
 #[track_caller]
 pub fn get(addr: &str, path: &str) -> Response {
     request("GET", addr, path)
 }
 
-/// `method path` on `addr` (`127.0.0.1:PORT`); panics if there is no complete answer.
+/// `GET path` on `addr` without any credentials.
+#[track_caller]
+pub fn anonymous(addr: &str, path: &str) -> Response {
+    request_with("GET", addr, path, &[]).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `method path` on `addr` (`127.0.0.1:PORT`), logged in; panics if there is no complete
+/// answer.
 #[track_caller]
 pub fn request(method: &str, addr: &str, path: &str) -> Response {
     try_request(method, addr, path).unwrap_or_else(|e| panic!("{e}"))
 }
 
-/// `method path` on `addr` (`127.0.0.1:PORT`) with `Connection: close`; reads to EOF. An
-/// error says what went wrong (for a peer that may not be up yet).
+/// `method path` on `addr` (`127.0.0.1:PORT`) with `Connection: close`, logged in; reads to
+/// EOF. An error says what went wrong (for a peer that may not be up yet).
 #[track_caller]
 pub fn try_request(method: &str, addr: &str, path: &str) -> Result<Response, String> {
+    let bearer = login_for(addr).map(|t| format!("Bearer {t}"));
+    let headers: Vec<(&str, &str)> = bearer
+        .as_deref()
+        .map(|b| ("Authorization", b))
+        .into_iter()
+        .collect();
+    request_with(method, addr, path, &headers)
+}
+
+/// `method path` on `addr` with exactly `headers` besides the usual ones.
+#[track_caller]
+pub fn request_with(
+    method: &str,
+    addr: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Response, String> {
     assert!(
         addr.starts_with(&format!("{LOOPBACK}:")),
         "tests only talk to {LOOPBACK}, not {addr}"
@@ -107,9 +153,13 @@ pub fn try_request(method: &str, addr: &str, path: &str) -> Result<Response, Str
     stream
         .set_read_timeout(Some(DEADLINE))
         .map_err(|e| format!("cannot set a read timeout: {e}"))?;
+    let extra: String = headers
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}\r\n"))
+        .collect();
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nUser-Agent: lanmon-it\r\nAccept: */*\r\n\
-         Connection: close\r\n\r\n"
+         {extra}Content-Length: 0\r\nConnection: close\r\n\r\n"
     );
     stream
         .write_all(request.as_bytes())

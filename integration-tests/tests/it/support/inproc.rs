@@ -5,10 +5,13 @@
 //! [`wait_for`] (polled with a deadline, never a sleep as synchronisation).
 //!
 //! - [`server_config`]: `127.0.0.1:0`, no beacon, no HTTP, no store (as the process layer's
-//!   `--no-beacon --no-http --no-store`); [`start_server`] returns the server and its real
-//!   address; [`restart_server`] starts another on the same address.
-//! - [`start_agent`]: an agent sampling every [`AGENT_INTERVAL`]; [`start_manual_agent`]: one
-//!   that samples only when the test says so ([`Ticks::tick`]), for exact sequence numbers.
+//!   `--no-beacon --no-http --no-store`), the secure default of the trust layer with its
+//!   identity in a temporary directory of its own (removed by [`end`]), so that a restarted
+//!   server keeps its key; [`start_server`] returns the server and its real address;
+//!   [`restart_server`] starts another on the same address.
+//! - [`start_agent`]: an agent of `server` (its address and join token) sampling every
+//!   [`AGENT_INTERVAL`], with its key in memory; [`start_manual_agent`]: one that samples only
+//!   when the test says so ([`Ticks::tick`]), for exact sequence numbers.
 //! - [`InprocAgent::stop`] is SIGTERM (the agent says `bye`), [`InprocAgent::kill`] is
 //!   SIGKILL (its task is dropped; the connection closes without a word).
 //! - [`end`] stops the threads the servers started.
@@ -18,6 +21,8 @@
 //! that API changes, this file is the one to adapt.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use lanmon::agent::{AgentConfig, Target, Ticker};
@@ -47,7 +52,31 @@ pub fn server_config() -> ServerConfig {
     config.http = None;
     config.store = None;
     config.session_threads = 1;
+    config.trust.dir = Some(identity_dir());
     config
+}
+
+/// Identity directories made by [`server_config`] in this process, removed by [`end`].
+static IDENTITY_DIRS: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// One identity directory per test (the first call of the test's thread makes it), so the
+/// configs of one test share a server identity (a restart keeps its key).
+fn identity_dir() -> PathBuf {
+    thread_local! {
+        static DIR: std::cell::OnceCell<PathBuf> = const { std::cell::OnceCell::new() };
+    }
+    DIR.with(|d| {
+        d.get_or_init(|| {
+            let dir = std::env::temp_dir().join(format!(
+                "lanmon-inproc-{}-{:x}",
+                std::process::id(),
+                lanmon::util::random_u64()
+            ));
+            super::lock(&IDENTITY_DIRS).push(dir.clone());
+            dir
+        })
+        .clone()
+    })
 }
 
 /// Starts a server with `config` on the current actix System (its reports go nowhere: tests
@@ -122,6 +151,9 @@ pub async fn wait_for(
 /// the Reporter's, session threads): the last line of an in-process test.
 pub fn end() {
     actix_rt::System::current().stop();
+    for dir in super::lock(&IDENTITY_DIRS).drain(..) {
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }
 
 // ---- Agents ---------------------------------------------------------------------------------
@@ -222,8 +254,14 @@ impl Ticks {
     }
 }
 
-/// The configuration of an agent named `name` sending to `addr` every `interval`.
-fn agent_config(addr: SocketAddr, name: &str, interval: Duration) -> AgentConfig {
+/// The configuration of an agent named `name` sending to `server` every `interval`, joining
+/// with its token (its key in memory).
+fn agent_config(server: &Server, name: &str, interval: Duration) -> AgentConfig {
+    let addr = server.local_addr();
+    let join = server.trust().map(|t| {
+        lanmon::auth::token::JoinToken::decode(&t.join_token())
+            .unwrap_or_else(|e| panic!("the server's own token does not decode: {e}"))
+    });
     AgentConfig {
         target: Target::Host {
             host: addr.ip().to_string(),
@@ -233,15 +271,22 @@ fn agent_config(addr: SocketAddr, name: &str, interval: Duration) -> AgentConfig
         name: name.into(),
         interval,
         buffer: AgentConfig::DEFAULT_BUFFER,
+        auth: if join.is_some() {
+            lanmon::config::AuthMode::Required
+        } else {
+            lanmon::config::AuthMode::Off
+        },
+        state_dir: None,
+        join,
     }
 }
 
 /// Starts an agent named `name` (id [`agent_id`]) reading `source` every [`AGENT_INTERVAL`]
-/// and sending to `addr`.
-pub fn start_agent(addr: SocketAddr, name: &str, source: FakeSource) -> InprocAgent {
+/// and sending to `server`.
+pub fn start_agent(server: &Server, name: &str, source: FakeSource) -> InprocAgent {
     let shutdown = CancellationToken::new();
     let run = lanmon::agent::run(
-        agent_config(addr, name, AGENT_INTERVAL),
+        agent_config(server, name, AGENT_INTERVAL),
         source,
         shutdown.clone(),
     );
@@ -253,15 +298,11 @@ pub fn start_agent(addr: SocketAddr, name: &str, source: FakeSource) -> InprocAg
 
 /// Starts an agent like [`start_agent`] that announces [`MANUAL_INTERVAL`] and samples only on
 /// the ticks the test gives it.
-pub fn start_manual_agent(
-    addr: SocketAddr,
-    name: &str,
-    source: FakeSource,
-) -> (InprocAgent, Ticks) {
+pub fn start_manual_agent(server: &Server, name: &str, source: FakeSource) -> (InprocAgent, Ticks) {
     let (tx, rx) = mpsc::unbounded_channel();
     let shutdown = CancellationToken::new();
     let run = lanmon::agent::run_with_ticker(
-        agent_config(addr, name, MANUAL_INTERVAL),
+        agent_config(server, name, MANUAL_INTERVAL),
         source,
         ManualTicker { ticks: rx },
         shutdown.clone(),

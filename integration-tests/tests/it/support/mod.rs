@@ -33,7 +33,7 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};
 
 pub use net::{TcpPortReservation, UdpPortReservation, raw_exchange};
-pub use process::{Agent, Server};
+pub use process::{Agent, Home, Join, Server};
 pub use snapshot::{SnapshotExt, ToJson};
 
 /// How long any wait may take before the test fails: generous, CI machines are slow (2 cores,

@@ -3,12 +3,19 @@
 //! [`Snapshot`]s, never on fixed sleeps.
 //!
 //! - [`Server::start`] spawns `server --bind 127.0.0.1:0 --report-format json
-//!   --report-interval 100ms --no-beacon --no-http --no-store`; a background thread keeps the
-//!   latest snapshot and another the server's stderr (banner and logs), shown when a wait
-//!   fails. The real port comes from the first snapshot's `server.listen`. A test that wants
-//!   the durable history passes `--data-dir` with its own [`TempDir`].
-//! - [`Agent::start`] spawns `agent --host 127.0.0.1 --port PORT --interval 200ms --name NAME`
-//!   with its stdout (logs) and stderr captured.
+//!   --report-interval 100ms --no-beacon --no-http --data-dir HOME --no-store`, with the
+//!   secure default (`--auth required`): HOME is a [`Home`] of its own (its identity: keys,
+//!   tokens, `agents.json`), kept by [`Server::home`] so a test can restart the server with the
+//!   same identity ([`Server::start_in`]). A background thread keeps the latest snapshot and
+//!   another the server's stderr (banner and logs), shown when a wait fails. The real port
+//!   comes from the first snapshot's `server.listen`; the join token and the dashboard's login
+//!   token from the banner ([`Server::join`], [`Server::login`]; HTTP requests through
+//!   [`super::http`] carry the login). A test that wants the durable history passes
+//!   `--data-dir` with its own [`TempDir`].
+//! - [`Agent::start`] spawns `agent --host 127.0.0.1 --port PORT --join TOKEN --interval 200ms
+//!   --name NAME --state-dir DIR` ([`Join`] says where and with which token; DIR is the
+//!   agent's own temporary state directory: its key and pins) with its stdout (logs) and
+//!   stderr captured.
 //! - Every child is killed and reaped on drop, so a failing test leaves no process behind.
 //!
 //! The binaries are found next to the test executable (`target/<profile>/`), as in ripgrep's
@@ -238,6 +245,81 @@ fn read_reports(stdout: ChildStdout) -> Arc<Mutex<Reports>> {
     reports
 }
 
+/// A server's data directory (its identity: keys, tokens, `agents.json`; with a store, its
+/// history), removed when the last holder drops it. Shared, so that a test can restart a
+/// server with the same identity, or know the join token before the server starts.
+#[derive(Clone)]
+pub struct Home(Arc<TempDir>);
+
+impl Home {
+    #[track_caller]
+    pub fn new() -> Home {
+        Home(Arc::new(TempDir::new("home")))
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.0.path()
+    }
+
+    pub fn arg(&self) -> String {
+        self.0.arg()
+    }
+
+    /// The join token, from `server token --data-dir HOME` (which creates the identity if no
+    /// server has run here yet, as a first start would).
+    #[track_caller]
+    pub fn token(&self) -> String {
+        let out = command("server")
+            .args(["token", "--data-dir", &self.arg()])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run `server token`: {e}"));
+        let text = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert!(
+            out.status.success() && text.starts_with("lm2-"),
+            "`server token` failed ({}): {text} {}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        text
+    }
+}
+
+/// Where an agent connects and with which join token (`None`: no token, so trust on first use
+/// and wait for approval).
+#[derive(Debug, Clone)]
+pub struct Join {
+    pub port: u16,
+    pub token: Option<String>,
+}
+
+impl Join {
+    pub fn new(port: u16, token: Option<String>) -> Join {
+        Join { port, token }
+    }
+
+    /// The same token, another port (a proxy in front of the server).
+    pub fn via(&self, port: u16) -> Join {
+        Join {
+            port,
+            token: self.token.clone(),
+        }
+    }
+
+    /// `--host 127.0.0.1 --port PORT [--join TOKEN]`.
+    pub fn args(&self) -> Vec<String> {
+        let mut args = vec![
+            "--host".to_string(),
+            LOOPBACK.to_string(),
+            "--port".to_string(),
+            self.port.to_string(),
+        ];
+        if let Some(t) = &self.token {
+            args.extend(["--join".to_string(), t.clone()]);
+        }
+        args
+    }
+}
+
 /// A running `server` binary printing JSON snapshots; killed on drop.
 pub struct Server {
     proc: Proc,
@@ -246,6 +328,11 @@ pub struct Server {
     port: u16,
     /// `server.http` of the first snapshot: the HTTP address when HTTP is on.
     http: Option<String>,
+    /// The data directory the harness gave it (none when the test passed `--data-dir`).
+    home: Option<Home>,
+    /// From the banner: the join token and the dashboard's login token (trust layer on).
+    token: Option<String>,
+    login: Option<String>,
 }
 
 impl Server {
@@ -264,10 +351,26 @@ impl Server {
     }
 
     /// Like [`Server::start_on`] with extra flags. Unless they include `--beacon-to`, the
-    /// beacon is turned off.
+    /// beacon is turned off; unless they include `--data-dir`, the server gets a [`Home`] of its
+    /// own and `--no-store`.
     #[track_caller]
     pub fn start_with(port: u16, extra: &[&str]) -> Server {
-        Server::spawn(server_command(port, extra), port)
+        if extra.contains(&"--data-dir") {
+            return Server::spawn(server_command(port, extra), port);
+        }
+        Server::start_in(&Home::new(), port, extra)
+    }
+
+    /// Like [`Server::start_with`] in `home` (`--data-dir HOME --no-store`): the identity of a
+    /// previous server there (restart), or one the test prepared.
+    #[track_caller]
+    pub fn start_in(home: &Home, port: u16, extra: &[&str]) -> Server {
+        let dir = home.arg();
+        let mut args = vec!["--data-dir", dir.as_str(), "--no-store"];
+        args.extend_from_slice(extra);
+        let mut server = Server::spawn(server_command(port, &args), port);
+        server.home = Some(home.clone());
+        server
     }
 
     /// Like [`Server::start_with`], with the data directory `dir` on a tmpfs of `size` (e.g.
@@ -325,6 +428,9 @@ impl Server {
             proc,
             port: 0,
             http: None,
+            home: None,
+            token: None,
+            login: None,
         };
         let first = server.wait_for(DEADLINE, |_| true);
         let listen: SocketAddr = first.server.listen.parse().unwrap_or_else(|e| {
@@ -339,7 +445,74 @@ impl Server {
             assert_eq!(server.port, port, "server did not bind the requested port");
         }
         server.http = first.server.http;
+        if first
+            .server
+            .auth
+            .is_some_and(|m| m != lanmon::config::AuthMode::Off)
+        {
+            server.read_banner();
+        }
         server
+    }
+
+    /// Reads the join token and (with HTTP) the login token from the banner; registers the
+    /// login for [`super::http`]'s requests.
+    #[track_caller]
+    fn read_banner(&mut self) {
+        let want_login = self.http.is_some();
+        let banner = poll(DEADLINE, || {
+            let err = self.stderr();
+            (err.contains("--join lm2-") && (!want_login || err.contains("?token="))).then_some(err)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "the banner shows no join command (or login URL)
+--- server stderr ---
+{}",
+                self.stderr()
+            )
+        });
+        let after = |marker: &str| {
+            banner.split(marker).nth(1).map(|rest| {
+                rest.chars()
+                    .take_while(|c| c.is_ascii_alphanumeric() || *c == '-')
+                    .collect::<String>()
+            })
+        };
+        self.token = after("--join ");
+        self.login = after("?token=");
+        if let (Some(http), Some(login)) = (&self.http, &self.login) {
+            super::http::log_in(http, login);
+        }
+    }
+
+    /// The data directory the harness gave this server (for a restart with its identity).
+    #[track_caller]
+    pub fn home(&self) -> Home {
+        self.home
+            .clone()
+            .unwrap_or_else(|| panic!("this server was started with its own --data-dir"))
+    }
+
+    /// The join token its banner printed; panics with `--auth off`.
+    #[track_caller]
+    pub fn token(&self) -> String {
+        self.token
+            .clone()
+            .unwrap_or_else(|| panic!("the server printed no join token (--auth off?)"))
+    }
+
+    /// The dashboard's login token its banner printed (HTTP on, trust layer on).
+    #[track_caller]
+    pub fn login(&self) -> String {
+        self.login
+            .clone()
+            .unwrap_or_else(|| panic!("the server printed no login URL (--no-http? --auth off?)"))
+    }
+
+    /// Where agents connect, with the join token when the server has one.
+    pub fn join(&self) -> Join {
+        Join::new(self.port, self.token.clone())
     }
 
     /// The TCP port agents connect to.
@@ -482,11 +655,11 @@ fn server_command(port: u16, extra: &[&str]) -> Command {
         // The default HTTP port is fixed (8081): parallel tests would collide on it.
         cmd.arg("--no-http");
     }
-    if !extra.contains(&"--data-dir") {
-        // The default data directory is shared (one server per directory): parallel tests
-        // would collide on it, and a test must not leave history behind.
-        cmd.arg("--no-store");
-    }
+    assert!(
+        extra.contains(&"--data-dir"),
+        "a test server needs a data directory of its own: the default one is shared (one \
+         server per directory), and a test must not leave history behind"
+    );
     cmd
 }
 
@@ -504,24 +677,59 @@ pub struct Agent {
     proc: Proc,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
+    /// Its state directory (key, pins), when the harness gave it one.
+    state: Option<Arc<TempDir>>,
 }
 
 impl Agent {
-    /// Starts an agent named `name` sending every 200 ms to `127.0.0.1:port`.
+    /// Starts an agent named `name` sending every 200 ms to `127.0.0.1:join.port`, joining
+    /// with `join.token`, with a state directory of its own.
     #[track_caller]
-    pub fn start(port: u16, name: &str) -> Agent {
-        let (host, port) = (LOOPBACK.to_string(), port.to_string());
-        Agent::start_with(name, &["--host", &host, "--port", &port])
+    pub fn start(join: &Join, name: &str) -> Agent {
+        let args = join.args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Agent::start_with(name, &args)
     }
 
     /// Starts an agent named `name` sampling every 200 ms, finding the server as `target`
-    /// says (`["--host", ..]` or `["--discover", ..]`).
+    /// says (`["--host", ..]` or `["--discover", ..]`, with `--join` or not), with a state
+    /// directory of its own unless `target` names one (`--state-dir`).
     #[track_caller]
     pub fn start_with(name: &str, target: &[&str]) -> Agent {
-        let mut args = target.to_vec();
-        args.extend(["--interval", AGENT_INTERVAL, "--name", name]);
-        args.extend(["--log-level", "info"]);
-        Agent::spawn(name, &args)
+        if target.contains(&"--state-dir") {
+            return Agent::start_in(None, name, target);
+        }
+        Agent::start_in(Some(Arc::new(TempDir::new("agent"))), name, target)
+    }
+
+    /// Like [`Agent::start_with`] with `state` as its state directory (e.g. the one of an
+    /// agent that ran before: the same key).
+    #[track_caller]
+    pub fn start_in(state: Option<Arc<TempDir>>, name: &str, target: &[&str]) -> Agent {
+        let mut args: Vec<String> = target.iter().map(ToString::to_string).collect();
+        if let Some(dir) = &state {
+            args.extend(["--state-dir".to_string(), dir.arg()]);
+        }
+        args.extend(
+            [
+                "--interval",
+                AGENT_INTERVAL,
+                "--name",
+                name,
+                "--log-level",
+                "info",
+            ]
+            .map(String::from),
+        );
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut agent = Agent::spawn(name, &args);
+        agent.state = state;
+        agent
+    }
+
+    /// Its state directory (to restart it with the same key).
+    pub fn state(&self) -> Option<Arc<TempDir>> {
+        self.state.clone()
     }
 
     /// Runs `agent` with exactly `args` (e.g. the `discover` subcommand).
@@ -551,6 +759,7 @@ impl Agent {
             stdout: capture(format!("agent {name} stdout"), stdout),
             stderr: capture(format!("agent {name} stderr"), stderr),
             proc,
+            state: None,
         }
     }
 
