@@ -265,7 +265,7 @@ fn offline_alert_fires_after_for_and_resolves_once_each() {
     assert_eq!(hook.body["version"], 1);
     assert_eq!(hook.body["alert"]["severity"], "critical");
 
-    let _agent = Agent::start(&server.join(), "al-off-1");
+    let _agent = agent.again(&server.join());
     sink.wait_for(
         DEADLINE,
         || server.stderr(),
@@ -726,7 +726,7 @@ fn alertmanager_routes_a_lanmon_alert_and_its_resolve() {
         "{am_alert}"
     );
 
-    let _agent = Agent::start(&server.join(), "al-am-1");
+    let _agent = agent.again(&server.join());
     let resolved = |s: &Sink| {
         am_notifications(s)
             .iter()

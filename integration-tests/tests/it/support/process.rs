@@ -732,6 +732,15 @@ impl Agent {
         self.state.clone()
     }
 
+    /// The same agent (name, state directory: its key) started again, e.g. after
+    /// [`Agent::kill`], connecting as `join` says.
+    #[track_caller]
+    pub fn again(&self, join: &Join) -> Agent {
+        let args = join.args();
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        Agent::start_in(self.state(), &self.name, &args)
+    }
+
     /// Runs `agent` with exactly `args` (e.g. the `discover` subcommand).
     #[track_caller]
     pub fn start_with_args(args: &[&str]) -> Agent {
