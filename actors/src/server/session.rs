@@ -519,6 +519,12 @@ impl StreamHandler<Result<AgentFrame, CodecError>> for Session {
                 };
                 self.end(reason, ctx);
             }
+            Err(CodecError::Io(e)) if e.kind() == std::io::ErrorKind::InvalidData => {
+                // The encrypted stream failed: a tampered, replayed or reordered frame.
+                let who = self.hello.as_ref().map(|h| h.name.as_str()).unwrap_or("-");
+                tracing::warn!(peer = %self.peer, agent = who, "closing connection: {e}");
+                self.end(format!("error: {e}"), ctx);
+            }
             Err(CodecError::Io(e)) => self.end(format!("connection lost: {e}"), ctx),
             Err(e) => self.fail(ErrorCode::BadFrame, e.to_string(), ctx),
         }

@@ -102,7 +102,7 @@ async fn agents_go_live_with_the_exact_values_they_read() {
 /// offline because of its `bye`, and the two others stay live and keep sending.
 #[actix_rt::test]
 async fn killed_and_stopped_agents_go_offline_while_others_stay_live() {
-    let (server, addr) = start_server(server_config()).await;
+    let (server, _) = start_server(server_config()).await;
     let victim = start_agent(&server, "victim", source(0));
     let leaver = start_agent(&server, "leaver", source(1));
     let _steady = [

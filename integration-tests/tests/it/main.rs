@@ -14,3 +14,4 @@ mod inproc;
 mod install;
 mod store;
 mod support;
+mod trust;
