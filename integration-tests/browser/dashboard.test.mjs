@@ -1,11 +1,14 @@
 // The dashboard in a real browser: Debian's Chromium, headless, driven by playwright-core,
 // against the real server and three real agents, everything on 127.0.0.1.
 //
-// Proves: agents appear; values change live (Server-Sent Events); sorting and the text filter
-// work; an agent that dies stays listed, greyed, with its last-known values; the detail view
-// draws its charts and zooms; a killed agent's offline alert shows (badge, list, pill); the
-// page logs no console error. Saves screenshot.png (overview) and screenshot-detail.png next
-// to this file.
+// Proves: without the login the dashboard and API answer 401; the login URL the server
+// printed opens a session (cookie) and drops the token from the address; agents (joined with
+// the printed token) appear; values change live (Server-Sent Events); sorting and the text
+// filter work; an agent that dies stays listed, greyed, with its last-known values; the detail
+// view draws its charts and zooms; a killed agent's offline alert shows (badge, list, pill);
+// an agent without the token shows as pending and the Approve button enrolls it; the Revoke
+// button closes it; the page logs no console error. Saves screenshot.png (overview) and
+// screenshot-detail.png next to this file.
 //
 //   node integration-tests/browser/dashboard.test.mjs [BIN_DIR]     (default target/debug)
 //
@@ -32,6 +35,7 @@ const children = [];
 let context = null;
 let userDataDir = null;
 let dataDir = null;
+const stateDirs = [];
 
 function log(msg) {
   console.log(`[${((Date.now() - started) / 1000).toFixed(1)}s] ${msg}`);
@@ -50,6 +54,32 @@ function run(name, args) {
   child.stderr.on("data", (d) => process.env.VERBOSE && process.stderr.write(`${name}: ${d}`));
   children.push(child);
   return child;
+}
+
+/// The server's banner (stderr) prints the join token and the dashboard's login URL.
+function banner(server) {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error("no join token and login URL in the banner within 10 s")), 10000);
+    let text = "";
+    server.stderr.on("data", (d) => {
+      text += d;
+      const token = text.match(/--join (lm2-[0-9A-Z]+)/);
+      const login = text.match(/\?token=([0-9A-Z]+)/);
+      if (token && login) {
+        clearTimeout(timer);
+        resolve({ token: token[1], login: login[1] });
+      }
+    });
+  });
+}
+
+/// An agent with a state directory of its own (its key), joining with `token` if given.
+function agent(name, tcpPort, token) {
+  const dir = mkdtempSync(path.join(tmpdir(), "lanmon-browser-agent-"));
+  stateDirs.push(dir);
+  const args = ["--host", "127.0.0.1", "--port", tcpPort, "--interval", "1s", "--name", name, "--state-dir", dir, "--quiet"];
+  if (token) args.push("--join", token);
+  return run("agent", args);
 }
 
 /// The server's first JSON snapshot (stdout, --report-format json) tells its real addresses.
@@ -81,6 +111,7 @@ async function stopAll() {
   );
   if (userDataDir) rmSync(userDataDir, { recursive: true, force: true });
   if (dataDir) rmSync(dataDir, { recursive: true, force: true });
+  for (const d of stateDirs) rmSync(d, { recursive: true, force: true });
 }
 
 async function main() {
@@ -90,15 +121,24 @@ async function main() {
     "--bind", "127.0.0.1:0", "--http", "127.0.0.1:0", "--no-beacon", "--data-dir", dataDir,
     "--report-format", "json", "--report-interval", "1s",
     "--alert-offline-for", "1s", "--alert-interval", "500ms",
+    // The machine may be busy (shared CI): only the offline alert should show here.
+    "--alert-cpu", "100",
   ]);
+  const printed = banner(server);
   const snapshot = await firstSnapshot(server);
+  const { token, login } = await printed;
   const tcpPort = snapshot.server.listen.split(":").pop();
   const http = snapshot.server.http;
   check(http && http.startsWith("127.0.0.1:"), `server.http is ${http}`);
-  log(`server on ${snapshot.server.listen}, HTTP on ${http}`);
-  for (const name of AGENTS) {
-    run("agent", ["--host", "127.0.0.1", "--port", tcpPort, "--interval", "1s", "--name", name, "--quiet"]);
+  log(`server on ${snapshot.server.listen}, HTTP on ${http}, key ${snapshot.server.fingerprint}`);
+  for (const name of AGENTS) agent(name, tcpPort, token);
+
+  // 0. Without the login: 401 for the page and the API (fetched from here, not the browser).
+  for (const p of ["/", "/api/agents", "/metrics"]) {
+    const r = await fetch(`http://${http}${p}`, { redirect: "manual" });
+    check(r.status === 401, `${p} without login: ${r.status}`);
   }
+  log("without the login: 401");
 
   userDataDir = mkdtempSync(path.join(tmpdir(), "lanmon-chromium-"));
   context = await chromium.launchPersistentContext(userDataDir, {
@@ -124,7 +164,13 @@ async function main() {
     if (!r.url().startsWith(`http://${http}/`)) problems.push(`request outside the server: ${r.url()}`);
   });
 
-  await page.goto(`http://${http}/`);
+  // Logging in as the banner says: the token leaves the address bar (303 to /, cookie set).
+  await page.goto(`http://${http}/?token=${login}`);
+  check(page.url() === `http://${http}/`, `after login the page is at ${page.url()}`);
+  const cookies = await context.cookies();
+  const session = cookies.find((c) => c.name === "lanmon_session");
+  check(session && session.httpOnly && session.sameSite === "Strict", `session cookie: ${JSON.stringify(cookies)}`);
+  log("logged in through the printed URL (session cookie, token gone from the address)");
   const rows = "#rows .row[data-id]:not([hidden])";
 
   // 1. Agents appear, live.
@@ -183,7 +229,7 @@ async function main() {
   // 5b. Its offline alert fires: a badge on its row, a line in the alerts list, the pill.
   await page.waitForSelector(`${charlie} .badge.critical:not([hidden])`);
   check((await page.textContent(`${charlie} .badge`)) === "offline", "badge does not name the rule");
-  check(!(await page.isVisible(`${alpha} .badge`)), "a live agent has a badge");
+  check(!(await page.isVisible(`${alpha} .badge`)), `a live agent has a badge: ${await page.$eval(alpha, (r) => r.querySelector(".c-name").outerHTML)}`);
   const item = '#alerts-list .alert.firing[data-rule="offline"]';
   await page.waitForSelector(item);
   check((await page.textContent(`${item} a`)) === "browser-charlie", "alerts list names another agent");
@@ -239,9 +285,34 @@ async function main() {
   await page.waitForSelector("#zoom-out[hidden]", { state: "attached" });
   check((await pressed(3600000)) === "true", "reset zoom did not return to 1 h");
 
-  // 7. Back to the overview; nothing went wrong in the page.
+  // 7. Back to the overview.
   await page.click("text=← All agents");
   await page.waitForFunction((sel) => document.querySelectorAll(sel).length === 3, rows);
+
+  // 8. An agent without the token waits for approval; the Approve button enrolls it.
+  agent("browser-newcomer", tcpPort, null);
+  const pending = '#pending-list .pending[data-name="browser-newcomer"]';
+  await page.waitForSelector(pending);
+  const fp = await page.getAttribute(pending, "data-fp");
+  check(/^SHA256:/.test(fp), `pending fingerprint ${fp}`);
+  check(!(await page.$(`${rows}[data-name="browser-newcomer"]`)), "a pending agent is listed as an agent");
+  await page.click(`${pending} button.approve`);
+  const newcomer = `${rows}[data-name="browser-newcomer"]`;
+  await page.waitForSelector(`${newcomer}[data-status="live"]`, { timeout: 45000 });
+  await page.waitForSelector("#pending-panel", { state: "hidden" });
+  log(`pending agent approved from the dashboard (${fp})`);
+
+  // 9. The Revoke button (detail view) closes it at once.
+  page.once("dialog", (d) => d.accept());
+  await page.click(`${newcomer} .c-name a`);
+  await page.waitForSelector("#d-trust:not([hidden])");
+  await page.click("#d-revoke");
+  await page.waitForFunction(() => /revoked/.test(document.getElementById("d-status").textContent));
+  await page.click("text=← All agents");
+  await page.waitForSelector(`#rows .row[data-name="browser-newcomer"].offline`);
+  log("agent revoked from the dashboard: offline at once");
+
+  // Nothing went wrong in the page.
   check(problems.length === 0, `the page had problems:\n  ${problems.join("\n  ")}`);
   log("no console errors, no failed or outside requests");
 }

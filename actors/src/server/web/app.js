@@ -105,7 +105,9 @@
     state.snapshot = snapshot;
     state.agents = new Map(snapshot.agents.map((a) => [a.id, a]));
     $("server-name").textContent = `${snapshot.server.name} · v${snapshot.server.version}`;
+    $("server-name").title = snapshot.server.fingerprint ? `server key ${snapshot.server.fingerprint}` : "no authentication (--auth off)";
     renderSummary(snapshot.summary);
+    renderPending(snapshot.pending || []);
     for (const a of snapshot.agents) recordSpark(a);
     renderOverview();
     if (state.route.view === "agent") detailOnSnapshot();
@@ -133,6 +135,75 @@
         }),
     );
   }
+
+  // ---- trust: pending agents, approve and revoke --------------------------------------
+
+  /// POSTs an approve or revoke of `who` (an id, name or key fingerprint); the session
+  /// cookie and the page's own Origin authorize it. Resolves to null or an error sentence.
+  function enroll(who, action) {
+    return fetch(`/api/agents/${encodeURIComponent(who)}/${action}`, { method: "POST" })
+      .then(async (r) => {
+        if (r.ok) return null;
+        const body = await r.json().catch(() => ({}));
+        return body.error || `HTTP ${r.status}`;
+      })
+      .catch((e) => e.message);
+  }
+
+  function renderPending(pending) {
+    const key = pending.map((p) => `${p.fp}|${p.name}|${p.last_seen_ms}`).join(",");
+    const panel = $("pending-panel");
+    if (panel.dataset.key === key) return;
+    panel.dataset.key = key;
+    panel.hidden = pending.length === 0;
+    $("pending-list").replaceChildren(
+      ...pending.map((p) => {
+        const item = document.createElement("div");
+        item.className = "pending";
+        item.setAttribute("role", "listitem");
+        item.dataset.fp = p.fp;
+        item.dataset.name = p.name;
+        const name = document.createElement("span");
+        name.textContent = p.name;
+        name.title = `id ${p.id}`;
+        const host = document.createElement("span");
+        host.textContent = p.ip ? `${p.hostname} · ${p.ip}` : p.hostname;
+        const fp = document.createElement("span");
+        fp.className = "fp";
+        fp.textContent = p.fp;
+        const since = document.createElement("span");
+        since.className = "since";
+        since.textContent = `asked ${ago(Date.now() - (p.last_seen_ms || p.first_seen_ms))}`;
+        const button = document.createElement("button");
+        button.type = "button";
+        button.className = "approve";
+        button.textContent = "Approve";
+        button.addEventListener("click", () => {
+          button.disabled = true;
+          enroll(p.fp, "approve").then((error) => {
+            const el = $("pending-error");
+            el.hidden = !error;
+            el.textContent = error ? `approve ${p.name}: ${error}` : "";
+            if (error) button.disabled = false;
+          });
+        });
+        item.append(name, host, fp, since, button);
+        return item;
+      }),
+    );
+  }
+
+  $("d-revoke").addEventListener("click", () => {
+    const a = state.agents.get(detail.id);
+    if (!a || !a.fp) return;
+    if (!window.confirm(`Revoke ${a.name}? Its key ${a.fp} is refused from now on, and its connection is closed.`)) return;
+    $("d-revoke").disabled = true;
+    enroll(a.fp, "revoke").then((error) => {
+      $("d-error").hidden = !error;
+      $("d-error").textContent = error ? `revoke: ${error}` : "";
+      $("d-revoke").disabled = false;
+    });
+  });
 
   // ---- sparkline data -----------------------------------------------------------------
 
@@ -247,7 +318,12 @@
     const badge = document.createElement("span");
     badge.className = "badge";
     badge.hidden = true;
-    nameTd.append(link, host, badge);
+    const authBadge = document.createElement("span");
+    authBadge.className = "badge unauthenticated";
+    authBadge.textContent = "unauthenticated";
+    authBadge.title = "a protocol-1 agent (server --auth optional): anyone could send as it";
+    authBadge.hidden = true;
+    nameTd.append(link, host, badge, authBadge);
     const ip = cell(tr, "c-ip");
     const cpu = meter(cell(tr, "c-cpu"), "");
     const cores = document.createElement("canvas");
@@ -258,7 +334,7 @@
     cell(tr, "c-spark").append(sparkCanvas);
     const mem = meter(cell(tr, "c-mem"), "mem");
     const seen = cell(tr, "c-seen");
-    const row = { id, tr, dot, link, host, badge, ip, cpu, cores, spark: sparkCanvas, mem, seen, visible: false, prev: {}, coresKey: "" };
+    const row = { id, tr, dot, link, host, badge, authBadge, ip, cpu, cores, spark: sparkCanvas, mem, seen, visible: false, prev: {}, coresKey: "" };
     tr.__row = row;
     visibility.observe(tr);
     return row;
@@ -292,6 +368,8 @@
     put(row, "badgeHidden", row.badge, "hidden", shown.length === 0);
     put(row, "badge", row.badge, "textContent", shown.length ? `${shown.length === 1 ? shown[0].rule : `${shown.length} alerts`}` : "");
     put(row, "badgeCls", row.badge, "className", `badge ${firing.length ? worstSeverity(firing) : "pending"}`);
+    put(row, "auth", row.authBadge, "hidden", a.auth !== "unauthenticated");
+    put(row, "dauth", row.tr.dataset, "auth", a.auth || "");
     put(row, "badgeTitle", row.badge, "title", shown.map((x) => `${x.state}: ${x.summary}`).join("\n"));
     const cpu = a.cpu ? a.cpu.total : null;
     put(row, "cpuText", row.cpu.label, "textContent", pct(cpu));
@@ -670,6 +748,7 @@
       return;
     }
     document.title = `${a.name} · lanmon`;
+    $("d-trust").hidden = a.auth !== "approved";
     $("d-name").textContent = a.name;
     $("d-dot").className = `dot ${a.status}`;
     $("d-status").textContent = a.status === "offline" ? `offline${a.offline_reason ? ` (${a.offline_reason})` : ""}, last seen ${ago(a.last_seen_ms)}` : `${a.status}, last sample ${ago(a.last_seen_ms)}`;
@@ -684,6 +763,7 @@
       info("Agent", `v${a.agent_version}, every ${duration(a.interval_ms)}`),
       info("Samples (this run)", `${a.received} · gaps ${a.gaps} · dup ${a.duplicates}`),
       info("Agent id / run", `${a.id} / ${a.run_id}`),
+      info("Authentication", a.auth === "approved" ? `approved key ${a.fp}` : a.auth === "unauthenticated" ? "none (protocol 1)" : "off"),
       info("Alerts", (state.alerts.byAgent.get(a.id) || []).map((x) => `${x.rule} ${x.state}`).join(", ") || "none"),
     );
     // Per-core, live.
