@@ -148,11 +148,12 @@ bench-smoke:
 	fi
 
 # Coverage-guided fuzzing with cargo fuzz (libFuzzer) on the nightly toolchain: the frame
-# decoder + validator and the beacon parser, FUZZ_SECS seconds each (installs cargo-fuzz from
+# decoder + validator, the beacon parsers (v1, and v2 with the agent's acceptance rule), the
+# server's Noise handshake and the join token decoder, FUZZ_SECS seconds each (installs cargo-fuzz from
 # crates.io when missing). The corpus grows in actors/fuzz/corpus/ (not committed), seeded from
 # actors/fuzz/seeds/; a crash is saved in actors/fuzz/artifacts/ and fails the target.
 FUZZ_SECS    ?= 60
-FUZZ_TARGETS ?= frames beacon
+FUZZ_TARGETS ?= frames beacon handshake signed_beacon token
 fuzz:
 	@command -v cargo-fuzz >/dev/null || $(CARGO) install cargo-fuzz --locked
 	cargo +nightly fuzz build --fuzz-dir actors/fuzz -O

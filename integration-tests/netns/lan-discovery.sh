@@ -11,14 +11,20 @@
 # namespace those are 127.255.255.255 and 10.231.0.255 (never start a server in the main
 # namespace with default targets: it would broadcast on every real interface).
 #
+# Secure default (protocol 2): the server's identity lives in its data directory ($TMP/srv);
+# the agents join with the token its banner prints (`agent --discover --join lm2-…`), each
+# with a state directory of its own (its key).
+#
 # Checks:
-#   1. server in h1 (default beacon targets) + `agent --discover` in h2, h3, h4: all three
-#      agents become live, each with its own IP; the server beaconed to 10.231.0.255:8080
-#      (and nowhere but there and loopback).
-#   2. the server stops (SIGTERM) and a second one starts in h5: the agents find it and are
-#      live on it with their IPs (each agent logged "Discovered server" twice: h1, then h5).
-#   3. malformed, oversized and foreign datagrams broadcast to the discovery port: agents stay
-#      live, their seq keeps advancing, no reconnect, one rate-limited warning per agent.
+#   1. server in h1 (default beacon targets) + `agent --discover --join TOKEN` in h2, h3, h4:
+#      all three agents become live, authenticated (`auth: approved`), each with its own IP;
+#      the server beaconed to 10.231.0.255:8080 (and nowhere but there and loopback).
+#   2. the server stops (SIGTERM) and starts again in h5 with the same data directory (the
+#      server moved to another machine, its identity with it): the agents find it and are live
+#      on it with their IPs (each agent logged "Discovered server" twice: h1, then h5).
+#   3. malformed, oversized and foreign datagrams, and a well-formed but unsigned beacon of a
+#      fake server, broadcast to the discovery port: agents stay live, their seq keeps
+#      advancing, no reconnect, none takes the fake server, one rate-limited warning per agent.
 #   4. cleanup leaves no namespace and no process behind.
 # Prints PASS/FAIL per check and a final line `N passed, M failed`; exit 0 only if M is 0.
 # Exit 1 at once if not root or a tool (ip, jq, python3) or a binary is missing.
@@ -198,7 +204,7 @@ snap() {
 WANT='{"agent2":"10.231.0.2","agent3":"10.231.0.3","agent4":"10.231.0.4"}'
 # Exactly these three agents, all live, each from its own IP, with samples.
 JQ_ALL_LIVE='([.agents[].name] | sort) == ($want | keys)
-  and all(.agents[]; .status == "live" and .ip == $want[.name] and .seq > 0)'
+  and all(.agents[]; .status == "live" and .auth == "approved" and .ip == $want[.name] and .seq > 0)'
 all_live_on() { snap "$1" --argjson want "$WANT" "$JQ_ALL_LIVE"; }
 
 # Aborts the run when a later check depends on a failed one.
@@ -259,24 +265,36 @@ done
 echo "LAN: $NS_BR + $PREFIX-h1..h5 (10.231.0.1..5/24); logs in $TMP"
 
 # --- 1. server in h1, agents in h2..h4 ------------------------------------------------------
-# --no-store: two servers run at once here, and a test must leave no history behind.
-SERVER_ARGS=(--bind 0.0.0.0:8080 --report-format json --report-interval 200ms --beacon-interval 200ms --no-store)
+# --no-store: a test must leave no history behind; the identity (keys, agents.json) lives in
+# $TMP/srv, which both servers use (never at once).
+SERVER_ARGS=(--bind 0.0.0.0:8080 --report-format json --report-interval 200ms --beacon-interval 200ms
+    --no-store --data-dir "$TMP/srv")
 start_in "$PREFIX-h1" "server 1 (h1)" "$TMP/server1.out" "$TMP/server1.err" \
     "$BIN_DIR/server" --name lan-srv1 "${SERVER_ARGS[@]}"
 SRV1=$LAST_PID
 MUST_LIVE+=("$SRV1")
+has_token() { grep -q -- '--join lm2-' "$TMP/server1.err"; }
+if wait_for 10 has_token; then
+    TOKEN=$(grep -o -m 1 -- '--join lm2-[0-9A-Z]*' "$TMP/server1.err" | cut -d' ' -f2)
+    check "server 1 printed the join command (agent --discover --join lm2-…)" \
+        grep -q -- "agent --discover --join $TOKEN" "$TMP/server1.err"
+else
+    fail "server 1 printed a join token: $WHY"
+    finish
+fi
 declare -a AGENTS=()
 for i in 2 3 4; do
     start_in "$PREFIX-h$i" "agent$i (h$i)" "$TMP/agent$i.log" "$TMP/agent$i.log" \
-        "$BIN_DIR/agent" --discover --interval 300ms --name "agent$i"
+        "$BIN_DIR/agent" --discover --join "$TOKEN" --state-dir "$TMP/agent$i.state" \
+        --interval 300ms --name "agent$i"
     AGENTS+=("$LAST_PID")
     MUST_LIVE+=("$LAST_PID")
 done
 
 if wait_for 20 all_live_on "$TMP/server1.out"; then
-    pass "3 agents discovered server 1 (h1) and are live with their own IPs ($WAITED)"
+    pass "3 agents discovered server 1 (h1) and are live, authenticated, with their own IPs ($WAITED)"
 else
-    fail "3 agents discovered server 1 (h1) and are live with their own IPs: $WHY"
+    fail "3 agents discovered server 1 (h1) and are live, authenticated, with their own IPs: $WHY"
 fi
 abort_if_failed
 
@@ -313,8 +331,9 @@ else
 fi
 abort_if_failed
 SRV2_ID=$(last_snapshot "$TMP/server2.out" | jq -r .server.id)
-check "the second snapshot comes from a different server (id $SRV2_ID vs $SRV1_ID)" \
-    test -n "$SRV2_ID" -a "$SRV2_ID" != "$SRV1_ID" -a "$SRV2_ID" != null
+SRV2_NAME=$(last_snapshot "$TMP/server2.out" | jq -r .server.name)
+check "the second snapshot comes from the moved server (same identity $SRV2_ID, now $SRV2_NAME in h5)" \
+    test "$SRV2_ID" = "$SRV1_ID" -a "$SRV2_NAME" = lan-srv2
 check "server 2 beaconed to 10.231.0.255:8080" \
     grep -Eq 'beacon: announcing every .* to .*10\.231\.0\.255:8080' "$TMP/server2.err"
 
@@ -357,6 +376,8 @@ payloads = [
     b"[1,2,3]",                            # foreign
     b'{"service":"lanmon","proto":99,"server_id":"a","server_name":"b","port":9}',  # newer
     b'{"service":"lanmon","proto":1,"server_id":"","server_name":"b","port":9}',    # invalid
+    # well-formed, but unsigned: a fake server in h1 (what a protocol-1 agent would take)
+    b'{"service":"lanmon","proto":1,"server_id":"evil","server_name":"evil","port":9}',
 ]
 sent = 0
 for _ in range(5):

@@ -215,11 +215,12 @@ pub fn rotate_key(dir: &Path, grace: Duration) -> crate::Result<(String, String)
     ))
 }
 
-/// `server token`: the join token of the server of `dir` (its identity is created if there
-/// is none yet, as the server's first start would).
+/// `server token`: the join token of the server of `dir` (its identity — keys and HTTP
+/// tokens — is created if there is none yet, as the server's first start would).
 pub fn join_token(dir: &Path) -> crate::Result<String> {
     crate::auth::keys::create_private_dir(dir).map_err(other)?;
     let (rotation, _) = Rotation::load(dir, now_ms()).map_err(other)?;
+    HttpAuth::load_or_create(dir).map_err(other)?;
     join_token_of(dir, &rotation)
 }
 
