@@ -1,5 +1,7 @@
 # Renders bins/bench/RESULTS.md from the raw results of run.sh.
-# Inputs: $machine[0] (object), $codec (array), $server (array of runs), $agent (object|null).
+# Inputs: $machine[0] (object), $codec (array), $server (array of runs), $agent (object|null:
+# the protocol-2 agent run), $agents (array: the agent run of every trust mode), $storms
+# (array: the reconnect storms).
 
 def rnd(n): if . == null then null else (. * pow(10; n) | round) / pow(10; n) end;
 def num(n): if . == null then "n/a" else (rnd(n) | tostring) end;
@@ -76,6 +78,31 @@ $machine[0] as $m
     | if length > 0 then
         "**Noisy runs:** other processes used more than half a core during \(map("\(.name)#\(.run)") | join(", ")) (the machine is shared); their figures are pessimistic.\n"
       else empty end),
+  (if ($server | map(.auth) | unique | length) > 1 then
+    "### Authentication on versus off\n",
+    "The same scenario with `--auth required` (protocol 2: Noise handshake per connection, every frame encrypted; loadgen joins with the server's token, one key per simulated agent) and with `--auth off` (plaintext), runs alternating. Ratio = auth / plain (medians).\n",
+    "| scenario | samples/s auth / plain (ratio) | p50 ms auth / plain | p99 ms auth / plain (ratio) | server CPU % auth / plain (ratio) | peak RSS MiB auth / plain |",
+    "|---|---|---|---|---|---|",
+    ($scenarios | map(select(.name | test("-auth$"))) | .[] | .name as $n
+      | ($n | sub("-auth$"; "-plain")) as $pn
+      | ($scenarios | map(select(.name == $pn)) | .[0]) as $p
+      | select($p != null)
+      | (.runs | map(.loadgen.samples_per_s) | median) as $sa | ($p.runs | map(.loadgen.samples_per_s) | median) as $sp
+      | (.runs | map(.loadgen.latency.p99_ms) | median) as $la | ($p.runs | map(.loadgen.latency.p99_ms) | median) as $lp
+      | (.runs | map(.server.cpu_s / .server.wall_s * 100) | median) as $ca | ($p.runs | map(.server.cpu_s / .server.wall_s * 100) | median) as $cp
+      | "| \($n | sub("-auth$"; "")) | \($sa | commas) / \($sp | commas) (\(if $sp > 0 then $sa / $sp | num(2) else "n/a" end)) | \(.runs | map(.loadgen.latency.p50_ms) | median | num(2)) / \($p.runs | map(.loadgen.latency.p50_ms) | median | num(2)) | \($la | num(2)) / \($lp | num(2)) (\(if $lp > 0 then $la / $lp | num(2) else "n/a" end)) | \($ca | num(0)) / \($cp | num(0)) (\(if $cp > 0 then $ca / $cp | num(2) else "n/a" end)) | \(.runs | map(.server.peak_rss_kb) | median | mib | num(1)) / \($p.runs | map(.server.peak_rss_kb) | median | mib | num(1)) |"),
+    "",
+    "Handshake wall time on the agent side (loadgen, mean over its connections, µs): \($server | map(select(.auth != "off")) | map("\(.name)#\(.run) \(.loadgen.handshake_wall_us | num(0))") | join(", ")).\n"
+  else empty end),
+  (if ($storms | length) > 0 then
+    "### Reconnect storm after a server restart\n",
+    "N agents (loadgen `--reconnect`: backoff 0.5 s doubling to 30 s with jitter, as the real agent) connected and live; the server killed with SIGKILL and started again at once on the same port and data directory (same identity and enrollment). *All live again* is from the restart to the first report of the new server with N agents live (target: 30 s).\n",
+    "| storm | agents | first all live after s | all live again after s | new server CPU s until then | new server peak RSS MiB | |",
+    "|---|---:|---:|---:|---:|---:|---|",
+    ($storms | sort_by(.name)[] |
+      "| \(.name) | \(.agents | commas) | \(.first_all_live_s | num(1)) | \(.all_live_again_s | num(1)) | \(.server_cpu_s_until_then | num(2)) | \(.server_peak_rss_kb | mib | num(1)) | \(ok_at(.all_live_again_s != null and .all_live_again_s <= 30; .agents >= 10000)) |"),
+    ""
+  else empty end),
   "Whole-run latency (ramp included), p99 ms: \($scenarios | map("\(.name) \(.runs | map(.loadgen.latency_all.p99_ms) | median | num(2))") | join(", ")). Load average before each run: \($server | sort_by([.name, .run]) | map("\(.name)#\(.run) \(.loadavg_before)") | join("; ")).\n",
 
   "## Agent (real `agent`, default interval)\n",
@@ -96,7 +123,14 @@ $machine[0] as $m
     "| payload bytes sent per sample (metrics frame) | \($agent.payload_bytes_per_sample | num(0)) |",
     "| payload bytes received per sample (ack) | \($agent.ack_bytes_per_sample | num(0)) |",
     "| bytes on the wire per sample (both directions, headers) | \($agent.wire_bytes_per_sample | num(0)) |",
-    ""
+    "",
+    (if ($agents | length) > 1 then
+      "The same agent per trust mode (`--auth required`: the handshake at connect and every frame encrypted; `off`: plaintext):\n",
+      "| mode | RSS median MiB | CPU per sample, median ms | mean ms | payload bytes sent per sample | wire bytes per sample |",
+      "|---|---:|---:|---:|---:|---:|",
+      ($agents[] | "| \(.auth) | \(.rss_median_kb | mib | num(2)) | \(.cpu_ms_per_sample_median | num(3)) | \(.cpu_ms_per_sample | num(3)) | \(.payload_bytes_per_sample | num(0)) | \(.wire_bytes_per_sample | num(0)) |"),
+      ""
+    else empty end)
   end),
 
   "## Targets (issue #5, 2-core machine)\n",

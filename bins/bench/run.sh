@@ -23,8 +23,17 @@
 #   BENCH_FLOOD_WINDOW         unacknowledged samples per flooding agent [64]
 #   BENCH_CORES                per-core array length of simulated agents [8]
 #   BENCH_REPORT_INTERVAL      server --report-interval [1s]
-#   BENCH_SERVER_ARGS          extra server flags, e.g. "--no-store" [none]. A server with a
-#                              durable store gets a fresh --data-dir per run under target/bench
+#   BENCH_SERVER_ARGS          extra server flags, e.g. "--no-store" [none]. Every server gets
+#                              a fresh --data-dir per run under target/bench (its identity,
+#                              and the durable store unless --no-store)
+#   BENCH_AUTH                 trust modes every server scenario and the agent run in, one
+#                              after the other, to compare them in one run: `required`
+#                              (protocol 2: loadgen and the agent join with the server's token,
+#                              scenario names end in -auth) and `off` (plaintext, -plain)
+#                              ["required off"]
+#   BENCH_STORM_AGENTS         reconnect storm: N agents (loadgen --reconnect) connected, the
+#                              server killed (SIGKILL) and started again on the same port and
+#                              data directory; time until all are live again ["10000" / "20"]
 #   BENCH_AGENT_SECS           real agent run time [120 / 12]; the issue asks >= 600 for growth
 #   BENCH_AGENT_WARMUP         seconds before the agent's RSS/CPU baseline [20 / 6]
 #   BENCH_OUT                  results file [bins/bench/RESULTS.md / target/bench/RESULTS-quick.md]
@@ -40,10 +49,10 @@ SELF="$ROOT/bins/bench/run.sh"
 QUICK="${BENCH_QUICK:-0}"
 if [[ "$QUICK" == 1 ]]; then
     def_agents="20" def_quiet_agents="" def_secs=3 def_repeat=1 def_flood_agents=10 def_flood_secs=2
-    def_agent_secs=12 def_agent_warmup=6
+    def_agent_secs=12 def_agent_warmup=6 def_storm_agents=20
 else
     def_agents="100 1000 10000" def_quiet_agents="10000" def_secs=20 def_repeat=3 def_flood_agents="200 20"
-    def_flood_secs=10 def_agent_secs=120 def_agent_warmup=20
+    def_flood_secs=10 def_agent_secs=120 def_agent_warmup=20 def_storm_agents=10000
 fi
 export BENCH_QUICK="$QUICK"
 export BENCH_PARTS="${BENCH_PARTS:-codec server agent}"
@@ -62,6 +71,8 @@ export BENCH_AGENT_SECS="${BENCH_AGENT_SECS:-$def_agent_secs}"
 export BENCH_AGENT_WARMUP="${BENCH_AGENT_WARMUP:-$def_agent_warmup}"
 export BENCH_NOFILE="${BENCH_NOFILE:-65536}"
 export BENCH_SERVER_ARGS="${BENCH_SERVER_ARGS:-}"
+export BENCH_AUTH="${BENCH_AUTH:-required off}"
+export BENCH_STORM_AGENTS="${BENCH_STORM_AGENTS-$def_storm_agents}"
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
     | jq -r .target_directory)}"
@@ -132,17 +143,23 @@ cleanup_pids() {
 # address comes from the first JSON report (`.server.listen`), or, with the report off, from
 # the startup banner on stderr ("listening on ADDR (TCP)").
 start_server() {
-    local dir="$1" report="${2:-json}" i
-    local cmd=("$BIN/server" --bind 127.0.0.1:0 --no-beacon)
+    local dir="$1" report="${2:-json}" auth="${3:-required}" bind="${4:-127.0.0.1:0}" i
+    local cmd=("$BIN/server" --bind "$bind" --no-beacon)
     local help
     help="$("$BIN/server" --help 2>/dev/null || true)"
     # Servers with an HTTP API get an ephemeral loopback port rather than their fixed default.
     if grep -q -- '--http <' <<<"$help"; then
         cmd+=(--http 127.0.0.1:0)
     fi
-    # A durable store gets a fresh directory of its own (never the user's data directory).
-    if grep -q -- '--data-dir <' <<<"$help" && [[ " $BENCH_SERVER_ARGS " != *" --no-store "* ]]; then
+    # A fresh data directory of its own (never the user's): the identity, and the durable
+    # store unless --no-store.
+    if grep -q -- '--data-dir <' <<<"$help"; then
         cmd+=(--data-dir "$dir/data")
+    fi
+    # Protocol 2 (the default) or plaintext; loadgen and the agent join with the token.
+    SERVER_TOKEN=""
+    if grep -q -- '--auth <' <<<"$help"; then
+        [[ "$auth" == off ]] && cmd+=(--auth off)
     fi
     local extra=()
     read -r -a extra <<<"$BENCH_SERVER_ARGS"
@@ -176,6 +193,17 @@ start_server() {
         cat "$dir/server.log" >&2 || true
         die "the server did not report its address within 10 s"
     fi
+    if [[ "$auth" != off ]] && grep -q -- '--auth <' <<<"$help"; then
+        SERVER_TOKEN="$("$BIN/server" token --data-dir "$dir/data")"
+        record_cmd "$BIN/server token --data-dir data   # the join token loadgen and the agent use"
+    fi
+}
+
+# `--join TOKEN` for loadgen when the server has a token.
+join_args() {
+    JOIN=()
+    [[ -n "$SERVER_TOKEN" ]] && JOIN=(--join "$SERVER_TOKEN")
+    return 0
 }
 
 # Samples a process's RSS and open descriptors every second until it exits or $2 exists.
@@ -198,21 +226,22 @@ machine_busy_s() {
 # One server scenario run: server + loadgen; writes $WORK/results/server-NAME-K.json.
 # REPORT is `json` (the server reports every BENCH_REPORT_INTERVAL) or `off`.
 server_run() {
-    local name="$1" run="$2" report="$3"
-    shift 3
+    local name="$1" run="$2" report="$3" auth="$4"
+    shift 4
     local dir="$WORK/runs/$name-$run"
     rm -rf "$dir"
     mkdir -p "$dir"
-    log "server scenario $name, run $run: loadgen $*"
-    start_server "$dir" "$report"
+    log "server scenario $name, run $run (--auth $auth): loadgen $*"
+    start_server "$dir" "$report" "$auth"
+    join_args
     local loadavg wall0 wall1 busy0 busy1 rc=0
     loadavg="$(cut -d' ' -f1-3 /proc/loadavg)"
     wall0="$(date +%s.%N)"
     busy0="$(machine_busy_s)"
     sample_proc "$SERVER_PID" "$dir/stop-sampling" "$dir/server-samples.tsv" &
     local sampler=$!
-    local cmd=("$BIN/loadgen" --server "$SERVER_ADDR" --json --progress 0 "$@")
-    record_cmd "${cmd[*]}"
+    local cmd=("$BIN/loadgen" --server "$SERVER_ADDR" --json --progress 0 "${JOIN[@]}" "$@")
+    record_cmd "${cmd[*]//$SERVER_TOKEN/TOKEN}"
     # loadgen bounds itself (ramp + duration + 5 s drain); timeout is a second guard.
     timeout 900 "${cmd[@]}" >"$dir/loadgen.json" 2>"$dir/loadgen.err" || rc=$?
     wall1="$(date +%s.%N)"
@@ -247,7 +276,8 @@ server_run() {
         --argjson wall "$(echo "$wall1 - $wall0" | bc)" --arg report "$report" \
         --argjson busy "$(echo "$busy1 - $busy0" | bc)" \
         --arg warn_sample "$(grep ' WARN ' "$dir/server.log" | head -n3 | cut -c1-300 || true)" \
-        '{name: $name, run: $run, report: $report, loadgen_exit: $rc, loadgen: $lg[0],
+        --arg auth "$auth" \
+        '{name: $name, run: $run, report: $report, auth: $auth, loadgen_exit: $rc, loadgen: $lg[0],
           machine_busy_s: $busy,
           server: {cpu_s: $cpu, wall_s: $wall, peak_rss_kb: $hwm, end_rss_kb: $rss,
                    threads: $threads, max_live: $live, received: $received,
@@ -259,15 +289,23 @@ server_run() {
         "$WORK/results/server-$name-$run.json" >&2
 }
 
+# The scenario-name suffix of a trust mode.
+suffix() { if [[ "$1" == off ]]; then echo plain; else echo auth; fi; }
+
+# Each scenario in every BENCH_AUTH mode, the modes alternating run by run (the machine is
+# shared: alternating keeps a noisy minute from landing on one mode only).
 server_scenarios() {
-    local n ramp runs k
+    local n ramp runs k a
     for n in $BENCH_AGENTS; do
         ramp=$(((n + 999) / 1000))
         runs="$BENCH_REPEAT"
         ((n > 1000)) && runs="$BENCH_REPEAT_BIG"
         for k in $(seq "$runs"); do
-            server_run "rate-$n" "$k" json --agents "$n" --rate "$BENCH_RATE" \
-                --ramp "${ramp}s" --duration "${BENCH_SECS}s" --cores "$BENCH_CORES"
+            for a in $BENCH_AUTH; do
+                server_run "rate-$n-$(suffix "$a")" "$k" json "$a" --agents "$n" \
+                    --rate "$BENCH_RATE" --ramp "${ramp}s" --duration "${BENCH_SECS}s" \
+                    --cores "$BENCH_CORES"
+            done
         done
     done
     for n in $BENCH_QUIET_AGENTS; do
@@ -275,28 +313,103 @@ server_scenarios() {
         runs="$BENCH_REPEAT"
         ((n > 1000)) && runs="$BENCH_REPEAT_BIG"
         for k in $(seq "$runs"); do
-            server_run "rate-$n-report-off" "$k" off --agents "$n" --rate "$BENCH_RATE" \
-                --ramp "${ramp}s" --duration "${BENCH_SECS}s" --cores "$BENCH_CORES"
+            for a in $BENCH_AUTH; do
+                server_run "rate-$n-report-off-$(suffix "$a")" "$k" off "$a" --agents "$n" \
+                    --rate "$BENCH_RATE" --ramp "${ramp}s" --duration "${BENCH_SECS}s" \
+                    --cores "$BENCH_CORES"
+            done
         done
     done
     for n in $BENCH_FLOOD_AGENTS; do
         for k in $(seq "$BENCH_REPEAT"); do
-            server_run "flood-$n" "$k" json --agents "$n" --flood --window "$BENCH_FLOOD_WINDOW" \
-                --ramp 1s --duration "${BENCH_FLOOD_SECS}s" --cores "$BENCH_CORES"
+            for a in $BENCH_AUTH; do
+                server_run "flood-$n-$(suffix "$a")" "$k" json "$a" --agents "$n" --flood \
+                    --window "$BENCH_FLOOD_WINDOW" --ramp 1s --duration "${BENCH_FLOOD_SECS}s" \
+                    --cores "$BENCH_CORES"
+            done
+        done
+    done
+    for n in $BENCH_STORM_AGENTS; do
+        for a in $BENCH_AUTH; do
+            storm_run "storm-$n-$(suffix "$a")" "$n" "$a"
         done
     done
 }
 
-# The real agent at its default interval against a server; writes $WORK/results/agent.json.
-agent_scenario() {
-    local dir="$WORK/runs/agent"
+# Polls the server's JSON reports until one shows N live agents; prints the seconds waited
+# (or nothing after LIMIT s).
+wait_all_live() {
+    local file="$1" n="$2" limit="$3" t0 live
+    t0="$(date +%s.%N)"
+    while (($(echo "$(date +%s.%N) - $t0 < $limit" | bc))); do
+        live="$(tail -n2 "$file" | jq -R 'fromjson? | .summary.live' 2>/dev/null | tail -n1 || true)"
+        if [[ -n "$live" && "$live" -ge "$n" ]]; then
+            echo "$(date +%s.%N) - $t0" | bc
+            return 0
+        fi
+        sleep 0.2
+    done
+}
+
+# Reconnect storm: N agents connected (loadgen --reconnect), the server killed (SIGKILL) and
+# started again at once on the same port and data directory (its identity and enrollment);
+# the time until every agent is live again on the new server, and the new server's CPU.
+storm_run() {
+    local name="$1" n="$2" auth="$3"
+    local dir="$WORK/runs/$name"
     rm -rf "$dir"
     mkdir -p "$dir"
-    log "agent scenario: real agent at its default interval for ${BENCH_AGENT_SECS}s"
-    start_server "$dir"
+    log "reconnect storm $name (--auth $auth): $n agents, server killed and restarted"
+    start_server "$dir" json "$auth"
+    join_args
+    local ramp=$(((n + 999) / 1000)) first_live="" again="" cpu="" hwm=""
+    local cmd=("$BIN/loadgen" --server "$SERVER_ADDR" --json --progress 0 "${JOIN[@]}" --reconnect
+        --agents "$n" --rate 1 --ramp "${ramp}s" --duration 90s --cores "$BENCH_CORES")
+    record_cmd "${cmd[*]//$SERVER_TOKEN/TOKEN} &   # then: kill -9 the server, start it again"
+    timeout 300 "${cmd[@]}" >"$dir/loadgen.json" 2>"$dir/loadgen.err" &
+    local lg=$!
+    STARTED_PIDS+=("$lg")
+    first_live="$(wait_all_live "$dir/server.jsonl" "$n" $((ramp + 60)))"
+    if [[ -n "$first_live" ]]; then
+        local addr="$SERVER_ADDR"
+        kill -KILL "$SERVER_PID" 2>/dev/null || true
+        wait "$SERVER_PID" 2>/dev/null || true
+        mv "$dir/server.jsonl" "$dir/server-before.jsonl"
+        mv "$dir/server.log" "$dir/server-before.log"
+        start_server "$dir" json "$auth" "$addr"
+        again="$(wait_all_live "$dir/server.jsonl" "$n" 60)"
+        cpu="$(proc_cpu_s "$SERVER_PID")"
+        hwm="$(proc_status "$SERVER_PID" VmHWM)"
+    fi
+    stop_pid "$lg"
+    stop_pid "$SERVER_PID"
+    jq -n --arg name "$name" --arg auth "$auth" --argjson agents "$n" \
+        --argjson first "${first_live:-null}" --argjson again "${again:-null}" \
+        --argjson cpu "${cpu:-null}" --argjson hwm "${hwm:-null}" \
+        '{name: $name, auth: $auth, agents: $agents, first_all_live_s: $first,
+          all_live_again_s: $again, server_cpu_s_until_then: $cpu, server_peak_rss_kb: $hwm}' \
+        >"$WORK/results/storm-$name.json"
+    jq -c . "$WORK/results/storm-$name.json" >&2
+}
+
+# The real agent at its default interval against a server, in trust mode $1; writes
+# $WORK/results/agent-MODE.json.
+agent_scenario() {
+    local auth="${1:-required}"
+    local dir="$WORK/runs/agent-$auth"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    log "agent scenario (--auth $auth): real agent at its default interval for ${BENCH_AGENT_SECS}s"
+    start_server "$dir" json "$auth"
     local port="${SERVER_ADDR##*:}"
-    local cmd=("$BIN/agent" --host 127.0.0.1 --port "$port" --quiet --name bench-agent)
-    record_cmd "${cmd[*]} &"
+    local cmd=("$BIN/agent" --host 127.0.0.1 --port "$port" --quiet --name bench-agent
+        --state-dir "$dir/agent-state")
+    if [[ -n "$SERVER_TOKEN" ]]; then
+        cmd+=(--join "$SERVER_TOKEN")
+    elif [[ "$auth" == off ]] && "$BIN/agent" --help 2>/dev/null | grep -q -- '--auth <'; then
+        cmd+=(--auth off)
+    fi
+    record_cmd "${cmd[*]//$SERVER_TOKEN/TOKEN} &"
     "${cmd[@]}" >"$dir/agent.log" 2>&1 &
     local apid=$!
     STARTED_PIDS+=("$apid")
@@ -369,9 +482,10 @@ agent_scenario() {
     # Where the RSS is at the end: anonymous (heap, stacks) vs file-backed (code pages of the
     # binary and shared libraries), and PSS (shared pages divided among their users).
     jq --argjson anon "${anon:-null}" --argjson file "${file:-null}" --argjson pss "${pss:-null}" \
-        '. + {rss_anon_kb: $anon, rss_file_kb: $file, pss_kb: $pss}' "$dir/agent-core.json" \
-        >"$WORK/results/agent.json"
-    jq -c . "$WORK/results/agent.json" >&2
+        --arg auth "$auth" \
+        '. + {auth: $auth, rss_anon_kb: $anon, rss_file_kb: $file, pss_kb: $pss}' \
+        "$dir/agent-core.json" >"$WORK/results/agent-$auth.json"
+    jq -c . "$WORK/results/agent-$auth.json" >&2
 }
 
 inside_netns() {
@@ -388,7 +502,10 @@ inside_netns() {
     log "inside a private network namespace (lo only); nofile limit $(ulimit -n)"
     echo "$(ulimit -n)" >"$WORK/nofile.txt"
     has_part server && server_scenarios
-    has_part agent && agent_scenario
+    if has_part agent; then
+        local a
+        for a in $BENCH_AUTH; do agent_scenario "$a"; done
+    fi
     return 0
 }
 
@@ -468,11 +585,17 @@ servers='[]'
 ((${#server_files[@]} > 0)) && servers="$(jq -s . "${server_files[@]}")"
 codec='[]'
 [[ -s "$WORK/results/codec.json" ]] && codec="$(cat "$WORK/results/codec.json")"
-agent=null
-[[ -s "$WORK/results/agent.json" ]] && agent="$(cat "$WORK/results/agent.json")"
+agent_files=("$WORK"/results/agent-*.json)
+agents='[]'
+((${#agent_files[@]} > 0)) && agents="$(jq -s . "${agent_files[@]}")"
+agent="$(jq -c 'map(select(.auth != "off")) | .[0] // null' <<<"$agents")"
+storm_files=("$WORK"/results/storm-*.json)
+storms='[]'
+((${#storm_files[@]} > 0)) && storms="$(jq -s . "${storm_files[@]}")"
 jq -n -r \
     --slurpfile machine "$WORK/results/machine.json" \
     --argjson codec "$codec" --argjson server "$servers" --argjson agent "$agent" \
+    --argjson agents "$agents" --argjson storms "$storms" \
     -f "$ROOT/bins/bench/render.jq" >"$BENCH_OUT"
 cat "$BENCH_OUT"
 log "results written to $BENCH_OUT (raw data in $WORK)"
