@@ -6,12 +6,13 @@
 //! ```text
 //! actors/src/
 //!   lib.rs          this overview
-//!   protocol.rs     wire protocol v1: frame types, version, limits
+//!   protocol.rs     wire protocol: frame types, versions (2 over Noise, 1 plaintext), limits
 //!   codec.rs        the one bounded codec (newline-delimited JSON, max frame length)
 //!   validate.rs     value checks on decoded frames (NaN, ranges, core count)
 //!   snapshot.rs     the server's JSON snapshot (`--report-format json`), a public interface
 //!   config.rs       shared timing constants, the server's Limits, ConfigError
-//!   discovery.rs    the UDP beacon format and the agent's beacon listener
+//!   discovery.rs    the UDP beacon format and the agent's beacon listener (with its Gate:
+//!                   verified / pinned / open)
 //!   metrics.rs      MetricsSource trait; the real source: /proc on Linux, else sysinfo
 //!   net.rs          this machine's IPv4 interfaces (banner, beacon targets), TCP keepalive
 //!   process.rs      shutdown signals (SIGINT/SIGTERM, a second exits), open-files limit
@@ -23,8 +24,12 @@
 //!     config.rs     ServerConfig: defaults (associated constants), validate() (clamps)
 //!     messages.rs   what a Session and the Registry send each other (both ways)
 //!     limits.rs     connection counts in total and per IP (ConnGuard, owned by a Session)
-//!     listener.rs   Listener actor: accepts, starts Sessions
-//!     session.rs    Session actor: one per connection, decodes, validates, forwards
+//!     listener.rs   Listener actor: accepts, sniffs v1/v2, runs the Noise handshake, starts
+//!                   Sessions
+//!     session.rs    Session actor: one per connection, decodes, validates, admits, forwards
+//!     trust.rs      the trust layer wired: identity, enrollment, live sessions (revoke),
+//!                   HTTP tokens, the enrollment saver thread (shared, not an actor)
+//!     admin.rs      `server agents`, `server rotate-key`, `server token` (API or files)
 //!     registry.rs   Registry actor: every agent's state and counters
 //!     reporter.rs   Reporter actor: text / JSON report every interval
 //!     beacon.rs     Beacon actor: UDP announcements for `agent --discover`
@@ -52,7 +57,8 @@
 //!     prometheus.rs Prometheus text exposition of a snapshot
 //!     web/          the live dashboard: page, styles and scripts embedded in the binary;
 //!       events.rs   Broadcaster actor: one snapshot per second to every browser (SSE)
-//!   auth/           trust layer (protocol 2; library only until the restructure lands)
+//!   auth/           trust layer (protocol 2): the primitives server/trust.rs and agent/identity.rs
+//!                   use
 //!     keys.rs       server/network/agent keys on disk (0600, atomic), agent state dir
 //!     fingerprint.rs  `SHA256:XXXX-…` form of a static key
 //!     token.rs      join token `lm2-…` (server key to pin, network key, CRC)
@@ -64,8 +70,9 @@
 //!     http_auth.rs  login token, session cookie, /metrics bearer, CSRF: actix middleware
 //!     mac.rs, base32.rs, error.rs  HMAC + constant-time compare; Crockford base32; AuthError
 //!   agent/          the agent
-//!     mod.rs        connection state machine and sampling loop; run_system (what `agent` does)
+//!     mod.rs        connection state machine (handshake, pins) and sampling loop; run_system
 //!     config.rs     AgentConfig, Target: defaults, validate()
+//!     identity.rs   the agent's key, pinned server keys, the token's network key (state dir)
 //!     backoff.rs    exponential backoff with jitter
 //!     outbox.rs     bounded queue of unacknowledged samples
 //!     ticker.rs     what paces sampling (Ticker), the tokio-interval default
@@ -80,14 +87,16 @@
 //!     script.rs     install.sh (served at GET /install.sh) and the banner's one-line command
 //!     install.sh    the POSIX sh installer itself
 //! actors/tests/     protocol golden fixtures, agent state machine, fuzz properties, the Store
-//!                   actor with a probe subscriber
+//!                   actor with a probe subscriber; actors/fuzz/: cargo-fuzz targets (frames,
+//!                   beacon, signed_beacon, handshake, token)
 //! bins/src/bin/     thin clap binaries: server.rs, agent.rs (flags → config → run), loadgen/
 //!                   (main, cli, plan, agent_sim, report); bins/src/lib.rs: flag helpers, logging;
 //!                   bins/src/install.rs: the `install` / `uninstall` command line;
 //!                   bins/packaging/: the .debs
 //! bins/benches/     criterion benchmark of the codec; bins/bench/: `make bench` driver
 //! integration-tests/tests/it/  real binaries on real sockets (alerts, core, discovery, faults,
-//!                              hostile, http, install, store); a server and agents in the test process (inproc)
+//!                              hostile, http, install, store, trust); a server and agents in the
+//!                              test process (inproc)
 //! bins/deploy/prometheus/      Prometheus alerting rules over /metrics, with promtool tests
 //! integration-tests/netns/     discovery across a LAN of network namespaces
 //! ```

@@ -19,9 +19,10 @@
 //!   header cannot be forged cross-site, so it needs no such check.
 //!
 //! Every comparison of a secret is constant-time ([`crate::auth::mac::ct_eq`]). [`decide`] is
-//! the pure policy; [`guard`] is the actix-web middleware around it. `http.rs` adopts it with
-//! `.app_data(web::Data::from(auth))` and `.wrap(middleware::from_fn(http_auth::guard))`; with
-//! no [`HttpAuth`] in the app data the guard lets everything through (`--auth off`).
+//! the pure policy; [`guard`] is the actix-web middleware around it. `http.rs` adopts it
+//! ([`crate::server::http::Http::start_with_auth`]: `.app_data(web::Data::from(auth))` and
+//! `.wrap(middleware::from_fn(http_auth::guard))`); with no [`HttpAuth`] in the app data the
+//! guard lets everything through (`--auth off`).
 
 use std::path::Path;
 use std::sync::Arc;

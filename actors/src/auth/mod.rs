@@ -1,7 +1,10 @@
 //! The trust layer (protocol version 2): who may talk to whom, and how.
 //!
-//! Self-contained building blocks, each unit-tested without the actors; the server's session
-//! and listener, the agent and the beacon adopt them (see `bins/docs/SECURITY-DESIGN.md`).
+//! Self-contained building blocks, each unit-tested without the actors. The server wires them
+//! in [`crate::server::trust`] (identity, enrollment, revocation; used by the Listener's
+//! handshake, the Session's admission, HTTP and the beacon), the agent in
+//! [`crate::agent::identity`]; the README's "Security and trust" and
+//! `bins/docs/SECURITY-DESIGN.md` describe the whole.
 //!
 //! - [`keys`]: identities and secrets on disk (server key, network key, agent key), 0600,
 //!   atomic creation; the agent's state directory.

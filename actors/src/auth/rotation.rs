@@ -1,10 +1,10 @@
 //! Rotating the server's static key with a grace period, and telling pinned agents.
 //!
-//! `server keys rotate [--grace 7d]` (to be wired) makes a new key current and keeps the old
-//! one, with the end of its grace period, in [`SERVER_PREVIOUS_KEY_FILE`] and
-//! `rotation.json`. During the grace period the server accepts handshakes on both keys: an
-//! agent's pin hint ([`crate::auth::noise`]) picks the one it expects ([`Rotation::keys`] lists
-//! the current key first). To every agent that connected on the old key the server sends,
+//! `server rotate-key [--grace 7d]` ([`Rotation::rotate_files`], the server stopped) makes a
+//! new key current and keeps the old one, with the end of its grace period, in
+//! [`SERVER_PREVIOUS_KEY_FILE`] and `rotation.json`. During the grace period the server
+//! accepts handshakes on both keys: an agent's pin hint ([`crate::auth::noise`]) picks the one
+//! it expects ([`Rotation::keys`] lists the current key first). To every agent that connected on the old key the server sends,
 //! over the authenticated channel, a [`KeyUpdate`] frame:
 //!
 //! ```json

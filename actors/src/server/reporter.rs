@@ -442,7 +442,7 @@ pub fn render_text_with(s: &Snapshot, opts: &TextOptions) -> String {
     if s.agents.is_empty() {
         let _ = writeln!(
             out,
-            "  no agents yet: run `agent --host <this machine's IP>` (or `agent --discover`) on each machine"
+            "  no agents yet: run the `agent … --join …` line of the banner (or `agent --host <this machine's IP>`) on each machine"
         );
         return out;
     }
