@@ -4,8 +4,8 @@
 //! new key current and keeps the old one, with the end of its grace period, in
 //! [`SERVER_PREVIOUS_KEY_FILE`] and `rotation.json`. During the grace period the server
 //! accepts handshakes on both keys: an agent's pin hint ([`crate::auth::noise`]) picks the one
-//! it expects ([`Rotation::keys`] lists the current key first). To every agent that connected on the old key the server sends,
-//! over the authenticated channel, a [`KeyUpdate`] frame:
+//! it expects ([`Rotation::keys`] lists the current key first). To every agent that connected
+//! on the old key the server sends, over the authenticated channel, a [`KeyUpdate`] frame:
 //!
 //! ```json
 //! {"type":"server_key","key":"<base32 public key>","fp":"SHA256:…","previous_until_ms":…}
