@@ -11,7 +11,7 @@ use futures_util::{SinkExt, StreamExt};
 use lanmon::agent::{AgentConfig, Target};
 use lanmon::codec::ServerCodec;
 use lanmon::metrics::{HostInfo, MetricsSource, Reading};
-use lanmon::protocol::{Ack, AgentFrame, Cpu, Memory, ServerFrame, Welcome};
+use lanmon::protocol::{Ack, AgentFrame, Cpu, ErrorCode, ErrorFrame, Memory, ServerFrame, Welcome};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_util::codec::Framed;
@@ -226,5 +226,34 @@ async fn keeps_trying_until_a_server_appears() {
     let mut conn = accept(&listener).await;
     handshake(&mut conn, None).await;
     assert_eq!(metrics(&mut conn, 1, true).await, [1]);
+    shutdown.cancel();
+}
+
+/// A server that welcomes the agent and then refuses it at once (here `replaced`) gets ever
+/// longer pauses between attempts: the backoff is not reset by a `welcome`, only by an ack.
+#[tokio::test]
+async fn a_server_that_welcomes_then_refuses_gets_ever_longer_pauses() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let (shutdown, _task) = start_agent(listener.local_addr().expect("addr").port());
+    let mut accepted = Vec::new();
+    for _ in 0..4 {
+        let mut conn = accept(&listener).await;
+        accepted.push(std::time::Instant::now());
+        handshake(&mut conn, None).await;
+        let refusal = ErrorFrame {
+            code: ErrorCode::Replaced,
+            message: "a newer connection with the same agent id took over".into(),
+        };
+        conn.send(ServerFrame::Error(refusal))
+            .await
+            .expect("send error");
+    }
+    // Attempt n waits between half and all of 0.5 s × 2ⁿ: the pause before the fourth
+    // connection is at least 1 s (it was at most 0.5 s when every welcome reset the backoff).
+    let pauses: Vec<Duration> = accepted.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        pauses[2] >= Duration::from_secs(1),
+        "pauses between attempts: {pauses:?}"
+    );
     shutdown.cancel();
 }

@@ -11,6 +11,13 @@
 //!            └──────── connection lost / server bye / error ────┘
 //! ```
 //!
+//! The reconnect delay ([`Backoff`]) grows with every attempt that did not prove useful — a
+//! failed connect, a refusal (`error` frame), a `welcome` the agent cannot accept, a
+//! connection lost before anything was acknowledged — and starts over only once the server
+//! has acknowledged a sample on the connection: a server that welcomes and then refuses or
+//! drops the agent gets fewer and fewer attempts (at most one per [`BACKOFF_MAX`]), not a
+//! tight loop.
+//!
 //! Sampling never stops, whatever the state: every interval one sample is taken and queued in
 //! the bounded [`Outbox`]; while connected it is sent at once, and whatever the server has not
 //! acknowledged is sent again after the next connect. Every wait has a deadline (connect,
@@ -462,7 +469,8 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
         match self.while_sampling(welcome).await {
             None => return self.say_bye(&mut write).await,
             Some(Ok(Some(Ok(ServerFrame::Welcome(w))))) => {
-                self.backoff.reset();
+                // Not yet a success for the backoff: only an ack proves the server takes
+                // this agent's samples (see the module docs).
                 self.connected_once = true;
                 tracing::info!(
                     "Connected to {addr} (server {}, lanmon {})",
@@ -515,6 +523,9 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
                                 return Ended::Lost(e);
                             }
                             self.outbox.ack(ack.seq);
+                            // The connection works: the next reconnect starts from the
+                            // shortest delay again.
+                            self.backoff.reset();
                         }
                         Some(Ok(ServerFrame::Error(e))) => return Ended::Refused(e),
                         Some(Ok(ServerFrame::Bye(Bye { reason }))) => {
