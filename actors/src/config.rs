@@ -22,6 +22,11 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 pub const OFFLINE_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// Most agents the registry remembers (live or not); beyond it the oldest offline are dropped.
 pub const MAX_AGENTS: usize = 100_000;
+/// An agent id's home address (the IP its samples come from, which wins a contest for the id
+/// against any other address) moves to a new IP only after the id has streamed from there,
+/// on one connection, for this long (see `server::registry`). As long as offline agents are
+/// remembered: an impersonator must hold the id for a day while the real agent is away.
+pub const HOME_MOVES_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// First reconnect delay of the agent; doubles per failed attempt up to [`BACKOFF_MAX`].
 pub const BACKOFF_MIN: Duration = Duration::from_millis(500);

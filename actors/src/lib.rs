@@ -40,8 +40,8 @@
 //!                   actor with a probe subscriber
 //! bins/src/bin/     thin clap binaries: server, agent, loadgen
 //! bins/benches/     criterion benchmark of the codec; bins/bench/: `make bench` driver
-//! integration-tests/tests/it/  real binaries on real sockets (core, discovery, faults, hostile,
-//!                              http, store)
+//! integration-tests/tests/it/  real binaries on real sockets (core, discovery, faults,
+//!                              hardening, hostile, http, store)
 //! integration-tests/netns/     discovery across a LAN of network namespaces
 //! ```
 

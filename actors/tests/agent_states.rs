@@ -257,3 +257,72 @@ async fn a_server_that_welcomes_then_refuses_gets_ever_longer_pauses() {
     );
     shutdown.cancel();
 }
+
+/// A `welcome` claiming more of the run than the agent ever sampled (seq 2⁶⁴−1, as a client
+/// that sent samples in the agent's name can cause) does not lock the agent out: it comes
+/// back with a new run id, seqs from 1, and the samples nobody acknowledged carried over
+/// first, with their original timestamps.
+#[tokio::test]
+async fn a_claim_beyond_the_run_starts_a_new_run_that_keeps_every_sample() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let (shutdown, _task) = start_agent(listener.local_addr().expect("addr").port());
+
+    let mut conn = accept(&listener).await;
+    let old_run = handshake(&mut conn, None).await;
+    // Three samples that nobody acknowledges; remember their timestamps.
+    let mut unacked = Vec::new();
+    while unacked.len() < 3 {
+        match next(&mut conn).await {
+            Some(AgentFrame::Metrics(m)) => unacked.push(m.ts_ms),
+            other => panic!("expected metrics, got {other:?}"),
+        }
+    }
+    drop(conn);
+
+    let mut conn = accept(&listener).await;
+    assert_eq!(handshake(&mut conn, Some(u64::MAX)).await, old_run);
+    // The agent gives up on that connection and comes back with a new run.
+    let mut conn = loop {
+        let mut next_conn = accept(&listener).await;
+        let Some(AgentFrame::Hello(hello)) = next(&mut next_conn).await else {
+            continue; // the claimed connection's end, or noise
+        };
+        assert_ne!(
+            hello.run_id, old_run,
+            "the agent came back with the refuted run"
+        );
+        let welcome = Welcome {
+            proto: 1,
+            server_id: "fake".into(),
+            server_name: "fake".into(),
+            server_version: "0".into(),
+            last_seq: None,
+        };
+        next_conn
+            .send(ServerFrame::Welcome(welcome))
+            .await
+            .expect("send welcome");
+        break next_conn;
+    };
+    let mut seqs = Vec::new();
+    let mut stamps = Vec::new();
+    while seqs.len() < 5 {
+        match next(&mut conn).await {
+            Some(AgentFrame::Metrics(m)) => {
+                seqs.push(m.seq);
+                stamps.push(m.ts_ms);
+                conn.send(ServerFrame::Ack(Ack { seq: m.seq }))
+                    .await
+                    .expect("send ack");
+            }
+            other => panic!("expected metrics, got {other:?}"),
+        }
+    }
+    assert_eq!(seqs, [1, 2, 3, 4, 5], "the new run counts from 1, in order");
+    assert_eq!(
+        stamps[..3],
+        unacked[..],
+        "the unacknowledged samples came first"
+    );
+    shutdown.cancel();
+}

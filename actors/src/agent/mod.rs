@@ -18,6 +18,10 @@
 //! drops the agent gets fewer and fewer attempts (at most one per [`BACKOFF_MAX`]), not a
 //! tight loop.
 //!
+//! A `welcome` whose `last_seq` is beyond the run's highest seq (a confused server, or a
+//! client that sent samples in this agent's name) never locks the agent out: it starts a new
+//! run and carries its unacknowledged samples over ([`Agent::new_run`]).
+//!
 //! Sampling never stops, whatever the state: every interval one sample is taken and queued in
 //! the bounded [`Outbox`]; while connected it is sent at once, and whatever the server has not
 //! acknowledged is sent again after the next connect. Every wait has a deadline (connect,
@@ -171,6 +175,9 @@ enum Ended {
     Lost(String),
     /// The server refused us with an `error` frame.
     Refused(ErrorFrame),
+    /// The server's `welcome` claimed more of this run than it has: a new run was started
+    /// (already logged); reconnect with it after a backoff.
+    NewRun,
 }
 
 /// Runs the agent until `shutdown` is cancelled, sampling on a tokio interval of
@@ -331,6 +338,7 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
                                 e.message
                             );
                         }
+                        Ended::NewRun => {}
                     }
                     ConnState::Backoff(self.backoff.next_delay(random_u64()))
                 }
@@ -480,10 +488,9 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
                 // The server already holds these from before the reconnect: do not resend.
                 if let Some(held) = w.last_seq {
                     if held > self.seq {
-                        return Ended::Lost(format!(
-                            "server claims to hold seq {held} of this run, which has only {}",
-                            self.seq
-                        ));
+                        // A claim this run cannot back (a confused server, or someone who
+                        // sent samples in this agent's name): never stay locked out by it.
+                        return self.new_run(addr, held);
                     }
                     self.outbox.ack(held);
                 }
@@ -561,6 +568,25 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
                 _ = self.ticker.tick() => { self.sample(); }
             }
         }
+    }
+
+    /// Starts a new run because the server at `addr` claims to hold seq `held` of the
+    /// current one, beyond anything it has: a new `run_id`, seqs from 1 again. The samples
+    /// still waiting for an ack carry over, renumbered 1, 2, 3… with their own timestamps:
+    /// nothing is lost, and the server files them under a run it has no claim about (if it
+    /// did hold some of them under the old run, they show twice, once per run, rather than
+    /// not at all). Logged once, as a warning; the caller reconnects after the backoff.
+    fn new_run(&mut self, addr: SocketAddr, held: u64) -> Ended {
+        let old_run = std::mem::replace(&mut self.hello.run_id, random_id());
+        let had = self.seq;
+        self.seq = self.outbox.renumber();
+        tracing::warn!(
+            "server {addr} claims to hold seq {held} of run {old_run}, which has only {had}: starting a new run {} (its {} unacknowledged sample(s) carried over as seq 1..={})",
+            self.hello.run_id,
+            self.seq,
+            self.seq
+        );
+        Ended::NewRun
     }
 
     /// Sends every sample not yet sent, while no more than [`REPLAY_WINDOW`] are

@@ -388,6 +388,11 @@ impl Handler<Close> for Session {
                 "a newer connection with the same agent id took over".into(),
                 ctx,
             ),
+            Close::Displaced => self.fail(
+                ErrorCode::DuplicateId,
+                "this agent id belongs to an agent at another address, which took it back; give each agent its own --name or --id".into(),
+                ctx,
+            ),
         }
     }
 }
@@ -904,6 +909,17 @@ mod tests {
         conn.hello().await;
         conn.session.send(Close::Replaced).await.unwrap();
         assert_eq!(conn.error().await.code, ErrorCode::Replaced);
+        conn.closed().await;
+    }
+
+    /// Proves that `Close::Displaced` (the id's home address took it back) tells the agent
+    /// with a `duplicate_id` error.
+    #[actix_rt::test]
+    async fn displaced_sends_a_duplicate_id_error() {
+        let mut conn = Setup::default().start().await;
+        conn.hello().await;
+        conn.session.send(Close::Displaced).await.unwrap();
+        assert_eq!(conn.error().await.code, ErrorCode::DuplicateId);
         conn.closed().await;
     }
 

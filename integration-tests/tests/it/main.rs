@@ -6,6 +6,7 @@
 mod core;
 mod discovery;
 mod faults;
+mod hardening;
 mod hostile;
 mod http;
 mod store;

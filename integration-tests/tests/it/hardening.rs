@@ -1,0 +1,178 @@
+//! Hardening (issue 11): what one hostile client on the LAN can no longer do to a real agent,
+//! to the server's slots and memory, to the operator's terminal or to a browser. Real
+//! binaries on loopback; hostile clients are raw TCP connections, some from another loopback
+//! address (127.0.0.2: the kernel lets a client bind any 127/8 source), so the server sees
+//! them as another machine.
+//!
+//! Snapshots are read as the typed [`Snapshot`] (through [`wait`]), so that these tests do
+//! not depend on JSON paths.
+
+use std::io::{BufRead, BufReader, ErrorKind, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+
+use lanmon::snapshot::{AgentView, Snapshot, Status};
+use serde_json::{Value, json};
+
+use crate::support::{Agent, DEADLINE, LOOPBACK, Server};
+
+/// Another machine, as far as the server can tell.
+const ELSEWHERE: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
+
+// ---- Snapshots ---------------------------------------------------------------------------
+
+/// Waits until the server's latest snapshot satisfies `pred`; returns it.
+#[track_caller]
+fn wait(server: &Server, pred: impl Fn(&Snapshot) -> bool) -> Snapshot {
+    let typed = |v: &Value| serde_json::from_value::<Snapshot>(v.clone()).ok();
+    let found = server.wait_for(DEADLINE, |v| typed(v).is_some_and(|s| pred(&s)));
+    typed(&found).unwrap_or_else(|| panic!("not a snapshot: {found}"))
+}
+
+/// The agent called `name` in `s`.
+fn agent<'a>(s: &'a Snapshot, name: &str) -> Option<&'a AgentView> {
+    s.agents.iter().find(|a| a.name == name)
+}
+
+/// Whether `name` is live in `s` with a seq above `above`.
+fn live_above(s: &Snapshot, name: &str, above: u64) -> bool {
+    agent(s, name).is_some_and(|a| a.status == Status::Live && a.seq > above)
+}
+
+// ---- Raw clients -------------------------------------------------------------------------
+
+/// A raw connection to the server on 127.0.0.1:`port` from the source address `from`.
+struct Raw {
+    stream: TcpStream,
+    reader: BufReader<TcpStream>,
+}
+
+impl Raw {
+    #[track_caller]
+    fn connect_from(from: Ipv4Addr, port: u16) -> Raw {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .unwrap_or_else(|e| panic!("socket: {e}"));
+        let local = SocketAddr::new(IpAddr::V4(from), 0);
+        socket
+            .bind(&local.into())
+            .unwrap_or_else(|e| panic!("bind {local}: {e}"));
+        let server = SocketAddr::new(IpAddr::V4(LOOPBACK), port);
+        socket
+            .connect(&server.into())
+            .unwrap_or_else(|e| panic!("connect {server}: {e}"));
+        let stream: TcpStream = socket.into();
+        let _ = stream.set_nodelay(true);
+        stream
+            .set_read_timeout(Some(DEADLINE))
+            .unwrap_or_else(|e| panic!("read timeout: {e}"));
+        let reader = BufReader::new(
+            stream
+                .try_clone()
+                .unwrap_or_else(|e| panic!("clone a socket: {e}")),
+        );
+        Raw { stream, reader }
+    }
+
+    #[track_caller]
+    fn send(&mut self, frame: &Value) {
+        let mut line = frame.to_string().into_bytes();
+        line.push(b'\n');
+        self.stream
+            .write_all(&line)
+            .unwrap_or_else(|e| panic!("write: {e}"));
+    }
+
+    /// The next frame; `None` when the server closed the connection.
+    #[track_caller]
+    fn frame(&mut self) -> Option<Value> {
+        let mut line = String::new();
+        match self.reader.read_line(&mut line) {
+            Ok(0) => None,
+            Ok(_) => Some(
+                serde_json::from_str(&line).unwrap_or_else(|e| panic!("not JSON: {line:?}: {e}")),
+            ),
+            Err(e) if e.kind() == ErrorKind::ConnectionReset => None,
+            Err(e) => panic!("no frame from the server within {DEADLINE:?}: {e}"),
+        }
+    }
+
+    /// The server's first answer, which must be of `kind` (`welcome`, `error`, `ack`).
+    #[track_caller]
+    fn expect(&mut self, kind: &str) -> Value {
+        match self.frame() {
+            Some(f) if f["type"] == kind => f,
+            other => panic!("expected a `{kind}` frame, got {other:?}"),
+        }
+    }
+}
+
+/// A `hello` claiming to be the agent `id`, run `run`, named `name`.
+fn hello(id: &str, run: &str, name: &str) -> Value {
+    json!({
+        "type": "hello", "proto": 1, "agent_id": id, "run_id": run, "name": name,
+        "hostname": "hostile", "os": "test", "cores": 1, "agent_version": "0",
+        "interval_ms": 2_000
+    })
+}
+
+/// A `metrics` frame without readings (both are optional): only the seq matters.
+fn bare_metrics(seq: u64) -> Value {
+    json!({"type": "metrics", "seq": seq, "ts_ms": 1})
+}
+
+// ---- Item 2: kicking and locking out a real agent ---------------------------------------
+
+/// A client on another address cannot take a streaming agent's id, with the agent's own run
+/// id (which took the agent over before, `replaced`) or another; and a client on the agent's
+/// own address that takes the run over and claims seq 2⁶⁴−1 does not lock the agent out: it
+/// comes back with a new run (saying so once in its log) and streams on.
+#[test]
+fn a_hostile_client_cannot_kick_or_lock_out_a_real_agent() {
+    let server = Server::start();
+    let victim = Agent::start(server.port(), "victim");
+    let snap = wait(&server, |s| live_above(s, "victim", 1));
+    let real = agent(&snap, "victim")
+        .cloned()
+        .unwrap_or_else(|| panic!("no victim"));
+
+    for run in [real.run_id.as_str(), "squatter-run"] {
+        let mut squatter = Raw::connect_from(ELSEWHERE, server.port());
+        squatter.send(&hello(&real.id, run, "squatter"));
+        let refused = squatter.expect("error");
+        assert_eq!(refused["code"], "duplicate_id", "run {run}: {refused}");
+    }
+    let snap = wait(&server, |s| live_above(s, "victim", real.seq + 2));
+    let now = agent(&snap, "victim")
+        .cloned()
+        .unwrap_or_else(|| panic!("no victim"));
+    assert_eq!(
+        (now.run_id.as_str(), now.ip.as_str()),
+        (real.run_id.as_str(), "127.0.0.1")
+    );
+
+    // From the victim's own address the run can be taken over (a half-open connection's
+    // replacement looks just like it): claim the highest seq there is, then go.
+    let mut hijacker = Raw::connect_from(LOOPBACK, server.port());
+    hijacker.send(&hello(&real.id, &real.run_id, "victim"));
+    hijacker.expect("welcome");
+    hijacker.send(&bare_metrics(u64::MAX));
+    hijacker.expect("ack");
+    drop(hijacker);
+
+    let snap = wait(&server, |s| {
+        agent(s, "victim")
+            .is_some_and(|a| a.status == Status::Live && a.run_id != real.run_id && a.seq >= 3)
+    });
+    let reborn = agent(&snap, "victim")
+        .cloned()
+        .unwrap_or_else(|| panic!("no victim"));
+    assert!(reborn.seq < 1_000, "the new run counts from 1: {reborn:?}");
+    let log = victim.stdout();
+    assert_eq!(
+        log.matches("starting a new run").count(),
+        1,
+        "one log line for the new run\n{}",
+        victim.diagnostics()
+    );
+    // The hijack itself shows (`replaced`); the squatters never reached the victim.
+    assert!(!log.contains("duplicate_id"), "{}", victim.diagnostics());
+}
