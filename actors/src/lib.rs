@@ -15,6 +15,7 @@
 //!   metrics.rs      MetricsSource trait; the real source: /proc on Linux, else sysinfo
 //!   net.rs          this machine's IPv4 interfaces (banner, beacon targets), TCP keepalive
 //!   util.rs         ids, clock, human units
+//!   text.rs         agent-controlled text made safe for terminals and logs (escapes)
 //!   error.rs        the library's Error and Result
 //!   server/         the actix server
 //!     mod.rs        Server::start (the only place that wires concrete actors) / shutdown
@@ -55,6 +56,7 @@ pub mod net;
 pub mod protocol;
 pub mod server;
 pub mod snapshot;
+pub mod text;
 pub mod util;
 pub mod validate;
 

@@ -51,6 +51,7 @@ use crate::discovery::{self, Found, WAITING_HINT_EVERY};
 use crate::metrics::MetricsSource;
 use crate::net::set_keepalive;
 use crate::protocol::{self, AgentFrame, Bye, ErrorFrame, Metrics, PROTOCOL_VERSION, ServerFrame};
+use crate::text::for_terminal;
 use crate::util::{now_ms, random_id, random_u64};
 
 pub use backoff::Backoff;
@@ -329,13 +330,16 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
                     match self.connected(stream, addr).await {
                         Ended::Shutdown => return Ok(()),
                         Ended::Lost(reason) => {
-                            tracing::warn!("connection to {addr} lost: {reason}; reconnecting");
+                            tracing::warn!(
+                                "connection to {addr} lost: {}; reconnecting",
+                                for_terminal(&reason)
+                            );
                         }
                         Ended::Refused(e) => {
                             tracing::error!(
                                 "server {addr} refused this agent: {}: {}",
                                 e.code,
-                                e.message
+                                for_terminal(&e.message)
                             );
                         }
                         Ended::NewRun => {}
@@ -427,11 +431,11 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
                 let others: Vec<String> = listener
                     .heard()
                     .filter(|f| f.beacon.server_id != found.beacon.server_id)
-                    .map(|f| format!("{} at {}", f.beacon.server_name, f.addr))
+                    .map(|f| format!("{} at {}", for_terminal(&f.beacon.server_name), f.addr))
                     .collect();
                 tracing::info!(
                     "Discovered server {} at {}",
-                    found.beacon.server_name,
+                    for_terminal(&found.beacon.server_name),
                     found.addr
                 );
                 if !others.is_empty() {
@@ -482,8 +486,8 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
                 self.connected_once = true;
                 tracing::info!(
                     "Connected to {addr} (server {}, lanmon {})",
-                    w.server_name,
-                    w.server_version
+                    for_terminal(&w.server_name),
+                    for_terminal(&w.server_version)
                 );
                 // The server already holds these from before the reconnect: do not resend.
                 if let Some(held) = w.last_seq {
@@ -552,7 +556,7 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
                     {
                         tracing::warn!(
                             "also hearing server {} at {}; staying with {addr} (choose one with --server-name)",
-                            found.beacon.server_name,
+                            for_terminal(&found.beacon.server_name),
                             found.addr
                         );
                     }

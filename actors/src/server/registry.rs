@@ -595,8 +595,8 @@ impl Registry {
                 {
                     tracing::info!(
                         "agent {} ({}): home address moves from {home} to {ip}",
-                        entry.hello.name.escape_debug(),
-                        id.escape_debug()
+                        crate::text::for_terminal(&entry.hello.name),
+                        crate::text::for_terminal(id)
                     );
                     entry.home = Some(ip);
                 }

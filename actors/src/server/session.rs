@@ -48,6 +48,7 @@ use crate::server::messages::{
     Close, Connect, Disconnect, Durable, Hello, RegistryLink, Samples, SessionId,
 };
 use crate::snapshot::ServerInfo;
+use crate::text::for_terminal;
 use crate::validate::{self, Invalid};
 
 /// Initial size of a connection's read buffer. A `metrics` frame is ~250 bytes (8 cores), so
@@ -171,6 +172,9 @@ impl Session {
     /// Refuses the connection: one log line, an `error` frame, then close. The agent's
     /// offline reason is `error: <message>`.
     fn fail(&mut self, code: ErrorCode, message: String, ctx: &mut Context<Self>) {
+        // The message may quote the peer's bytes (serde's "unknown variant `…`"): from here
+        // on (log, offline reason, error frame) it is escaped for terminals.
+        let message = for_terminal(&message).into_owned();
         let reason = format!("error: {message}");
         self.close_with(code, message, reason, ctx);
     }
@@ -184,7 +188,8 @@ impl Session {
         ctx: &mut Context<Self>,
     ) {
         let who = self.hello.as_ref().map(|h| h.name.as_str()).unwrap_or("-");
-        tracing::warn!(peer = %self.peer, agent = who, "closing connection: {code}: {message}");
+        let (who, text) = (for_terminal(who), for_terminal(&message));
+        tracing::warn!(peer = %self.peer, agent = %who, "closing connection: {code}: {text}");
         self.send(ServerFrame::Error(ErrorFrame { code, message }), ctx);
         self.end(reason, ctx);
     }
@@ -207,7 +212,11 @@ impl Session {
         tracing::info!(
             peer = %self.peer,
             "agent {} ({}) connected: {} cores, every {} ms, {}",
-            hello.name, hello.agent_id, hello.cores, hello.interval_ms, hello.os
+            for_terminal(&hello.name),
+            for_terminal(&hello.agent_id),
+            hello.cores,
+            hello.interval_ms,
+            for_terminal(&hello.os)
         );
         let interval = Duration::from_millis(hello.interval_ms);
         let attach = Hello {
@@ -333,7 +342,13 @@ impl Actor for Session {
             .take()
             .unwrap_or_else(|| "connection closed".into());
         if let Some(h) = &self.hello {
-            tracing::info!(peer = %self.peer, "agent {} ({}) disconnected: {reason}", h.name, h.agent_id);
+            tracing::info!(
+                peer = %self.peer,
+                "agent {} ({}) disconnected: {}",
+                for_terminal(&h.name),
+                for_terminal(&h.agent_id),
+                for_terminal(&reason)
+            );
         }
         self.registry.disconnect.do_send(Disconnect {
             session: self.id,
@@ -354,7 +369,7 @@ impl StreamHandler<Result<AgentFrame, CodecError>> for Session {
             Ok(AgentFrame::Metrics(m)) => self.on_metrics(m, ctx),
             Ok(AgentFrame::Bye(Bye { reason })) => {
                 let reason = match reason {
-                    Some(r) if !r.is_empty() => format!("bye: {}", r.escape_debug()),
+                    Some(r) if !r.is_empty() => format!("bye: {}", for_terminal(&r)),
                     _ => "bye".to_string(),
                 };
                 self.end(reason, ctx);
@@ -786,6 +801,27 @@ mod tests {
         assert_eq!(e.code, ErrorCode::BadFrame);
         assert!(e.message.contains("longer than 1024"), "{}", e.message);
         conn.closed().await;
+    }
+
+    /// Proves that a frame quoting terminal escapes (serde's "unknown variant" error repeats
+    /// the peer's text) leaves them escaped in the offline reason and the error frame.
+    #[actix_rt::test]
+    async fn escapes_in_a_bad_frame_do_not_reach_the_reason() {
+        let mut conn = Setup::default().start().await;
+        conn.hello().await;
+        let line = r#"{"type":"\u001b]0;pwned\u0007\r\u001b[2J"}"#.to_string() + "\n";
+        conn.agent
+            .get_mut()
+            .write_all(line.as_bytes())
+            .await
+            .unwrap();
+        let e = conn.error().await;
+        assert_eq!(e.code, ErrorCode::BadFrame);
+        let reason = conn.end_reason().await;
+        for text in [&e.message, &reason] {
+            assert!(text.contains("\\u{1b}]0;pwned"), "{text:?}");
+            assert!(!text.chars().any(crate::text::is_unsafe), "{text:?}");
+        }
     }
 
     /// Proves that a connection without `hello` within the hello timeout is closed with

@@ -176,3 +176,38 @@ fn a_hostile_client_cannot_kick_or_lock_out_a_real_agent() {
     // The hijack itself shows (`replaced`); the squatters never reached the victim.
     assert!(!log.contains("duplicate_id"), "{}", victim.diagnostics());
 }
+
+// ---- Item 10: terminal escapes ----------------------------------------------------------
+
+/// A frame whose type is an OSC/CSI sequence with CR and BEL (serde's "unknown variant"
+/// error quotes it) leaves no control character in the server's log nor in the agent's
+/// offline reason: both show it escaped.
+#[test]
+fn terminal_escapes_from_an_agent_reach_neither_the_log_nor_the_reason() {
+    let server = Server::start();
+    let mut raw = Raw::connect_from(LOOPBACK, server.port());
+    raw.send(&hello("escapist", "run-1", "escapist"));
+    raw.expect("welcome");
+    raw.send(&json!({"type": "\u{1b}]0;pwned\u{7}\r\u{1b}[2J"}));
+    let refused = raw.expect("error");
+    assert_eq!(refused["code"], "bad_frame", "{refused}");
+
+    let snap = wait(&server, |s| {
+        agent(s, "escapist").is_some_and(|a| a.status == Status::Offline)
+    });
+    let reason = agent(&snap, "escapist")
+        .and_then(|a| a.offline_reason.clone())
+        .unwrap_or_default();
+    assert!(reason.contains("\\u{1b}]0;pwned\\u{7}\\r"), "{reason:?}");
+    assert!(!reason.chars().any(char::is_control), "{reason:?}");
+    let log = server.stderr();
+    let line = log
+        .lines()
+        .find(|l| l.contains("pwned"))
+        .unwrap_or_else(|| panic!("no log line about the frame:\n{log}"));
+    assert!(line.contains("\\u{1b}]0;pwned"), "{line:?}");
+    assert!(
+        !log.contains(['\u{1b}', '\r', '\u{7}']),
+        "raw control in the log: {log:?}"
+    );
+}
