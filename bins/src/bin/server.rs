@@ -99,6 +99,17 @@ struct Cli {
           conflicts_with = "no_http")]
     http: SocketAddr,
 
+    /// A host name the HTTP side answers for (repeatable), besides IP addresses, `localhost`
+    /// and this machine's host name: e.g. the DNS name browsers and Prometheus use for this
+    /// server. Requests naming any other host get 421 (a guard against DNS rebinding).
+    #[arg(
+        long = "http-host",
+        env = "LANMON_HTTP_HOST",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    http_hosts: Vec<String>,
+
     /// Do not serve HTTP (no API, no /metrics, no dashboard).
     #[arg(long, env = "LANMON_NO_HTTP", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     no_http: bool,
@@ -230,6 +241,7 @@ fn main() -> ExitCode {
     }
     config.http = (!cli.no_http).then_some(HttpConfig {
         bind: cli.http,
+        hosts: cli.http_hosts.clone(),
         per_core_metrics: !cli.no_per_core_metrics,
         store: None,
         store_health: None,

@@ -211,3 +211,101 @@ fn terminal_escapes_from_an_agent_reach_neither_the_log_nor_the_reason() {
         "raw control in the log: {log:?}"
     );
 }
+
+// ---- Item 11: HTTP hygiene --------------------------------------------------------------
+
+/// A server with HTTP on 127.0.0.1 (port from its snapshot) and `extra` flags.
+#[track_caller]
+fn http_server(extra: &[&str]) -> (Server, String) {
+    let mut args = vec!["--http", "127.0.0.1:0"];
+    args.extend_from_slice(extra);
+    let server = Server::start_with(0, &args);
+    let snap = wait(&server, |s| s.server.http.is_some());
+    let http = snap.server.http.unwrap_or_default();
+    (server, http)
+}
+
+/// One HTTP/1.1 answer: status, headers (names lowercased), body.
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: String,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// `GET path` from `from` to the HTTP address `addr`, sent with the `Host` header `host`.
+#[track_caller]
+fn get_from(from: Ipv4Addr, addr: &str, path: &str, host: &str) -> Answer {
+    let port: u16 = addr
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or_else(|| panic!("bad HTTP address {addr}"));
+    let mut raw = Raw::connect_from(from, port);
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
+    raw.stream
+        .write_all(request.as_bytes())
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    let mut text = String::new();
+    std::io::Read::read_to_string(&mut raw.reader, &mut text)
+        .unwrap_or_else(|e| panic!("read the answer to GET {path}: {e}"));
+    let (head, body) = text.split_once("\r\n\r\n").unwrap_or((&text, ""));
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("no status line in {text:?}"));
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(n, v)| (n.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect();
+    Answer {
+        status,
+        headers,
+        body: body.to_string(),
+    }
+}
+
+/// A request naming a host the server does not answer for (what a DNS-rebinding page
+/// sends) gets 421 with the fix in its body; IP literals, `localhost` and `--http-host`
+/// names are answered; every answer forbids sniffing, framing and referrers and carries a
+/// Content-Security-Policy.
+#[test]
+fn http_answers_only_its_own_host_names_with_security_headers() {
+    let (_server, http) = http_server(&["--http-host", "lanmon.lab"]);
+    let refused = get_from(LOOPBACK, &http, "/api/agents", "evil.example:8081");
+    assert_eq!(refused.status, 421, "{}", refused.body);
+    assert!(
+        refused.body.contains("--http-host evil.example"),
+        "{}",
+        refused.body
+    );
+    for host in [http.as_str(), "localhost", "LANMON.lab:8081", "[::1]:8081"] {
+        let ok = get_from(LOOPBACK, &http, "/api/agents", host);
+        assert_eq!(ok.status, 200, "Host: {host}: {}", ok.body);
+    }
+    for path in ["/", "/api/agents", "/metrics", "/nothing-here"] {
+        let answer = get_from(LOOPBACK, &http, path, &http);
+        assert_eq!(
+            answer.header("x-content-type-options"),
+            Some("nosniff"),
+            "{path}"
+        );
+        assert_eq!(answer.header("x-frame-options"), Some("DENY"), "{path}");
+        assert_eq!(
+            answer.header("referrer-policy"),
+            Some("no-referrer"),
+            "{path}"
+        );
+        let csp = answer.header("content-security-policy").unwrap_or_default();
+        assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+    }
+}
