@@ -499,8 +499,13 @@ async fn static_asset(name: web::Path<String>) -> HttpResponse {
 /// The dashboard's live feed: a `text/event-stream` of snapshots, one per second. Each browser
 /// has a small bounded queue ([`events::Broadcaster`]); a browser that does not keep up is
 /// disconnected and its `EventSource` reconnects.
-async fn live_events(state: web::Data<State>) -> HttpResponse {
-    match state.events.send(events::Subscribe).await {
+async fn live_events(state: web::Data<State>, req: actix_web::HttpRequest) -> HttpResponse {
+    let ip = req
+        .peer_addr()
+        .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| {
+            a.ip()
+        });
+    match state.events.send(events::Subscribe { ip }).await {
         Ok(Ok(rx)) => {
             let stream = tokio_stream::StreamExt::map(
                 tokio_stream::wrappers::ReceiverStream::new(rx),

@@ -309,3 +309,61 @@ fn http_answers_only_its_own_host_names_with_security_headers() {
         assert!(csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
     }
 }
+
+// ---- Item 8: dashboard lockout ----------------------------------------------------------
+
+/// Opens the dashboard's live feed from `from`; returns the status and the open connection
+/// (headers read), which holds the stream while it lives.
+#[track_caller]
+fn open_events(from: Ipv4Addr, addr: &str) -> (u16, Raw) {
+    let port: u16 = addr
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse().ok())
+        .unwrap_or_else(|| panic!("bad HTTP address {addr}"));
+    let mut raw = Raw::connect_from(from, port);
+    let request = format!("GET /api/events HTTP/1.1\r\nHost: {addr}\r\n\r\n");
+    raw.stream
+        .write_all(request.as_bytes())
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    let mut status = 0;
+    loop {
+        let mut line = String::new();
+        match raw.reader.read_line(&mut line) {
+            Ok(0) => break,
+            Ok(_) if line == "\r\n" => break,
+            Ok(_) if status == 0 => {
+                status = line
+                    .split_whitespace()
+                    .nth(1)
+                    .and_then(|s| s.parse().ok())
+                    .unwrap_or_else(|| panic!("no status line: {line:?}"));
+            }
+            Ok(_) => {}
+            Err(e) => panic!("reading the feed's headers: {e}"),
+        }
+    }
+    (status, raw)
+}
+
+/// One client holding live feeds gets at most 8 of them (the 9th: 503); a browser at another
+/// address still gets the feed and the page (before, one address could hold all 256 slots).
+#[test]
+fn one_client_cannot_take_every_dashboard_slot() {
+    let (_server, http) = http_server(&[]);
+    let mut held = Vec::new();
+    for n in 1..=8 {
+        let (status, stream) = open_events(LOOPBACK, &http);
+        assert_eq!(status, 200, "feed {n}");
+        held.push(stream);
+    }
+    let (status, _) = open_events(LOOPBACK, &http);
+    assert_eq!(status, 503, "a 9th feed from one address");
+    let (status, mut feed) = open_events(ELSEWHERE, &http);
+    assert_eq!(status, 200, "a feed from another address");
+    let mut first = String::new();
+    feed.reader
+        .read_line(&mut first)
+        .unwrap_or_else(|e| panic!("no event: {e}"));
+    assert!(!first.is_empty(), "the other browser's feed delivers");
+    assert_eq!(get_from(ELSEWHERE, &http, "/", &http).status, 200);
+}
