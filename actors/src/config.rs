@@ -61,6 +61,18 @@ pub const KEEPALIVE_RETRIES: u32 = 3;
 pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// A session's idle timeout is never shorter than this, whatever the agent's interval.
 pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+/// A session's idle timeout is never longer than one of its agent's intervals plus this,
+/// whatever the agent claims (3 intervals of an hour would be 3 h of a slot held in silence).
+pub const MAX_IDLE_GRACE: Duration = Duration::from_secs(5 * 60);
+/// While the server holds at least this share (in percent) of `--max-connections`, a
+/// connection silent for [`PRESSURE_IDLE_TIMEOUT`] is closed (`limit`), whatever its agent's
+/// interval: silent connections cannot keep new agents out.
+pub const PRESSURE_PERCENT: usize = 90;
+/// See [`PRESSURE_PERCENT`]. Agents at the default 5 s interval are never this silent.
+pub const PRESSURE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most bytes of partly received frames held across all connections (beyond 4 KiB each):
+/// see `codec::FrameBudget`.
+pub const MAX_BUFFERED_BYTES: usize = 64 * 1024 * 1024;
 /// A session checks for silence once per agent interval, clamped to this range (it closes
 /// within the idle timeout plus one check).
 pub const IDLE_CHECK_MIN: Duration = Duration::from_millis(50);
@@ -85,8 +97,15 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// Time a connection has to send `hello` (slowloris guard).
     pub hello_timeout: Duration,
-    /// A connection silent for this many of its agent's intervals is closed (`timeout`).
+    /// A connection silent for this many of its agent's intervals is closed (`timeout`), but
+    /// never later than one interval plus [`MAX_IDLE_GRACE`].
     pub idle_intervals: u32,
+    /// Near the connection limit ([`PRESSURE_PERCENT`]), a connection silent this long is
+    /// closed (`limit`).
+    pub pressure_idle_timeout: Duration,
+    /// Most bytes of partly received frames held across all connections (see
+    /// [`MAX_BUFFERED_BYTES`]).
+    pub max_buffered_bytes: usize,
 }
 
 impl Default for Limits {
@@ -98,6 +117,8 @@ impl Default for Limits {
             max_connections_per_ip: MAX_CONNECTIONS_PER_IP,
             hello_timeout: HELLO_TIMEOUT,
             idle_intervals: IDLE_INTERVALS,
+            pressure_idle_timeout: PRESSURE_IDLE_TIMEOUT,
+            max_buffered_bytes: MAX_BUFFERED_BYTES,
         }
     }
 }

@@ -35,9 +35,10 @@ use tokio::sync::mpsc;
 use tokio_util::codec::{Encoder, FramedRead};
 use tokio_util::task::TaskTracker;
 
-use crate::codec::{CodecError, ServerCodec};
+use crate::codec::{CodecError, FrameBudget, ServerCodec};
 use crate::config::{
-    IDLE_CHECK_MAX, IDLE_CHECK_MIN, Limits, MIN_IDLE_TIMEOUT, SESSION_QUEUE_FRAMES, WRITE_TIMEOUT,
+    IDLE_CHECK_MAX, IDLE_CHECK_MIN, Limits, MAX_IDLE_GRACE, MIN_IDLE_TIMEOUT, SESSION_QUEUE_FRAMES,
+    WRITE_TIMEOUT,
 };
 use crate::net::set_keepalive;
 use crate::protocol::{
@@ -93,6 +94,22 @@ pub struct Settings {
     pub limits: Limits,
     /// Acknowledge a sample only once the store has committed it ([`Durable`]).
     pub durable_acks: bool,
+    /// Bytes of partly received frames, shared by every session's codec
+    /// ([`Limits::max_buffered_bytes`]).
+    pub frame_budget: FrameBudget,
+}
+
+impl Settings {
+    /// Settings with a frame budget of `limits.max_buffered_bytes`.
+    pub fn new(info: ServerInfo, limits: Limits, durable_acks: bool) -> Self {
+        let frame_budget = FrameBudget::new(limits.max_buffered_bytes);
+        Self {
+            info,
+            limits,
+            durable_acks,
+            frame_budget,
+        }
+    }
 }
 
 /// See the module documentation.
@@ -113,7 +130,7 @@ pub struct Session {
     /// When the peer last sent a frame (idle timeout).
     last_frame_at: Instant,
     /// Counts this connection against the connection limits until the session is dropped.
-    _slot: ConnGuard,
+    slot: ConnGuard,
 }
 
 impl Session {
@@ -134,7 +151,8 @@ impl Session {
         let (out, rx) = mpsc::channel(SESSION_QUEUE_FRAMES);
         actix::spawn(tracker.track_future(write_frames(rx, write, peer)));
         Session::create(move |ctx| {
-            let codec = ServerCodec::with_max_len(settings.limits.max_frame_len);
+            let codec = ServerCodec::with_max_len(settings.limits.max_frame_len)
+                .with_budget(settings.frame_budget.clone());
             ctx.add_stream(FramedRead::with_capacity(read, codec, READ_BUFFER));
             Session {
                 id,
@@ -148,7 +166,7 @@ impl Session {
                 acked_seq: 0,
                 end_reason: None,
                 last_frame_at: Instant::now(),
-                _slot: slot,
+                slot,
             }
         })
     }
@@ -262,18 +280,37 @@ impl Session {
     /// intervals: its samples are its heartbeat, so silence means it is gone (or half-open).
     /// Checked once per interval (so it closes within `idle` plus one interval): the timer
     /// ticks of 10,000 sessions were the largest single cost of an idle-ish server.
+    ///
+    /// Near the connection limit ([`ConnGuard::near_limit`]) a connection silent for
+    /// [`Limits::pressure_idle_timeout`] is closed too (`limit`), whatever its interval, so
+    /// that connections held in silence cannot keep new agents out.
     fn watch_idle(&mut self, interval: Duration, ctx: &mut Context<Self>) {
-        let idle = interval
-            .saturating_mul(self.settings.limits.idle_intervals)
-            .max(MIN_IDLE_TIMEOUT);
-        let check_every = interval.clamp(IDLE_CHECK_MIN, IDLE_CHECK_MAX);
+        let idle = idle_timeout(interval, self.settings.limits.idle_intervals);
+        let pressure_idle = self.settings.limits.pressure_idle_timeout;
+        let check_every = interval
+            .min(pressure_idle)
+            .clamp(IDLE_CHECK_MIN, IDLE_CHECK_MAX);
         ctx.run_interval(check_every, move |this, ctx| {
-            if this.end_reason.is_none() && this.last_frame_at.elapsed() > idle {
+            let silent = this.last_frame_at.elapsed();
+            if this.end_reason.is_some() {
+                return;
+            }
+            if silent > idle {
                 let message = format!("nothing received for {idle:?}");
                 this.close_with(
                     ErrorCode::Timeout,
                     message.clone(),
                     format!("timeout: {message}"),
+                    ctx,
+                );
+            } else if silent > pressure_idle && this.slot.near_limit(&this.settings.limits) {
+                let message = format!(
+                    "the server is near its connection limit and this connection sent nothing for {pressure_idle:?}"
+                );
+                this.close_with(
+                    ErrorCode::Limit,
+                    message.clone(),
+                    format!("limit: {message}"),
                     ctx,
                 );
             }
@@ -375,6 +412,9 @@ impl StreamHandler<Result<AgentFrame, CodecError>> for Session {
                 self.end(reason, ctx);
             }
             Err(CodecError::Io(e)) => self.end(format!("connection lost: {e}"), ctx),
+            Err(e @ CodecError::OverBudget { .. }) => {
+                self.fail(ErrorCode::Limit, e.to_string(), ctx)
+            }
             Err(e) => self.fail(ErrorCode::BadFrame, e.to_string(), ctx),
         }
     }
@@ -424,6 +464,17 @@ impl Handler<Durable> for Session {
             self.send(ServerFrame::Ack(Ack { seq }), ctx);
         }
     }
+}
+
+/// How long a connection of an agent sampling every `interval` may stay silent:
+/// `idle_intervals` intervals, but at least [`MIN_IDLE_TIMEOUT`] and at most one interval
+/// plus [`MAX_IDLE_GRACE`] (an agent claiming a 1 h interval holds its slot in silence for
+/// 65 min, not 3 h).
+pub fn idle_timeout(interval: Duration, idle_intervals: u32) -> Duration {
+    interval
+        .saturating_mul(idle_intervals)
+        .min(interval.saturating_add(MAX_IDLE_GRACE))
+        .max(MIN_IDLE_TIMEOUT)
 }
 
 /// Writes queued frames until the session drops its sender, then closes the write side.
@@ -542,6 +593,8 @@ mod tests {
         answer: Result<Option<u64>, String>,
         /// Frames the agent sends before the Session starts.
         early: Vec<AgentFrame>,
+        /// Connection slots held by others while the session runs (near the limit or not).
+        other_slots: usize,
     }
 
     impl Default for Setup {
@@ -551,6 +604,7 @@ mod tests {
                 durable_acks: false,
                 answer: Ok(None),
                 early: Vec::new(),
+                other_slots: 0,
             }
         }
     }
@@ -560,6 +614,8 @@ mod tests {
         agent: Framed<TcpStream, AgentCodec>,
         registry: Received<ToRegistry>,
         session: Addr<Session>,
+        /// The other connections' slots ([`Setup::other_slots`]).
+        _others: Vec<ConnGuard>,
     }
 
     impl Setup {
@@ -579,20 +635,23 @@ mod tests {
                 answer: self.answer,
             };
             let link = Arc::new(RegistryLink::to(&fake.start()));
-            let slot = Connections::default()
-                .try_acquire(peer.ip(), &self.limits)
-                .unwrap();
-            let settings = Arc::new(Settings {
-                info: server(),
-                limits: self.limits,
-                durable_acks: self.durable_acks,
-            });
+            let conns = Connections::default();
+            let others = (0..self.other_slots)
+                .map(|_| {
+                    conns
+                        .try_acquire([10, 0, 0, 9].into(), &self.limits)
+                        .unwrap()
+                })
+                .collect();
+            let slot = conns.try_acquire(peer.ip(), &self.limits).unwrap();
+            let settings = Arc::new(Settings::new(server(), self.limits, self.durable_acks));
             let tracker = TaskTracker::new();
             let session = Session::start(stream, peer, 1, link, settings, slot, &tracker);
             Conn {
                 agent,
                 registry,
                 session,
+                _others: others,
             }
         }
     }
@@ -865,6 +924,84 @@ mod tests {
         assert!(silent_since.elapsed() >= MIN_IDLE_TIMEOUT);
         assert_eq!(e.code, ErrorCode::Timeout);
         assert_eq!(conn.end_reason().await, "timeout: nothing received for 1s");
+        conn.closed().await;
+    }
+
+    /// Proves that the idle timeout follows the agent's interval but is capped: at least
+    /// [`MIN_IDLE_TIMEOUT`], at most one interval plus [`MAX_IDLE_GRACE`] (3 h before, for an
+    /// agent claiming a 1 h interval).
+    #[test]
+    fn the_idle_timeout_is_capped_whatever_the_agent_claims() {
+        let secs = Duration::from_secs;
+        assert_eq!(idle_timeout(secs(5), 3), secs(15));
+        assert_eq!(
+            idle_timeout(Duration::from_millis(100), 3),
+            MIN_IDLE_TIMEOUT
+        );
+        assert_eq!(idle_timeout(secs(3600), 3), secs(3600) + MAX_IDLE_GRACE);
+        assert_eq!(idle_timeout(secs(3600), 100), secs(3600) + MAX_IDLE_GRACE);
+    }
+
+    /// Proves that near the connection limit a silent connection is closed (`limit`) after
+    /// the pressure timeout, long before its own idle timeout (30 s here).
+    #[actix_rt::test]
+    async fn near_the_connection_limit_silent_connections_make_room() {
+        let limits = Limits {
+            max_connections: 10,
+            pressure_idle_timeout: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        let mut conn = Setup {
+            limits,
+            other_slots: 8, // 9 of 10 with this one: 90 %
+            ..Setup::default()
+        }
+        .start()
+        .await;
+        let slow = protocol::Hello {
+            interval_ms: 10_000,
+            ..hello()
+        };
+        conn.send(AgentFrame::Hello(slow)).await;
+        conn.welcomed().await;
+        let e = conn.error().await;
+        assert_eq!(e.code, ErrorCode::Limit, "{}", e.message);
+        assert!(
+            conn.end_reason()
+                .await
+                .starts_with("limit: the server is near")
+        );
+        conn.closed().await;
+    }
+
+    /// Proves that a connection whose partly received frame would go over the shared budget
+    /// is closed with `limit`.
+    #[actix_rt::test]
+    async fn a_partial_frame_beyond_the_shared_budget_is_refused() {
+        let limits = Limits {
+            max_buffered_bytes: 1024,
+            ..Limits::default()
+        };
+        let mut conn = Setup {
+            limits,
+            ..Setup::default()
+        }
+        .start()
+        .await;
+        conn.hello().await;
+        let partial = format!("{{\"type\":\"bye\",\"reason\":\"{}", "x".repeat(8 * 1024));
+        conn.agent
+            .get_mut()
+            .write_all(partial.as_bytes())
+            .await
+            .unwrap();
+        let e = conn.error().await;
+        assert_eq!(e.code, ErrorCode::Limit, "{}", e.message);
+        assert!(
+            e.message.contains("partly received frames"),
+            "{}",
+            e.message
+        );
         conn.closed().await;
     }
 

@@ -9,7 +9,7 @@ use clap::builder::BoolishValueParser;
 use clap::{ArgAction, Parser};
 use lanmon::config::{
     DEFAULT_BIND, DEFAULT_HISTORY, DEFAULT_REPORT_INTERVAL, HELLO_TIMEOUT, IDLE_INTERVALS, Limits,
-    MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP,
+    MAX_BUFFERED_BYTES, MAX_CONNECTIONS, MAX_CONNECTIONS_PER_IP, PRESSURE_IDLE_TIMEOUT,
 };
 use lanmon::discovery::{DEFAULT_BEACON_INTERVAL, DEFAULT_DISCOVERY_PORT};
 use lanmon::protocol::{MAX_CORES, MAX_FRAME_LEN};
@@ -194,6 +194,19 @@ struct Cli {
           value_parser = clap::value_parser!(u32).range(2..=100))]
     idle_intervals: u32,
 
+    /// While at least 90 % of --max-connections are in use, close connections that sent
+    /// nothing for this long (code `limit`), whatever their agent's interval, to make room.
+    #[arg(long, env = "LANMON_PRESSURE_IDLE_TIMEOUT", value_parser = parse_duration,
+          default_value = humantime::format_duration(PRESSURE_IDLE_TIMEOUT).to_string(),
+          value_name = "DURATION")]
+    pressure_idle_timeout: Duration,
+
+    /// Most bytes of partly received frames held across all connections (beyond 4 KiB per
+    /// connection); a connection that would go over it is closed (code `limit`).
+    #[arg(long, env = "LANMON_MAX_BUFFERED_BYTES", default_value_t = MAX_BUFFERED_BYTES,
+          value_name = "BYTES")]
+    max_buffered_bytes: usize,
+
     /// Log verbosity on stderr (RUST_LOG, if set, overrides it).
     #[arg(long, env = "LANMON_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
@@ -273,6 +286,8 @@ fn main() -> ExitCode {
         max_connections_per_ip: cli.max_connections_per_ip,
         hello_timeout: cli.hello_timeout,
         idle_intervals: cli.idle_intervals,
+        pressure_idle_timeout: cli.pressure_idle_timeout,
+        max_buffered_bytes: cli.max_buffered_bytes,
     };
     config.report_format = match cli.report_format {
         Format::Text => ReportFormat::Text,

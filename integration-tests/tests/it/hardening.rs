@@ -367,3 +367,61 @@ fn one_client_cannot_take_every_dashboard_slot() {
     assert!(!first.is_empty(), "the other browser's feed delivers");
     assert_eq!(get_from(ELSEWHERE, &http, "/", &http).status, 200);
 }
+
+// ---- Item 9: slots and memory held by silence -------------------------------------------
+
+/// The server's resident memory in KiB (`VmRSS` in /proc/<pid>/status).
+#[track_caller]
+fn rss_kib(server: &Server) -> u64 {
+    let path = format!("/proc/{}/status", server.pid());
+    let status =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|rest| rest.trim().strip_suffix("kB"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no `VmRSS: N kB` line in {path}"))
+}
+
+/// Connections that each send 60 KiB of a frame and then nothing hold no more than the
+/// shared budget (4 MiB here) between them: those that would go over it are closed with
+/// `limit`, the server's memory grows by about the budget (300 of them held 19 MiB before),
+/// and a real agent streams on.
+#[test]
+fn partly_sent_frames_cannot_hold_more_than_the_budget() {
+    const CONNECTIONS: usize = 300;
+    const PARTIAL: usize = 60 * 1024;
+    let server = Server::start_with(0, &["--max-buffered-bytes", "4194304"]);
+    let steady = Agent::start(server.port(), "steady");
+    let snap = wait(&server, |s| live_above(s, "steady", 0));
+    let steady_seq = agent(&snap, "steady").map_or(0, |a| a.seq);
+    let before = rss_kib(&server);
+
+    let partial = format!("{{\"type\":\"bye\",\"reason\":\"{}", "x".repeat(PARTIAL));
+    let mut held = Vec::new();
+    for n in 0..CONNECTIONS {
+        let mut raw = Raw::connect_from(LOOPBACK, server.port());
+        raw.send(&hello(
+            &format!("buffer-{n}"),
+            "run-1",
+            &format!("buffer-{n}"),
+        ));
+        raw.expect("welcome");
+        // A refused connection may already be closed when the rest of the line goes out.
+        let _ = raw.stream.write_all(partial.as_bytes());
+        held.push(raw);
+    }
+    let refused = crate::support::poll(DEADLINE, || {
+        let n = server.stderr().matches("partly received frames").count();
+        (n >= CONNECTIONS - 100).then_some(n)
+    })
+    .unwrap_or_else(|| panic!("too few connections refused:\n{}", server.stderr()));
+    let grown = rss_kib(&server).saturating_sub(before);
+    assert!(
+        grown < 10 * 1024,
+        "{refused} of {CONNECTIONS} refused, yet the server grew by {grown} KiB"
+    );
+    wait(&server, |s| live_above(s, "steady", steady_seq + 2));
+    drop(steady);
+}
