@@ -18,8 +18,16 @@
 //! `FrameTooLong`, a line that is not a valid frame is `BadFrame`, and I/O errors are `Io`.
 //! After `FrameTooLong` or `BadFrame` the next line decodes normally, so a caller may choose to
 //! skip bad frames; the server chooses to close the connection.
+//!
+//! A codec may share a [`FrameBudget`] with others (the server gives one to every connection):
+//! the bytes of a frame still arriving beyond [`BUDGET_FREE_BYTES`] per connection are counted
+//! against it, and a connection whose buffered bytes would go over it gets
+//! [`CodecError::OverBudget`]. So a thousand connections that each send 60 KiB of a line and
+//! then stop hold at most the budget, not 60 MB.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Buf, BufMut, BytesMut};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -40,8 +48,55 @@ pub enum CodecError {
     BadFrame(#[source] serde_json::Error),
     #[error("could not encode frame: {0}")]
     Encode(#[source] serde_json::Error),
+    #[error(
+        "the server is holding {max} bytes of partly received frames across all connections; this one may not add more"
+    )]
+    OverBudget { max: usize },
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+/// Bytes a connection may hold of a frame still arriving without counting against its
+/// [`FrameBudget`]: a `metrics` frame of up to ~500 cores fits.
+pub const BUDGET_FREE_BYTES: usize = 4096;
+
+/// A byte budget shared by many codecs (see the module docs). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct FrameBudget {
+    used: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl FrameBudget {
+    /// A budget of `max` bytes.
+    pub fn new(max: usize) -> Self {
+        Self {
+            used: Arc::new(AtomicUsize::new(0)),
+            max,
+        }
+    }
+
+    /// Bytes counted against the budget now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Counts `by` more bytes, unless that would go over the budget.
+    fn try_grow(&self, by: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(by).filter(|&n| n <= self.max)
+            })
+            .is_ok()
+    }
+
+    fn shrink(&self, by: usize) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                Some(used.saturating_sub(by))
+            });
+    }
 }
 
 /// Newline-delimited JSON with a hard length limit. See the module docs.
@@ -49,7 +104,18 @@ pub enum CodecError {
 pub struct FrameCodec<In, Out> {
     lines: Lines,
     max_len: usize,
+    /// The shared budget for bytes still arriving, and how much of it this codec holds.
+    budget: Option<FrameBudget>,
+    charged: usize,
     _types: PhantomData<fn(Out) -> In>,
+}
+
+impl<In, Out> Drop for FrameCodec<In, Out> {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.shrink(self.charged);
+        }
+    }
 }
 
 /// Finds lines in a buffer, at most `max_len` bytes each (newline excluded); remembers how far
@@ -235,8 +301,33 @@ impl<In, Out> FrameCodec<In, Out> {
         Self {
             lines: Self::splitter(max_len),
             max_len,
+            budget: None,
+            charged: 0,
             _types: PhantomData,
         }
+    }
+
+    /// The same codec, counting what it buffers beyond [`BUDGET_FREE_BYTES`] against `budget`.
+    pub fn with_budget(mut self, budget: FrameBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Counts the `held` bytes left in the buffer against the budget (beyond the free part).
+    fn charge(&mut self, held: usize) -> Result<(), CodecError> {
+        let Some(budget) = &self.budget else {
+            return Ok(());
+        };
+        let want = held.saturating_sub(BUDGET_FREE_BYTES);
+        if want > self.charged {
+            if !budget.try_grow(want - self.charged) {
+                return Err(CodecError::OverBudget { max: budget.max });
+            }
+        } else {
+            budget.shrink(self.charged - want);
+        }
+        self.charged = want;
+        Ok(())
     }
 
     fn splitter(max_len: usize) -> Lines {
@@ -255,6 +346,31 @@ impl<In: DecodeFrame, Out> Decoder for FrameCodec<In, Out> {
     type Error = CodecError;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<In>, CodecError> {
+        let decoded = self.next_frame(buf);
+        self.charge(buf.len())?;
+        decoded
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<In>, CodecError> {
+        match self.decode(buf)? {
+            Some(frame) => Ok(Some(frame)),
+            // A final line without its newline is a truncated frame: drop it silently, the
+            // connection is ending anyway and a half-written frame was never meant to count.
+            None => {
+                buf.clear();
+                // The line splitter remembers how far it scanned; start it afresh with the
+                // buffer, or a reader that resumes after EOF would scan past the new end.
+                self.lines = Self::splitter(self.max_len);
+                self.charge(0)?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+impl<In: DecodeFrame, Out> FrameCodec<In, Out> {
+    /// The next frame in `buf` (see [`Decoder::decode`]), before the budget is settled.
+    fn next_frame(&mut self, buf: &mut BytesMut) -> Result<Option<In>, CodecError> {
         loop {
             let len = match self.lines.next(buf) {
                 Ok(Some(len)) => len,
@@ -272,21 +388,6 @@ impl<In: DecodeFrame, Out> Decoder for FrameCodec<In, Out> {
             match frame {
                 None => continue,
                 Some(frame) => return frame.map(Some).map_err(CodecError::BadFrame),
-            }
-        }
-    }
-
-    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<In>, CodecError> {
-        match self.decode(buf)? {
-            Some(frame) => Ok(Some(frame)),
-            // A final line without its newline is a truncated frame: drop it silently, the
-            // connection is ending anyway and a half-written frame was never meant to count.
-            None => {
-                buf.clear();
-                // The line splitter remembers how far it scanned; start it afresh with the
-                // buffer, or a reader that resumes after EOF would scan past the new end.
-                self.lines = Self::splitter(self.max_len);
-                Ok(None)
             }
         }
     }
@@ -319,6 +420,38 @@ pub fn encode_line<T: Serialize>(frame: &T) -> Result<Vec<u8>, CodecError> {
 mod tests {
     use super::*;
     use crate::protocol::{Ack, Bye};
+
+    /// Proves: codecs sharing a budget refuse to hold more partly received bytes than it
+    /// allows (beyond the free part each), give their share back when the line completes or
+    /// the codec is dropped, and a complete frame never counts.
+    #[test]
+    fn a_shared_budget_bounds_the_bytes_of_frames_still_arriving() {
+        let budget = FrameBudget::new(10_000);
+        let partial = |n: usize| BytesMut::from(&b"x".repeat(n)[..]);
+        let mut a = ServerCodec::new().with_budget(budget.clone());
+        let mut b = ServerCodec::new().with_budget(budget.clone());
+        let mut buf_a = partial(BUDGET_FREE_BYTES + 6_000);
+        assert!(matches!(a.decode(&mut buf_a), Ok(None)));
+        assert_eq!(budget.used(), 6_000);
+        let mut buf_b = partial(BUDGET_FREE_BYTES + 5_000);
+        assert!(matches!(
+            b.decode(&mut buf_b),
+            Err(CodecError::OverBudget { max: 10_000 })
+        ));
+        assert_eq!(budget.used(), 6_000, "a refused codec holds nothing");
+
+        buf_a.extend_from_slice(b"\n");
+        assert!(matches!(a.decode(&mut buf_a), Err(CodecError::BadFrame(_))));
+        assert_eq!(budget.used(), 0, "the line is complete: nothing held");
+        assert!(matches!(b.decode(&mut buf_b), Ok(None)));
+        assert_eq!(budget.used(), 5_000);
+        drop(b);
+        assert_eq!(budget.used(), 0, "a dropped codec gives its share back");
+
+        let mut whole = BytesMut::from(bye_line());
+        assert!(matches!(a.decode(&mut whole), Ok(Some(AgentFrame::Bye(_)))));
+        assert_eq!(budget.used(), 0);
+    }
 
     fn bye_line() -> &'static [u8] {
         b"{\"type\":\"bye\"}\n"

@@ -21,6 +21,11 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 pub const OFFLINE_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// Most agents the registry remembers (live or not); beyond it the oldest offline are dropped.
 pub const MAX_AGENTS: usize = 100_000;
+/// An agent id's home address (the IP its samples come from, which wins a contest for the id
+/// against any other address) moves to a new IP only after the id has streamed from there,
+/// on one connection, for this long (see `server::registry`). As long as offline agents are
+/// remembered: an impersonator must hold the id for a day while the real agent is away.
+pub const HOME_MOVES_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// First reconnect delay of the agent; doubles per failed attempt up to [`BACKOFF_MAX`].
 pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -49,6 +54,18 @@ pub const KEEPALIVE_RETRIES: u32 = 3;
 pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// A session's idle timeout is never shorter than this, whatever the agent's interval.
 pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+/// A session's idle timeout is never longer than one of its agent's intervals plus this,
+/// whatever the agent claims (3 intervals of an hour would be 3 h of a slot held in silence).
+pub const MAX_IDLE_GRACE: Duration = Duration::from_secs(5 * 60);
+/// While the server holds at least this share (in percent) of `--max-connections`, a
+/// connection silent for [`PRESSURE_IDLE_TIMEOUT`] is closed (`limit`), whatever its agent's
+/// interval: silent connections cannot keep new agents out.
+pub const PRESSURE_PERCENT: usize = 90;
+/// See [`PRESSURE_PERCENT`]. Agents at the default 5 s interval are never this silent.
+pub const PRESSURE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most bytes of partly received frames held across all connections (beyond 4 KiB each):
+/// see `codec::FrameBudget`.
+pub const MAX_BUFFERED_BYTES: usize = 64 * 1024 * 1024;
 /// A session checks for silence once per agent interval, clamped to this range (it closes
 /// within the idle timeout plus one check).
 pub const IDLE_CHECK_MIN: Duration = Duration::from_millis(50);
@@ -73,9 +90,15 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// Time a connection has to send `hello` (slowloris guard).
     pub hello_timeout: Duration,
-    /// A connection silent for this many of its agent's intervals is closed (`timeout`); in
-    /// [`Limits::IDLE_INTERVALS_RANGE`].
+    /// A connection silent for this many of its agent's intervals is closed (`timeout`), but
+    /// never later than one interval plus [`MAX_IDLE_GRACE`]; in [`Limits::IDLE_INTERVALS_RANGE`].
     pub idle_intervals: u32,
+    /// Near the connection limit ([`PRESSURE_PERCENT`]), a connection silent this long is
+    /// closed (`limit`).
+    pub pressure_idle_timeout: Duration,
+    /// Most bytes of partly received frames held across all connections (see
+    /// [`MAX_BUFFERED_BYTES`]).
+    pub max_buffered_bytes: usize,
 }
 
 impl Limits {
@@ -125,6 +148,8 @@ impl Default for Limits {
             max_connections_per_ip: Self::DEFAULT_MAX_CONNECTIONS_PER_IP,
             hello_timeout: Self::DEFAULT_HELLO_TIMEOUT,
             idle_intervals: Self::DEFAULT_IDLE_INTERVALS,
+            pressure_idle_timeout: PRESSURE_IDLE_TIMEOUT,
+            max_buffered_bytes: MAX_BUFFERED_BYTES,
         }
     }
 }

@@ -16,6 +16,7 @@
 //!   net.rs          this machine's IPv4 interfaces (banner, beacon targets), TCP keepalive
 //!   process.rs      shutdown signals (SIGINT/SIGTERM, a second exits), open-files limit
 //!   util.rs         ids, clock, human units
+//!   text.rs         agent-controlled text made safe for terminals and logs (escapes)
 //!   error.rs        the library's Error and Result
 //!   server/         the actix server
 //!     mod.rs        Server::start (the only place that wires concrete actors) / shutdown
@@ -87,7 +88,7 @@
 //!                   bins/packaging/: the .debs
 //! bins/benches/     criterion benchmark of the codec; bins/bench/: `make bench` driver
 //! integration-tests/tests/it/  real binaries on real sockets (alerts, core, discovery, faults,
-//!                              hostile, http, install, store); a server and agents in the test process (inproc)
+//!                              hardening, hostile, http, install, store); a server and agents in the test process (inproc)
 //! bins/deploy/prometheus/      Prometheus alerting rules over /metrics, with promtool tests
 //! integration-tests/netns/     discovery across a LAN of network namespaces
 //! ```
@@ -105,6 +106,7 @@ pub mod process;
 pub mod protocol;
 pub mod server;
 pub mod snapshot;
+pub mod text;
 pub mod util;
 pub mod validate;
 

@@ -2,7 +2,8 @@
 //!
 //! The codec guarantees well-formed JSON of a known shape; this module rejects impossible
 //! values: NaN or out-of-range percentages, `used > total`, a per-core array that does not
-//! match the core count announced in `hello`, oversized strings.
+//! match the core count announced in `hello`, oversized strings, and strings with control,
+//! bidi or zero-width characters (a name that displays as another).
 
 use crate::protocol::{Cpu, Hello, MAX_CORES, MAX_TEXT_LEN, Memory, Metrics, PROTOCOL_VERSION};
 
@@ -54,6 +55,14 @@ fn text(field: &'static str, value: &str, may_be_empty: bool) -> Result<(), Inva
         return Err(Invalid::Field {
             field,
             reason: "contains control characters",
+        });
+    }
+    // A name must look like what it is: no bidi override turning it around, no zero-width
+    // character making it a look-alike of another (see `crate::text`).
+    if value.chars().any(crate::text::is_hidden) {
+        return Err(Invalid::Field {
+            field,
+            reason: "contains invisible or bidi control characters",
         });
     }
     Ok(())
@@ -266,6 +275,41 @@ mod tests {
                 ..
             })
         ));
+    }
+
+    /// Proves: a name (or any hello string) with a bidi override or a zero-width character is
+    /// refused, while letters of any script pass.
+    #[test]
+    fn bidi_and_zero_width_characters_are_refused_in_names() {
+        for bad in [
+            "web-1\u{202e}1-bew",
+            "web\u{200b}-1",
+            "\u{2066}db\u{2069}",
+            "a\u{feff}",
+        ] {
+            let h = Hello {
+                name: bad.into(),
+                ..hello_fixture()
+            };
+            assert_eq!(
+                hello(&h),
+                Err(Invalid::Field {
+                    field: "name",
+                    reason: "contains invisible or bidi control characters"
+                }),
+                "{bad:?}"
+            );
+            let h = Hello {
+                os: bad.into(),
+                ..hello_fixture()
+            };
+            assert!(hello(&h).is_err(), "os {bad:?}");
+        }
+        let h = Hello {
+            name: "сервер-1 ünï 名前".into(),
+            ..hello_fixture()
+        };
+        assert_eq!(hello(&h), Ok(()));
     }
 
     #[test]

@@ -11,6 +11,17 @@
 //!            └──────── connection lost / server bye / error ────┘
 //! ```
 //!
+//! The reconnect delay ([`Backoff`]) grows with every attempt that did not prove useful — a
+//! failed connect, a refusal (`error` frame), a `welcome` the agent cannot accept, a
+//! connection lost before anything was acknowledged — and starts over only once the server
+//! has acknowledged a sample on the connection: a server that welcomes and then refuses or
+//! drops the agent gets fewer and fewer attempts (at most one per [`BACKOFF_MAX`]), not a
+//! tight loop.
+//!
+//! A `welcome` whose `last_seq` is beyond the run's highest seq (a confused server, or a
+//! client that sent samples in this agent's name) never locks the agent out: it starts a new
+//! run and carries its unacknowledged samples over ([`Agent::new_run`]).
+//!
 //! Sampling never stops, whatever the state: every interval one sample is taken and queued in
 //! the bounded [`Outbox`]; while connected it is sent at once, and whatever the server has not
 //! acknowledged is sent again after the next connect. Every wait has a deadline (connect,
@@ -43,6 +54,7 @@ use crate::discovery::{self, Found, WAITING_HINT_EVERY};
 use crate::metrics::{MetricsSource, SystemSource};
 use crate::net::set_keepalive;
 use crate::protocol::{self, AgentFrame, Bye, ErrorFrame, Metrics, PROTOCOL_VERSION, ServerFrame};
+use crate::text::for_terminal;
 use crate::util::{now_ms, random_id, random_u64};
 
 pub use backoff::Backoff;
@@ -107,6 +119,9 @@ enum Ended {
     Lost(String),
     /// The server refused us with an `error` frame.
     Refused(ErrorFrame),
+    /// The server's `welcome` claimed more of this run than it has: a new run was started
+    /// (already logged); reconnect with it after a backoff.
+    NewRun,
 }
 
 /// Runs the agent until `shutdown` is cancelled, sampling on a tokio interval of
@@ -274,15 +289,19 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
                     match self.connected(stream, addr).await {
                         Ended::Shutdown => return Ok(()),
                         Ended::Lost(reason) => {
-                            tracing::warn!("connection to {addr} lost: {reason}; reconnecting");
+                            tracing::warn!(
+                                "connection to {addr} lost: {}; reconnecting",
+                                for_terminal(&reason)
+                            );
                         }
                         Ended::Refused(e) => {
                             tracing::error!(
                                 "server {addr} refused this agent: {}: {}",
                                 e.code,
-                                e.message
+                                for_terminal(&e.message)
                             );
                         }
+                        Ended::NewRun => {}
                     }
                     ConnState::Backoff(self.backoff.next_delay(random_u64()))
                 }
@@ -371,11 +390,11 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
                 let others: Vec<String> = listener
                     .heard()
                     .filter(|f| f.beacon.server_id != found.beacon.server_id)
-                    .map(|f| format!("{} at {}", f.beacon.server_name, f.addr))
+                    .map(|f| format!("{} at {}", for_terminal(&f.beacon.server_name), f.addr))
                     .collect();
                 tracing::info!(
                     "Discovered server {} at {}",
-                    found.beacon.server_name,
+                    for_terminal(&found.beacon.server_name),
                     found.addr
                 );
                 if !others.is_empty() {
@@ -421,20 +440,20 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
         match self.while_sampling(welcome).await {
             None => return self.say_bye(&mut write).await,
             Some(Ok(Some(Ok(ServerFrame::Welcome(w))))) => {
-                self.backoff.reset();
+                // Not yet a success for the backoff: only an ack proves the server takes
+                // this agent's samples (see the module docs).
                 self.connected_once = true;
                 tracing::info!(
                     "Connected to {addr} (server {}, lanmon {})",
-                    w.server_name,
-                    w.server_version
+                    for_terminal(&w.server_name),
+                    for_terminal(&w.server_version)
                 );
                 // The server already holds these from before the reconnect: do not resend.
                 if let Some(held) = w.last_seq {
                     if held > self.seq {
-                        return Ended::Lost(format!(
-                            "server claims to hold seq {held} of this run, which has only {}",
-                            self.seq
-                        ));
+                        // A claim this run cannot back (a confused server, or someone who
+                        // sent samples in this agent's name): never stay locked out by it.
+                        return self.new_run(addr, held);
                     }
                     self.outbox.ack(held);
                 }
@@ -474,6 +493,9 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
                                 return Ended::Lost(e);
                             }
                             self.outbox.ack(ack.seq);
+                            // The connection works: the next reconnect starts from the
+                            // shortest delay again.
+                            self.backoff.reset();
                         }
                         Some(Ok(ServerFrame::Error(e))) => return Ended::Refused(e),
                         Some(Ok(ServerFrame::Bye(Bye { reason }))) => {
@@ -493,7 +515,7 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
                     {
                         tracing::warn!(
                             "also hearing server {} at {}; staying with {addr} (choose one with --server-name)",
-                            found.beacon.server_name,
+                            for_terminal(&found.beacon.server_name),
                             found.addr
                         );
                     }
@@ -509,6 +531,25 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
                 _ = self.ticker.tick() => { self.sample(); }
             }
         }
+    }
+
+    /// Starts a new run because the server at `addr` claims to hold seq `held` of the
+    /// current one, beyond anything it has: a new `run_id`, seqs from 1 again. The samples
+    /// still waiting for an ack carry over, renumbered 1, 2, 3… with their own timestamps:
+    /// nothing is lost, and the server files them under a run it has no claim about (if it
+    /// did hold some of them under the old run, they show twice, once per run, rather than
+    /// not at all). Logged once, as a warning; the caller reconnects after the backoff.
+    fn new_run(&mut self, addr: SocketAddr, held: u64) -> Ended {
+        let old_run = std::mem::replace(&mut self.hello.run_id, random_id());
+        let had = self.seq;
+        self.seq = self.outbox.renumber();
+        tracing::warn!(
+            "server {addr} claims to hold seq {held} of run {old_run}, which has only {had}: starting a new run {} (its {} unacknowledged sample(s) carried over as seq 1..={})",
+            self.hello.run_id,
+            self.seq,
+            self.seq
+        );
+        Ended::NewRun
     }
 
     /// Sends every sample not yet sent, while no more than [`REPLAY_WINDOW`] are

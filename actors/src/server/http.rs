@@ -25,13 +25,23 @@
 //!
 //! Handlers only ask the Registry, through [`RegistryQueries`] (recipients, usable from the HTTP
 //! worker thread; a probe in tests); nothing here changes state.
+//!
+//! Every request first passes [`HostPolicy`]: a `Host` header that is not an IP literal,
+//! `localhost`, this machine's host name or a name given with `--http-host` is answered 421,
+//! so that a web page on some other site cannot read the API through DNS rebinding (its name
+//! resolving to this server). Every answer carries [`SECURITY_HEADERS`]: no MIME sniffing, no
+//! framing (clickjacking), no referrer, and a Content-Security-Policy that allows the
+//! dashboard its own scripts, styles and API and nothing else.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr, Arbiter, Recipient};
-use actix_web::http::header::CACHE_CONTROL;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{CACHE_CONTROL, HOST};
+use actix_web::middleware::{DefaultHeaders, Next, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use serde::{Deserialize, Serialize};
 
@@ -48,10 +58,119 @@ pub const MAX_HISTORY_POINTS: u64 = 10_000;
 /// Default history range when `from` is not given.
 pub const DEFAULT_HISTORY_RANGE: Duration = Duration::from_secs(3600);
 
+/// Headers on every HTTP answer (see the module docs). The dashboard uses no inline script or
+/// style, so `'self'` is all it needs.
+pub const SECURITY_HEADERS: [(&str, &str); 4] = [
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    (
+        "Content-Security-Policy",
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+];
+
+/// Which `Host` headers the HTTP side answers: IP literals (v4, `[v6]`, with or without a
+/// port), `localhost`, this machine's host name(s), and the names given (`--http-host`);
+/// compared without case and without a trailing dot. A request without `Host` (HTTP/1.0) is
+/// answered too: browsers always send one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPolicy {
+    names: Vec<String>,
+}
+
+impl HostPolicy {
+    /// `localhost`, this machine's host name (and its first label, and `<that>.local`), and
+    /// `extra`.
+    pub fn new(extra: &[String]) -> Self {
+        let host = crate::util::host_name();
+        let short = host.split('.').next().unwrap_or(&host).to_string();
+        let mut names = vec!["localhost".to_string(), host.clone(), short.clone()];
+        names.push(format!("{short}.local"));
+        names.extend(extra.iter().cloned());
+        Self::with_names(names)
+    }
+
+    /// Exactly `names` (and IP literals).
+    pub fn with_names(names: impl IntoIterator<Item = String>) -> Self {
+        let mut names: Vec<String> = names.into_iter().map(|n| normalise(&n)).collect();
+        names.retain(|n| !n.is_empty());
+        names.sort();
+        names.dedup();
+        Self { names }
+    }
+
+    /// Whether a request with this `Host` header value is answered.
+    pub fn allows(&self, host: &str) -> bool {
+        let host = host.trim();
+        // `[v6]` or `[v6]:port`.
+        if let Some(rest) = host.strip_prefix('[') {
+            return rest.split_once(']').is_some_and(|(ip, port)| {
+                ip.parse::<std::net::Ipv6Addr>().is_ok() && valid_port(port)
+            });
+        }
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if valid_port(&format!(":{port}")) => name,
+            _ => host,
+        };
+        if name.parse::<std::net::Ipv4Addr>().is_ok() {
+            return true;
+        }
+        let name = normalise(name);
+        self.names.contains(&name)
+    }
+
+    /// The names allowed, for messages.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+fn normalise(name: &str) -> String {
+    name.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Empty, or `:` and a port number.
+fn valid_port(s: &str) -> bool {
+    s.is_empty()
+        || s.strip_prefix(':')
+            .is_some_and(|p| p.parse::<u16>().is_ok())
+}
+
+/// Answers 421 to a request whose `Host` the policy does not allow (see the module docs).
+async fn check_host(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let policy = req.app_data::<web::Data<State>>().map(|s| &s.hosts);
+    let host = req
+        .headers()
+        .get(HOST)
+        .map(|h| h.to_str().unwrap_or("\u{fffd}"));
+    if let (Some(policy), Some(host)) = (policy, host)
+        && !policy.allows(host)
+    {
+        let message = format!(
+            "this server does not answer for the host name `{}` (it answers IP addresses, {}); an operator who wants that name starts the server with --http-host {}",
+            crate::text::for_terminal(host),
+            policy.names().join(", "),
+            crate::text::for_terminal(host.rsplit_once(':').map_or(host, |(name, _)| name)),
+        );
+        let refused = HttpResponse::MisdirectedRequest().json(ApiError { error: message });
+        return Ok(req.into_response(refused).map_into_right_body());
+    }
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
+}
+
 /// The HTTP side's settings.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub bind: SocketAddr,
+    /// Host names answered besides IP literals, `localhost` and this machine's names
+    /// (`--http-host`, see [`HostPolicy`]).
+    pub hosts: Vec<String>,
     /// Export `lanmon_cpu_core_usage_ratio` (one series per core per agent).
     pub per_core_metrics: bool,
     /// The durable history, read by the history endpoint; `None`: the in-memory ring.
@@ -100,6 +219,7 @@ impl HttpConfig {
             store_health: None,
             alerts: None,
             agent: None,
+            hosts: Vec::new(),
         }
     }
 }
@@ -113,6 +233,7 @@ struct State {
     events: Addr<events::Broadcaster>,
     alerts: Option<Arc<alerts::Board>>,
     agent: Option<crate::install::download::Offer>,
+    hosts: HostPolicy,
 }
 
 /// A running HTTP server.
@@ -159,13 +280,19 @@ impl Http {
             events: events.clone(),
             alerts: config.alerts.clone(),
             agent: config.agent.clone(),
+            hosts: HostPolicy::new(&config.hosts),
         };
         let server = HttpServer::new(move || {
+            let headers = SECURITY_HEADERS
+                .iter()
+                .fold(DefaultHeaders::new(), |h, &header| h.add(header));
             let mut app = App::new().app_data(web::Data::new(state.clone()));
             if let Some(auth) = &auth {
                 app = app.app_data(web::Data::from(auth.clone()));
             }
             app.wrap(actix_web::middleware::from_fn(http_auth::guard))
+                .wrap(from_fn(check_host))
+                .wrap(headers)
                 .route("/healthz", get_or_head().to(healthz))
                 .route("/api/agents", get_or_head().to(agents))
                 .route("/api/agents/{id}/history", get_or_head().to(history))
@@ -443,8 +570,13 @@ async fn static_asset(name: web::Path<String>) -> HttpResponse {
 /// The dashboard's live feed: a `text/event-stream` of snapshots, one per second. Each browser
 /// has a small bounded queue ([`events::Broadcaster`]); a browser that does not keep up is
 /// disconnected and its `EventSource` reconnects.
-async fn live_events(state: web::Data<State>) -> HttpResponse {
-    match state.events.send(events::Subscribe).await {
+async fn live_events(state: web::Data<State>, req: actix_web::HttpRequest) -> HttpResponse {
+    let ip = req
+        .peer_addr()
+        .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| {
+            a.ip()
+        });
+    match state.events.send(events::Subscribe { ip }).await {
         Ok(Ok(rx)) => {
             let stream = tokio_stream::StreamExt::map(
                 tokio_stream::wrappers::ReceiverStream::new(rx),
@@ -507,7 +639,8 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
+        let req =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n");
         s.write_all(req.as_bytes()).await.unwrap();
         let mut head = vec![0u8; 12];
         s.read_exact(&mut head).await.unwrap();
@@ -564,6 +697,37 @@ mod tests {
             assert_eq!(status(addr, "/api/agents", None).await, 200);
             open.stop().await;
         });
+    }
+
+    /// Proves: IP literals (with or without a port), localhost and the configured names are
+    /// answered, whatever their case or trailing dot; any other name, a bad port or a
+    /// malformed literal is not.
+    #[test]
+    fn host_policy_allows_addresses_and_known_names_only() {
+        let policy = HostPolicy::with_names(["localhost".into(), "lanmon.lab".into()]);
+        for ok in [
+            "127.0.0.1",
+            "192.168.1.10:8081",
+            "[::1]",
+            "[fe80::1]:8081",
+            "localhost:8081",
+            "LANMON.lab.",
+            "lanmon.lab:80",
+        ] {
+            assert!(policy.allows(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8081",
+            "lanmon.lab.evil.example",
+            "127.0.0.1.nip.io",
+            "localhost:99999",
+            "[::1",
+            "[evil]:80",
+            "",
+        ] {
+            assert!(!policy.allows(bad), "{bad}");
+        }
     }
 
     #[test]

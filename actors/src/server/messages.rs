@@ -6,7 +6,7 @@
 //! with the resume point or a refusal), [`Samples`] (or [`Sample`]), [`Disconnect`] (from
 //! `stopping()`). The Session reaches the Registry through a [`RegistryLink`].
 //!
-//! Registry → Session: [`Close`] (replaced, or shutdown) and [`Durable`] (with a store: what
+//! Registry → Session: [`Close`] (replaced, displaced, or shutdown) and [`Durable`] (with a store: what
 //! may be acknowledged), through the recipients the Session hands over in [`Connect`].
 //!
 //! Messages that anyone sends to one actor live beside that actor's handlers instead (e.g.
@@ -116,4 +116,7 @@ pub enum Close {
     Shutdown,
     /// A newer connection with the same agent id took over: send `error` and close.
     Replaced,
+    /// The agent id's home address took it back from this connection, which comes from
+    /// elsewhere: send `error` (`duplicate_id`) and close.
+    Displaced,
 }

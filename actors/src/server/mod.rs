@@ -177,11 +177,11 @@ impl Server {
         };
         let board = alerts.as_ref().map(alerts::Alerts::board);
         let writers = TaskTracker::new();
-        let settings = Arc::new(session::Settings {
-            info: (*info).clone(),
-            limits: config.limits.clone(),
-            durable_acks: store.is_some(),
-        });
+        let settings = Arc::new(session::Settings::new(
+            (*info).clone(),
+            config.limits.clone(),
+            store.is_some(),
+        ));
         let session_threads: Vec<Arbiter> = (0..config.session_threads)
             .map(|_| Arbiter::new())
             .collect();

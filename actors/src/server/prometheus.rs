@@ -5,6 +5,12 @@
 //! timestamps. An offline agent keeps `lanmon_agent_up 0`, its info and its last-sample time,
 //! and drops its CPU and memory series (they would be stale values). Per-core series can be
 //! turned off for very large fleets.
+//!
+//! What one agent adds to an exposition is bounded, whatever it announces: per-core series
+//! for at most [`MAX_CORE_SERIES`] cores, and label values of at most [`MAX_LABEL_CHARS`]
+//! characters ([`label`]: a longer one is cut and ends in a hash of the whole, so that two
+//! long agent ids still make two series). About 30 KiB per agent at most, instead of the
+//! 1.2 MiB that 4,096 cores and a 256-byte id made.
 
 use std::fmt::Write as _;
 
@@ -13,8 +19,25 @@ use crate::snapshot::{Snapshot, Status};
 /// The `Content-Type` of the exposition.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
-/// Escapes a label value: backslash, double quote and newline.
+/// Per-core series exported per agent: the first this many cores (an agent may announce up
+/// to `--max-cores`, 4,096 by default; each core is a line of the exposition).
+pub const MAX_CORE_SERIES: usize = 256;
+/// Longest label value exported, in characters; a longer one is cut to
+/// [`LABEL_KEEP_CHARS`] characters, `~` and 16 hex digits of a hash of the whole value.
+pub const MAX_LABEL_CHARS: usize = 64;
+const LABEL_KEEP_CHARS: usize = MAX_LABEL_CHARS - 17;
+
+/// A label value as exported: at most [`MAX_LABEL_CHARS`] characters (see there), escaped
+/// (backslash, double quote and newline).
 fn label(value: &str) -> String {
+    let cut;
+    let value = if value.chars().nth(MAX_LABEL_CHARS).is_some() {
+        let keep: String = value.chars().take(LABEL_KEEP_CHARS).collect();
+        cut = format!("{keep}~{}", crate::util::stable_id(&[value]));
+        cut.as_str()
+    } else {
+        value
+    };
     let mut out = String::with_capacity(value.len());
     for c in value.chars() {
         match c {
@@ -164,7 +187,7 @@ pub fn render(s: &Snapshot, per_core: bool) -> String {
         );
         for a in &connected {
             if let Some(cpu) = &a.cpu {
-                for (i, v) in cpu.per_core.iter().enumerate() {
+                for (i, v) in cpu.per_core.iter().take(MAX_CORE_SERIES).enumerate() {
                     let core = i.to_string();
                     let v = f64::from(*v) / 100.0;
                     f.sample(
@@ -331,6 +354,40 @@ mod tests {
         assert!(text.contains("lanmon_agent_info{agent=\"gone\""));
         assert!(!text.contains("lanmon_cpu_usage_ratio{"), "{text}");
         assert!(!text.contains("lanmon_memory_used_bytes{"), "{text}");
+    }
+
+    /// Proves: an agent announcing 4,096 cores with a 256-byte id adds per-core series for
+    /// [`MAX_CORE_SERIES`] cores only, no label value longer than [`MAX_LABEL_CHARS`], and two
+    /// long ids that share their first characters still make distinct series.
+    #[test]
+    fn one_agent_adds_a_bounded_amount_to_the_exposition() {
+        let big = |tail: char| AgentView {
+            cores: 4096,
+            cpu: Some(Cpu {
+                total: 50.0,
+                per_core: vec![50.0; 4096],
+            }),
+            name: "n".repeat(256),
+            ..view(&format!("{}{tail}", "i".repeat(255)), Status::Live)
+        };
+        let text = render(&snap(vec![big('a'), big('b')]), true);
+        let core_lines = text
+            .lines()
+            .filter(|l| l.starts_with("lanmon_cpu_core_usage_ratio{"))
+            .count();
+        assert_eq!(core_lines, 2 * MAX_CORE_SERIES);
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            for value in line.split('"').skip(1).step_by(2) {
+                assert!(value.chars().count() <= MAX_LABEL_CHARS, "{value}");
+            }
+        }
+        let ups: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("lanmon_agent_up{"))
+            .collect();
+        assert_eq!(ups.len(), 2);
+        assert_ne!(ups[0], ups[1], "two long ids, two series");
+        assert!(text.len() < 2 * 40 * 1024, "{} bytes", text.len());
     }
 
     #[test]

@@ -27,6 +27,7 @@ use actix::prelude::*;
 
 use crate::server::registry::GetSnapshotParts;
 use crate::snapshot::{AgentView, Snapshot, Status, StoreStatus, StoreView};
+use crate::text::for_terminal;
 use crate::util::{human_age, human_bytes};
 
 /// How the report is written.
@@ -246,7 +247,7 @@ impl Actor for Reporter {
 /// Why an agent is offline, as a line suffix (empty otherwise).
 fn reason_suffix(a: &AgentView) -> String {
     match (&a.status, &a.offline_reason) {
-        (Status::Offline, Some(reason)) => format!("  ({reason})"),
+        (Status::Offline, Some(reason)) => format!("  ({})", for_terminal(reason)),
         _ => String::new(),
     }
 }
@@ -389,11 +390,7 @@ fn store_line(store: &StoreView) -> Option<String> {
         .unwrap_or_else(|| "-".into());
     Some(format!(
         "  STORE FAILING for {since}: {} ({} write(s) queued; nothing is acknowledged, agents keep their samples)",
-        store
-            .error
-            .as_deref()
-            .unwrap_or("unknown error")
-            .escape_debug(),
+        for_terminal(store.error.as_deref().unwrap_or("unknown error")),
         store.queued_writes
     ))
 }
@@ -420,9 +417,9 @@ pub fn render_text_with(s: &Snapshot, opts: &TextOptions) -> String {
     let _ = writeln!(
         out,
         "lanmon {} on {} ({}): {} agents, {} live, {} stale, {} offline",
-        s.server.version,
-        s.server.listen,
-        s.server.name,
+        for_terminal(&s.server.version),
+        for_terminal(&s.server.listen),
+        for_terminal(&s.server.name),
         s.summary.agents,
         s.summary.live,
         s.summary.stale,
@@ -468,20 +465,29 @@ pub fn render_text_with(s: &Snapshot, opts: &TextOptions) -> String {
         let _ = writeln!(out, "  no agent matches the filter");
         return out;
     }
-    let name_w = agents
+    // Every string an agent controls goes through `for_terminal` before it is printed.
+    let names: Vec<String> = agents
         .iter()
-        .map(|a| a.name.chars().count())
+        .map(|a| for_terminal(&a.name).into_owned())
+        .collect();
+    let ips: Vec<String> = agents
+        .iter()
+        .map(|a| for_terminal(&a.ip).into_owned())
+        .collect();
+    let name_w = names
+        .iter()
+        .map(|n| n.chars().count())
         .max()
         .unwrap_or(4)
         .clamp(4, 24);
-    let ip_w = agents.iter().map(|a| a.ip.len()).max().unwrap_or(2).max(2);
+    let ip_w = ips.iter().map(|ip| ip.len()).max().unwrap_or(2).max(2);
     let _ = writeln!(
         out,
         "  {:<name_w$}  {:<ip_w$}  {:<7}  {:>6}  {:<38}  {:<10}  CORES %",
         "NAME", "IP", "STATUS", "CPU", "MEMORY USED / TOTAL (FREE)", "LAST"
     );
-    for a in &agents {
-        let name: String = a.name.chars().take(name_w).collect();
+    for ((a, name), ip) in agents.iter().zip(&names).zip(&ips) {
+        let name: String = name.chars().take(name_w).collect();
         let cpu = a
             .cpu
             .as_ref()
@@ -515,8 +521,7 @@ pub fn render_text_with(s: &Snapshot, opts: &TextOptions) -> String {
             .unwrap_or_else(|| "never".into());
         let _ = writeln!(
             out,
-            "  {name:<name_w$}  {:<ip_w$}  {:<7}  {cpu:>6}  {mem:<38}  {age:<10}  [{cores}]{}",
-            a.ip,
+            "  {name:<name_w$}  {ip:<ip_w$}  {:<7}  {cpu:>6}  {mem:<38}  {age:<10}  [{cores}]{}",
             a.status.as_str(),
             reason_suffix(a),
         );
@@ -637,6 +642,26 @@ mod tests {
             ..TextOptions::default()
         };
         assert!(render_text_with(&snap, &opts).contains("no agent matches"));
+    }
+
+    /// Proves: no string an agent controls reaches the terminal with a control or a hidden
+    /// format character in it (ESC/OSC sequences, CR, bidi overrides are shown escaped).
+    #[test]
+    fn text_report_escapes_agent_controlled_text() {
+        let mut evil = agent("evil\u{202e}lave", Status::Offline);
+        evil.offline_reason =
+            Some("error: bad frame: unknown variant `\x1b]0;pwned\x07\r\x1b[2J`".into());
+        evil.ip = "10.0.0.1\r".into();
+        let text = render_text(&snapshot(vec![evil]));
+        assert!(
+            !text.chars().any(|c| c != '\n' && crate::text::is_unsafe(c)),
+            "{text:?}"
+        );
+        assert!(text.contains("evil\\u{202e}lave"), "{text}");
+        assert!(
+            text.contains("`\\u{1b}]0;pwned\\u{7}\\r\\u{1b}[2J`"),
+            "{text}"
+        );
     }
 
     #[test]

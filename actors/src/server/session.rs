@@ -35,9 +35,10 @@ use tokio::sync::mpsc;
 use tokio_util::codec::{Encoder, FramedRead};
 use tokio_util::task::TaskTracker;
 
-use crate::codec::{CodecError, ServerCodec};
+use crate::codec::{CodecError, FrameBudget, ServerCodec};
 use crate::config::{
-    IDLE_CHECK_MAX, IDLE_CHECK_MIN, Limits, MIN_IDLE_TIMEOUT, SESSION_QUEUE_FRAMES, WRITE_TIMEOUT,
+    IDLE_CHECK_MAX, IDLE_CHECK_MIN, Limits, MAX_IDLE_GRACE, MIN_IDLE_TIMEOUT, SESSION_QUEUE_FRAMES,
+    WRITE_TIMEOUT,
 };
 use crate::net::set_keepalive;
 use crate::protocol::{
@@ -48,6 +49,7 @@ use crate::server::messages::{
     Close, Connect, Disconnect, Durable, Hello, RegistryLink, Samples, SessionId,
 };
 use crate::snapshot::ServerInfo;
+use crate::text::for_terminal;
 use crate::validate::{self, Invalid};
 
 /// Initial size of a connection's read buffer. A `metrics` frame is ~250 bytes (8 cores), so
@@ -92,6 +94,22 @@ pub struct Settings {
     pub limits: Limits,
     /// Acknowledge a sample only once the store has committed it ([`Durable`]).
     pub durable_acks: bool,
+    /// Bytes of partly received frames, shared by every session's codec
+    /// ([`Limits::max_buffered_bytes`]).
+    pub frame_budget: FrameBudget,
+}
+
+impl Settings {
+    /// Settings with a frame budget of `limits.max_buffered_bytes`.
+    pub fn new(info: ServerInfo, limits: Limits, durable_acks: bool) -> Self {
+        let frame_budget = FrameBudget::new(limits.max_buffered_bytes);
+        Self {
+            info,
+            limits,
+            durable_acks,
+            frame_budget,
+        }
+    }
 }
 
 /// See the module documentation.
@@ -112,7 +130,7 @@ pub struct Session {
     /// When the peer last sent a frame (idle timeout).
     last_frame_at: Instant,
     /// Counts this connection against the connection limits until the session is dropped.
-    _slot: ConnGuard,
+    slot: ConnGuard,
 }
 
 impl Session {
@@ -133,7 +151,8 @@ impl Session {
         let (out, rx) = mpsc::channel(SESSION_QUEUE_FRAMES);
         actix::spawn(tracker.track_future(write_frames(rx, write, peer)));
         Session::create(move |ctx| {
-            let codec = ServerCodec::with_max_len(settings.limits.max_frame_len);
+            let codec = ServerCodec::with_max_len(settings.limits.max_frame_len)
+                .with_budget(settings.frame_budget.clone());
             ctx.add_stream(FramedRead::with_capacity(read, codec, READ_BUFFER));
             Session {
                 id,
@@ -147,7 +166,7 @@ impl Session {
                 acked_seq: 0,
                 end_reason: None,
                 last_frame_at: Instant::now(),
-                _slot: slot,
+                slot,
             }
         })
     }
@@ -171,6 +190,9 @@ impl Session {
     /// Refuses the connection: one log line, an `error` frame, then close. The agent's
     /// offline reason is `error: <message>`.
     fn fail(&mut self, code: ErrorCode, message: String, ctx: &mut Context<Self>) {
+        // The message may quote the peer's bytes (serde's "unknown variant `…`"): from here
+        // on (log, offline reason, error frame) it is escaped for terminals.
+        let message = for_terminal(&message).into_owned();
         let reason = format!("error: {message}");
         self.close_with(code, message, reason, ctx);
     }
@@ -184,7 +206,8 @@ impl Session {
         ctx: &mut Context<Self>,
     ) {
         let who = self.hello.as_ref().map(|h| h.name.as_str()).unwrap_or("-");
-        tracing::warn!(peer = %self.peer, agent = who, "closing connection: {code}: {message}");
+        let (who, text) = (for_terminal(who), for_terminal(&message));
+        tracing::warn!(peer = %self.peer, agent = %who, "closing connection: {code}: {text}");
         self.send(ServerFrame::Error(ErrorFrame { code, message }), ctx);
         self.end(reason, ctx);
     }
@@ -207,7 +230,11 @@ impl Session {
         tracing::info!(
             peer = %self.peer,
             "agent {} ({}) connected: {} cores, every {} ms, {}",
-            hello.name, hello.agent_id, hello.cores, hello.interval_ms, hello.os
+            for_terminal(&hello.name),
+            for_terminal(&hello.agent_id),
+            hello.cores,
+            hello.interval_ms,
+            for_terminal(&hello.os)
         );
         let interval = Duration::from_millis(hello.interval_ms);
         let attach = Hello {
@@ -253,18 +280,37 @@ impl Session {
     /// intervals: its samples are its heartbeat, so silence means it is gone (or half-open).
     /// Checked once per interval (so it closes within `idle` plus one interval): the timer
     /// ticks of 10,000 sessions were the largest single cost of an idle-ish server.
+    ///
+    /// Near the connection limit ([`ConnGuard::near_limit`]) a connection silent for
+    /// [`Limits::pressure_idle_timeout`] is closed too (`limit`), whatever its interval, so
+    /// that connections held in silence cannot keep new agents out.
     fn watch_idle(&mut self, interval: Duration, ctx: &mut Context<Self>) {
-        let idle = interval
-            .saturating_mul(self.settings.limits.idle_intervals)
-            .max(MIN_IDLE_TIMEOUT);
-        let check_every = interval.clamp(IDLE_CHECK_MIN, IDLE_CHECK_MAX);
+        let idle = idle_timeout(interval, self.settings.limits.idle_intervals);
+        let pressure_idle = self.settings.limits.pressure_idle_timeout;
+        let check_every = interval
+            .min(pressure_idle)
+            .clamp(IDLE_CHECK_MIN, IDLE_CHECK_MAX);
         ctx.run_interval(check_every, move |this, ctx| {
-            if this.end_reason.is_none() && this.last_frame_at.elapsed() > idle {
+            let silent = this.last_frame_at.elapsed();
+            if this.end_reason.is_some() {
+                return;
+            }
+            if silent > idle {
                 let message = format!("nothing received for {idle:?}");
                 this.close_with(
                     ErrorCode::Timeout,
                     message.clone(),
                     format!("timeout: {message}"),
+                    ctx,
+                );
+            } else if silent > pressure_idle && this.slot.near_limit(&this.settings.limits) {
+                let message = format!(
+                    "the server is near its connection limit and this connection sent nothing for {pressure_idle:?}"
+                );
+                this.close_with(
+                    ErrorCode::Limit,
+                    message.clone(),
+                    format!("limit: {message}"),
                     ctx,
                 );
             }
@@ -333,7 +379,13 @@ impl Actor for Session {
             .take()
             .unwrap_or_else(|| "connection closed".into());
         if let Some(h) = &self.hello {
-            tracing::info!(peer = %self.peer, "agent {} ({}) disconnected: {reason}", h.name, h.agent_id);
+            tracing::info!(
+                peer = %self.peer,
+                "agent {} ({}) disconnected: {}",
+                for_terminal(&h.name),
+                for_terminal(&h.agent_id),
+                for_terminal(&reason)
+            );
         }
         self.registry.disconnect.do_send(Disconnect {
             session: self.id,
@@ -354,12 +406,15 @@ impl StreamHandler<Result<AgentFrame, CodecError>> for Session {
             Ok(AgentFrame::Metrics(m)) => self.on_metrics(m, ctx),
             Ok(AgentFrame::Bye(Bye { reason })) => {
                 let reason = match reason {
-                    Some(r) if !r.is_empty() => format!("bye: {}", r.escape_debug()),
+                    Some(r) if !r.is_empty() => format!("bye: {}", for_terminal(&r)),
                     _ => "bye".to_string(),
                 };
                 self.end(reason, ctx);
             }
             Err(CodecError::Io(e)) => self.end(format!("connection lost: {e}"), ctx),
+            Err(e @ CodecError::OverBudget { .. }) => {
+                self.fail(ErrorCode::Limit, e.to_string(), ctx)
+            }
             Err(e) => self.fail(ErrorCode::BadFrame, e.to_string(), ctx),
         }
     }
@@ -388,6 +443,11 @@ impl Handler<Close> for Session {
                 "a newer connection with the same agent id took over".into(),
                 ctx,
             ),
+            Close::Displaced => self.fail(
+                ErrorCode::DuplicateId,
+                "this agent id belongs to an agent at another address, which took it back; give each agent its own --name or --id".into(),
+                ctx,
+            ),
         }
     }
 }
@@ -404,6 +464,17 @@ impl Handler<Durable> for Session {
             self.send(ServerFrame::Ack(Ack { seq }), ctx);
         }
     }
+}
+
+/// How long a connection of an agent sampling every `interval` may stay silent:
+/// `idle_intervals` intervals, but at least [`MIN_IDLE_TIMEOUT`] and at most one interval
+/// plus [`MAX_IDLE_GRACE`] (an agent claiming a 1 h interval holds its slot in silence for
+/// 65 min, not 3 h).
+pub fn idle_timeout(interval: Duration, idle_intervals: u32) -> Duration {
+    interval
+        .saturating_mul(idle_intervals)
+        .min(interval.saturating_add(MAX_IDLE_GRACE))
+        .max(MIN_IDLE_TIMEOUT)
 }
 
 /// Writes queued frames until the session drops its sender, then closes the write side.
@@ -522,6 +593,8 @@ mod tests {
         answer: Result<Option<u64>, String>,
         /// Frames the agent sends before the Session starts.
         early: Vec<AgentFrame>,
+        /// Connection slots held by others while the session runs (near the limit or not).
+        other_slots: usize,
     }
 
     impl Default for Setup {
@@ -531,6 +604,7 @@ mod tests {
                 durable_acks: false,
                 answer: Ok(None),
                 early: Vec::new(),
+                other_slots: 0,
             }
         }
     }
@@ -540,6 +614,8 @@ mod tests {
         agent: Framed<TcpStream, AgentCodec>,
         registry: Received<ToRegistry>,
         session: Addr<Session>,
+        /// The other connections' slots ([`Setup::other_slots`]).
+        _others: Vec<ConnGuard>,
     }
 
     impl Setup {
@@ -559,20 +635,23 @@ mod tests {
                 answer: self.answer,
             };
             let link = Arc::new(RegistryLink::to(&fake.start()));
-            let slot = Connections::default()
-                .try_acquire(peer.ip(), &self.limits)
-                .unwrap();
-            let settings = Arc::new(Settings {
-                info: server(),
-                limits: self.limits,
-                durable_acks: self.durable_acks,
-            });
+            let conns = Connections::default();
+            let others = (0..self.other_slots)
+                .map(|_| {
+                    conns
+                        .try_acquire([10, 0, 0, 9].into(), &self.limits)
+                        .unwrap()
+                })
+                .collect();
+            let slot = conns.try_acquire(peer.ip(), &self.limits).unwrap();
+            let settings = Arc::new(Settings::new(server(), self.limits, self.durable_acks));
             let tracker = TaskTracker::new();
             let session = Session::start(stream, peer, 1, link, settings, slot, &tracker);
             Conn {
                 agent,
                 registry,
                 session,
+                _others: others,
             }
         }
     }
@@ -783,6 +862,27 @@ mod tests {
         conn.closed().await;
     }
 
+    /// Proves that a frame quoting terminal escapes (serde's "unknown variant" error repeats
+    /// the peer's text) leaves them escaped in the offline reason and the error frame.
+    #[actix_rt::test]
+    async fn escapes_in_a_bad_frame_do_not_reach_the_reason() {
+        let mut conn = Setup::default().start().await;
+        conn.hello().await;
+        let line = r#"{"type":"\u001b]0;pwned\u0007\r\u001b[2J"}"#.to_string() + "\n";
+        conn.agent
+            .get_mut()
+            .write_all(line.as_bytes())
+            .await
+            .unwrap();
+        let e = conn.error().await;
+        assert_eq!(e.code, ErrorCode::BadFrame);
+        let reason = conn.end_reason().await;
+        for text in [&e.message, &reason] {
+            assert!(text.contains("\\u{1b}]0;pwned"), "{text:?}");
+            assert!(!text.chars().any(crate::text::is_unsafe), "{text:?}");
+        }
+    }
+
     /// Proves that a connection without `hello` within the hello timeout is closed with
     /// `timeout`.
     #[actix_rt::test]
@@ -824,6 +924,84 @@ mod tests {
         assert!(silent_since.elapsed() >= MIN_IDLE_TIMEOUT);
         assert_eq!(e.code, ErrorCode::Timeout);
         assert_eq!(conn.end_reason().await, "timeout: nothing received for 1s");
+        conn.closed().await;
+    }
+
+    /// Proves that the idle timeout follows the agent's interval but is capped: at least
+    /// [`MIN_IDLE_TIMEOUT`], at most one interval plus [`MAX_IDLE_GRACE`] (3 h before, for an
+    /// agent claiming a 1 h interval).
+    #[test]
+    fn the_idle_timeout_is_capped_whatever_the_agent_claims() {
+        let secs = Duration::from_secs;
+        assert_eq!(idle_timeout(secs(5), 3), secs(15));
+        assert_eq!(
+            idle_timeout(Duration::from_millis(100), 3),
+            MIN_IDLE_TIMEOUT
+        );
+        assert_eq!(idle_timeout(secs(3600), 3), secs(3600) + MAX_IDLE_GRACE);
+        assert_eq!(idle_timeout(secs(3600), 100), secs(3600) + MAX_IDLE_GRACE);
+    }
+
+    /// Proves that near the connection limit a silent connection is closed (`limit`) after
+    /// the pressure timeout, long before its own idle timeout (30 s here).
+    #[actix_rt::test]
+    async fn near_the_connection_limit_silent_connections_make_room() {
+        let limits = Limits {
+            max_connections: 10,
+            pressure_idle_timeout: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        let mut conn = Setup {
+            limits,
+            other_slots: 8, // 9 of 10 with this one: 90 %
+            ..Setup::default()
+        }
+        .start()
+        .await;
+        let slow = protocol::Hello {
+            interval_ms: 10_000,
+            ..hello()
+        };
+        conn.send(AgentFrame::Hello(slow)).await;
+        conn.welcomed().await;
+        let e = conn.error().await;
+        assert_eq!(e.code, ErrorCode::Limit, "{}", e.message);
+        assert!(
+            conn.end_reason()
+                .await
+                .starts_with("limit: the server is near")
+        );
+        conn.closed().await;
+    }
+
+    /// Proves that a connection whose partly received frame would go over the shared budget
+    /// is closed with `limit`.
+    #[actix_rt::test]
+    async fn a_partial_frame_beyond_the_shared_budget_is_refused() {
+        let limits = Limits {
+            max_buffered_bytes: 1024,
+            ..Limits::default()
+        };
+        let mut conn = Setup {
+            limits,
+            ..Setup::default()
+        }
+        .start()
+        .await;
+        conn.hello().await;
+        let partial = format!("{{\"type\":\"bye\",\"reason\":\"{}", "x".repeat(8 * 1024));
+        conn.agent
+            .get_mut()
+            .write_all(partial.as_bytes())
+            .await
+            .unwrap();
+        let e = conn.error().await;
+        assert_eq!(e.code, ErrorCode::Limit, "{}", e.message);
+        assert!(
+            e.message.contains("partly received frames"),
+            "{}",
+            e.message
+        );
         conn.closed().await;
     }
 
@@ -904,6 +1082,17 @@ mod tests {
         conn.hello().await;
         conn.session.send(Close::Replaced).await.unwrap();
         assert_eq!(conn.error().await.code, ErrorCode::Replaced);
+        conn.closed().await;
+    }
+
+    /// Proves that `Close::Displaced` (the id's home address took it back) tells the agent
+    /// with a `duplicate_id` error.
+    #[actix_rt::test]
+    async fn displaced_sends_a_duplicate_id_error() {
+        let mut conn = Setup::default().start().await;
+        conn.hello().await;
+        conn.session.send(Close::Displaced).await.unwrap();
+        assert_eq!(conn.error().await.code, ErrorCode::DuplicateId);
         conn.closed().await;
     }
 

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, CommandFactory, Parser, Subcommand};
-use lanmon::config::{ConfigError, Limits};
+use lanmon::config::{ConfigError, Limits, MAX_BUFFERED_BYTES, PRESSURE_IDLE_TIMEOUT};
 use lanmon::discovery::DEFAULT_DISCOVERY_PORT;
 use lanmon::install::Role;
 use lanmon::install::download::Offer;
@@ -109,6 +109,17 @@ struct Cli {
     #[arg(long, env = "LANMON_HTTP", default_value_t = HttpConfig::DEFAULT_BIND, value_name = "ADDR:PORT",
           conflicts_with = "no_http")]
     http: SocketAddr,
+
+    /// A host name the HTTP side answers for (repeatable), besides IP addresses, `localhost`
+    /// and this machine's host name: e.g. the DNS name browsers and Prometheus use for this
+    /// server. Requests naming any other host get 421 (a guard against DNS rebinding).
+    #[arg(
+        long = "http-host",
+        env = "LANMON_HTTP_HOST",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    http_hosts: Vec<String>,
 
     /// Do not serve HTTP (no API, no /metrics, no dashboard).
     #[arg(long, env = "LANMON_NO_HTTP", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
@@ -283,6 +294,19 @@ struct Cli {
     #[arg(long, env = "LANMON_AGENT_BINARY", value_name = "PATH")]
     agent_binary: Option<PathBuf>,
 
+    /// While at least 90 % of --max-connections are in use, close connections that sent
+    /// nothing for this long (code `limit`), whatever their agent's interval, to make room.
+    #[arg(long, env = "LANMON_PRESSURE_IDLE_TIMEOUT", value_parser = parse_duration,
+          default_value = humantime::format_duration(PRESSURE_IDLE_TIMEOUT).to_string(),
+          value_name = "DURATION")]
+    pressure_idle_timeout: Duration,
+
+    /// Most bytes of partly received frames held across all connections (beyond 4 KiB per
+    /// connection); a connection that would go over it is closed (code `limit`).
+    #[arg(long, env = "LANMON_MAX_BUFFERED_BYTES", default_value_t = MAX_BUFFERED_BYTES,
+          value_name = "BYTES")]
+    max_buffered_bytes: usize,
+
     /// Log verbosity on stderr (RUST_LOG, if set, overrides it).
     #[arg(long, env = "LANMON_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
     log_level: LogLevel,
@@ -416,6 +440,7 @@ impl Cli {
         config.http = (!self.no_http).then(|| HttpConfig {
             per_core_metrics: !self.no_per_core_metrics,
             agent: Some(Offer::locate(agent_binary.as_deref())),
+            hosts: self.http_hosts,
             ..HttpConfig::new(self.http)
         });
         config.store = (!self.no_store).then(|| StoreConfig {
@@ -434,6 +459,8 @@ impl Cli {
             max_connections_per_ip: self.max_connections_per_ip,
             hello_timeout: self.hello_timeout,
             idle_intervals: self.idle_intervals,
+            pressure_idle_timeout: self.pressure_idle_timeout,
+            max_buffered_bytes: self.max_buffered_bytes,
         };
         config.beacon = if self.no_beacon {
             None

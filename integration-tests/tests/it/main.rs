@@ -8,6 +8,7 @@ mod alerts;
 mod core;
 mod discovery;
 mod faults;
+mod hardening;
 mod hostile;
 mod http;
 mod inproc;
