@@ -1,5 +1,6 @@
-//! lanmon: a LAN performance monitor. Agents sample CPU and memory and stream them over TCP to
-//! one server, built from actix actors, that shows every agent's latest metrics.
+//! lanmon: a LAN performance monitor. Agents sample their machine (CPU, memory, load, swap,
+//! filesystems, disk and network I/O, temperatures, their own cost) and stream the samples over
+//! TCP to one server, built from actix actors, that shows every agent's latest metrics.
 //!
 //! # Layout
 //!
@@ -12,7 +13,14 @@
 //!   snapshot.rs     the server's JSON snapshot (`--report-format json`), a public interface
 //!   config.rs       defaults and timing constants
 //!   discovery.rs    the UDP beacon format and the agent's beacon listener
-//!   metrics.rs      MetricsSource trait; the real source: /proc on Linux, else sysinfo
+//!   metrics/        MetricsSource trait; the real source: /proc on Linux, else sysinfo
+//!     mod.rs        Reading (all Options), SystemSource, the module list
+//!     config.rs     CollectConfig: groups (--collect), selections (--fs-types, …), --processes
+//!     linux.rs      ProcSource: one kept-open reader per /proc or /sys file
+//!     fallback.rs   SysinfoSource (non-Linux, or no /proc)
+//!     cpu.rs memory.rs load.rs fs.rs disk.rs network.rs temp.rs process.rs own.rs
+//!                   one metric group each: pure parsing and arithmetic, tested on real text
+//!     procfs.rs text.rs  kept-open files; strict numbers, globs, protocol-safe strings
 //!   net.rs          this machine's IPv4 interfaces (banner, beacon targets), TCP keepalive
 //!   util.rs         ids, clock, human units
 //!   error.rs        the library's Error and Result

@@ -179,6 +179,7 @@ mod tests {
                 free: 10,
                 available: Some(100 - used.min(100)),
             }),
+            ..Metrics::default()
         }
     }
 
@@ -319,8 +320,7 @@ mod tests {
         let partial = Metrics {
             seq: 1,
             ts_ms: 0,
-            cpu: None,
-            memory: None,
+            ..Metrics::default()
         };
         assert_eq!(metrics(&partial, &h), Ok(()));
     }

@@ -44,6 +44,7 @@ impl MetricsSource for FakeSource {
                 free: 100,
                 available: Some(600),
             }),
+            ..Reading::default()
         }
     }
 }
@@ -100,6 +101,7 @@ async fn handshake(conn: &mut Conn, last_seq: Option<u64>) -> String {
         server_name: "fake".into(),
         server_version: "0".into(),
         last_seq,
+        ts_ms: None,
     };
     conn.send(ServerFrame::Welcome(welcome))
         .await

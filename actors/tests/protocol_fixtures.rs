@@ -145,6 +145,7 @@ fn agent_metrics() -> TestResult {
             free: GIB,
             available: Some(5 * GIB),
         }),
+        ..Metrics::default()
     });
     round_trip_agent("agent_metrics.json", &frame)
 }
@@ -155,8 +156,7 @@ fn agent_metrics_partial() -> TestResult {
     let frame = AgentFrame::Metrics(Metrics {
         seq: 43,
         ts_ms: 1_764_115_201_000,
-        cpu: None,
-        memory: None,
+        ..Metrics::default()
     });
     round_trip_agent("agent_metrics_partial.json", &frame)
 }
@@ -179,8 +179,24 @@ fn server_welcome() -> TestResult {
         server_name: "lanmon-server".into(),
         server_version: "0.1.0".into(),
         last_seq: Some(41),
+        ts_ms: None,
     });
     round_trip_server("server_welcome.json", &frame)
+}
+
+/// A `welcome` with the server's clock (`ts_ms`, for the agent's clock measurement)
+/// round-trips; without it (above) the frame is byte-identical to what older servers send.
+#[test]
+fn server_welcome_clock() -> TestResult {
+    let frame = ServerFrame::Welcome(Welcome {
+        proto: PROTOCOL_VERSION,
+        server_id: "9d8c7b6a-5f4e-4d3c-2b1a-0f9e8d7c6b5a".into(),
+        server_name: "lanmon-server".into(),
+        server_version: "0.1.0".into(),
+        last_seq: None,
+        ts_ms: Some(1_764_115_199_950),
+    });
+    round_trip_server("server_welcome_clock.json", &frame)
 }
 
 /// An `ack` fixture round-trips.

@@ -250,6 +250,7 @@ impl Session {
                     server_name: info.name.clone(),
                     server_version: info.version.clone(),
                     last_seq,
+                    ts_ms: Some(crate::util::now_ms()),
                 };
                 this.send(ServerFrame::Welcome(welcome), ctx);
             });

@@ -1751,7 +1751,7 @@ mod tests {
                 total: cpu,
                 per_core: vec![cpu, 100.0 - cpu],
             }),
-            memory: None,
+            ..Metrics::default()
         }
     }
 

@@ -332,6 +332,7 @@ fn sample_values(rng: &mut XorShift, cores: u32, seq: u64, ts_ms: u64) -> Metric
             free: available / 3,
             available: Some(available),
         }),
+        ..Metrics::default()
     }
 }
 
