@@ -452,6 +452,34 @@ mod tests {
         b"{\"type\":\"bye\"}\n"
     }
 
+    /// The fast path knows every field of the full-machine sample (golden fixture): it
+    /// parses the fixture itself, to the same value as the generic path, and a sample with
+    /// an unknown field inside a new object falls back to the generic path, which accepts it.
+    #[test]
+    fn fast_path_covers_the_whole_machine_fields() {
+        let line = include_bytes!("../tests/fixtures/agent_metrics_full.json");
+        let line = &line[..line.len() - 1];
+        let fast: Metrics = serde_json::from_slice::<fast::Metrics>(line)
+            .map(Into::into)
+            .unwrap_or_else(|e| panic!("fast path refused the full fixture: {e}"));
+        let generic: AgentFrame = serde_json::from_slice(line).unwrap();
+        assert_eq!(AgentFrame::Metrics(fast), generic);
+        let text = String::from_utf8_lossy(line).replace(
+            "\"uptime_s\":86400",
+            "\"uptime_s\":86400,\"swap\":{\"total_bytes\":1,\"used_bytes\":0,\"later\":1}",
+        );
+        let text = text.replacen(
+            ",\"swap\":{\"total_bytes\":2147483648,\"used_bytes\":268435456}",
+            "",
+            1,
+        );
+        assert!(serde_json::from_slice::<fast::Metrics>(text.as_bytes()).is_err());
+        let Ok(AgentFrame::Metrics(m)) = AgentFrame::decode_line(text.as_bytes()) else {
+            panic!("generic path refused an unknown nested field: {text}");
+        };
+        assert_eq!(m.swap.map(|s| s.total_bytes), Some(1));
+    }
+
     fn decode_all(codec: &mut ServerCodec, buf: &mut BytesMut) -> Vec<Result<AgentFrame, String>> {
         let mut out = Vec::new();
         loop {
