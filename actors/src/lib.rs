@@ -33,6 +33,8 @@
 //!     beacon.rs     Beacon actor: UDP announcements for `agent --discover`
 //!     store.rs      Store actor: durable history in SQLite (tiers, retention, restart)
 //!     history.rs    per-agent sample ring: dedup, gaps, series buckets
+//!     host.rs       per-agent whole-machine view: rates from counters, clock offset
+//!     rates.rs      rates from cumulative counters (resets, 32-bit wraps): pure
 //!     http.rs       HTTP (actix-web): /api/agents, history, /healthz, /metrics, /api/events, /
 //!     prometheus.rs Prometheus text exposition of a snapshot
 //!     web/          the live dashboard: page, styles and scripts embedded in the binary;

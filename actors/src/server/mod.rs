@@ -27,9 +27,11 @@
 
 pub mod beacon;
 pub mod history;
+pub mod host;
 pub mod http;
 pub mod listener;
 pub mod prometheus;
+pub mod rates;
 pub mod registry;
 pub mod reporter;
 pub mod session;

@@ -1,7 +1,9 @@
 //! Registry actor: the state of every agent and every open session.
 //!
 //! Owns: one [`AgentEntry`] per agent id (not per IP: several agents on one host are distinct),
-//! with its address, latest sample, status and counters; and the list of open sessions.
+//! with its address, latest sample, status and counters, and its whole-machine view with the
+//! rates derived from its counters and its clock offset ([`HostState`]); and the list of open
+//! sessions.
 //! Receives from Sessions: [`Connect`], [`Hello`], [`Samples`] (or [`Sample`]), [`Disconnect`]; from the
 //! Reporter and the HTTP API: [`GetSnapshotParts`], [`GetSnapshot`], [`GetHistory`]; from the server's shutdown path: [`Shutdown`];
 //! from the Store: [`store::Committed`].
@@ -26,6 +28,7 @@ use actix::prelude::*;
 use crate::config::{MAX_AGENTS, OFFLINE_RETENTION, STALE_AFTER_INTERVALS};
 use crate::protocol::{self, Cpu, Memory, Metrics};
 use crate::server::history::{Bucket, History, series};
+use crate::server::host::HostState;
 use crate::server::session::{self, SessionId};
 use crate::server::store::{self, Store};
 use crate::snapshot::{AgentView, SNAPSHOT_VERSION, ServerInfo, Snapshot, Status, Summary};
@@ -125,6 +128,7 @@ struct AgentParts {
     gaps: u64,
     first_seq: u64,
     durable: u64,
+    host: Option<Arc<crate::snapshot::HostView>>,
 }
 
 impl AgentParts {
@@ -152,6 +156,7 @@ impl AgentParts {
             gaps: self.gaps,
             first_seq: self.first_seq,
             stored_seq: stored.then_some(self.durable),
+            host: self.host.map(|h| (*h).clone()).unwrap_or_default(),
         }
     }
 }
@@ -240,6 +245,8 @@ struct AgentEntry {
     history: History,
     /// Highest seq of the current run on disk (with a store).
     durable: u64,
+    /// Whole-machine view, rates and clock offset.
+    host: HostState,
 }
 
 impl AgentEntry {
@@ -282,6 +289,7 @@ impl AgentEntry {
             gaps: self.history.gaps(),
             first_seq: self.history.first_seq(),
             durable: self.durable,
+            host: self.host.view(),
         }
     }
 }
@@ -347,6 +355,7 @@ impl Registry {
                     attached_at: now,
                     history: ring,
                     durable: r.last_seq,
+                    host: HostState::default(),
                 },
             );
         }
@@ -489,6 +498,7 @@ impl Handler<Hello> for Registry {
                         attached_at: now,
                         history: History::new(self.history),
                         durable: 0,
+                        host: HostState::default(),
                     },
                 );
                 if self.agents.len() > MAX_AGENTS {
@@ -520,13 +530,16 @@ impl Handler<Samples> for Registry {
 
 impl Registry {
     /// Records one sample of `session`'s agent (see [`Sample`]).
-    fn record(&mut self, session: SessionId, metrics: Metrics) {
+    fn record(&mut self, session: SessionId, mut metrics: Metrics) {
         let Some(id) = self.sessions.get(&session).and_then(|s| s.agent.as_ref()) else {
             return;
         };
         let Some(entry) = self.agents.get_mut(id) else {
             return;
         };
+        if let Some(clock) = &metrics.clock {
+            entry.host.clock(&entry.hello, clock);
+        }
         let m = &metrics;
         let mem_used = m.memory.map(|mem| mem.used);
         let cpu_total = m.cpu.as_ref().map(|c| c.total);
@@ -541,6 +554,7 @@ impl Registry {
             }
             // A replayed older sample fills the history but is not the latest reading.
             if m.seq == entry.history.highest() {
+                entry.host.update(&entry.hello, &mut metrics);
                 entry.latest = Some(metrics);
             }
         } else if self.store.is_some() && m.seq <= entry.durable {
