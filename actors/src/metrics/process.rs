@@ -1,8 +1,10 @@
 //! Top processes (agent `--processes N`, off by default): the N using the most CPU since the
 //! previous sample and the N with the most resident memory, from `/proc/[pid]/stat` (Linux).
 //!
-//! `stat` has everything needed in one file (name, CPU ticks, start time, resident pages),
-//! so `statm` is not read. CPU is the difference of two readings of the same process (same
+//! `stat` has everything needed to choose (name, CPU ticks, start time, resident pages), but
+//! its resident count is the kernel's approximate per-CPU sum (it lags `VmRSS` by tens of
+//! pages); the chosen processes' RSS is then read from `statm`, which matches `VmRSS`. CPU is
+//! the difference of two readings of the same process (same
 //! pid *and* start time, so a reused pid is a new process), in percent of one core like
 //! `top`. A process seen for the first time reads 0 %. Each sample opens one file per
 //! process: this group costs more than all the others together, hence off by default.
@@ -169,7 +171,19 @@ mod linux {
             self.last = seen;
             self.last_at = now;
             let count = u32::try_from(candidates.len()).unwrap_or(u32::MAX);
-            Some((top(candidates, self.n), count))
+            let mut chosen = top(candidates, self.n);
+            for p in &mut chosen {
+                let mut path = self.proc_dir.join(p.pid.to_string());
+                path.push("statm");
+                let pages = std::fs::File::open(&path)
+                    .and_then(|f| f.read_at(&mut buf, 0))
+                    .ok()
+                    .and_then(|n| crate::metrics::own::parse_statm_rss(buf.get(..n)?));
+                if let Some(pages) = pages {
+                    p.rss_bytes = pages.saturating_mul(self.page);
+                }
+            }
+            Some((chosen, count))
         }
     }
 }
