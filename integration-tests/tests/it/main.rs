@@ -8,5 +8,6 @@ mod discovery;
 mod faults;
 mod hostile;
 mod http;
+mod machine;
 mod store;
 mod support;
