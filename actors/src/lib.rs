@@ -43,11 +43,12 @@
 //!     mod.rs        connection state machine and sampling loop
 //!     backoff.rs    exponential backoff with jitter
 //!     outbox.rs     bounded queue of unacknowledged samples
-//! actors/tests/     protocol golden fixtures, agent state machine, fuzz properties
+//! actors/tests/     protocol golden fixtures, agent state machine, fuzz properties, ground
+//!                   truth of the collectors (root: tmpfs, loop device, veth pair, a child)
 //! bins/src/bin/     thin clap binaries: server, agent, loadgen
 //! bins/benches/     criterion benchmark of the codec; bins/bench/: `make bench` driver
 //! integration-tests/tests/it/  real binaries on real sockets (core, discovery, faults, hostile,
-//!                              http, store)
+//!                              http, machine, store)
 //! integration-tests/netns/     discovery across a LAN of network namespaces
 //! ```
 

@@ -180,7 +180,7 @@ pub struct Load {
     /// Threads in total.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub threads: Option<u32>,
-    /// Processes in total.
+    /// Processes in total (sent with the processes group, agent `--processes N`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub procs: Option<u32>,
 }

@@ -230,3 +230,53 @@ async fn keeps_trying_until_a_server_appears() {
     assert_eq!(metrics(&mut conn, 1, true).await, [1]);
     shutdown.cancel();
 }
+
+/// A server that sends its clock in `welcome` gets it back, with the agent's receive time and
+/// round trip, on the first frame of the connection only; after a reconnect the new
+/// `welcome`'s clock rides on the first frame again (a replayed sample included).
+#[tokio::test]
+async fn echoes_the_welcome_clock_once_per_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let (shutdown, _task) = start_agent(listener.local_addr().expect("addr").port());
+    for (server_ts, ack) in [(1_000_u64, false), (2_000, true)] {
+        let mut conn = accept(&listener).await;
+        let Some(AgentFrame::Hello(_)) = next(&mut conn).await else {
+            panic!("first frame was not hello");
+        };
+        let before = lanmon::util::now_ms();
+        let welcome = Welcome {
+            proto: 1,
+            server_id: "fake".into(),
+            server_name: "fake".into(),
+            server_version: "0".into(),
+            last_seq: None,
+            ts_ms: Some(server_ts),
+        };
+        conn.send(ServerFrame::Welcome(welcome))
+            .await
+            .expect("send welcome");
+        let mut clocks = Vec::new();
+        for _ in 0..3 {
+            match next(&mut conn).await {
+                Some(AgentFrame::Metrics(m)) => {
+                    if ack {
+                        conn.send(ServerFrame::Ack(Ack { seq: m.seq }))
+                            .await
+                            .expect("send ack");
+                    }
+                    clocks.push(m.clock)
+                }
+                other => panic!("expected metrics, got {other:?}"),
+            }
+        }
+        let first = clocks[0]
+            .as_ref()
+            .expect("the first frame carries the clock");
+        assert_eq!(first.welcome_ts_ms, server_ts);
+        assert!(first.received_ts_ms >= before, "{first:?}");
+        assert!(first.rtt_ms < DEADLINE.as_millis() as u64);
+        assert!(clocks[1..].iter().all(Option::is_none), "{clocks:?}");
+        drop(conn);
+    }
+    shutdown.cancel();
+}

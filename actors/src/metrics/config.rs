@@ -17,7 +17,7 @@ pub enum Group {
     Cpu,
     /// Memory: total, used, free, available.
     Memory,
-    /// Load averages, threads, processes, uptime.
+    /// Load averages, threads, uptime (and the process count with `--processes`).
     Load,
     /// Swap total and used.
     Swap,

@@ -1,5 +1,6 @@
 //! Load averages, thread counts and uptime: `/proc/loadavg` and `/proc/uptime` (Linux), or
-//! sysinfo's figures.
+//! sysinfo's figures. The process count comes from the processes group (`process.rs`), which
+//! lists `/proc` anyway.
 
 use crate::protocol::{Load, MAX_LOAD};
 
@@ -41,22 +42,6 @@ pub fn parse_uptime(text: &[u8]) -> Option<u64> {
     parse_u64(whole)
 }
 
-/// Counts the processes in a `/proc`-like directory: its entries whose names are all digits.
-#[cfg(target_os = "linux")]
-pub fn count_processes(proc_dir: &std::path::Path) -> Option<u32> {
-    use std::os::unix::ffi::OsStrExt;
-    let entries = std::fs::read_dir(proc_dir).ok()?;
-    let n = entries
-        .filter_map(Result::ok)
-        .filter(|e| {
-            let name = e.file_name();
-            let b = name.as_bytes();
-            !b.is_empty() && b.iter().all(u8::is_ascii_digit)
-        })
-        .count();
-    u32::try_from(n).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -81,18 +66,5 @@ mod tests {
         assert_eq!(parse_uptime(b"96560.42 180123.11\n"), Some(96560));
         assert_eq!(parse_uptime(b"12\n"), Some(12));
         assert_eq!(parse_uptime(b"\n"), None);
-    }
-
-    #[cfg(target_os = "linux")]
-    #[test]
-    fn counts_numeric_entries_only() {
-        let dir = std::env::temp_dir().join(format!("lanmon-procs-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        for name in ["1", "42", "self", "4x", "net"] {
-            std::fs::create_dir_all(dir.join(name)).unwrap();
-        }
-        assert_eq!(count_processes(&dir), Some(2));
-        let _ = std::fs::remove_dir_all(&dir);
-        assert_eq!(count_processes(&dir), None);
     }
 }

@@ -16,7 +16,7 @@
 //! ```text
 //! cpu.rs      /proc/stat: usage, per core, user/system/iowait/steal
 //! memory.rs   /proc/meminfo: memory, swap
-//! load.rs     /proc/loadavg, /proc/uptime, process count
+//! load.rs     /proc/loadavg, /proc/uptime
 //! fs.rs       /proc/self/mountinfo + statvfs
 //! disk.rs     /proc/diskstats
 //! network.rs  /proc/net/dev

@@ -293,7 +293,12 @@ fn whole_machine_reaches_the_snapshot_with_exact_network_counters() {
         assert_eq!(rc, 0, "setns: {}", std::io::Error::last_os_error());
         let socket = std::net::UdpSocket::bind("10.231.251.1:0").unwrap_or_else(|e| panic!("{e}"));
         for _ in 0..FRAMES {
-            let _ = socket.send_to(&[1u8; PAYLOAD], "10.231.251.2:9999");
+            // A send refused (the pair still coming up) sends no frame: try again.
+            poll(DEADLINE, || {
+                let sent = socket.send_to(&[1u8; PAYLOAD], "10.231.251.2:9999");
+                sent.is_ok().then_some(())
+            })
+            .unwrap_or_else(|| panic!("cannot send across the veth pair"));
         }
     })
     .join()
