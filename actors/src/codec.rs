@@ -243,6 +243,123 @@ mod fast {
         cpu: Option<Cpu>,
         #[serde(default)]
         memory: Option<Memory>,
+        #[serde(default)]
+        cpu_modes: Option<CpuModes>,
+        #[serde(default)]
+        load: Option<Load>,
+        #[serde(default)]
+        uptime_s: Option<u64>,
+        #[serde(default)]
+        swap: Option<Swap>,
+        #[serde(default)]
+        filesystems: Option<Vec<Filesystem>>,
+        #[serde(default)]
+        disks: Option<Vec<Disk>>,
+        #[serde(default)]
+        net: Option<Vec<NetInterface>>,
+        #[serde(default)]
+        temperatures: Option<Vec<Temperature>>,
+        #[serde(default)]
+        processes: Option<Vec<Process>>,
+        #[serde(default)]
+        agent_cost: Option<AgentCost>,
+        #[serde(default)]
+        clock: Option<ClockSync>,
+    }
+
+    /// A strict mirror of a protocol struct (every field known) and its conversion.
+    macro_rules! mirror {
+        ($name:ident { $($(#[$attr:meta])* $field:ident: $ty:ty),* $(,)? }) => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct $name {
+                $($(#[$attr])* $field: $ty),*
+            }
+
+            impl From<$name> for crate::protocol::$name {
+                fn from(m: $name) -> Self {
+                    Self { $($field: m.$field),* }
+                }
+            }
+        };
+    }
+
+    mirror!(CpuModes {
+        user_pct: f32,
+        system_pct: f32,
+        iowait_pct: f32,
+        steal_pct: f32
+    });
+    mirror!(Load {
+        load1: f32,
+        load5: f32,
+        load15: f32,
+        #[serde(default)]
+        running: Option<u32>,
+        #[serde(default)]
+        threads: Option<u32>,
+        #[serde(default)]
+        procs: Option<u32>,
+    });
+    mirror!(Swap {
+        total_bytes: u64,
+        used_bytes: u64
+    });
+    mirror!(Filesystem {
+        mount: String,
+        fs_type: String,
+        device: String,
+        size_bytes: u64,
+        used_bytes: u64,
+        avail_bytes: u64,
+        inodes: u64,
+        inodes_used: u64,
+    });
+    mirror!(Disk {
+        device: String,
+        read_bytes: u64,
+        written_bytes: u64,
+        reads: u64,
+        writes: u64,
+        io_ms: u64,
+    });
+    mirror!(NetInterface {
+        interface: String,
+        rx_bytes: u64,
+        tx_bytes: u64,
+        rx_packets: u64,
+        tx_packets: u64,
+        #[serde(default)]
+        rx_errs: u64,
+        #[serde(default)]
+        tx_errs: u64,
+        #[serde(default)]
+        rx_drops: u64,
+        #[serde(default)]
+        tx_drops: u64,
+    });
+    mirror!(Temperature {
+        sensor: String,
+        temp_c: f32
+    });
+    mirror!(Process {
+        pid: u32,
+        name: String,
+        cpu_pct: f32,
+        rss_bytes: u64
+    });
+    mirror!(AgentCost {
+        rss_bytes: u64,
+        cpu_ms: u64
+    });
+    mirror!(ClockSync {
+        welcome_ts_ms: u64,
+        received_ts_ms: u64,
+        rtt_ms: u64
+    });
+
+    fn list<T: Into<U>, U>(v: Option<Vec<T>>) -> Option<Vec<U>> {
+        v.map(|v| v.into_iter().map(Into::into).collect())
     }
 
     #[derive(Deserialize)]
@@ -285,6 +402,17 @@ mod fast {
                     free: m.free,
                     available: m.available,
                 }),
+                cpu_modes: m.cpu_modes.map(Into::into),
+                load: m.load.map(Into::into),
+                uptime_s: m.uptime_s,
+                swap: m.swap.map(Into::into),
+                filesystems: list(m.filesystems),
+                disks: list(m.disks),
+                net: list(m.net),
+                temperatures: list(m.temperatures),
+                processes: list(m.processes),
+                agent_cost: m.agent_cost.map(Into::into),
+                clock: m.clock.map(|c| Box::new(c.into())),
             }
         }
     }
@@ -455,6 +583,34 @@ mod tests {
 
     fn bye_line() -> &'static [u8] {
         b"{\"type\":\"bye\"}\n"
+    }
+
+    /// The fast path knows every field of the full-machine sample (golden fixture): it
+    /// parses the fixture itself, to the same value as the generic path, and a sample with
+    /// an unknown field inside a new object falls back to the generic path, which accepts it.
+    #[test]
+    fn fast_path_covers_the_whole_machine_fields() {
+        let line = include_bytes!("../tests/fixtures/agent_metrics_full.json");
+        let line = &line[..line.len() - 1];
+        let fast: Metrics = serde_json::from_slice::<fast::Metrics>(line)
+            .map(Into::into)
+            .unwrap_or_else(|e| panic!("fast path refused the full fixture: {e}"));
+        let generic: AgentFrame = serde_json::from_slice(line).unwrap();
+        assert_eq!(AgentFrame::Metrics(fast), generic);
+        let text = String::from_utf8_lossy(line).replace(
+            "\"uptime_s\":86400",
+            "\"uptime_s\":86400,\"swap\":{\"total_bytes\":1,\"used_bytes\":0,\"later\":1}",
+        );
+        let text = text.replacen(
+            ",\"swap\":{\"total_bytes\":2147483648,\"used_bytes\":268435456}",
+            "",
+            1,
+        );
+        assert!(serde_json::from_slice::<fast::Metrics>(text.as_bytes()).is_err());
+        let Ok(AgentFrame::Metrics(m)) = AgentFrame::decode_line(text.as_bytes()) else {
+            panic!("generic path refused an unknown nested field: {text}");
+        };
+        assert_eq!(m.swap.map(|s| s.total_bytes), Some(1));
     }
 
     fn decode_all(codec: &mut ServerCodec, buf: &mut BytesMut) -> Vec<Result<AgentFrame, String>> {

@@ -176,6 +176,9 @@ pub enum ConfigError {
         crate::agent::AgentConfig::INTERVAL_RANGE.end()
     )]
     AgentInterval { got: Duration },
+    /// The agent's metric groups or selections (`--collect`, `--processes`, …).
+    #[error("{0}")]
+    Collect(String),
 }
 
 #[cfg(test)]

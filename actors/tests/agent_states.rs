@@ -44,6 +44,7 @@ impl MetricsSource for FakeSource {
                 free: 100,
                 available: Some(600),
             }),
+            ..Reading::default()
         }
     }
 }
@@ -65,6 +66,7 @@ fn start_agent(
         name: "under-test".into(),
         interval: INTERVAL,
         buffer: 1000,
+        collect: Default::default(),
     };
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(lanmon::agent::run(config, FakeSource, shutdown.clone()));
@@ -100,6 +102,7 @@ async fn handshake(conn: &mut Conn, last_seq: Option<u64>) -> String {
         server_name: "fake".into(),
         server_version: "0".into(),
         last_seq,
+        ts_ms: None,
     };
     conn.send(ServerFrame::Welcome(welcome))
         .await
@@ -297,6 +300,7 @@ async fn a_claim_beyond_the_run_starts_a_new_run_that_keeps_every_sample() {
             server_name: "fake".into(),
             server_version: "0".into(),
             last_seq: None,
+            ts_ms: None,
         };
         next_conn
             .send(ServerFrame::Welcome(welcome))
@@ -324,5 +328,55 @@ async fn a_claim_beyond_the_run_starts_a_new_run_that_keeps_every_sample() {
         unacked[..],
         "the unacknowledged samples came first"
     );
+    shutdown.cancel();
+}
+
+/// A server that sends its clock in `welcome` gets it back, with the agent's receive time and
+/// round trip, on the first frame of the connection only; after a reconnect the new
+/// `welcome`'s clock rides on the first frame again (a replayed sample included).
+#[tokio::test]
+async fn echoes_the_welcome_clock_once_per_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let (shutdown, _task) = start_agent(listener.local_addr().expect("addr").port());
+    for (server_ts, ack) in [(1_000_u64, false), (2_000, true)] {
+        let mut conn = accept(&listener).await;
+        let Some(AgentFrame::Hello(_)) = next(&mut conn).await else {
+            panic!("first frame was not hello");
+        };
+        let before = lanmon::util::now_ms();
+        let welcome = Welcome {
+            proto: 1,
+            server_id: "fake".into(),
+            server_name: "fake".into(),
+            server_version: "0".into(),
+            last_seq: None,
+            ts_ms: Some(server_ts),
+        };
+        conn.send(ServerFrame::Welcome(welcome))
+            .await
+            .expect("send welcome");
+        let mut clocks = Vec::new();
+        for _ in 0..3 {
+            match next(&mut conn).await {
+                Some(AgentFrame::Metrics(m)) => {
+                    if ack {
+                        conn.send(ServerFrame::Ack(Ack { seq: m.seq }))
+                            .await
+                            .expect("send ack");
+                    }
+                    clocks.push(m.clock)
+                }
+                other => panic!("expected metrics, got {other:?}"),
+            }
+        }
+        let first = clocks[0]
+            .as_ref()
+            .expect("the first frame carries the clock");
+        assert_eq!(first.welcome_ts_ms, server_ts);
+        assert!(first.received_ts_ms >= before, "{first:?}");
+        assert!(first.rtt_ms < DEADLINE.as_millis() as u64);
+        assert!(clocks[1..].iter().all(Option::is_none), "{clocks:?}");
+        drop(conn);
+    }
     shutdown.cancel();
 }

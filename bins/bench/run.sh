@@ -27,6 +27,8 @@
 #                              durable store gets a fresh --data-dir per run under target/bench
 #   BENCH_AGENT_SECS           real agent run time [120 / 12]; the issue asks >= 600 for growth
 #   BENCH_AGENT_WARMUP         seconds before the agent's RSS/CPU baseline [20 / 6]
+#   BENCH_AGENT_ARGS           extra agent flags, e.g. "--collect cpu,memory" (the groups
+#                              before the whole-machine ones) or "--processes 5" [none]
 #   BENCH_OUT                  results file [bins/bench/RESULTS.md / target/bench/RESULTS-quick.md]
 #   BENCH_NOFILE               file-descriptor limit set in the namespace [65536]
 #   BENCH_BIN                  directory of prebuilt server/loadgen/agent; skips the build
@@ -62,6 +64,7 @@ export BENCH_AGENT_SECS="${BENCH_AGENT_SECS:-$def_agent_secs}"
 export BENCH_AGENT_WARMUP="${BENCH_AGENT_WARMUP:-$def_agent_warmup}"
 export BENCH_NOFILE="${BENCH_NOFILE:-65536}"
 export BENCH_SERVER_ARGS="${BENCH_SERVER_ARGS:-}"
+export BENCH_AGENT_ARGS="${BENCH_AGENT_ARGS:-}"
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
     | jq -r .target_directory)}"
@@ -296,6 +299,8 @@ agent_scenario() {
     start_server "$dir"
     local port="${SERVER_ADDR##*:}"
     local cmd=("$BIN/agent" --host 127.0.0.1 --port "$port" --quiet --name bench-agent)
+    # shellcheck disable=SC2206 # extra flags, split on spaces on purpose
+    [[ -n "$BENCH_AGENT_ARGS" ]] && cmd+=($BENCH_AGENT_ARGS)
     record_cmd "${cmd[*]} &"
     "${cmd[@]}" >"$dir/agent.log" 2>&1 &
     local apid=$!

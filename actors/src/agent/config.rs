@@ -64,6 +64,8 @@ pub struct AgentConfig {
     pub interval: Duration,
     /// Most samples kept while the server has not acknowledged them.
     pub buffer: usize,
+    /// Which metric groups [`run_system`](super::run_system) collects, and from what.
+    pub collect: crate::metrics::CollectConfig,
 }
 
 impl AgentConfig {
@@ -87,6 +89,7 @@ impl AgentConfig {
             name,
             interval: Self::DEFAULT_INTERVAL,
             buffer: Self::DEFAULT_BUFFER,
+            collect: crate::metrics::CollectConfig::default(),
         }
     }
 

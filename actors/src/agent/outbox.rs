@@ -13,11 +13,17 @@ pub struct Outbox {
     dropped: u64,
 }
 
+/// Slots allocated up front.
+const OUTBOX_INITIAL: usize = 8;
+
 impl Outbox {
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
-            queue: VecDeque::with_capacity(capacity.min(1024)),
+            // Small at first: while connected one or two samples are in flight, and a ring
+            // that moves through a large buffer ends up touching all of it (a sample is a few
+            // hundred bytes inline). It doubles while the server is away.
+            queue: VecDeque::with_capacity(capacity.min(OUTBOX_INITIAL)),
             capacity,
             dropped: 0,
         }
@@ -87,8 +93,7 @@ mod tests {
         Metrics {
             seq,
             ts_ms: 0,
-            cpu: None,
-            memory: None,
+            ..Metrics::default()
         }
     }
 

@@ -38,6 +38,7 @@ pub mod alerts;
 pub mod beacon;
 pub mod config;
 pub mod history;
+pub mod host;
 pub mod http;
 pub mod limits;
 pub mod listener;
@@ -45,6 +46,7 @@ pub mod messages;
 #[cfg(test)]
 mod probe;
 pub mod prometheus;
+pub mod rates;
 pub mod registry;
 pub mod reporter;
 pub mod series;

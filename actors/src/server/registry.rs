@@ -1,7 +1,9 @@
 //! Registry actor: the state of every agent and every open session.
 //!
 //! Owns: one [`AgentEntry`] per agent id (not per IP: several agents on one host are distinct),
-//! with its address, latest sample, status and counters; and the list of open sessions.
+//! with its address, latest sample, status and counters, and its whole-machine view with the
+//! rates derived from its counters and its clock offset ([`HostState`]); and the list of open
+//! sessions.
 //! Receives from Sessions: [`Connect`], [`Hello`], [`Samples`] (or [`Sample`]),
 //! [`Disconnect`]; from the Reporter, the HTTP API and the dashboard's Broadcaster:
 //! [`GetSnapshotParts`], [`GetSnapshot`], [`GetHistory`]; from the server's shutdown path:
@@ -45,6 +47,7 @@ use crate::config::{
 };
 use crate::protocol::{self, Cpu, Memory, Metrics};
 use crate::server::history::{Bucket, History, series};
+use crate::server::host::HostState;
 use crate::server::messages::{
     Close, Connect, Disconnect, Durable, Hello, Sample, Samples, SessionId,
 };
@@ -98,6 +101,7 @@ struct AgentParts {
     gaps: u64,
     first_seq: u64,
     durable: u64,
+    host: Option<Arc<crate::snapshot::HostView>>,
 }
 
 impl AgentParts {
@@ -125,6 +129,7 @@ impl AgentParts {
             gaps: self.gaps,
             first_seq: self.first_seq,
             stored_seq: stored.then_some(self.durable),
+            host: self.host.map(|h| (*h).clone()).unwrap_or_default(),
         }
     }
 }
@@ -175,6 +180,7 @@ impl SnapshotParts {
                 gaps: v.gaps,
                 first_seq: v.first_seq,
                 durable: v.stored_seq.unwrap_or(0),
+                host: Some(Arc::new(v.host)),
             })
             .collect();
         Self {
@@ -280,6 +286,8 @@ struct AgentEntry {
     history: History,
     /// Highest seq of the current run on disk (with a store).
     durable: u64,
+    /// Whole-machine view, rates and clock offset.
+    host: HostState,
 }
 
 impl AgentEntry {
@@ -322,6 +330,7 @@ impl AgentEntry {
             gaps: self.history.gaps(),
             first_seq: self.history.first_seq(),
             durable: self.durable,
+            host: self.host.view(),
         }
     }
 }
@@ -427,6 +436,7 @@ impl Registry {
                     attached_at: now,
                     history: ring,
                     durable: r.last_seq,
+                    host: HostState::default(),
                 },
             );
         }
@@ -613,6 +623,7 @@ impl Handler<Hello> for Registry {
                         attached_at: now,
                         history: History::new(self.history),
                         durable: 0,
+                        host: HostState::default(),
                     },
                 );
                 if self.agents.len() > self.max_agents {
@@ -644,13 +655,16 @@ impl Handler<Samples> for Registry {
 
 impl Registry {
     /// Records one sample of `session`'s agent (see [`Sample`]).
-    fn record(&mut self, session: SessionId, metrics: Metrics) {
+    fn record(&mut self, session: SessionId, mut metrics: Metrics) {
         let Some(id) = self.sessions.get(&session).and_then(|s| s.agent.as_ref()) else {
             return;
         };
         let Some(entry) = self.agents.get_mut(id) else {
             return;
         };
+        if let Some(clock) = &metrics.clock {
+            entry.host.clock(&entry.hello, clock);
+        }
         let m = &metrics;
         let mem_used = m.memory.map(|mem| mem.used);
         let cpu_total = m.cpu.as_ref().map(|c| c.total);
@@ -682,6 +696,7 @@ impl Registry {
             }
             // A replayed older sample fills the history but is not the latest reading.
             if m.seq == entry.history.highest() {
+                entry.host.update(&entry.hello, &mut metrics);
                 entry.latest = Some(metrics);
             }
         } else if self.store.is_some() && m.seq <= entry.durable {
@@ -870,6 +885,7 @@ mod tests {
                 per_core: vec![10.0],
             }),
             memory: None,
+            ..Metrics::default()
         }
     }
 

@@ -252,6 +252,25 @@ fn reason_suffix(a: &AgentView) -> String {
     }
 }
 
+/// Bytes per second in at most five characters: `512`, `1.5K`, `340K`, `12M`, `1.2G` (binary
+/// multiples, like the memory column).
+fn short_rate(bytes_per_s: f64) -> String {
+    const UNITS: [&str; 5] = ["", "K", "M", "G", "T"];
+    let mut v = bytes_per_s.max(0.0);
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{v:.0}")
+    } else if v < 10.0 {
+        format!("{v:.1}{}", UNITS[unit])
+    } else {
+        format!("{v:.0}{}", UNITS[unit])
+    }
+}
+
 /// Order of the agents in the text report.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SortBy {
@@ -483,8 +502,16 @@ pub fn render_text_with(s: &Snapshot, opts: &TextOptions) -> String {
     let ip_w = ips.iter().map(|ip| ip.len()).max().unwrap_or(2).max(2);
     let _ = writeln!(
         out,
-        "  {:<name_w$}  {:<ip_w$}  {:<7}  {:>6}  {:<38}  {:<10}  CORES %",
-        "NAME", "IP", "STATUS", "CPU", "MEMORY USED / TOTAL (FREE)", "LAST"
+        "  {:<name_w$}  {:<ip_w$}  {:<7}  {:>6}  {:>5}  {:<38}  {:>4}  {:>11}  {:<10}  CORES %",
+        "NAME",
+        "IP",
+        "STATUS",
+        "CPU",
+        "LOAD",
+        "MEMORY USED / TOTAL (FREE)",
+        "DISK",
+        "NET RX/TX",
+        "LAST"
     );
     for ((a, name), ip) in agents.iter().zip(&names).zip(&ips) {
         let name: String = name.chars().take(name_w).collect();
@@ -519,9 +546,24 @@ pub fn render_text_with(s: &Snapshot, opts: &TextOptions) -> String {
             .last_seen_ms
             .map(|ms| format!("{} ago", human_age(ms)))
             .unwrap_or_else(|| "never".into());
+        let load = a
+            .host
+            .load
+            .map(|l| format!("{:.2}", l.load1))
+            .unwrap_or_else(|| "-".into());
+        let disk = a
+            .host
+            .fullest_filesystem()
+            .map(|(_, pct)| format!("{pct:.0}%"))
+            .unwrap_or_else(|| "-".into());
+        let net = a
+            .host
+            .net_rates()
+            .map(|(rx, tx)| format!("{}/{}", short_rate(rx), short_rate(tx)))
+            .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             out,
-            "  {name:<name_w$}  {ip:<ip_w$}  {:<7}  {cpu:>6}  {mem:<38}  {age:<10}  [{cores}]{}",
+            "  {name:<name_w$}  {ip:<ip_w$}  {:<7}  {cpu:>6}  {load:>5}  {mem:<38}  {disk:>4}  {net:>11}  {age:<10}  [{cores}]{}",
             a.status.as_str(),
             reason_suffix(a),
         );
@@ -662,6 +704,81 @@ mod tests {
             text.contains("`\\u{1b}]0;pwned\\u{7}\\r\\u{1b}[2J`"),
             "{text}"
         );
+    }
+
+    /// Proves: the load, the fullest filesystem's use (as `df` counts it) and the network
+    /// rates over every interface appear in their columns; an agent that sends none of them
+    /// shows dashes.
+    #[test]
+    fn whole_machine_columns() {
+        use crate::protocol::{Filesystem, Load, NetInterface};
+        use crate::snapshot::NetView;
+        let fs = |mount: &str, size: u64, avail: u64| Filesystem {
+            mount: mount.into(),
+            fs_type: "ext4".into(),
+            device: "/dev/sda1".into(),
+            size_bytes: size,
+            used_bytes: size - avail,
+            avail_bytes: avail,
+            inodes: 0,
+            inodes_used: 0,
+        };
+        let nic = |name: &str, rx: f64, tx: f64| NetView {
+            counters: NetInterface {
+                interface: name.into(),
+                rx_bytes: 0,
+                tx_bytes: 0,
+                rx_packets: 0,
+                tx_packets: 0,
+                rx_errs: 0,
+                tx_errs: 0,
+                rx_drops: 0,
+                tx_drops: 0,
+            },
+            rx_bytes_per_s: Some(rx),
+            tx_bytes_per_s: Some(tx),
+            rx_packets_per_s: None,
+            tx_packets_per_s: None,
+            errs_per_s: None,
+            drops_per_s: None,
+        };
+        let mut busy = agent("busy", Status::Live);
+        busy.host.load = Some(Load {
+            load1: 3.5,
+            load5: 1.0,
+            load15: 0.5,
+            running: None,
+            threads: None,
+            procs: None,
+        });
+        busy.host.filesystems = Some(vec![fs("/", 1000, 450), fs("/home", 1000, 80)]);
+        busy.host.net = Some(vec![
+            nic("eth0", 1_200_000.0, 300.0),
+            nic("wlan0", 48_576.0, 0.0),
+        ]);
+        let text = render_text(&snapshot(vec![busy, agent("plain", Status::Live)]));
+        let header = text
+            .lines()
+            .find(|l| l.contains("NAME"))
+            .unwrap_or_default();
+        assert!(header.contains("LOAD") && header.contains("DISK") && header.contains("NET RX/TX"));
+        let line = text
+            .lines()
+            .find(|l| l.contains("busy"))
+            .unwrap_or_default();
+        assert!(line.contains(" 3.50 "), "{line}");
+        assert!(line.contains(" 92% "), "the fullest is /home: {line}");
+        assert!(line.contains(" 1.2M/300 "), "{line}");
+        let plain = text
+            .lines()
+            .find(|l| l.contains("plain"))
+            .unwrap_or_default();
+        let dashes = plain.split_whitespace().filter(|w| *w == "-").count();
+        assert_eq!(dashes, 3, "load, disk and net unknown: {plain}");
+        assert_eq!(short_rate(999.0), "999");
+        assert_eq!(short_rate(1536.0), "1.5K");
+        assert_eq!(short_rate(340.0 * 1024.0), "340K");
+        assert_eq!(short_rate(12.0 * 1024.0 * 1024.0), "12M");
     }
 
     #[test]

@@ -269,6 +269,7 @@ impl Session {
                     server_name: info.name.clone(),
                     server_version: info.version.clone(),
                     last_seq,
+                    ts_ms: Some(crate::util::now_ms()),
                 };
                 this.send(ServerFrame::Welcome(welcome), ctx);
             });
@@ -760,6 +761,7 @@ mod tests {
                 per_core: vec![cpu],
             }),
             memory: None,
+            ..Metrics::default()
         })
     }
 

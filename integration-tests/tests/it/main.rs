@@ -13,5 +13,6 @@ mod hostile;
 mod http;
 mod inproc;
 mod install;
+mod machine;
 mod store;
 mod support;

@@ -436,6 +436,7 @@ mod tests {
                 per_core: vec![12.344, 100.5],
             }),
             memory: None,
+            ..Metrics::default()
         };
         let row = SampleRow::of(1, 2, &m);
         assert_eq!((row.agent, row.run, row.seq, row.ts_ms), (1, 2, 3, 1000));

@@ -57,6 +57,7 @@ pub fn metrics(seq: u64, ts_ms: u64, cpu: f32) -> Metrics {
             per_core: vec![cpu, 100.0 - cpu],
         }),
         memory: None,
+        ..Metrics::default()
     }
 }
 

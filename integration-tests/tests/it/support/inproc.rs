@@ -233,6 +233,7 @@ fn agent_config(addr: SocketAddr, name: &str, interval: Duration) -> AgentConfig
         name: name.into(),
         interval,
         buffer: AgentConfig::DEFAULT_BUFFER,
+        collect: Default::default(),
     }
 }
 
