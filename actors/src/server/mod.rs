@@ -38,6 +38,7 @@ pub mod alerts;
 pub mod beacon;
 pub mod config;
 pub mod history;
+pub mod history_gate;
 pub mod http;
 pub mod limits;
 pub mod listener;

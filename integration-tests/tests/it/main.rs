@@ -12,5 +12,6 @@ mod hostile;
 mod http;
 mod inproc;
 mod install;
+mod limits;
 mod store;
 mod support;

@@ -60,7 +60,9 @@ use rusqlite::Connection;
 
 pub use self::error::StoreError;
 pub use self::health::{StoreFault, StoreHealth};
-pub use self::reader::{Reader, Series};
+pub use self::reader::{
+    HistoryQuery, MAX_HISTORY_CELLS, MAX_HISTORY_CORES, READ_CONNECTIONS, Reader, Series, fit_step,
+};
 pub use self::restore::Restored;
 pub use self::retention::{DELETE_BATCH, RETENTION_BACKLOG, RETENTION_EVERY, RETENTION_TICK};
 pub use self::rollup::{MOVE_BUDGET, MOVE_ROWS, ROLLUP_DELAY};

@@ -228,6 +228,32 @@ table_row! {
     }
 }
 
+table_row! {
+    /// One point of a history read as SQLite aggregates it (`GROUP BY` the point's start):
+    /// not a table, the columns of such a query (see `reader.rs`).
+    #[derive(Debug, Clone, PartialEq)]
+    struct MinMaxRow {
+        /// The point's start.
+        ts_ms: i64,
+        /// Samples in it.
+        n: i64,
+        cpu: Option<MinMax>,
+        mem: Option<MinMax>,
+    }
+}
+
+impl MinMaxRow {
+    /// The point's aggregate, without per-core values (those are folded in apart).
+    pub(super) fn agg(&self) -> Agg {
+        Agg {
+            n: u64_of(self.n),
+            cpu: self.cpu,
+            mem: self.mem,
+            cores: Vec::new(),
+        }
+    }
+}
+
 impl SampleRow {
     /// Sample `m` of agent `agent`'s run `run`, as stored.
     pub(super) fn of(agent: i64, run: i64, m: &Metrics) -> Self {
@@ -325,6 +351,30 @@ fn decode_cores(blob: &[u8]) -> impl Iterator<Item = f64> + '_ {
         .map(|b| f64::from(u16::from_le_bytes([b[0], b[1]])) / 100.0)
 }
 
+/// Adds a `raw.cores` blob's first `limit` cores to `acc` (grown to fit, as [`Agg::merge`]
+/// does), without building anything per row.
+pub(super) fn merge_raw_cores(acc: &mut Vec<Option<MinMax>>, blob: &[u8], limit: usize) {
+    let values = decode_cores(blob).take(limit);
+    let n = (blob.len() / 2).min(limit);
+    if acc.len() < n {
+        acc.resize(n, None);
+    }
+    for (mine, v) in acc.iter_mut().zip(values) {
+        *mine = MinMax::merge(*mine, Some(MinMax::one(v)));
+    }
+}
+
+/// Adds a rollup's `cores` blob's first `limit` cores to `acc` (grown to fit).
+pub(super) fn merge_core_aggs(acc: &mut Vec<Option<MinMax>>, blob: &[u8], limit: usize) {
+    let n = (blob.len() / CORE_AGG_BYTES).min(limit);
+    if acc.len() < n {
+        acc.resize(n, None);
+    }
+    for (mine, c) in acc.iter_mut().zip(blob.chunks_exact(CORE_AGG_BYTES)) {
+        *mine = MinMax::merge(*mine, core_agg(c));
+    }
+}
+
 /// Bytes per core in a rollup's `cores` blob: `u32 n, f32 sum, f32 min, f32 max`.
 const CORE_AGG_BYTES: usize = 16;
 
@@ -350,18 +400,19 @@ fn encode_core_aggs(cores: &[Option<MinMax>]) -> Option<Vec<u8>> {
 }
 
 fn decode_core_aggs(blob: &[u8]) -> Vec<Option<MinMax>> {
+    blob.chunks_exact(CORE_AGG_BYTES).map(core_agg).collect()
+}
+
+/// One core's `u32 n, f32 sum, f32 min, f32 max` ([`CORE_AGG_BYTES`] bytes).
+fn core_agg(c: &[u8]) -> Option<MinMax> {
     let f = |b: &[u8]| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-    blob.chunks_exact(CORE_AGG_BYTES)
-        .map(|c| {
-            let n = u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
-            (n > 0).then(|| MinMax {
-                n,
-                sum: f(&c[4..8]),
-                min: f(&c[8..12]),
-                max: f(&c[12..16]),
-            })
-        })
-        .collect()
+    let n = u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+    (n > 0).then(|| MinMax {
+        n,
+        sum: f(&c[4..8]),
+        min: f(&c[8..12]),
+        max: f(&c[12..16]),
+    })
 }
 
 #[cfg(test)]
