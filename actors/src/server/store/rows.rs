@@ -214,6 +214,8 @@ table_row! {
         last_seq: i64,
         /// The sample of `last_seq`, as JSON.
         latest: Option<String>,
+        /// When the agent last said hello, ms since the Unix epoch (0: before schema 3).
+        seen_ms: i64,
     }
 }
 
