@@ -47,6 +47,9 @@
 //!       reader.rs   the HTTP API's reads: a pool of read-only connections, points summed up
 //!                   by SQLite, per-core folded row by row, answers capped (cells, cores)
 //!       retention.rs, restore.rs, health.rs, error.rs
+//!     intake.rs     what the server admits from one agent: a rate bucket per agent id
+//!                   (Allowances, used by Sessions), the clock window (ClockWindow: samples
+//!                   stamped far from the server's clock are stored when they arrive)
 //!     history.rs    per-agent sample ring: dedup, gaps
 //!     series.rs     the one aggregation engine: buckets, min/max, rebucketing (history, store)
 //!     http.rs       HTTP (actix-web): /api/agents, history, /healthz, /metrics, /api/events,

@@ -13,7 +13,9 @@
 //! connection received. `stopping()` reports the end and its reason ([`Disconnect`]).
 //!
 //! Bad input ends this connection only: an `error` frame, one log line naming the peer and the
-//! reason, and the actor stops. Writes go through a bounded queue to a writer task, so a peer
+//! reason, and the actor stops. So does a sample beyond the agent id's rate
+//! ([`intake::Allowances`]: a burst, then a few samples per announced interval): `limit`, and
+//! nothing from that sample on is acknowledged (the agent keeps it). Writes go through a bounded queue to a writer task, so a peer
 //! that sends but never reads cannot grow the server's memory: when the queue is full the
 //! session ends.
 //!
@@ -43,6 +45,7 @@ use crate::net::set_keepalive;
 use crate::protocol::{
     self, Ack, AgentFrame, Bye, ErrorCode, ErrorFrame, PROTOCOL_VERSION, ServerFrame, Welcome,
 };
+use crate::server::intake;
 use crate::server::limits::ConnGuard;
 use crate::server::messages::{
     Close, Connect, Disconnect, Durable, Hello, RegistryLink, Samples, SessionId,
@@ -92,6 +95,8 @@ pub struct Settings {
     pub limits: Limits,
     /// Acknowledge a sample only once the store has committed it ([`Durable`]).
     pub durable_acks: bool,
+    /// How fast each agent id's samples may come ([`intake::Allowances`]).
+    pub allowances: intake::Allowances,
 }
 
 /// See the module documentation.
@@ -103,6 +108,8 @@ pub struct Session {
     settings: Arc<Settings>,
     out: mpsc::Sender<Outgoing>,
     hello: Option<protocol::Hello>,
+    /// The agent id's rate budget, shared with its other connections (`None`: no limit).
+    budget: Option<intake::Budget>,
     /// Samples read but not yet sent to the Registry (see [`Session::forward`]).
     pending: Vec<protocol::Metrics>,
     highest_seq: u64,
@@ -142,6 +149,7 @@ impl Session {
                 settings,
                 out,
                 hello: None,
+                budget: None,
                 pending: Vec::new(),
                 highest_seq: 0,
                 acked_seq: 0,
@@ -210,6 +218,10 @@ impl Session {
             hello.name, hello.agent_id, hello.cores, hello.interval_ms, hello.os
         );
         let interval = Duration::from_millis(hello.interval_ms);
+        self.budget = self
+            .settings
+            .allowances
+            .budget(&hello.agent_id, interval, Instant::now());
         let attach = Hello {
             session: self.id,
             hello: hello.clone(),
@@ -281,6 +293,18 @@ impl Session {
                 format!("invalid metrics: {e}"),
                 ctx,
             );
+        }
+        // Over its rate: refused, and with it everything after (nothing more is acknowledged
+        // on this connection, so the agent keeps them and sends them again later).
+        if let Some(budget) = &self.budget
+            && !budget.take(Instant::now())
+        {
+            let limit = self.settings.allowances.limit();
+            let message = format!(
+                "sending faster than its interval allows: more than {} samples per interval of {} ms beyond a burst of {} (sample {} and later not accepted)",
+                limit.per_interval, hello.interval_ms, limit.burst, metrics.seq
+            );
+            return self.fail(ErrorCode::Limit, message, ctx);
         }
         self.highest_seq = self.highest_seq.max(metrics.seq);
         if self.pending.is_empty() {
@@ -564,6 +588,7 @@ mod tests {
                 .unwrap();
             let settings = Arc::new(Settings {
                 info: server(),
+                allowances: intake::Allowances::new(intake::RateLimit::of(&self.limits)),
                 limits: self.limits,
                 durable_acks: self.durable_acks,
             });
@@ -838,6 +863,42 @@ mod tests {
         assert_eq!(conn.recv("ack").await, ack(1));
         assert_eq!(conn.recv("ack").await, ack(2));
         conn.forwarded(&[1, 2]).await;
+    }
+
+    /// Proves that a sender beyond its burst (32 here, at 1 sample per 10 s interval) is
+    /// refused with `limit`: the samples before are acknowledged and forwarded, the refused
+    /// one and those after it neither.
+    #[actix_rt::test]
+    async fn a_sender_beyond_its_burst_is_refused_and_nothing_after_is_acknowledged() {
+        let mut conn = Setup {
+            limits: Limits {
+                samples_per_interval: 1,
+                sample_burst: 32,
+                ..Limits::default()
+            },
+            ..Setup::default()
+        }
+        .start()
+        .await;
+        let slow = protocol::Hello {
+            interval_ms: 10_000,
+            ..hello()
+        };
+        conn.send(AgentFrame::Hello(slow)).await;
+        conn.welcomed().await;
+        for seq in 1..=40 {
+            conn.send(metrics(seq, 5.0)).await;
+        }
+        for seq in 1..=32 {
+            assert_eq!(conn.recv("ack").await, ack(seq));
+        }
+        let e = conn.error().await;
+        assert_eq!(e.code, ErrorCode::Limit, "{}", e.message);
+        assert!(e.message.contains("sample 33 and later"), "{}", e.message);
+        let forwarded: Vec<u64> = (1..=32).collect();
+        conn.forwarded(&forwarded).await;
+        assert!(conn.end_reason().await.starts_with("error: sending faster"));
+        conn.closed().await;
     }
 
     /// Proves that with a store a sample is acknowledged only on `Durable`, never beyond what

@@ -194,6 +194,19 @@ struct Cli {
           value_name = "N", value_parser = clap::value_parser!(u32).range(idle_intervals_range()))]
     idle_intervals: u32,
 
+    /// Samples one agent (id) may send per interval it announced, sustained, beyond its
+    /// --sample-burst: a faster sender's connection is closed (code `limit`) and nothing from
+    /// that sample on is acknowledged, so it loses nothing. 0: no limit.
+    #[arg(long, env = "LANMON_MAX_SAMPLES_PER_INTERVAL", default_value_t = Limits::DEFAULT_SAMPLES_PER_INTERVAL,
+          value_name = "N")]
+    max_samples_per_interval: u32,
+
+    /// Samples one agent (id) may send at once beyond its rate, e.g. replaying what it kept
+    /// while the server was away (at least 32; reconnecting does not refill it).
+    #[arg(long, env = "LANMON_SAMPLE_BURST", default_value_t = Limits::DEFAULT_SAMPLE_BURST,
+          value_name = "SAMPLES")]
+    sample_burst: u32,
+
     /// Alert rules file (TOML; see the README's "Alerts"). Checked at start: the server exits
     /// naming the line and key of each problem. SIGHUP reads it again (a file with problems
     /// is refused and the previous rules stay). It overrides the --alert-* flags.
@@ -434,6 +447,8 @@ impl Cli {
             max_connections_per_ip: self.max_connections_per_ip,
             hello_timeout: self.hello_timeout,
             idle_intervals: self.idle_intervals,
+            samples_per_interval: self.max_samples_per_interval,
+            sample_burst: self.sample_burst,
         };
         config.beacon = if self.no_beacon {
             None

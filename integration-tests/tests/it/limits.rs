@@ -2,9 +2,13 @@
 //! server hold, answer and store, against the real `server` binary with its durable history
 //! (issue 11, items 4 and 5): the history of an agent announcing 4,096 cores is answered
 //! within its caps however it is asked for, and slow readers of it cannot pile answers up in
-//! memory.
+//! memory; samples dated far from the server's clock are stored when they arrive (and
+//! counted), a sender far above its interval is refused without losing what was
+//! acknowledged, and what one agent sends cannot grow the data directory by more than it
+//! sent.
 //!
-//! Memory is the server's `VmRSS` in /proc; answers are read with `support::http`.
+//! Memory is the server's `VmRSS` in /proc; answers are read with `support::http`; disk use is
+//! the size of the files in the data directory.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
@@ -105,7 +109,7 @@ impl RawAgent {
 
     /// Sends samples `1..=count` as a well-behaved agent does: at most 32 unacknowledged.
     #[track_caller]
-    fn send_acked(&mut self, count: u64, line: impl Fn(u64) -> String) {
+    fn send_acked(&mut self, count: u64, mut line: impl FnMut(u64) -> String) {
         let mut acked = 0;
         for seq in 1..=count {
             self.send(&line(seq));
@@ -290,4 +294,158 @@ fn slow_history_readers_hold_bounded_memory() {
     }
     let snap = server.wait_for(DEADLINE, |s| s.find("wide").is_some());
     assert!(snap.find("wide").is_some(), "{}", snap.to_json());
+}
+
+// ---- Item 5: what one agent can make the server store -----------------------------------------
+
+/// Size of every file in `dir` (the database, its WAL and shared-memory files), in bytes.
+fn dir_bytes(dir: &std::path::Path) -> u64 {
+    std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .filter_map(Result::ok)
+                .filter_map(|e| e.metadata().ok())
+                .filter(std::fs::Metadata::is_file)
+                .map(|m| m.len())
+                .sum()
+        })
+        .unwrap_or(0)
+}
+
+/// Proves that samples dated far from the server's clock (ten years ahead, 2^64-1, 1970) are
+/// stored at the time they arrive, where retention reaches them, and counted in the agent's
+/// `retimed`; a sample within the window keeps its own time.
+#[test]
+fn samples_far_from_the_servers_clock_are_stored_when_they_arrive() {
+    let dir = TempDir::new("limits-clock");
+    let server = server(&dir, &[]);
+    let now = now_ms();
+    let ten_years = 10 * 365 * 24 * 3_600_000;
+    let stamps = [now + ten_years, u64::MAX, 0, now - 30_000];
+    let mut agent = RawAgent::connect(server.port(), &hello("skewed", 2, 1000));
+    let line = |seq: u64| metrics_line(seq, stamps[seq as usize - 1], 2);
+    agent.send_acked(stamps.len() as u64, line);
+    let a = wait_agent(&server, "skewed", |a| a.stored_seq == Some(4));
+    assert_eq!(a.retimed, 3, "{}", a.to_json());
+    let around_now = format!(
+        "/api/agents/skewed/history?from={}&to={}&step=1000",
+        now - 60_000,
+        now_ms() + 60_000
+    );
+    let h: History = get(server.http_addr(), &around_now).parse();
+    assert_eq!(
+        h.samples(),
+        4,
+        "every sample where retention reaches it: {h:?}"
+    );
+    let future = format!(
+        "/api/agents/skewed/history?from={}&to={}&step=3600000",
+        now + ten_years - 3_600_000,
+        now + ten_years + 3_600_000
+    );
+    let h: History = get(server.http_addr(), &future).parse();
+    assert_eq!(h.samples(), 0, "nothing ten years ahead: {h:?}");
+}
+
+/// Proves that an agent sending far above its announced interval is refused with `limit`
+/// once its burst is spent, that nothing beyond what was acknowledged is claimed (every
+/// acknowledged sample is on disk, the refused one is not acknowledged), and that
+/// reconnecting at once does not buy a new burst.
+#[test]
+fn a_sender_far_above_its_interval_is_refused_and_loses_nothing() {
+    let dir = TempDir::new("limits-rate");
+    let burst = 50;
+    let server = server(&dir, &["--sample-burst", "50"]);
+    let mut agent = RawAgent::connect(server.port(), &hello("eager", 2, 10_000));
+    let now = now_ms();
+    let all: String = (1..=200).map(|seq| metrics_line(seq, now, 2)).collect();
+    agent.send(&all);
+    let mut acked = 0;
+    let refusal = loop {
+        let f = agent.frame();
+        match f["type"].as_str() {
+            Some("ack") => acked = f["seq"].as_u64().unwrap_or(0),
+            Some("error") => break f,
+            _ => panic!("unexpected frame {f}"),
+        }
+    };
+    assert_eq!(refusal["code"], "limit", "{refusal}");
+    assert!(
+        refusal["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("faster than")),
+        "{refusal}"
+    );
+    assert!(acked <= burst, "acknowledged {acked} of a burst of {burst}");
+    // The samples before the refused one are stored; the refused one and the rest are not.
+    let a = wait_agent(&server, "eager", |a| {
+        a.status == lanmon::snapshot::Status::Offline && a.stored_seq == Some(burst)
+    });
+    let stored = a.stored_seq.unwrap_or(0);
+    assert!(stored >= acked, "every acknowledged sample is on disk");
+    let path = format!(
+        "/api/agents/eager/history?from={}&to={}&step=1&cores=0",
+        now - 1,
+        now + 1
+    );
+    let h: History = get(server.http_addr(), &path).parse();
+    assert_eq!(
+        h.samples(),
+        stored,
+        "the history holds exactly what is stored"
+    );
+    // Back at once, resuming where the server is: the bucket is as empty as it was left.
+    let mut again = RawAgent::connect(server.port(), &hello("eager", 2, 10_000));
+    let more: String = (stored + 1..=stored + 10)
+        .map(|seq| metrics_line(seq, now, 2))
+        .collect();
+    again.send(&more);
+    let f = loop {
+        let f = again.frame();
+        if f["type"] != "ack" {
+            break f;
+        }
+    };
+    assert_eq!(f["code"], "limit", "no new burst after a reconnect: {f}");
+}
+
+/// Proves that what one agent announcing 4,096 cores at a 100 ms interval sends, dated an
+/// hour apart each into the future, does not grow the data directory by more than it sent
+/// (per-core history for 256 cores, re-timed samples share their rollup rows): 41 MB sent
+/// used to become 826 MB on disk.
+#[test]
+fn a_hostile_agent_cannot_make_the_disk_grow_faster_than_it_sends() {
+    let dir = TempDir::new("limits-disk");
+    let server = server(&dir, &[]);
+    let start = dir_bytes(dir.path());
+    let now = now_ms();
+    let samples = 600;
+    let mut agent = RawAgent::connect(server.port(), &hello("filler", WIDE_CORES, 100));
+    let mut sent = 0u64;
+    agent.send_acked(samples, |seq| {
+        let line = metrics_line(seq, now + seq * 3_600_000, WIDE_CORES);
+        sent += line.len() as u64;
+        line
+    });
+    let a = wait_agent(&server, "filler", |a| a.stored_seq == Some(samples));
+    // Everything moved into raw and the rollups (after at most 10 s): the 1 h tier over
+    // every hour the samples claim holds them all.
+    poll(DEADLINE, || {
+        let h: History = get(
+            server.http_addr(),
+            &format!(
+                "/api/agents/filler/history?from={}&to={}&step=3600000&cores=0",
+                now - 3_600_000,
+                now + (samples + 2) * 3_600_000
+            ),
+        )
+        .parse();
+        (h.source == "1h" && h.samples() == samples).then_some(())
+    })
+    .unwrap_or_else(|| panic!("the rollups did not catch up: {}", a.to_json()));
+    let grew = dir_bytes(dir.path()).saturating_sub(start);
+    assert!(
+        grew <= sent,
+        "{sent} bytes sent grew the data directory by {grew} bytes"
+    );
 }

@@ -13,13 +13,15 @@
 //! Adding a column: a migration, a field here, and then whatever the compiler points at (the
 //! functions that build a row from a sample or an [`Agg`], and back).
 //!
-//! Also here: the per-core blob formats of the `cores` columns, and the saturating conversions
+//! Also here: the per-core blob formats of the `cores` columns (for the first
+//! [`MAX_HISTORY_CORES`] cores of a sample), and the saturating conversions
 //! between the wire's `u64` and SQLite's `i64`.
 
 use std::sync::LazyLock;
 
 use rusqlite::{Row, Statement};
 
+use super::reader::MAX_HISTORY_CORES;
 use crate::protocol::Metrics;
 use crate::server::series::{Agg, MinMax};
 
@@ -257,7 +259,9 @@ impl MinMaxRow {
 }
 
 impl SampleRow {
-    /// Sample `m` of agent `agent`'s run `run`, as stored.
+    /// Sample `m` of agent `agent`'s run `run`, as stored: per-core values of the first
+    /// [`MAX_HISTORY_CORES`] cores only (so a raw row holds at most 512 bytes of them, and a
+    /// rollup row 4 KiB, whatever the agent announces).
     pub(super) fn of(agent: i64, run: i64, m: &Metrics) -> Self {
         SampleRow {
             agent,
@@ -266,7 +270,10 @@ impl SampleRow {
             seq: i64_of(m.seq),
             cpu: m.cpu.as_ref().map(|c| f64::from(c.total)),
             mem: m.memory.map(|mem| i64_of(mem.used)),
-            cores: m.cpu.as_ref().map(|c| encode_cores(&c.per_core)),
+            cores: m
+                .cpu
+                .as_ref()
+                .map(|c| encode_cores(&c.per_core[..c.per_core.len().min(MAX_HISTORY_CORES)])),
         }
     }
 
@@ -476,6 +483,32 @@ mod tests {
             "cores survive the blob (values fit in f32)"
         );
         assert_eq!(back.mem, None);
+    }
+
+    /// A sample of an agent announcing 4,096 cores keeps per-core history for the first 256:
+    /// 512 bytes in its raw row, and 4 KiB in a rollup row (not 8 and 64 KiB).
+    #[test]
+    fn per_core_history_is_kept_for_the_first_cores_only() {
+        let m = Metrics {
+            seq: 1,
+            ts_ms: 1000,
+            cpu: Some(crate::protocol::Cpu {
+                total: 50.0,
+                per_core: (0..4096).map(|i| (i % 100) as f32).collect(),
+            }),
+            memory: None,
+        };
+        let row = SampleRow::of(1, 2, &m);
+        assert_eq!(
+            row.cores.as_ref().map(Vec::len),
+            Some(2 * MAX_HISTORY_CORES)
+        );
+        let rollup = RollupRow::of(1, 0, &row.agg());
+        assert_eq!(
+            rollup.cores.as_ref().map(Vec::len),
+            Some(CORE_AGG_BYTES * MAX_HISTORY_CORES)
+        );
+        assert_eq!(row.agg().cores[255].map(|c| c.sum), Some(55.0));
     }
 
     /// A sample's row keeps its readings, and per-core values to a hundredth of a percent.
