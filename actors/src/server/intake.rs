@@ -1,17 +1,19 @@
 //! What the server admits from one agent: how fast its samples may come ([`Allowances`]: a
-//! token bucket per agent id, shared by its connections and kept across reconnects), and
-//! where their timestamps may lie ([`ClockWindow`]).
+//! token bucket per agent id and address, shared by its connections and kept across
+//! reconnects), and where their timestamps may lie ([`ClockWindow`]).
 //!
 //! **Rate.** An agent samples once per interval (its `hello.interval_ms`) and, after a
 //! reconnect, replays what it kept (up to its `--buffer`, 720 by default, at most 32
-//! unacknowledged at a time). So each agent id has a bucket of [`RateLimit::burst`] samples
-//! (`--sample-burst`, 1,440 by default: a full default buffer, twice), refilled at
+//! unacknowledged at a time). So each agent id, from each address (a client elsewhere that
+//! claims the id cannot spend the real agent's bucket), has a bucket of [`RateLimit::burst`]
+//! samples (`--sample-burst`, 1,440 by default: a full default buffer, twice), refilled at
 //! [`RateLimit::per_interval`] samples per announced interval (`--max-samples-per-interval`,
-//! 2 by default: twice what an agent sends; 0 turns the limit off). A sample that finds the bucket empty is refused: the Session closes the
-//! connection with `limit` and acknowledges nothing more, so the agent keeps that sample and
-//! what follows, and sends them after its reconnect backoff, as the bucket refills. The bucket
-//! outlives the connection: reconnecting does not refill it faster. An honest agent never
-//! meets the limit: between reconnects its bucket refills faster than its buffer grows.
+//! 2 by default: twice what an agent sends; 0 turns the limit off). A sample that finds the
+//! bucket empty is refused: the Session closes the connection with `limit` and acknowledges
+//! nothing more, so the agent keeps that sample and what follows, and sends them after its
+//! reconnect backoff, as the bucket refills. The bucket outlives the connection: reconnecting
+//! does not refill it faster. An honest agent never meets the limit: between reconnects its
+//! bucket refills faster than its buffer grows.
 //!
 //! **Clock.** A sample is stored at its own `ts_ms` when that lies within
 //! [`ClockWindow::behind`] before the server's clock and [`ClockWindow::ahead`] after it
@@ -26,6 +28,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasher, RandomState};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -120,7 +123,7 @@ impl Budget {
     }
 }
 
-/// The buckets of every agent id seen recently (see the module documentation).
+/// The buckets of every agent id (and address) seen recently (see the module documentation).
 #[derive(Debug)]
 pub struct Allowances {
     limit: RateLimit,
@@ -129,8 +132,8 @@ pub struct Allowances {
 
 #[derive(Debug, Default)]
 struct Buckets {
-    /// By a keyed hash of the agent id (a random key per server: ids cannot be chosen to
-    /// collide; a collision would only make two ids share a bucket).
+    /// By a keyed hash of the agent id and address (a random key per server: ids cannot be
+    /// chosen to collide; a collision would only make two ids share a bucket).
     by_id: HashMap<u64, Arc<Mutex<Bucket>>>,
     hasher: RandomState,
     /// Size at which full, unused buckets are dropped next (amortised: it doubles).
@@ -155,9 +158,16 @@ impl Allowances {
         self.limit
     }
 
-    /// The budget of agent `agent_id`, announcing `interval`; `None` without a limit. The
-    /// same bucket as its other connections', refilled from now on at the rate of `interval`.
-    pub fn budget(&self, agent_id: &str, interval: Duration, now: Instant) -> Option<Budget> {
+    /// The budget of agent `agent_id` connecting from `ip`, announcing `interval`; `None`
+    /// without a limit. The same bucket as its other connections' from there, refilled from
+    /// now on at the rate of `interval`.
+    pub fn budget(
+        &self,
+        agent_id: &str,
+        ip: IpAddr,
+        interval: Duration,
+        now: Instant,
+    ) -> Option<Budget> {
         if self.limit.per_interval == 0 {
             return None;
         }
@@ -165,7 +175,7 @@ impl Allowances {
         let per_ms = f64::from(self.limit.per_interval) / interval_ms;
         let capacity = f64::from(self.limit.burst);
         let mut s = self.state.lock().unwrap_or_else(PoisonError::into_inner);
-        let key = s.hasher.hash_one(agent_id);
+        let key = s.hasher.hash_one((agent_id, ip));
         if !s.by_id.contains_key(&key) && s.by_id.len() >= s.prune_at {
             s.prune(now);
         }
@@ -260,6 +270,7 @@ mod tests {
 
     const MS: Duration = Duration::from_millis(1);
     const H: u64 = 3_600_000;
+    const IP: IpAddr = IpAddr::V4(std::net::Ipv4Addr::LOCALHOST);
 
     fn limit(per_interval: u32, burst: u32) -> Allowances {
         Allowances::new(RateLimit {
@@ -275,7 +286,7 @@ mod tests {
         let a = limit(2, 40);
         let t0 = Instant::now();
         let b = a
-            .budget("x", 100 * MS, t0)
+            .budget("x", IP, 100 * MS, t0)
             .unwrap_or_else(|| panic!("limited"));
         assert_eq!((0..100).filter(|_| b.take(t0)).count(), 40, "the burst");
         // 10 intervals later: 20 more.
@@ -289,25 +300,34 @@ mod tests {
         }
     }
 
-    /// The bucket belongs to the agent id, not the connection: a reconnect (or a second
-    /// connection) gets what is left, and only the time away refills it.
+    /// The bucket belongs to the agent id (and address), not the connection: a reconnect (or
+    /// a second connection) gets what is left, and only the time away refills it; the same id
+    /// from another address spends a bucket of its own.
     #[test]
     fn reconnecting_does_not_refill_the_bucket() {
         let a = limit(2, 40);
         let t0 = Instant::now();
         let first = a
-            .budget("x", 100 * MS, t0)
+            .budget("x", IP, 100 * MS, t0)
             .unwrap_or_else(|| panic!("limited"));
         while first.take(t0) {}
         drop(first);
         let again = a
-            .budget("x", 100 * MS, t0)
+            .budget("x", IP, 100 * MS, t0)
             .unwrap_or_else(|| panic!("limited"));
         assert!(!again.take(t0), "still empty");
         let other = a
-            .budget("y", 100 * MS, t0)
+            .budget("y", IP, 100 * MS, t0)
             .unwrap_or_else(|| panic!("limited"));
         assert!(other.take(t0), "another id has its own");
+        let elsewhere = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 9));
+        let claimed = a
+            .budget("x", elsewhere, 100 * MS, t0)
+            .unwrap_or_else(|| panic!("limited"));
+        assert!(
+            claimed.take(t0),
+            "the same id from elsewhere spends a bucket of its own"
+        );
         assert!(again.take(t0 + 50 * MS), "one back after half an interval");
     }
 
@@ -318,7 +338,7 @@ mod tests {
         let a = Allowances::new(RateLimit::default());
         let t0 = Instant::now();
         let b = a
-            .budget("x", Duration::from_secs(5), t0)
+            .budget("x", IP, Duration::from_secs(5), t0)
             .unwrap_or_else(|| panic!("limited"));
         for i in 0..100 {
             assert!(b.take(t0 + Duration::from_secs(5 * i)));
@@ -326,7 +346,7 @@ mod tests {
         drop(b);
         let back = t0 + Duration::from_secs(3600 + 500);
         let b = a
-            .budget("x", Duration::from_secs(5), back)
+            .budget("x", IP, Duration::from_secs(5), back)
             .unwrap_or_else(|| panic!("limited"));
         assert!((0..720).all(|_| b.take(back)), "a full buffer at once");
     }
@@ -334,7 +354,7 @@ mod tests {
     /// `per_interval` 0 turns the limit off; a burst under the minimum is raised.
     #[test]
     fn zero_turns_the_limit_off() {
-        assert!(limit(0, 10).budget("x", MS, Instant::now()).is_none());
+        assert!(limit(0, 10).budget("x", IP, MS, Instant::now()).is_none());
         assert_eq!(limit(1, 0).limit().burst, Limits::MIN_SAMPLE_BURST);
     }
 
@@ -344,20 +364,20 @@ mod tests {
     fn full_unused_buckets_are_dropped() {
         let a = limit(2, 40);
         let t0 = Instant::now();
-        let held = a.budget("held", 100 * MS, t0);
+        let held = a.budget("held", IP, 100 * MS, t0);
         let drained = a
-            .budget("drained", 100 * MS, t0)
+            .budget("drained", IP, 100 * MS, t0)
             .unwrap_or_else(|| panic!("limited"));
         while drained.take(t0) {}
         drop(drained);
         for i in 0..1100 {
-            a.budget(&format!("gone-{i}"), 100 * MS, t0);
+            a.budget(&format!("gone-{i}"), IP, 100 * MS, t0);
         }
         assert!(a.len() <= 1102);
         // Much later every unused bucket is full: the next growth drops them.
         let later = t0 + Duration::from_secs(3600);
         for i in 0..2000 {
-            a.budget(&format!("new-{i}"), 100 * MS, later);
+            a.budget(&format!("new-{i}"), IP, 100 * MS, later);
         }
         assert!(a.len() < 2100, "{}", a.len());
         assert!(held.is_some());

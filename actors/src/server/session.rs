@@ -108,7 +108,8 @@ pub struct Session {
     settings: Arc<Settings>,
     out: mpsc::Sender<Outgoing>,
     hello: Option<protocol::Hello>,
-    /// The agent id's rate budget, shared with its other connections (`None`: no limit).
+    /// The agent id's rate budget, shared with its other connections from this address
+    /// (`None`: no limit).
     budget: Option<intake::Budget>,
     /// Samples read but not yet sent to the Registry (see [`Session::forward`]).
     pending: Vec<protocol::Metrics>,
@@ -218,10 +219,12 @@ impl Session {
             hello.name, hello.agent_id, hello.cores, hello.interval_ms, hello.os
         );
         let interval = Duration::from_millis(hello.interval_ms);
-        self.budget = self
-            .settings
-            .allowances
-            .budget(&hello.agent_id, interval, Instant::now());
+        self.budget = self.settings.allowances.budget(
+            &hello.agent_id,
+            self.peer.ip(),
+            interval,
+            Instant::now(),
+        );
         let attach = Hello {
             session: self.id,
             hello: hello.clone(),
