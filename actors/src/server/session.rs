@@ -15,9 +15,9 @@
 //! Bad input ends this connection only: an `error` frame, one log line naming the peer and the
 //! reason, and the actor stops. So does a sample beyond the agent id's rate
 //! ([`intake::Allowances`]: a burst, then a few samples per announced interval): `limit`, and
-//! nothing from that sample on is acknowledged (the agent keeps it). Writes go through a bounded queue to a writer task, so a peer
-//! that sends but never reads cannot grow the server's memory: when the queue is full the
-//! session ends.
+//! nothing from that sample on is acknowledged (the agent keeps it). Writes go through a
+//! bounded queue to a writer task, so a peer that sends but never reads cannot grow the
+//! server's memory: when the queue is full the session ends.
 //!
 //! Receives: frames from its socket; [`Close`] and [`Durable`] from the Registry. Sends, through
 //! its [`RegistryLink`] (the Registry, or a probe in tests): [`Connect`], [`Hello`],
