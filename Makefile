@@ -31,6 +31,8 @@ help:
 # tests, `prometheus-alertmanager` for the Alertmanager test; their services must not start
 # (they would bind 0.0.0.0:9090 / 9093 / 9094): a policy-rc.d that denies every start
 # is put in place for the install when the machine has none, and the service is disabled.
+# `systemd` (for `systemd-analyze verify` of the units; it need not run), `lintian`, `busybox`,
+# `curl` and `wget` are for the install tests (units, install.sh with each tool, the .debs).
 setup:
 	@command -v $(CARGO) >/dev/null || { [ -f "$$HOME/.cargo/env" ] && . "$$HOME/.cargo/env"; command -v $(CARGO) >/dev/null; } \
 	  || { echo "cargo not found: install Rust first (https://rustup.rs), then re-run make"; exit 1; }
@@ -48,6 +50,11 @@ setup:
 	 [ "$$LANMON_SKIP_PROMETHEUS" = 1 ] || command -v prometheus-alertmanager >/dev/null \
 	   || missing="$$missing prometheus-alertmanager"; \
 	 command -v chromium >/dev/null || missing="$$missing chromium"; \
+	 command -v systemd-analyze >/dev/null || missing="$$missing systemd"; \
+	 command -v lintian  >/dev/null || missing="$$missing lintian"; \
+	 command -v busybox  >/dev/null || missing="$$missing busybox"; \
+	 command -v curl     >/dev/null || missing="$$missing curl"; \
+	 command -v wget     >/dev/null || missing="$$missing wget"; \
 	 command -v node     >/dev/null || missing="$$missing nodejs"; \
 	 command -v npm      >/dev/null || missing="$$missing npm"; \
 	 if [ -n "$$missing" ]; then \

@@ -18,8 +18,16 @@
 //! `FrameTooLong`, a line that is not a valid frame is `BadFrame`, and I/O errors are `Io`.
 //! After `FrameTooLong` or `BadFrame` the next line decodes normally, so a caller may choose to
 //! skip bad frames; the server chooses to close the connection.
+//!
+//! A codec may share a [`FrameBudget`] with others (the server gives one to every connection):
+//! the bytes of a frame still arriving beyond [`BUDGET_FREE_BYTES`] per connection are counted
+//! against it, and a connection whose buffered bytes would go over it gets
+//! [`CodecError::OverBudget`]. So a thousand connections that each send 60 KiB of a line and
+//! then stop hold at most the budget, not 60 MB.
 
 use std::marker::PhantomData;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::{Buf, BufMut, BytesMut};
 use serde::{Deserialize, Deserializer, Serialize};
@@ -40,8 +48,55 @@ pub enum CodecError {
     BadFrame(#[source] serde_json::Error),
     #[error("could not encode frame: {0}")]
     Encode(#[source] serde_json::Error),
+    #[error(
+        "the server is holding {max} bytes of partly received frames across all connections; this one may not add more"
+    )]
+    OverBudget { max: usize },
     #[error(transparent)]
     Io(#[from] std::io::Error),
+}
+
+/// Bytes a connection may hold of a frame still arriving without counting against its
+/// [`FrameBudget`]: a `metrics` frame of up to ~500 cores fits.
+pub const BUDGET_FREE_BYTES: usize = 4096;
+
+/// A byte budget shared by many codecs (see the module docs). Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct FrameBudget {
+    used: Arc<AtomicUsize>,
+    max: usize,
+}
+
+impl FrameBudget {
+    /// A budget of `max` bytes.
+    pub fn new(max: usize) -> Self {
+        Self {
+            used: Arc::new(AtomicUsize::new(0)),
+            max,
+        }
+    }
+
+    /// Bytes counted against the budget now.
+    pub fn used(&self) -> usize {
+        self.used.load(Ordering::Relaxed)
+    }
+
+    /// Counts `by` more bytes, unless that would go over the budget.
+    fn try_grow(&self, by: usize) -> bool {
+        self.used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                used.checked_add(by).filter(|&n| n <= self.max)
+            })
+            .is_ok()
+    }
+
+    fn shrink(&self, by: usize) {
+        let _ = self
+            .used
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |used| {
+                Some(used.saturating_sub(by))
+            });
+    }
 }
 
 /// Newline-delimited JSON with a hard length limit. See the module docs.
@@ -49,7 +104,18 @@ pub enum CodecError {
 pub struct FrameCodec<In, Out> {
     lines: Lines,
     max_len: usize,
+    /// The shared budget for bytes still arriving, and how much of it this codec holds.
+    budget: Option<FrameBudget>,
+    charged: usize,
     _types: PhantomData<fn(Out) -> In>,
+}
+
+impl<In, Out> Drop for FrameCodec<In, Out> {
+    fn drop(&mut self) {
+        if let Some(budget) = &self.budget {
+            budget.shrink(self.charged);
+        }
+    }
 }
 
 /// Finds lines in a buffer, at most `max_len` bytes each (newline excluded); remembers how far
@@ -177,6 +243,123 @@ mod fast {
         cpu: Option<Cpu>,
         #[serde(default)]
         memory: Option<Memory>,
+        #[serde(default)]
+        cpu_modes: Option<CpuModes>,
+        #[serde(default)]
+        load: Option<Load>,
+        #[serde(default)]
+        uptime_s: Option<u64>,
+        #[serde(default)]
+        swap: Option<Swap>,
+        #[serde(default)]
+        filesystems: Option<Vec<Filesystem>>,
+        #[serde(default)]
+        disks: Option<Vec<Disk>>,
+        #[serde(default)]
+        net: Option<Vec<NetInterface>>,
+        #[serde(default)]
+        temperatures: Option<Vec<Temperature>>,
+        #[serde(default)]
+        processes: Option<Vec<Process>>,
+        #[serde(default)]
+        agent_cost: Option<AgentCost>,
+        #[serde(default)]
+        clock: Option<ClockSync>,
+    }
+
+    /// A strict mirror of a protocol struct (every field known) and its conversion.
+    macro_rules! mirror {
+        ($name:ident { $($(#[$attr:meta])* $field:ident: $ty:ty),* $(,)? }) => {
+            #[derive(Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct $name {
+                $($(#[$attr])* $field: $ty),*
+            }
+
+            impl From<$name> for crate::protocol::$name {
+                fn from(m: $name) -> Self {
+                    Self { $($field: m.$field),* }
+                }
+            }
+        };
+    }
+
+    mirror!(CpuModes {
+        user_pct: f32,
+        system_pct: f32,
+        iowait_pct: f32,
+        steal_pct: f32
+    });
+    mirror!(Load {
+        load1: f32,
+        load5: f32,
+        load15: f32,
+        #[serde(default)]
+        running: Option<u32>,
+        #[serde(default)]
+        threads: Option<u32>,
+        #[serde(default)]
+        procs: Option<u32>,
+    });
+    mirror!(Swap {
+        total_bytes: u64,
+        used_bytes: u64
+    });
+    mirror!(Filesystem {
+        mount: String,
+        fs_type: String,
+        device: String,
+        size_bytes: u64,
+        used_bytes: u64,
+        avail_bytes: u64,
+        inodes: u64,
+        inodes_used: u64,
+    });
+    mirror!(Disk {
+        device: String,
+        read_bytes: u64,
+        written_bytes: u64,
+        reads: u64,
+        writes: u64,
+        io_ms: u64,
+    });
+    mirror!(NetInterface {
+        interface: String,
+        rx_bytes: u64,
+        tx_bytes: u64,
+        rx_packets: u64,
+        tx_packets: u64,
+        #[serde(default)]
+        rx_errs: u64,
+        #[serde(default)]
+        tx_errs: u64,
+        #[serde(default)]
+        rx_drops: u64,
+        #[serde(default)]
+        tx_drops: u64,
+    });
+    mirror!(Temperature {
+        sensor: String,
+        temp_c: f32
+    });
+    mirror!(Process {
+        pid: u32,
+        name: String,
+        cpu_pct: f32,
+        rss_bytes: u64
+    });
+    mirror!(AgentCost {
+        rss_bytes: u64,
+        cpu_ms: u64
+    });
+    mirror!(ClockSync {
+        welcome_ts_ms: u64,
+        received_ts_ms: u64,
+        rtt_ms: u64
+    });
+
+    fn list<T: Into<U>, U>(v: Option<Vec<T>>) -> Option<Vec<U>> {
+        v.map(|v| v.into_iter().map(Into::into).collect())
     }
 
     #[derive(Deserialize)]
@@ -219,6 +402,17 @@ mod fast {
                     free: m.free,
                     available: m.available,
                 }),
+                cpu_modes: m.cpu_modes.map(Into::into),
+                load: m.load.map(Into::into),
+                uptime_s: m.uptime_s,
+                swap: m.swap.map(Into::into),
+                filesystems: list(m.filesystems),
+                disks: list(m.disks),
+                net: list(m.net),
+                temperatures: list(m.temperatures),
+                processes: list(m.processes),
+                agent_cost: m.agent_cost.map(Into::into),
+                clock: m.clock.map(|c| Box::new(c.into())),
             }
         }
     }
@@ -235,8 +429,33 @@ impl<In, Out> FrameCodec<In, Out> {
         Self {
             lines: Self::splitter(max_len),
             max_len,
+            budget: None,
+            charged: 0,
             _types: PhantomData,
         }
+    }
+
+    /// The same codec, counting what it buffers beyond [`BUDGET_FREE_BYTES`] against `budget`.
+    pub fn with_budget(mut self, budget: FrameBudget) -> Self {
+        self.budget = Some(budget);
+        self
+    }
+
+    /// Counts the `held` bytes left in the buffer against the budget (beyond the free part).
+    fn charge(&mut self, held: usize) -> Result<(), CodecError> {
+        let Some(budget) = &self.budget else {
+            return Ok(());
+        };
+        let want = held.saturating_sub(BUDGET_FREE_BYTES);
+        if want > self.charged {
+            if !budget.try_grow(want - self.charged) {
+                return Err(CodecError::OverBudget { max: budget.max });
+            }
+        } else {
+            budget.shrink(self.charged - want);
+        }
+        self.charged = want;
+        Ok(())
     }
 
     fn splitter(max_len: usize) -> Lines {
@@ -255,6 +474,31 @@ impl<In: DecodeFrame, Out> Decoder for FrameCodec<In, Out> {
     type Error = CodecError;
 
     fn decode(&mut self, buf: &mut BytesMut) -> Result<Option<In>, CodecError> {
+        let decoded = self.next_frame(buf);
+        self.charge(buf.len())?;
+        decoded
+    }
+
+    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<In>, CodecError> {
+        match self.decode(buf)? {
+            Some(frame) => Ok(Some(frame)),
+            // A final line without its newline is a truncated frame: drop it silently, the
+            // connection is ending anyway and a half-written frame was never meant to count.
+            None => {
+                buf.clear();
+                // The line splitter remembers how far it scanned; start it afresh with the
+                // buffer, or a reader that resumes after EOF would scan past the new end.
+                self.lines = Self::splitter(self.max_len);
+                self.charge(0)?;
+                Ok(None)
+            }
+        }
+    }
+}
+
+impl<In: DecodeFrame, Out> FrameCodec<In, Out> {
+    /// The next frame in `buf` (see [`Decoder::decode`]), before the budget is settled.
+    fn next_frame(&mut self, buf: &mut BytesMut) -> Result<Option<In>, CodecError> {
         loop {
             let len = match self.lines.next(buf) {
                 Ok(Some(len)) => len,
@@ -272,21 +516,6 @@ impl<In: DecodeFrame, Out> Decoder for FrameCodec<In, Out> {
             match frame {
                 None => continue,
                 Some(frame) => return frame.map(Some).map_err(CodecError::BadFrame),
-            }
-        }
-    }
-
-    fn decode_eof(&mut self, buf: &mut BytesMut) -> Result<Option<In>, CodecError> {
-        match self.decode(buf)? {
-            Some(frame) => Ok(Some(frame)),
-            // A final line without its newline is a truncated frame: drop it silently, the
-            // connection is ending anyway and a half-written frame was never meant to count.
-            None => {
-                buf.clear();
-                // The line splitter remembers how far it scanned; start it afresh with the
-                // buffer, or a reader that resumes after EOF would scan past the new end.
-                self.lines = Self::splitter(self.max_len);
-                Ok(None)
             }
         }
     }
@@ -320,8 +549,68 @@ mod tests {
     use super::*;
     use crate::protocol::{Ack, Bye};
 
+    /// Proves: codecs sharing a budget refuse to hold more partly received bytes than it
+    /// allows (beyond the free part each), give their share back when the line completes or
+    /// the codec is dropped, and a complete frame never counts.
+    #[test]
+    fn a_shared_budget_bounds_the_bytes_of_frames_still_arriving() {
+        let budget = FrameBudget::new(10_000);
+        let partial = |n: usize| BytesMut::from(&b"x".repeat(n)[..]);
+        let mut a = ServerCodec::new().with_budget(budget.clone());
+        let mut b = ServerCodec::new().with_budget(budget.clone());
+        let mut buf_a = partial(BUDGET_FREE_BYTES + 6_000);
+        assert!(matches!(a.decode(&mut buf_a), Ok(None)));
+        assert_eq!(budget.used(), 6_000);
+        let mut buf_b = partial(BUDGET_FREE_BYTES + 5_000);
+        assert!(matches!(
+            b.decode(&mut buf_b),
+            Err(CodecError::OverBudget { max: 10_000 })
+        ));
+        assert_eq!(budget.used(), 6_000, "a refused codec holds nothing");
+
+        buf_a.extend_from_slice(b"\n");
+        assert!(matches!(a.decode(&mut buf_a), Err(CodecError::BadFrame(_))));
+        assert_eq!(budget.used(), 0, "the line is complete: nothing held");
+        assert!(matches!(b.decode(&mut buf_b), Ok(None)));
+        assert_eq!(budget.used(), 5_000);
+        drop(b);
+        assert_eq!(budget.used(), 0, "a dropped codec gives its share back");
+
+        let mut whole = BytesMut::from(bye_line());
+        assert!(matches!(a.decode(&mut whole), Ok(Some(AgentFrame::Bye(_)))));
+        assert_eq!(budget.used(), 0);
+    }
+
     fn bye_line() -> &'static [u8] {
         b"{\"type\":\"bye\"}\n"
+    }
+
+    /// The fast path knows every field of the full-machine sample (golden fixture): it
+    /// parses the fixture itself, to the same value as the generic path, and a sample with
+    /// an unknown field inside a new object falls back to the generic path, which accepts it.
+    #[test]
+    fn fast_path_covers_the_whole_machine_fields() {
+        let line = include_bytes!("../tests/fixtures/agent_metrics_full.json");
+        let line = &line[..line.len() - 1];
+        let fast: Metrics = serde_json::from_slice::<fast::Metrics>(line)
+            .map(Into::into)
+            .unwrap_or_else(|e| panic!("fast path refused the full fixture: {e}"));
+        let generic: AgentFrame = serde_json::from_slice(line).unwrap();
+        assert_eq!(AgentFrame::Metrics(fast), generic);
+        let text = String::from_utf8_lossy(line).replace(
+            "\"uptime_s\":86400",
+            "\"uptime_s\":86400,\"swap\":{\"total_bytes\":1,\"used_bytes\":0,\"later\":1}",
+        );
+        let text = text.replacen(
+            ",\"swap\":{\"total_bytes\":2147483648,\"used_bytes\":268435456}",
+            "",
+            1,
+        );
+        assert!(serde_json::from_slice::<fast::Metrics>(text.as_bytes()).is_err());
+        let Ok(AgentFrame::Metrics(m)) = AgentFrame::decode_line(text.as_bytes()) else {
+            panic!("generic path refused an unknown nested field: {text}");
+        };
+        assert_eq!(m.swap.map(|s| s.total_bytes), Some(1));
     }
 
     fn decode_all(codec: &mut ServerCodec, buf: &mut BytesMut) -> Vec<Result<AgentFrame, String>> {

@@ -21,6 +21,11 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 pub const OFFLINE_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// Most agents the registry remembers (live or not); beyond it the oldest offline are dropped.
 pub const MAX_AGENTS: usize = 100_000;
+/// An agent id's home address (the IP its samples come from, which wins a contest for the id
+/// against any other address) moves to a new IP only after the id has streamed from there,
+/// on one connection, for this long (see `server::registry`). As long as offline agents are
+/// remembered: an impersonator must hold the id for a day while the real agent is away.
+pub const HOME_MOVES_AFTER: Duration = Duration::from_secs(24 * 3600);
 
 /// First reconnect delay of the agent; doubles per failed attempt up to [`BACKOFF_MAX`].
 pub const BACKOFF_MIN: Duration = Duration::from_millis(500);
@@ -49,6 +54,18 @@ pub const KEEPALIVE_RETRIES: u32 = 3;
 pub const PRUNE_EVERY: Duration = Duration::from_secs(60);
 /// A session's idle timeout is never shorter than this, whatever the agent's interval.
 pub const MIN_IDLE_TIMEOUT: Duration = Duration::from_secs(1);
+/// A session's idle timeout is never longer than one of its agent's intervals plus this,
+/// whatever the agent claims (3 intervals of an hour would be 3 h of a slot held in silence).
+pub const MAX_IDLE_GRACE: Duration = Duration::from_secs(5 * 60);
+/// While the server holds at least this share (in percent) of `--max-connections`, a
+/// connection silent for [`PRESSURE_IDLE_TIMEOUT`] is closed (`limit`), whatever its agent's
+/// interval: silent connections cannot keep new agents out.
+pub const PRESSURE_PERCENT: usize = 90;
+/// See [`PRESSURE_PERCENT`]. Agents at the default 5 s interval are never this silent.
+pub const PRESSURE_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
+/// Most bytes of partly received frames held across all connections (beyond 4 KiB each):
+/// see `codec::FrameBudget`.
+pub const MAX_BUFFERED_BYTES: usize = 64 * 1024 * 1024;
 /// A session checks for silence once per agent interval, clamped to this range (it closes
 /// within the idle timeout plus one check).
 pub const IDLE_CHECK_MIN: Duration = Duration::from_millis(50);
@@ -124,9 +141,21 @@ pub struct Limits {
     pub max_connections_per_ip: usize,
     /// Time a connection has to send `hello` (slowloris guard).
     pub hello_timeout: Duration,
-    /// A connection silent for this many of its agent's intervals is closed (`timeout`); in
-    /// [`Limits::IDLE_INTERVALS_RANGE`].
+    /// A connection silent for this many of its agent's intervals is closed (`timeout`), but
+    /// never later than one interval plus [`MAX_IDLE_GRACE`]; in [`Limits::IDLE_INTERVALS_RANGE`].
     pub idle_intervals: u32,
+    /// Near the connection limit ([`PRESSURE_PERCENT`]), a connection silent this long is
+    /// closed (`limit`).
+    pub pressure_idle_timeout: Duration,
+    /// Most bytes of partly received frames held across all connections (see
+    /// [`MAX_BUFFERED_BYTES`]).
+    pub max_buffered_bytes: usize,
+    /// Samples one agent id may send per interval it announced, sustained; 0: no limit (see
+    /// `server::intake`). Beyond it and its burst the connection is closed (`limit`).
+    pub samples_per_interval: u32,
+    /// Samples one agent id may send at once beyond that (its replay after a reconnect); at
+    /// least [`Limits::MIN_SAMPLE_BURST`].
+    pub sample_burst: u32,
 }
 
 impl Limits {
@@ -149,10 +178,19 @@ impl Limits {
     /// Allowed `idle_intervals`: fewer than 2 would close a connection whose agent is merely
     /// a little late; more than 100 would keep dead connections for hours.
     pub const IDLE_INTERVALS_RANGE: std::ops::RangeInclusive<u32> = 2..=100;
+    /// Samples per announced interval by default: twice what an agent sends.
+    pub const DEFAULT_SAMPLES_PER_INTERVAL: u32 = 2;
+    /// Burst by default: twice the agent's default `--buffer` (720), so that the replay of a
+    /// full buffer after a reconnect always fits.
+    pub const DEFAULT_SAMPLE_BURST: u32 = 1_440;
+    /// Smallest burst [`Limits::validate`] leaves in place: an agent sends up to 32 samples
+    /// before it waits for an acknowledgement.
+    pub const MIN_SAMPLE_BURST: u32 = 32;
 
-    /// Applies the policy: a frame limit below [`Limits::MIN_FRAME_LEN`] is raised to it and a
-    /// core limit of 0 to 1 (both silently, as the flags always did); `idle_intervals` outside
-    /// [`Limits::IDLE_INTERVALS_RANGE`] is an error.
+    /// Applies the policy: a frame limit below [`Limits::MIN_FRAME_LEN`] is raised to it, a
+    /// core limit of 0 to 1 and a sample burst to [`Limits::MIN_SAMPLE_BURST`] (silently, as
+    /// the flags always did); `idle_intervals` outside [`Limits::IDLE_INTERVALS_RANGE`] is an
+    /// error.
     pub fn validate(self) -> Result<Self, ConfigError> {
         if !Self::IDLE_INTERVALS_RANGE.contains(&self.idle_intervals) {
             return Err(ConfigError::IdleIntervals {
@@ -162,6 +200,7 @@ impl Limits {
         Ok(Self {
             max_frame_len: self.max_frame_len.max(Self::MIN_FRAME_LEN),
             max_cores: self.max_cores.max(1),
+            sample_burst: self.sample_burst.max(Self::MIN_SAMPLE_BURST),
             ..self
         })
     }
@@ -176,6 +215,10 @@ impl Default for Limits {
             max_connections_per_ip: Self::DEFAULT_MAX_CONNECTIONS_PER_IP,
             hello_timeout: Self::DEFAULT_HELLO_TIMEOUT,
             idle_intervals: Self::DEFAULT_IDLE_INTERVALS,
+            pressure_idle_timeout: PRESSURE_IDLE_TIMEOUT,
+            max_buffered_bytes: MAX_BUFFERED_BYTES,
+            samples_per_interval: Self::DEFAULT_SAMPLES_PER_INTERVAL,
+            sample_burst: Self::DEFAULT_SAMPLE_BURST,
         }
     }
 }
@@ -211,6 +254,9 @@ pub enum ConfigError {
     /// `--auto-approve` with `--auth off`.
     #[error("--auto-approve needs the trust layer: leave out --auth off")]
     AutoApproveWithoutAuth,
+    /// The agent's metric groups or selections (`--collect`, `--processes`, …).
+    #[error("{0}")]
+    Collect(String),
 }
 
 #[cfg(test)]
@@ -227,6 +273,10 @@ mod tests {
         assert_eq!(limits.max_connections_per_ip, 1_000);
         assert_eq!(limits.hello_timeout, Duration::from_secs(10));
         assert_eq!(limits.idle_intervals, 3);
+        assert_eq!(
+            (limits.samples_per_interval, limits.sample_burst),
+            (2, 1440)
+        );
         assert_eq!(limits.clone().validate(), Ok(limits));
     }
 
@@ -241,6 +291,12 @@ mod tests {
         }
         .validate()?;
         assert_eq!((tiny.max_frame_len, tiny.max_cores), (1024, 1));
+        let no_burst = Limits {
+            sample_burst: 0,
+            ..Limits::default()
+        }
+        .validate()?;
+        assert_eq!(no_burst.sample_burst, 32);
         let exact = Limits {
             max_frame_len: 1024,
             max_cores: 1,

@@ -1,5 +1,6 @@
-//! lanmon: a LAN performance monitor. Agents sample CPU and memory and stream them over TCP to
-//! one server, built from actix actors, that shows every agent's latest metrics.
+//! lanmon: a LAN performance monitor. Agents sample their machine (CPU, memory, load, swap,
+//! filesystems, disk and network I/O, temperatures, their own cost) and stream the samples over
+//! TCP to one server, built from actix actors, that shows every agent's latest metrics.
 //!
 //! # Layout
 //!
@@ -13,10 +14,18 @@
 //!   config.rs       shared timing constants, the server's Limits, ConfigError
 //!   discovery.rs    the UDP beacon format and the agent's beacon listener (with its Gate:
 //!                   verified / pinned / open)
-//!   metrics.rs      MetricsSource trait; the real source: /proc on Linux, else sysinfo
+//!   metrics/        MetricsSource trait; the real source: /proc on Linux, else sysinfo
+//!     mod.rs        Reading (all Options), SystemSource, the module list
+//!     config.rs     CollectConfig: groups (--collect), selections (--fs-types, …), --processes
+//!     linux.rs      ProcSource: one kept-open reader per /proc or /sys file
+//!     fallback.rs   SysinfoSource (non-Linux, or no /proc)
+//!     cpu.rs memory.rs load.rs fs.rs disk.rs network.rs temp.rs process.rs own.rs
+//!                   one metric group each: pure parsing and arithmetic, tested on real text
+//!     procfs.rs text.rs  kept-open files; strict numbers, globs, protocol-safe strings
 //!   net.rs          this machine's IPv4 interfaces (banner, beacon targets), TCP keepalive
 //!   process.rs      shutdown signals (SIGINT/SIGTERM, a second exits), open-files limit
 //!   util.rs         ids, clock, human units
+//!   text.rs         agent-controlled text made safe for terminals and logs (escapes)
 //!   error.rs        the library's Error and Result
 //!   server/         the actix server
 //!     mod.rs        Server::start (the only place that wires concrete actors) / shutdown
@@ -49,11 +58,20 @@
 //!       keys.rs     agent and run keys (cached)      log.rs     raw_log appends
 //!       commit.rs   one transaction: log, move what is due, trim
 //!       rollup.rs   moves into raw and the rollups, crash repair
-//!       retention.rs, restore.rs, reader.rs, health.rs, error.rs
+//!       reader.rs   the HTTP API's reads: a pool of read-only connections, points summed up
+//!                   by SQLite, per-core folded row by row, answers capped (cells, cores)
+//!       retention.rs, restore.rs, health.rs, error.rs
+//!     intake.rs     what the server admits from one agent: a rate bucket per agent id
+//!                   (Allowances, used by Sessions), the clock window (ClockWindow: samples
+//!                   stamped far from the server's clock are stored when they arrive)
 //!     history.rs    per-agent sample ring: dedup, gaps
+//!     host.rs       per-agent whole-machine view: rates from counters, clock offset
+//!     rates.rs      rates from cumulative counters (resets, 32-bit wraps): pure
 //!     series.rs     the one aggregation engine: buckets, min/max, rebucketing (history, store)
 //!     http.rs       HTTP (actix-web): /api/agents, history, /healthz, /metrics, /api/events,
 //!                   /api/alerts, /
+//!     history_gate.rs  at most 4 history answers worked on and held at once; the body that
+//!                   keeps its turn until sent (or 30 s)
 //!     prometheus.rs Prometheus text exposition of a snapshot
 //!     web/          the live dashboard: page, styles and scripts embedded in the binary;
 //!       events.rs   Broadcaster actor: one snapshot per second to every browser (SSE)
@@ -87,16 +105,17 @@
 //!     script.rs     install.sh (served at GET /install.sh) and the banner's one-line command
 //!     install.sh    the POSIX sh installer itself
 //! actors/tests/     protocol golden fixtures, agent state machine, fuzz properties, the Store
-//!                   actor with a probe subscriber; actors/fuzz/: cargo-fuzz targets (frames,
-//!                   beacon, signed_beacon, handshake, token)
+//!                   actor with a probe subscriber, ground truth of the collectors (root:
+//!                   tmpfs, loop device, veth pair, a child); actors/fuzz/: cargo-fuzz targets
+//!                   (frames, beacon, signed_beacon, handshake, token)
 //! bins/src/bin/     thin clap binaries: server.rs, agent.rs (flags → config → run), loadgen/
 //!                   (main, cli, plan, agent_sim, report); bins/src/lib.rs: flag helpers, logging;
 //!                   bins/src/install.rs: the `install` / `uninstall` command line;
 //!                   bins/packaging/: the .debs
 //! bins/benches/     criterion benchmark of the codec; bins/bench/: `make bench` driver
 //! integration-tests/tests/it/  real binaries on real sockets (alerts, core, discovery, faults,
-//!                              hostile, http, install, store, trust); a server and agents in the
-//!                              test process (inproc)
+//!                              hardening, hostile, http, install, limits, machine, store,
+//!                              trust); a server and agents in the test process (inproc)
 //! bins/deploy/prometheus/      Prometheus alerting rules over /metrics, with promtool tests
 //! integration-tests/netns/     discovery across a LAN of network namespaces
 //! ```
@@ -114,6 +133,7 @@ pub mod process;
 pub mod protocol;
 pub mod server;
 pub mod snapshot;
+pub mod text;
 pub mod util;
 pub mod validate;
 

@@ -28,8 +28,26 @@ pub const MAX_FRAME_LEN: usize = 64 * 1024;
 /// Largest number of per-core entries a `hello`/`metrics` frame may carry.
 pub const MAX_CORES: usize = 4096;
 
-/// Largest length of the free-text fields of `hello` (ids, names, OS string), in bytes.
+/// Largest length of the free-text fields of `hello` (ids, names, OS string) and of every
+/// string in `metrics` (mount points, device and interface names, sensor labels, process
+/// names), in bytes.
 pub const MAX_TEXT_LEN: usize = 256;
+
+/// Most entries of `metrics.filesystems`.
+pub const MAX_FILESYSTEMS: usize = 64;
+/// Most entries of `metrics.disks`.
+pub const MAX_DISKS: usize = 64;
+/// Most entries of `metrics.net`.
+pub const MAX_INTERFACES: usize = 64;
+/// Most entries of `metrics.temperatures`.
+pub const MAX_SENSORS: usize = 64;
+/// Most entries of `metrics.processes` (the top N by CPU and the top N by memory, merged).
+pub const MAX_PROCESSES: usize = 32;
+/// Temperatures outside this range (°C) are sensor faults: the agent leaves them out and the
+/// server refuses them.
+pub const TEMP_RANGE_C: std::ops::RangeInclusive<f32> = -100.0..=500.0;
+/// Largest load average accepted (a run queue of a million threads is not a real machine).
+pub const MAX_LOAD: f32 = 1.0e6;
 
 /// Frames sent by an agent to the server.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -80,8 +98,13 @@ pub struct Hello {
     pub interval_ms: u64,
 }
 
-/// `metrics`: one sample. `cpu` or `memory` is absent when that reading failed on the agent.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// `metrics`: one sample. Every reading is optional: absent when that reading failed on the
+/// agent, when its group is not collected (agent `--collect`), or when the agent is older than
+/// the field (only `seq`, `ts_ms`, `cpu` and `memory` exist since the first version; a server
+/// that predates a field ignores it). Counters (`disks`, `net`, `agent_cost.cpu_ms`) are
+/// cumulative since the host (or agent) started, so a lost or late sample loses nothing: the
+/// server derives rates from two samples.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
 pub struct Metrics {
     /// 1 for the first sample of a run, then +1 per sample; never reset on reconnect.
     pub seq: u64,
@@ -91,6 +114,40 @@ pub struct Metrics {
     pub cpu: Option<Cpu>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub memory: Option<Memory>,
+    /// Where the machine's CPU time went since the previous sample, in percent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_modes: Option<CpuModes>,
+    /// Load averages and thread counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<Load>,
+    /// Seconds since the host booted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap: Option<Swap>,
+    /// Mounted filesystems, at most [`MAX_FILESYSTEMS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystems: Option<Vec<Filesystem>>,
+    /// Block devices (whole disks), at most [`MAX_DISKS`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disks: Option<Vec<Disk>>,
+    /// Network interfaces, at most [`MAX_INTERFACES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<Vec<NetInterface>>,
+    /// Temperature sensors, at most [`MAX_SENSORS`]; absent (not empty) on hosts without any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperatures: Option<Vec<Temperature>>,
+    /// The busiest processes (agent `--processes N`), at most [`MAX_PROCESSES`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<Vec<Process>>,
+    /// What the agent itself costs the host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_cost: Option<AgentCost>,
+    /// The agent's clock against the server's, measured at `welcome`; sent once per connection
+    /// (with the first frame after `welcome`). Boxed: it is absent from nearly every sample,
+    /// and samples are queued by the hundred (agent outbox, server history).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock: Option<Box<ClockSync>>,
 }
 
 /// CPU usage in percent (0–100): the whole machine and each logical core.
@@ -111,6 +168,143 @@ pub struct Memory {
     pub available: Option<u64>,
 }
 
+/// Shares of the machine's CPU time since the previous sample, in percent (0–100; with idle
+/// they add up to 100). `user_pct` includes nice and guest time, `system_pct` includes IRQ
+/// and soft-IRQ time.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CpuModes {
+    pub user_pct: f32,
+    pub system_pct: f32,
+    pub iowait_pct: f32,
+    pub steal_pct: f32,
+}
+
+/// Load averages over 1, 5 and 15 minutes (runnable and uninterruptible threads, as the kernel
+/// counts them) and thread counts.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Load {
+    pub load1: f32,
+    pub load5: f32,
+    pub load15: f32,
+    /// Threads runnable right now (absent where the OS does not say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub running: Option<u32>,
+    /// Threads in total.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<u32>,
+    /// Processes in total (sent with the processes group, agent `--processes N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub procs: Option<u32>,
+}
+
+/// Swap space in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Swap {
+    pub total_bytes: u64,
+    pub used_bytes: u64,
+}
+
+/// One mounted filesystem (the first mount of each device).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Filesystem {
+    /// Where it is mounted (`/`, `/home`).
+    pub mount: String,
+    /// Filesystem type (`ext4`, `xfs`, `nfs4`).
+    pub fs_type: String,
+    /// What is mounted (`/dev/sda2`, `server:/export`).
+    pub device: String,
+    pub size_bytes: u64,
+    /// Used by anyone (size minus free).
+    pub used_bytes: u64,
+    /// Available to unprivileged users (less than size minus used when blocks are reserved).
+    pub avail_bytes: u64,
+    /// Inodes in total (0 on filesystems without a fixed inode table).
+    pub inodes: u64,
+    pub inodes_used: u64,
+}
+
+/// Cumulative I/O counters of one block device since boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Disk {
+    /// Kernel name (`sda`, `nvme0n1`).
+    pub device: String,
+    pub read_bytes: u64,
+    pub written_bytes: u64,
+    /// Reads completed.
+    pub reads: u64,
+    /// Writes completed.
+    pub writes: u64,
+    /// Time the device had I/O in flight, in milliseconds.
+    pub io_ms: u64,
+}
+
+/// Cumulative counters of one network interface since it appeared. The error and drop
+/// counters are left out while they are 0 (they nearly always are).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NetInterface {
+    /// Interface name (`eth0`, `wlp2s0`).
+    pub interface: String,
+    pub rx_bytes: u64,
+    pub tx_bytes: u64,
+    pub rx_packets: u64,
+    pub tx_packets: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rx_errs: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tx_errs: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub rx_drops: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub tx_drops: u64,
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if passes a reference
+fn is_zero(v: &u64) -> bool {
+    *v == 0
+}
+
+/// One temperature sensor.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Temperature {
+    /// The chip and the sensor's label (`coretemp Package id 0`, `acpitz`).
+    pub sensor: String,
+    /// Degrees Celsius, within [`TEMP_RANGE_C`].
+    pub temp_c: f32,
+}
+
+/// One busy process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Process {
+    pub pid: u32,
+    /// The kernel's short name (`comm`, at most 15 bytes on Linux).
+    pub name: String,
+    /// CPU time since the previous sample, in percent of one core (like `top`: up to
+    /// 100 × cores).
+    pub cpu_pct: f32,
+    /// Resident memory.
+    pub rss_bytes: u64,
+}
+
+/// The agent's own footprint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentCost {
+    /// Resident memory.
+    pub rss_bytes: u64,
+    /// CPU time (user + system) since the agent started, in milliseconds.
+    pub cpu_ms: u64,
+}
+
+/// The three timestamps of a clock measurement: the server's clock when it sent `welcome`
+/// (echoed from [`Welcome::ts_ms`]), the agent's clock when `welcome` arrived, and the round
+/// trip from `hello` to `welcome` on the agent's monotonic clock. The server estimates the
+/// agent's offset as `received_ts_ms - rtt_ms / 2 - welcome_ts_ms`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClockSync {
+    pub welcome_ts_ms: u64,
+    pub received_ts_ms: u64,
+    pub rtt_ms: u64,
+}
+
 /// `bye`, in either direction.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Bye {
@@ -129,6 +323,10 @@ pub struct Welcome {
     /// reconnect); the agent need not send those samples again. Absent for a new run.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_seq: Option<u64>,
+    /// The server's clock when it sent this frame, ms since the Unix epoch. An agent that
+    /// knows the field echoes it in [`Metrics::clock`]. Absent from older servers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ts_ms: Option<u64>,
 }
 
 /// `ack`: highest `seq` of this run that the server has received.

@@ -7,13 +7,23 @@
 //!  "summary":{"agents":1,"live":1,"stale":0,"offline":0},
 //!  "agents":[{"id":"…","name":"web-1","ip":"10.0.0.7", "status":"live","seq":42,
 //!             "cpu":{"total":12.5,"per_core":[10.0,15.0]},
-//!             "memory":{"total":8,"used":4,"free":2,"available":4},"last_seen_ms":812, …}]}
+//!             "memory":{"total":8,"used":4,"free":2,"available":4},"last_seen_ms":812, …,
+//!             "load":{"load1":0.52,…},"filesystems":[…],"net":[{"interface":"eth0",
+//!             "rx_bytes":…,"rx_bytes_per_s":1520.4,…}],"clock_offset_ms":-3, …}]}
 //! ```
+//!
+//! The whole-machine fields of an agent ([`HostView`]) sit beside `cpu` and `memory` and are
+//! absent when the agent does not send them (an older agent, a group it does not collect).
+//! Units are in the names: `_bytes`, `_ms`, `_s` (seconds), `_pct` (percent, 0–100),
+//! `_c` (°C), `_per_s` (per second, derived by the server from two samples' counters).
 
 use serde::{Deserialize, Serialize};
 
 use crate::config::AuthMode;
-use crate::protocol::{Cpu, Memory};
+use crate::protocol::{
+    AgentCost, Cpu, CpuModes, Disk, Filesystem, Load, Memory, NetInterface, Process, Swap,
+    Temperature,
+};
 
 /// Version of the snapshot format; bumped only for a documented breaking change.
 pub const SNAPSHOT_VERSION: u32 = 1;
@@ -102,8 +112,10 @@ impl PendingAgent {
             gaps: 0,
             first_seq: 0,
             stored_seq: None,
+            retimed: 0,
             auth: Some(AgentAuth::Pending),
             fp: Some(self.fp.clone()),
+            host: HostView::default(),
         }
     }
 }
@@ -215,6 +227,11 @@ pub struct AgentView {
     pub received: u64,
     /// Samples received again (already seen) and dropped, in the current run.
     pub duplicates: u64,
+    /// Samples of the current run whose timestamp was too far from the server's clock (more
+    /// than 5 min ahead, or older than the raw tier keeps) and that were stored at the time
+    /// they arrived instead (see `server::intake`).
+    #[serde(default)]
+    pub retimed: u64,
     /// Sequence numbers never received between `first_seq` and `seq`, i.e. within the
     /// server's history window (`--history` samples) of the current run.
     pub gaps: u64,
@@ -233,6 +250,141 @@ pub struct AgentView {
     /// The fingerprint of the agent's key, when it is `approved`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fp: Option<String>,
+    /// The whole machine beyond CPU and memory (flattened: its fields are the agent's).
+    #[serde(flatten)]
+    pub host: HostView,
+}
+
+/// An agent's latest whole-machine reading, with the rates the server derived from its
+/// counters and the clock offset it measured. Every field is absent when unknown.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+pub struct HostView {
+    /// Where the CPU time went, in percent (see [`CpuModes`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_modes: Option<CpuModes>,
+    /// Load averages and thread counts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load: Option<Load>,
+    /// Seconds since the host booted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uptime_s: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap: Option<Swap>,
+    /// Mounted filesystems (sizes in bytes).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub filesystems: Option<Vec<Filesystem>>,
+    /// Block devices: the agent's counters and the rates over the last interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disks: Option<Vec<DiskView>>,
+    /// Network interfaces: the agent's counters and the rates over the last interval.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<Vec<NetView>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub temperatures: Option<Vec<Temperature>>,
+    /// The busiest processes (agents started with `--processes N`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub processes: Option<Vec<Process>>,
+    /// What the agent costs its host.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub agent_cost: Option<AgentCostView>,
+    /// How far the agent's clock is ahead of the server's (negative: behind), in ms,
+    /// measured at the agent's latest `welcome` and corrected for half the round trip.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_offset_ms: Option<i64>,
+    /// The round trip of that measurement (`hello` to `welcome`), in ms: the offset is
+    /// known to within about half of it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clock_rtt_ms: Option<u64>,
+}
+
+impl HostView {
+    /// The fullest filesystem: (mount point, percent of its size in use), used counted as
+    /// `size - available` (what `df` shows as Use%: reserved blocks are not available).
+    pub fn fullest_filesystem(&self) -> Option<(&str, f64)> {
+        self.filesystems
+            .as_deref()?
+            .iter()
+            .filter(|f| f.size_bytes > 0)
+            .map(|f| (f.mount.as_str(), used_pct(f)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+
+    /// Network bytes per second over every interface (received, sent); `None` until the
+    /// server has two samples.
+    pub fn net_rates(&self) -> Option<(f64, f64)> {
+        let rates: Vec<(f64, f64)> = self
+            .net
+            .as_deref()?
+            .iter()
+            .filter_map(|n| Some((n.rx_bytes_per_s?, n.tx_bytes_per_s?)))
+            .collect();
+        (!rates.is_empty()).then(|| {
+            rates
+                .iter()
+                .fold((0.0, 0.0), |(r, t), (dr, dt)| (r + dr, t + dt))
+        })
+    }
+}
+
+/// A filesystem's use in percent, as `df` computes Use%: `(size - avail) / size`.
+#[allow(clippy::cast_precision_loss)] // byte counts: a ratio to display
+pub fn used_pct(f: &Filesystem) -> f64 {
+    if f.size_bytes == 0 {
+        return 0.0;
+    }
+    f.size_bytes.saturating_sub(f.avail_bytes) as f64 * 100.0 / f.size_bytes as f64
+}
+
+/// One block device: the counters the agent sent and the rates derived from them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DiskView {
+    #[serde(flatten)]
+    pub counters: Disk,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read_bytes_per_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub written_bytes_per_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reads_per_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub writes_per_s: Option<f64>,
+    /// Share of the interval the device had I/O in flight, in percent (0–100).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub busy_pct: Option<f64>,
+}
+
+/// One network interface: the counters the agent sent and the rates derived from them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NetView {
+    #[serde(flatten)]
+    pub counters: NetInterface,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rx_bytes_per_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_bytes_per_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rx_packets_per_s: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tx_packets_per_s: Option<f64>,
+    /// Receive and send errors together, per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errs_per_s: Option<f64>,
+    /// Received and sent packets dropped, per second.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub drops_per_s: Option<f64>,
+}
+
+/// The agent's own cost: what it sent, and its CPU use over the last interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AgentCostView {
+    #[serde(flatten)]
+    pub counters: AgentCost,
+    /// CPU time over the last interval, in percent of one core.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_pct: Option<f64>,
+    /// CPU time per sample over the last interval, in ms.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cpu_ms_per_sample: Option<f64>,
 }
 
 /// Snapshot builders for unit tests (the Reporter's and `/metrics`' renderings).
@@ -270,11 +422,13 @@ pub(crate) mod fixtures {
             last_sample_ts_ms: Some(0),
             received: 3,
             duplicates: 0,
+            retimed: 0,
             gaps: 0,
             first_seq: 1,
             stored_seq: None,
             auth: None,
             fp: None,
+            host: HostView::default(),
         }
     }
 

@@ -2,9 +2,19 @@
 //!
 //! The codec guarantees well-formed JSON of a known shape; this module rejects impossible
 //! values: NaN or out-of-range percentages, `used > total`, a per-core array that does not
-//! match the core count announced in `hello`, oversized strings.
+//! match the core count announced in `hello`, oversized strings, lists longer than the
+//! protocol's bounds ([`MAX_FILESYSTEMS`], [`MAX_DISKS`], [`MAX_INTERFACES`],
+//! [`MAX_SENSORS`], [`MAX_PROCESSES`]), strings with control, bidi or zero-width characters
+//! (a name that displays as another).
+//!
+//! The agent's collectors apply the same rules before sending (they clamp and clean), so a
+//! refusal means a broken or hostile agent, never a strange but real machine.
 
-use crate::protocol::{Cpu, Hello, MAX_CORES, MAX_TEXT_LEN, Memory, Metrics, PROTOCOL_VERSION};
+use crate::protocol::{
+    Cpu, CpuModes, Filesystem, Hello, Load, MAX_CORES, MAX_DISKS, MAX_FILESYSTEMS, MAX_INTERFACES,
+    MAX_LOAD, MAX_PROCESSES, MAX_SENSORS, MAX_TEXT_LEN, Memory, Metrics, PROTOCOL_VERSION, Swap,
+    TEMP_RANGE_C,
+};
 
 /// Why a frame was refused. The `Display` text goes into the log line and the `error` frame.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
@@ -33,6 +43,20 @@ pub enum Invalid {
     TooManyCores { got: u32, max: usize },
     #[error("seq must start at 1, got 0")]
     ZeroSeq,
+    #[error("`{field}` has {got} entries, at most {max} are allowed")]
+    TooMany {
+        field: &'static str,
+        got: usize,
+        max: usize,
+    },
+    #[error("`{field}` = {value} is out of range")]
+    OutOfRange { field: &'static str, value: f64 },
+    #[error("`{field}`: {value} exceeds {total}")]
+    Exceeds {
+        field: &'static str,
+        value: u64,
+        total: u64,
+    },
 }
 
 /// Smallest sampling interval an agent may announce.
@@ -57,6 +81,14 @@ fn text(field: &'static str, value: &str, may_be_empty: bool) -> Result<(), Inva
         return Err(Invalid::Field {
             field,
             reason: "contains control characters",
+        });
+    }
+    // A name must look like what it is: no bidi override turning it around, no zero-width
+    // character making it a look-alike of another (see `crate::text`).
+    if value.chars().any(crate::text::is_hidden) {
+        return Err(Invalid::Field {
+            field,
+            reason: "contains invisible or bidi control characters",
         });
     }
     Ok(())
@@ -148,6 +180,77 @@ fn memory(m: &Memory) -> Result<(), Invalid> {
     Ok(())
 }
 
+fn cpu_modes(m: &CpuModes) -> Result<(), Invalid> {
+    percent("cpu_modes.user_pct", m.user_pct)?;
+    percent("cpu_modes.system_pct", m.system_pct)?;
+    percent("cpu_modes.iowait_pct", m.iowait_pct)?;
+    percent("cpu_modes.steal_pct", m.steal_pct)
+}
+
+/// A finite number in `range` (NaN and infinities are refused).
+fn within(
+    field: &'static str,
+    value: f32,
+    range: std::ops::RangeInclusive<f32>,
+) -> Result<(), Invalid> {
+    if range.contains(&value) {
+        Ok(())
+    } else {
+        Err(Invalid::OutOfRange {
+            field,
+            value: f64::from(value),
+        })
+    }
+}
+
+fn load(l: &Load) -> Result<(), Invalid> {
+    within("load.load1", l.load1, 0.0..=MAX_LOAD)?;
+    within("load.load5", l.load5, 0.0..=MAX_LOAD)?;
+    within("load.load15", l.load15, 0.0..=MAX_LOAD)
+}
+
+/// `value <= total`, or an error naming `field`.
+fn at_most(field: &'static str, value: u64, total: u64) -> Result<(), Invalid> {
+    if value > total {
+        return Err(Invalid::Exceeds {
+            field,
+            value,
+            total,
+        });
+    }
+    Ok(())
+}
+
+fn swap(s: &Swap) -> Result<(), Invalid> {
+    at_most("swap.used_bytes", s.used_bytes, s.total_bytes)
+}
+
+/// At most `max` entries in an optional list.
+fn bounded<'a, T>(
+    field: &'static str,
+    list: Option<&'a Vec<T>>,
+    max: usize,
+) -> Result<&'a [T], Invalid> {
+    let list = list.map_or(&[][..], Vec::as_slice);
+    if list.len() > max {
+        return Err(Invalid::TooMany {
+            field,
+            got: list.len(),
+            max,
+        });
+    }
+    Ok(list)
+}
+
+fn filesystem(f: &Filesystem) -> Result<(), Invalid> {
+    text("filesystems[].mount", &f.mount, false)?;
+    text("filesystems[].fs_type", &f.fs_type, true)?;
+    text("filesystems[].device", &f.device, true)?;
+    at_most("filesystems[].used_bytes", f.used_bytes, f.size_bytes)?;
+    at_most("filesystems[].avail_bytes", f.avail_bytes, f.size_bytes)?;
+    at_most("filesystems[].inodes_used", f.inodes_used, f.inodes)
+}
+
 /// Validates a sample against the `hello` of its connection.
 pub fn metrics(m: &Metrics, hello: &Hello) -> Result<(), Invalid> {
     if m.seq == 0 {
@@ -158,6 +261,34 @@ pub fn metrics(m: &Metrics, hello: &Hello) -> Result<(), Invalid> {
     }
     if let Some(mem) = &m.memory {
         memory(mem)?;
+    }
+    if let Some(c) = &m.cpu_modes {
+        cpu_modes(c)?;
+    }
+    if let Some(l) = &m.load {
+        load(l)?;
+    }
+    if let Some(s) = &m.swap {
+        swap(s)?;
+    }
+    for f in bounded("filesystems", m.filesystems.as_ref(), MAX_FILESYSTEMS)? {
+        filesystem(f)?;
+    }
+    for d in bounded("disks", m.disks.as_ref(), MAX_DISKS)? {
+        text("disks[].device", &d.device, false)?;
+    }
+    for n in bounded("net", m.net.as_ref(), MAX_INTERFACES)? {
+        text("net[].interface", &n.interface, false)?;
+    }
+    for t in bounded("temperatures", m.temperatures.as_ref(), MAX_SENSORS)? {
+        text("temperatures[].sensor", &t.sensor, false)?;
+        within("temperatures[].temp_c", t.temp_c, TEMP_RANGE_C)?;
+    }
+    #[allow(clippy::cast_precision_loss)] // a core count, far below 2^24
+    let max_process_pct = 100.0 * hello.cores.max(1) as f32;
+    for p in bounded("processes", m.processes.as_ref(), MAX_PROCESSES)? {
+        text("processes[].name", &p.name, true)?;
+        within("processes[].cpu_pct", p.cpu_pct, 0.0..=max_process_pct)?;
     }
     Ok(())
 }
@@ -191,6 +322,7 @@ mod tests {
                 free: 10,
                 available: Some(100 - used.min(100)),
             }),
+            ..Metrics::default()
         }
     }
 
@@ -287,6 +419,41 @@ mod tests {
         ));
     }
 
+    /// Proves: a name (or any hello string) with a bidi override or a zero-width character is
+    /// refused, while letters of any script pass.
+    #[test]
+    fn bidi_and_zero_width_characters_are_refused_in_names() {
+        for bad in [
+            "web-1\u{202e}1-bew",
+            "web\u{200b}-1",
+            "\u{2066}db\u{2069}",
+            "a\u{feff}",
+        ] {
+            let h = Hello {
+                name: bad.into(),
+                ..hello_fixture()
+            };
+            assert_eq!(
+                hello(&h),
+                Err(Invalid::Field {
+                    field: "name",
+                    reason: "contains invisible or bidi control characters"
+                }),
+                "{bad:?}"
+            );
+            let h = Hello {
+                os: bad.into(),
+                ..hello_fixture()
+            };
+            assert!(hello(&h).is_err(), "os {bad:?}");
+        }
+        let h = Hello {
+            name: "сервер-1 ünï 名前".into(),
+            ..hello_fixture()
+        };
+        assert_eq!(hello(&h), Ok(()));
+    }
+
     #[test]
     fn nan_negative_and_over_100_percent_are_refused() {
         let h = hello_fixture();
@@ -329,6 +496,172 @@ mod tests {
         ));
     }
 
+    /// A sample with every group at its protocol bounds passes; one entry too many in any
+    /// list, an impossible number or a control character in any string is refused, naming
+    /// the field.
+    #[test]
+    fn whole_machine_fields_are_bounded() {
+        use crate::protocol::{
+            AgentCost, ClockSync, Disk, Filesystem, NetInterface, Process, Temperature,
+        };
+        let h = hello_fixture();
+        let fs = Filesystem {
+            mount: "/".into(),
+            fs_type: "ext4".into(),
+            device: "/dev/sda1".into(),
+            size_bytes: 100,
+            used_bytes: 100,
+            avail_bytes: 90,
+            inodes: 10,
+            inodes_used: 10,
+        };
+        let disk = Disk {
+            device: "sda".into(),
+            read_bytes: u64::MAX,
+            written_bytes: 0,
+            reads: 1,
+            writes: 1,
+            io_ms: 1,
+        };
+        let nic = NetInterface {
+            interface: "eth0".into(),
+            rx_bytes: 1,
+            tx_bytes: 1,
+            rx_packets: 1,
+            tx_packets: 1,
+            rx_errs: 0,
+            tx_errs: 0,
+            rx_drops: 0,
+            tx_drops: 0,
+        };
+        let temp = Temperature {
+            sensor: "coretemp Core 0".into(),
+            temp_c: 45.5,
+        };
+        let process = Process {
+            pid: 1,
+            name: String::new(),
+            cpu_pct: 200.0, // two busy threads on the fixture's 2 cores
+            rss_bytes: 1,
+        };
+        let full = Metrics {
+            seq: 1,
+            cpu_modes: Some(CpuModes {
+                user_pct: 100.0,
+                system_pct: 0.0,
+                iowait_pct: 0.0,
+                steal_pct: 0.0,
+            }),
+            load: Some(Load {
+                load1: 0.0,
+                load5: 12.5,
+                load15: MAX_LOAD,
+                running: Some(1),
+                threads: Some(100),
+                procs: None,
+            }),
+            swap: Some(Swap {
+                total_bytes: 10,
+                used_bytes: 10,
+            }),
+            filesystems: Some(vec![fs.clone(); MAX_FILESYSTEMS]),
+            disks: Some(vec![disk.clone(); MAX_DISKS]),
+            net: Some(vec![nic.clone(); MAX_INTERFACES]),
+            temperatures: Some(vec![temp.clone(); MAX_SENSORS]),
+            processes: Some(vec![process.clone(); MAX_PROCESSES]),
+            agent_cost: Some(AgentCost {
+                rss_bytes: 1,
+                cpu_ms: 1,
+            }),
+            clock: Some(Box::new(ClockSync {
+                welcome_ts_ms: 0,
+                received_ts_ms: u64::MAX,
+                rtt_ms: 0,
+            })),
+            ..Metrics::default()
+        };
+        assert_eq!(metrics(&full, &h), Ok(()));
+        let refused = |m: Metrics| {
+            metrics(&m, &h)
+                .err()
+                .map(|e| e.to_string())
+                .unwrap_or_default()
+        };
+        let one_more = |field: &str| {
+            let mut m = full.clone();
+            match field {
+                "filesystems" => m.filesystems.as_mut().map(|l| l.push(fs.clone())),
+                "disks" => m.disks.as_mut().map(|l| l.push(disk.clone())),
+                "net" => m.net.as_mut().map(|l| l.push(nic.clone())),
+                "temperatures" => m.temperatures.as_mut().map(|l| l.push(temp.clone())),
+                _ => m.processes.as_mut().map(|l| l.push(process.clone())),
+            };
+            m
+        };
+        for field in ["filesystems", "disks", "net", "temperatures", "processes"] {
+            assert!(
+                refused(one_more(field)).starts_with(&format!("`{field}` has ")),
+                "{field}"
+            );
+        }
+        let mut m = full.clone();
+        m.filesystems = Some(vec![Filesystem {
+            used_bytes: 101,
+            ..fs.clone()
+        }]);
+        assert!(refused(m).contains("filesystems[].used_bytes"));
+        let mut m = full.clone();
+        m.filesystems = Some(vec![Filesystem {
+            mount: "/mnt/a\u{7}".into(),
+            ..fs.clone()
+        }]);
+        assert!(refused(m).contains("filesystems[].mount"));
+        let mut m = full.clone();
+        m.net = Some(vec![NetInterface {
+            interface: "x".repeat(MAX_TEXT_LEN + 1),
+            ..nic.clone()
+        }]);
+        assert!(refused(m).contains("net[].interface"));
+        let mut m = full.clone();
+        m.disks = Some(vec![Disk {
+            device: String::new(),
+            ..disk.clone()
+        }]);
+        assert!(refused(m).contains("disks[].device"));
+        for bad in [f32::NAN, -300.0, 501.0] {
+            let mut m = full.clone();
+            m.temperatures = Some(vec![Temperature {
+                temp_c: bad,
+                ..temp.clone()
+            }]);
+            assert!(refused(m).contains("temperatures[].temp_c"), "{bad}");
+        }
+        let mut m = full.clone();
+        m.processes = Some(vec![Process {
+            cpu_pct: 200.5,
+            ..process.clone()
+        }]);
+        assert!(refused(m).contains("processes[].cpu_pct"));
+        let mut m = full.clone();
+        m.load = m.load.map(|l| Load {
+            load5: f32::INFINITY,
+            ..l
+        });
+        assert!(refused(m).contains("load.load5"));
+        let mut m = full.clone();
+        m.cpu_modes = m.cpu_modes.map(|c| CpuModes {
+            steal_pct: -1.0,
+            ..c
+        });
+        assert!(refused(m).contains("cpu_modes.steal_pct"));
+        let mut m = full;
+        m.swap = Some(Swap {
+            total_bytes: 1,
+            used_bytes: 2,
+        });
+        assert!(refused(m).contains("swap.used_bytes"));
+    }
+
     #[test]
     fn seq_zero_and_missing_readings() {
         let h = hello_fixture();
@@ -338,8 +671,7 @@ mod tests {
         let partial = Metrics {
             seq: 1,
             ts_ms: 0,
-            cpu: None,
-            memory: None,
+            ..Metrics::default()
         };
         assert_eq!(metrics(&partial, &h), Ok(()));
     }

@@ -12,7 +12,7 @@ use futures_util::{SinkExt, StreamExt};
 use lanmon::agent::{AgentConfig, Target};
 use lanmon::codec::ServerCodec;
 use lanmon::metrics::{HostInfo, MetricsSource, Reading};
-use lanmon::protocol::{Ack, AgentFrame, Cpu, Memory, ServerFrame, Welcome};
+use lanmon::protocol::{Ack, AgentFrame, Cpu, ErrorCode, ErrorFrame, Memory, ServerFrame, Welcome};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::time::timeout;
 use tokio_util::codec::Framed;
@@ -45,6 +45,7 @@ impl MetricsSource for FakeSource {
                 free: 100,
                 available: Some(600),
             }),
+            ..Reading::default()
         }
     }
 }
@@ -71,6 +72,7 @@ fn start_agent(
         auth: lanmon::config::AuthMode::Off,
         state_dir: None,
         join: None,
+        collect: Default::default(),
     };
     let shutdown = CancellationToken::new();
     let task = tokio::spawn(lanmon::agent::run(config, FakeSource, shutdown.clone()));
@@ -106,6 +108,7 @@ async fn handshake(conn: &mut Conn, last_seq: Option<u64>) -> String {
         server_name: "fake".into(),
         server_version: "0".into(),
         last_seq,
+        ts_ms: None,
     };
     conn.send(ServerFrame::Welcome(welcome))
         .await
@@ -232,5 +235,154 @@ async fn keeps_trying_until_a_server_appears() {
     let mut conn = accept(&listener).await;
     handshake(&mut conn, None).await;
     assert_eq!(metrics(&mut conn, 1, true).await, [1]);
+    shutdown.cancel();
+}
+
+/// A server that welcomes the agent and then refuses it at once (here `replaced`) gets ever
+/// longer pauses between attempts: the backoff is not reset by a `welcome`, only by an ack.
+#[tokio::test]
+async fn a_server_that_welcomes_then_refuses_gets_ever_longer_pauses() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let (shutdown, _task) = start_agent(listener.local_addr().expect("addr").port());
+    let mut accepted = Vec::new();
+    for _ in 0..4 {
+        let mut conn = accept(&listener).await;
+        accepted.push(std::time::Instant::now());
+        handshake(&mut conn, None).await;
+        let refusal = ErrorFrame {
+            code: ErrorCode::Replaced,
+            message: "a newer connection with the same agent id took over".into(),
+        };
+        conn.send(ServerFrame::Error(refusal))
+            .await
+            .expect("send error");
+    }
+    // Attempt n waits between half and all of 0.5 s × 2ⁿ: the pause before the fourth
+    // connection is at least 1 s (it was at most 0.5 s when every welcome reset the backoff).
+    let pauses: Vec<Duration> = accepted.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(
+        pauses[2] >= Duration::from_secs(1),
+        "pauses between attempts: {pauses:?}"
+    );
+    shutdown.cancel();
+}
+
+/// A `welcome` claiming more of the run than the agent ever sampled (seq 2⁶⁴−1, as a client
+/// that sent samples in the agent's name can cause) does not lock the agent out: it comes
+/// back with a new run id, seqs from 1, and the samples nobody acknowledged carried over
+/// first, with their original timestamps.
+#[tokio::test]
+async fn a_claim_beyond_the_run_starts_a_new_run_that_keeps_every_sample() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let (shutdown, _task) = start_agent(listener.local_addr().expect("addr").port());
+
+    let mut conn = accept(&listener).await;
+    let old_run = handshake(&mut conn, None).await;
+    // Three samples that nobody acknowledges; remember their timestamps.
+    let mut unacked = Vec::new();
+    while unacked.len() < 3 {
+        match next(&mut conn).await {
+            Some(AgentFrame::Metrics(m)) => unacked.push(m.ts_ms),
+            other => panic!("expected metrics, got {other:?}"),
+        }
+    }
+    drop(conn);
+
+    let mut conn = accept(&listener).await;
+    assert_eq!(handshake(&mut conn, Some(u64::MAX)).await, old_run);
+    // The agent gives up on that connection and comes back with a new run.
+    let mut conn = loop {
+        let mut next_conn = accept(&listener).await;
+        let Some(AgentFrame::Hello(hello)) = next(&mut next_conn).await else {
+            continue; // the claimed connection's end, or noise
+        };
+        assert_ne!(
+            hello.run_id, old_run,
+            "the agent came back with the refuted run"
+        );
+        let welcome = Welcome {
+            proto: 1,
+            server_id: "fake".into(),
+            server_name: "fake".into(),
+            server_version: "0".into(),
+            last_seq: None,
+            ts_ms: None,
+        };
+        next_conn
+            .send(ServerFrame::Welcome(welcome))
+            .await
+            .expect("send welcome");
+        break next_conn;
+    };
+    let mut seqs = Vec::new();
+    let mut stamps = Vec::new();
+    while seqs.len() < 5 {
+        match next(&mut conn).await {
+            Some(AgentFrame::Metrics(m)) => {
+                seqs.push(m.seq);
+                stamps.push(m.ts_ms);
+                conn.send(ServerFrame::Ack(Ack { seq: m.seq }))
+                    .await
+                    .expect("send ack");
+            }
+            other => panic!("expected metrics, got {other:?}"),
+        }
+    }
+    assert_eq!(seqs, [1, 2, 3, 4, 5], "the new run counts from 1, in order");
+    assert_eq!(
+        stamps[..3],
+        unacked[..],
+        "the unacknowledged samples came first"
+    );
+    shutdown.cancel();
+}
+
+/// A server that sends its clock in `welcome` gets it back, with the agent's receive time and
+/// round trip, on the first frame of the connection only; after a reconnect the new
+/// `welcome`'s clock rides on the first frame again (a replayed sample included).
+#[tokio::test]
+async fn echoes_the_welcome_clock_once_per_connection() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let (shutdown, _task) = start_agent(listener.local_addr().expect("addr").port());
+    for (server_ts, ack) in [(1_000_u64, false), (2_000, true)] {
+        let mut conn = accept(&listener).await;
+        let Some(AgentFrame::Hello(_)) = next(&mut conn).await else {
+            panic!("first frame was not hello");
+        };
+        let before = lanmon::util::now_ms();
+        let welcome = Welcome {
+            proto: 1,
+            server_id: "fake".into(),
+            server_name: "fake".into(),
+            server_version: "0".into(),
+            last_seq: None,
+            ts_ms: Some(server_ts),
+        };
+        conn.send(ServerFrame::Welcome(welcome))
+            .await
+            .expect("send welcome");
+        let mut clocks = Vec::new();
+        for _ in 0..3 {
+            match next(&mut conn).await {
+                Some(AgentFrame::Metrics(m)) => {
+                    if ack {
+                        conn.send(ServerFrame::Ack(Ack { seq: m.seq }))
+                            .await
+                            .expect("send ack");
+                    }
+                    clocks.push(m.clock)
+                }
+                other => panic!("expected metrics, got {other:?}"),
+            }
+        }
+        let first = clocks[0]
+            .as_ref()
+            .expect("the first frame carries the clock");
+        assert_eq!(first.welcome_ts_ms, server_ts);
+        assert!(first.received_ts_ms >= before, "{first:?}");
+        assert!(first.rtt_ms < DEADLINE.as_millis() as u64);
+        assert!(clocks[1..].iter().all(Option::is_none), "{clocks:?}");
+        drop(conn);
+    }
     shutdown.cancel();
 }

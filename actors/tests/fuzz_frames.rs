@@ -366,6 +366,7 @@ fn any_metrics(float: impl Strategy<Value = f32> + Clone) -> impl Strategy<Value
             ts_ms,
             cpu,
             memory,
+            ..Metrics::default()
         })
 }
 
@@ -432,6 +433,7 @@ fn valid_pair() -> impl Strategy<Value = (Hello, Metrics)> {
                 ts_ms,
                 cpu,
                 memory,
+                ..Metrics::default()
             });
         (Just(hello), metrics)
     })
@@ -702,7 +704,7 @@ proptest! {
             return Err(TestCaseError::fail(format!("{line:?} decoded to {got:?}")));
         };
         let decoded = cpu.total;
-        let m = Metrics { seq: 1, ts_ms: 0, cpu: Some(cpu.clone()), memory: None };
+        let m = Metrics { seq: 1, ts_ms: 0, cpu: Some(cpu.clone()), ..Metrics::default() };
         let accepted = validate::metrics(&m, &Hello { cores: 1, ..hello_fixture() }).is_ok();
         prop_assert_eq!(accepted, (0.0..=100.0).contains(&decoded), "{}", line);
         // Margins keep these independent of serde_json's last-bit float parsing.

@@ -24,8 +24,9 @@ use std::path::PathBuf;
 use bytes::BytesMut;
 use lanmon::codec::{AgentCodec, CodecError, ServerCodec, encode_line};
 use lanmon::protocol::{
-    Ack, AgentFrame, Bye, Cpu, ErrorCode, ErrorFrame, Hello, Memory, Metrics, PROTOCOL_V1,
-    PROTOCOL_VERSION, ServerFrame, ServerKey, Welcome,
+    Ack, AgentCost, AgentFrame, Bye, ClockSync, Cpu, CpuModes, Disk, ErrorCode, ErrorFrame,
+    Filesystem, Hello, Load, Memory, Metrics, NetInterface, PROTOCOL_V1, PROTOCOL_VERSION, Process,
+    ServerFrame, ServerKey, Swap, Temperature, Welcome,
 };
 use serde::Serialize;
 use tokio_util::codec::Decoder;
@@ -183,8 +184,192 @@ fn agent_metrics() -> TestResult {
             free: GIB,
             available: Some(5 * GIB),
         }),
+        ..Metrics::default()
     });
     round_trip_agent("agent_metrics.json", &frame)
+}
+
+/// A typical host's sample with every group (2 cores, the root and /boot filesystems, one
+/// disk, Wi-Fi with a few errors, two sensors, `--processes 1`, the agent's cost and the
+/// clock measurement of a fresh connection).
+fn full_metrics() -> Metrics {
+    Metrics {
+        seq: 44,
+        ts_ms: 1_764_115_205_000,
+        cpu: Some(Cpu {
+            total: 18.75,
+            per_core: vec![12.5, 25.0],
+        }),
+        memory: Some(Memory {
+            total: 8 * GIB,
+            used: 3 * GIB,
+            free: GIB,
+            available: Some(5 * GIB),
+        }),
+        cpu_modes: Some(CpuModes {
+            user_pct: 12.5,
+            system_pct: 5.25,
+            iowait_pct: 0.75,
+            steal_pct: 1.0,
+        }),
+        load: Some(Load {
+            load1: 0.52,
+            load5: 0.4,
+            load15: 0.3,
+            running: Some(2),
+            threads: Some(612),
+            procs: Some(231),
+        }),
+        uptime_s: Some(86_400),
+        swap: Some(Swap {
+            total_bytes: 2 * GIB,
+            used_bytes: 268_435_456,
+        }),
+        filesystems: Some(vec![
+            Filesystem {
+                mount: "/".into(),
+                fs_type: "ext4".into(),
+                device: "/dev/nvme0n1p2".into(),
+                size_bytes: 502_468_108_288,
+                used_bytes: 201_003_421_696,
+                avail_bytes: 275_901_644_800,
+                inodes: 31_227_904,
+                inodes_used: 1_204_331,
+            },
+            Filesystem {
+                mount: "/boot/efi".into(),
+                fs_type: "vfat".into(),
+                device: "/dev/nvme0n1p1".into(),
+                size_bytes: 535_805_952,
+                used_bytes: 6_397_952,
+                avail_bytes: 529_408_000,
+                inodes: 0,
+                inodes_used: 0,
+            },
+        ]),
+        disks: Some(vec![Disk {
+            device: "nvme0n1".into(),
+            read_bytes: 18_571_054_080,
+            written_bytes: 36_524_253_184,
+            reads: 461_236,
+            writes: 1_040_412,
+            io_ms: 573_296,
+        }]),
+        net: Some(vec![NetInterface {
+            interface: "wlp2s0".into(),
+            rx_bytes: 12_345_678_901,
+            tx_bytes: 987_654_321,
+            rx_packets: 9_876_543,
+            tx_packets: 123_456,
+            rx_errs: 0,
+            tx_errs: 0,
+            rx_drops: 17,
+            tx_drops: 0,
+        }]),
+        temperatures: Some(vec![
+            Temperature {
+                sensor: "coretemp Package id 0".into(),
+                temp_c: 45.0,
+            },
+            Temperature {
+                sensor: "nvme Composite".into(),
+                temp_c: 38.9,
+            },
+        ]),
+        processes: Some(vec![
+            Process {
+                pid: 2211,
+                name: "firefox".into(),
+                cpu_pct: 12.25,
+                rss_bytes: 612_368_384,
+            },
+            Process {
+                pid: 1873,
+                name: "Xorg".into(),
+                cpu_pct: 1.5,
+                rss_bytes: 98_304_000,
+            },
+        ]),
+        agent_cost: Some(AgentCost {
+            rss_bytes: 2_936_832,
+            cpu_ms: 1_850,
+        }),
+        clock: Some(Box::new(ClockSync {
+            welcome_ts_ms: 1_764_115_199_950,
+            received_ts_ms: 1_764_115_200_012,
+            rtt_ms: 3,
+        })),
+    }
+}
+
+/// A `metrics` fixture with every whole-machine field round-trips; the server's codec takes
+/// its fast path for it and gets the same value as serde's generic path.
+#[test]
+fn agent_metrics_full() -> TestResult {
+    let frame = AgentFrame::Metrics(full_metrics());
+    round_trip_agent("agent_metrics_full.json", &frame)?;
+    let golden = read_fixture("agent_metrics_full.json")?;
+    let generic: AgentFrame = serde_json::from_slice(&golden)?;
+    assert_eq!(generic, frame);
+    Ok(())
+}
+
+/// What an old server sees: the fixture with every new field is still a valid sample whose
+/// `cpu` and `memory` are those of a sample without them (serde ignores unknown fields, as
+/// servers before these fields did); and an old agent's frame is a sample whose new fields
+/// are all absent.
+#[test]
+fn whole_machine_fields_are_additive() -> TestResult {
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    #[serde(tag = "type", rename_all = "snake_case")]
+    enum OldAgentFrame {
+        Metrics {
+            seq: u64,
+            ts_ms: u64,
+            cpu: Option<Cpu>,
+            memory: Option<Memory>,
+        },
+    }
+    let old: OldAgentFrame = serde_json::from_slice(&read_fixture("agent_metrics_full.json")?)?;
+    let full = full_metrics();
+    assert_eq!(
+        old,
+        OldAgentFrame::Metrics {
+            seq: full.seq,
+            ts_ms: full.ts_ms,
+            cpu: full.cpu.clone(),
+            memory: full.memory,
+        }
+    );
+    let from_old_agent = decode_one(ServerCodec::new(), &read_fixture("agent_metrics.json")?)?;
+    let AgentFrame::Metrics(m) = from_old_agent else {
+        return Err("agent_metrics.json is not a metrics frame".into());
+    };
+    assert_eq!(
+        m,
+        Metrics {
+            cpu: m.cpu.clone(),
+            memory: m.memory,
+            seq: m.seq,
+            ts_ms: m.ts_ms,
+            ..Metrics::default()
+        }
+    );
+    Ok(())
+}
+
+/// The full fixture fits the protocol's rules (the validator accepts it) and stays well
+/// under a kilobyte and a half, though it has two of everything.
+#[test]
+fn full_metrics_are_valid_and_compact() -> TestResult {
+    let hello = match hello() {
+        AgentFrame::Hello(h) => h,
+        _ => return Err("hello() is not a hello".into()),
+    };
+    assert_eq!(lanmon::validate::metrics(&full_metrics(), &hello), Ok(()));
+    let len = read_fixture("agent_metrics_full.json")?.len();
+    assert!(len < 1536, "the full fixture is {len} bytes");
+    Ok(())
 }
 
 /// A `metrics` fixture without `cpu` and `memory` (both readings failed) round-trips.
@@ -193,8 +378,7 @@ fn agent_metrics_partial() -> TestResult {
     let frame = AgentFrame::Metrics(Metrics {
         seq: 43,
         ts_ms: 1_764_115_201_000,
-        cpu: None,
-        memory: None,
+        ..Metrics::default()
     });
     round_trip_agent("agent_metrics_partial.json", &frame)
 }
@@ -217,8 +401,24 @@ fn server_welcome() -> TestResult {
         server_name: "lanmon-server".into(),
         server_version: "0.1.0".into(),
         last_seq: Some(41),
+        ts_ms: None,
     });
     round_trip_server("server_welcome.json", &frame)
+}
+
+/// A `welcome` with the server's clock (`ts_ms`, for the agent's clock measurement)
+/// round-trips; without it (above) the frame is byte-identical to what older servers send.
+#[test]
+fn server_welcome_clock() -> TestResult {
+    let frame = ServerFrame::Welcome(Welcome {
+        proto: PROTOCOL_VERSION,
+        server_id: "9d8c7b6a-5f4e-4d3c-2b1a-0f9e8d7c6b5a".into(),
+        server_name: "lanmon-server".into(),
+        server_version: "0.1.0".into(),
+        last_seq: None,
+        ts_ms: Some(1_764_115_199_950),
+    });
+    round_trip_server("server_welcome_clock.json", &frame)
 }
 
 /// An `ack` fixture round-trips.

@@ -97,6 +97,7 @@ fn append(run: &str, seq: u64) -> Append {
                 per_core: vec![10.0],
             }),
             memory: None,
+            ..Metrics::default()
         },
     }
 }

@@ -36,6 +36,8 @@
 #                              data directory; time until all are live again ["10000" / "20"]
 #   BENCH_AGENT_SECS           real agent run time [120 / 12]; the issue asks >= 600 for growth
 #   BENCH_AGENT_WARMUP         seconds before the agent's RSS/CPU baseline [20 / 6]
+#   BENCH_AGENT_ARGS           extra agent flags, e.g. "--collect cpu,memory" (the groups
+#                              before the whole-machine ones) or "--processes 5" [none]
 #   BENCH_OUT                  results file [bins/bench/RESULTS.md / target/bench/RESULTS-quick.md]
 #   BENCH_NOFILE               file-descriptor limit set in the namespace [65536]
 #   BENCH_BIN                  directory of prebuilt server/loadgen/agent; skips the build
@@ -73,6 +75,7 @@ export BENCH_NOFILE="${BENCH_NOFILE:-65536}"
 export BENCH_SERVER_ARGS="${BENCH_SERVER_ARGS:-}"
 export BENCH_AUTH="${BENCH_AUTH:-required off}"
 export BENCH_STORM_AGENTS="${BENCH_STORM_AGENTS-$def_storm_agents}"
+export BENCH_AGENT_ARGS="${BENCH_AGENT_ARGS:-}"
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
     | jq -r .target_directory)}"
@@ -160,6 +163,10 @@ start_server() {
     SERVER_TOKEN=""
     if grep -q -- '--auth <' <<<"$help"; then
         [[ "$auth" == off ]] && cmd+=(--auth off)
+    fi
+    # Flood scenarios send far above their announced interval on purpose: no rate limit.
+    if [[ "$dir" == */flood-* ]] && grep -q -- '--max-samples-per-interval <' <<<"$help"; then
+        cmd+=(--max-samples-per-interval 0)
     fi
     local extra=()
     read -r -a extra <<<"$BENCH_SERVER_ARGS"
@@ -412,6 +419,8 @@ agent_scenario() {
     elif [[ "$auth" == off ]] && "$BIN/agent" --help 2>/dev/null | grep -q -- '--auth <'; then
         cmd+=(--auth off)
     fi
+    # shellcheck disable=SC2206 # extra flags, split on spaces on purpose
+    [[ -n "$BENCH_AGENT_ARGS" ]] && cmd+=($BENCH_AGENT_ARGS)
     record_cmd "${cmd[*]//$SERVER_TOKEN/TOKEN} &"
     "${cmd[@]}" >"$dir/agent.log" 2>&1 &
     local apid=$!

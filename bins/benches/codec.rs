@@ -31,6 +31,7 @@ fn metrics(cores: usize) -> AgentFrame {
             free: 3_435_973_836,
             available: Some(10_307_921_511),
         }),
+        ..Metrics::default()
     })
 }
 

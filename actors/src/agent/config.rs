@@ -73,6 +73,8 @@ pub struct AgentConfig {
     pub state_dir: Option<PathBuf>,
     /// The server's join token (`--join`): pins the server's key and enrolls the agent.
     pub join: Option<JoinToken>,
+    /// Which metric groups [`run_system`](super::run_system) collects, and from what.
+    pub collect: crate::metrics::CollectConfig,
 }
 
 impl AgentConfig {
@@ -99,6 +101,7 @@ impl AgentConfig {
             auth: AuthMode::Required,
             state_dir: None,
             join: None,
+            collect: crate::metrics::CollectConfig::default(),
         }
     }
 

@@ -11,6 +11,17 @@
 //!            └──────── connection lost / server bye / error ────┘
 //! ```
 //!
+//! The reconnect delay ([`Backoff`]) grows with every attempt that did not prove useful — a
+//! failed connect, a refusal (`error` frame), a `welcome` the agent cannot accept, a
+//! connection lost before anything was acknowledged — and starts over only once the server
+//! has acknowledged a sample on the connection: a server that welcomes and then refuses or
+//! drops the agent gets fewer and fewer attempts (at most one per [`BACKOFF_MAX`]), not a
+//! tight loop.
+//!
+//! A `welcome` whose `last_seq` is beyond the run's highest seq (a confused server, or a
+//! client that sent samples in this agent's name) never locks the agent out: it starts a new
+//! run and carries its unacknowledged samples over ([`Agent::new_run`]).
+//!
 //! Sampling never stops, whatever the state: every interval one sample is taken and queued in
 //! the bounded [`Outbox`]; while connected it is sent at once, and whatever the server has not
 //! acknowledged is sent again after the next connect. Every wait has a deadline (connect,
@@ -58,6 +69,7 @@ use crate::protocol::{
     self, AgentFrame, Bye, ErrorCode, ErrorFrame, Metrics, PROTOCOL_V1, PROTOCOL_VERSION,
     ServerFrame,
 };
+use crate::text::for_terminal;
 use crate::util::{now_ms, random_id, random_u64};
 
 pub use backoff::Backoff;
@@ -125,6 +137,9 @@ enum Ended {
     Refused(ErrorFrame),
     /// The server could not prove a pinned key (or the handshake failed): nothing was sent.
     Untrusted(String),
+    /// The server's `welcome` claimed more of this run than it has: a new run was started
+    /// (already logged); reconnect with it after a backoff.
+    NewRun,
 }
 
 /// Runs the agent until `shutdown` is cancelled, sampling on a tokio interval of
@@ -144,7 +159,7 @@ pub async fn run<S: MetricsSource>(
 /// elsewhere or when no timerfd can be made.
 pub async fn run_system(config: AgentConfig, shutdown: CancellationToken) -> crate::Result<()> {
     let config = config.validate()?;
-    let source = SystemSource::new()
+    let source = SystemSource::with_config(&config.collect)
         .map_err(|e| crate::Error::Other(format!("cannot read system metrics: {e}")))?;
     #[cfg(target_os = "linux")]
     match timerfd::TimerFdTicker::new(config.interval) {
@@ -182,6 +197,10 @@ struct Agent<S, T> {
     connected_once: bool,
     /// The trust layer's state (`None` with `--auth off`: plaintext protocol 1).
     identity: Option<Identity>,
+    /// The clock measurement of the current connection, sent with its first frame.
+    clock: Option<Box<protocol::ClockSync>>,
+    /// A sample had to leave lists out to fit in a frame (warned once).
+    warned_oversize: bool,
 }
 
 impl<S: MetricsSource, T: Ticker> Agent<S, T> {
@@ -228,6 +247,8 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
             server_id: None,
             connected_once: false,
             identity,
+            clock: None,
+            warned_oversize: false,
         })
     }
 
@@ -336,7 +357,10 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
                     match self.connected(stream, addr).await {
                         Ended::Shutdown => return Ok(()),
                         Ended::Lost(reason) => {
-                            tracing::warn!("connection to {addr} lost: {reason}; reconnecting");
+                            tracing::warn!(
+                                "connection to {addr} lost: {}; reconnecting",
+                                for_terminal(&reason)
+                            );
                         }
                         Ended::Refused(e) => {
                             let delay = self.backoff.next_delay(random_u64());
@@ -346,9 +370,11 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
                         }
                         Ended::Untrusted(why) => {
                             tracing::error!(
-                                "server {addr} not trusted, nothing sent but the handshake: {why}"
+                                "server {addr} not trusted, nothing sent but the handshake: {}",
+                                for_terminal(&why)
                             );
                         }
+                        Ended::NewRun => {}
                     }
                     ConnState::Backoff(self.backoff.next_delay(random_u64()))
                 }
@@ -359,13 +385,34 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
     /// Takes one sample into the outbox; returns its seq.
     fn sample(&mut self) -> u64 {
         self.seq += 1;
-        let reading = self.source.read();
-        let dropped = self.outbox.push(Metrics {
+        let r = self.source.read();
+        let mut metrics = Metrics {
             seq: self.seq,
             ts_ms: now_ms(),
-            cpu: reading.cpu,
-            memory: reading.memory,
-        });
+            cpu: r.cpu,
+            memory: r.memory,
+            cpu_modes: r.cpu_modes,
+            load: r.load,
+            uptime_s: r.uptime_s,
+            swap: r.swap,
+            filesystems: r.filesystems,
+            disks: r.disks,
+            net: r.net,
+            temperatures: r.temperatures,
+            processes: r.processes,
+            agent_cost: r.agent_cost,
+            clock: None,
+        };
+        if let Some(left_out) = fit_frame(&mut metrics, FRAME_BUDGET)
+            && !self.warned_oversize
+        {
+            self.warned_oversize = true;
+            tracing::warn!(
+                "a sample did not fit in one frame ({} bytes at most): left out {left_out}",
+                FRAME_BUDGET
+            );
+        }
+        let dropped = self.outbox.push(metrics);
         if dropped && self.outbox.dropped().is_power_of_two() {
             tracing::warn!(
                 "sample buffer full ({} samples): dropped {} oldest sample(s) so far",
@@ -437,11 +484,11 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
                 let others: Vec<String> = listener
                     .heard()
                     .filter(|f| f.beacon.server_id != found.beacon.server_id)
-                    .map(|f| format!("{} at {}", f.beacon.server_name, f.addr))
+                    .map(|f| format!("{} at {}", for_terminal(&f.beacon.server_name), f.addr))
                     .collect();
                 tracing::info!(
                     "Discovered server {} at {}",
-                    found.beacon.server_name,
+                    for_terminal(&found.beacon.server_name),
                     found.addr
                 );
                 if !others.is_empty() {
@@ -481,7 +528,7 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
             _ => tracing::error!(
                 "server {addr} refused this agent: {}: {}; retrying in {delay:.1?}",
                 e.code,
-                e.message
+                for_terminal(&e.message)
             ),
         }
     }
@@ -572,6 +619,8 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
         mut beacons: Option<&mut discovery::BeaconListener>,
     ) -> Ended {
         let mut frames = FramedRead::new(read, AgentCodec::new());
+        self.clock = None;
+        let hello_sent = tokio::time::Instant::now();
         if let Err(e) = send(&mut write, &AgentFrame::Hello(self.hello.clone())).await {
             return Ended::Lost(format!("could not send hello: {e}"));
         }
@@ -579,20 +628,28 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
         match self.while_sampling(welcome).await {
             None => return self.say_bye(&mut write).await,
             Some(Ok(Some(Ok(ServerFrame::Welcome(w))))) => {
-                self.backoff.reset();
+                // An older server sends no time: then there is nothing to measure.
+                self.clock = w.ts_ms.map(|welcome_ts_ms| {
+                    Box::new(protocol::ClockSync {
+                        welcome_ts_ms,
+                        received_ts_ms: now_ms(),
+                        rtt_ms: u64::try_from(hello_sent.elapsed().as_millis()).unwrap_or(u64::MAX),
+                    })
+                });
+                // Not yet a success for the backoff: only an ack proves the server takes
+                // this agent's samples (see the module docs).
                 self.connected_once = true;
                 tracing::info!(
                     "Connected to {addr} (server {}, lanmon {})",
-                    w.server_name,
-                    w.server_version
+                    for_terminal(&w.server_name),
+                    for_terminal(&w.server_version)
                 );
                 // The server already holds these from before the reconnect: do not resend.
                 if let Some(held) = w.last_seq {
                     if held > self.seq {
-                        return Ended::Lost(format!(
-                            "server claims to hold seq {held} of this run, which has only {}",
-                            self.seq
-                        ));
+                        // A claim this run cannot back (a confused server, or someone who
+                        // sent samples in this agent's name): never stay locked out by it.
+                        return self.new_run(addr, held);
                     }
                     self.outbox.ack(held);
                 }
@@ -632,6 +689,9 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
                                 return Ended::Lost(e);
                             }
                             self.outbox.ack(ack.seq);
+                            // The connection works: the next reconnect starts from the
+                            // shortest delay again.
+                            self.backoff.reset();
                         }
                         Some(Ok(ServerFrame::Error(e))) => return Ended::Refused(e),
                         Some(Ok(ServerFrame::Bye(Bye { reason }))) => {
@@ -654,7 +714,7 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
                     {
                         tracing::warn!(
                             "also hearing server {} at {}; staying with {addr} (choose one with --server-name)",
-                            found.beacon.server_name,
+                            for_terminal(&found.beacon.server_name),
                             found.addr
                         );
                     }
@@ -696,6 +756,25 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
         }
     }
 
+    /// Starts a new run because the server at `addr` claims to hold seq `held` of the
+    /// current one, beyond anything it has: a new `run_id`, seqs from 1 again. The samples
+    /// still waiting for an ack carry over, renumbered 1, 2, 3… with their own timestamps:
+    /// nothing is lost, and the server files them under a run it has no claim about (if it
+    /// did hold some of them under the old run, they show twice, once per run, rather than
+    /// not at all). Logged once, as a warning; the caller reconnects after the backoff.
+    fn new_run(&mut self, addr: SocketAddr, held: u64) -> Ended {
+        let old_run = std::mem::replace(&mut self.hello.run_id, random_id());
+        let had = self.seq;
+        self.seq = self.outbox.renumber();
+        tracing::warn!(
+            "server {addr} claims to hold seq {held} of run {old_run}, which has only {had}: starting a new run {} (its {} unacknowledged sample(s) carried over as seq 1..={})",
+            self.hello.run_id,
+            self.seq,
+            self.seq
+        );
+        Ended::NewRun
+    }
+
     /// Sends every sample not yet sent, while no more than [`REPLAY_WINDOW`] are
     /// unacknowledged: a backlog after a reconnect goes out at the pace the server
     /// acknowledges it, so many agents replaying at once cannot flood the server.
@@ -708,9 +787,11 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
             // Samples dropped from a full outbox are gone for good: skip them.
             let oldest = self.outbox.pending().next().map_or(self.seq + 1, |m| m.seq);
             flow.next = flow.next.max(oldest);
-            let Some(m) = self.outbox.get(flow.next).cloned() else {
+            let Some(mut m) = self.outbox.get(flow.next).cloned() else {
                 return Ok(());
             };
+            // The clock measurement rides on this connection's first frame only.
+            m.clock = self.clock.take();
             let live = m.seq == self.seq;
             let seq = m.seq;
             let n = send_within(write, &AgentFrame::Metrics(m), self.write_deadline()).await?;
@@ -738,6 +819,53 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
         let _ = tokio::time::timeout(WRITE_TIMEOUT, write.shutdown()).await;
         Ended::Shutdown
     }
+}
+
+/// Most bytes a sample may take on the wire: the protocol's frame limit less room for the
+/// clock measurement and the `type` tag.
+const FRAME_BUDGET: usize = protocol::MAX_FRAME_LEN - 512;
+
+/// Makes sure `m` encodes within `budget` bytes: a host with very many filesystems,
+/// interfaces or sensors (each list is bounded, but all of them at once, with long names, are
+/// not) would otherwise send a frame the server refuses, again after every reconnect. Drops
+/// whole lists, least useful first (processes, temperatures, filesystems, disks, network),
+/// until it fits; returns what it left out, `None` if nothing. Serializes only when a cheap
+/// upper bound says the sample might be too large (never for an ordinary host).
+fn fit_frame(m: &mut Metrics, budget: usize) -> Option<String> {
+    fn bound<T>(list: &Option<Vec<T>>, per_entry: usize) -> usize {
+        list.as_ref().map_or(0, |l| l.len() * per_entry)
+    }
+    // Per entry: its strings at their longest plus its numbers and keys.
+    let text = protocol::MAX_TEXT_LEN;
+    let estimate = 1024
+        + m.cpu.as_ref().map_or(0, |c| c.per_core.len() * 24)
+        + bound(&m.filesystems, 3 * text + 256)
+        + bound(&m.disks, text + 160)
+        + bound(&m.net, text + 256)
+        + bound(&m.temperatures, text + 48)
+        + bound(&m.processes, text + 96);
+    if estimate <= budget {
+        return None;
+    }
+    let size = |m: &Metrics| serde_json::to_vec(m).map_or(usize::MAX, |v| v.len());
+    let mut left_out = Vec::new();
+    while size(m) > budget {
+        let name = if m.processes.take().is_some() {
+            "processes"
+        } else if m.temperatures.take().is_some() {
+            "temperatures"
+        } else if m.filesystems.take().is_some() {
+            "filesystems"
+        } else if m.disks.take().is_some() {
+            "disks"
+        } else if m.net.take().is_some() {
+            "net"
+        } else {
+            break; // what is left is CPU and scalars: bounded by the core count
+        };
+        left_out.push(name);
+    }
+    (!left_out.is_empty()).then(|| left_out.join(", "))
 }
 
 /// Resolves `idle` after `since`; never while nothing is waiting for an ack.
@@ -858,4 +986,86 @@ async fn connect(host: String, port: u16) -> Result<(TcpStream, SocketAddr), Con
         }
     }
     Err(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::{Filesystem, Process, Temperature};
+
+    fn fs(i: usize, name_len: usize) -> Filesystem {
+        Filesystem {
+            mount: format!("/{i}{}", "m".repeat(name_len)),
+            fs_type: "ext4".into(),
+            device: format!("/dev/{i}{}", "d".repeat(name_len)),
+            size_bytes: u64::MAX,
+            used_bytes: u64::MAX,
+            avail_bytes: u64::MAX,
+            inodes: u64::MAX,
+            inodes_used: u64::MAX,
+        }
+    }
+
+    /// An ordinary sample is left alone without being serialized; one whose lists, at their
+    /// protocol bounds with long names, would exceed the frame limit loses whole lists (the
+    /// least useful first) until it fits, and says which.
+    #[test]
+    fn oversized_samples_shed_lists_until_they_fit() {
+        let mut ordinary = Metrics {
+            seq: 1,
+            filesystems: Some((0..3).map(|i| fs(i, 10)).collect()),
+            ..Metrics::default()
+        };
+        let before = ordinary.clone();
+        assert_eq!(fit_frame(&mut ordinary, FRAME_BUDGET), None);
+        assert_eq!(ordinary, before);
+
+        let long = protocol::MAX_TEXT_LEN - 8;
+        let mut huge = Metrics {
+            seq: 1,
+            filesystems: Some(
+                (0..protocol::MAX_FILESYSTEMS)
+                    .map(|i| fs(i, long))
+                    .collect(),
+            ),
+            temperatures: Some(
+                (0..protocol::MAX_SENSORS)
+                    .map(|i| Temperature {
+                        sensor: format!("{i}{}", "s".repeat(long)),
+                        temp_c: 40.0,
+                    })
+                    .collect(),
+            ),
+            processes: Some(
+                (0..protocol::MAX_PROCESSES)
+                    .map(|i| Process {
+                        pid: i as u32,
+                        name: "p".repeat(long),
+                        cpu_pct: 1.0,
+                        rss_bytes: 1,
+                    })
+                    .collect(),
+            ),
+            ..Metrics::default()
+        };
+        let full = serde_json::to_vec(&huge).map(|v| v.len()).unwrap_or(0);
+        assert!(full > FRAME_BUDGET, "the fixture must be too large: {full}");
+        let left_out = fit_frame(&mut huge, FRAME_BUDGET);
+        assert_eq!(left_out.as_deref(), Some("processes"));
+        let now = serde_json::to_vec(&huge)
+            .map(|v| v.len())
+            .unwrap_or(usize::MAX);
+        assert!(now <= FRAME_BUDGET, "{now}");
+        assert!(huge.filesystems.is_some() && huge.temperatures.is_some());
+        // With a smaller budget the next list goes too.
+        let mut again = Metrics {
+            processes: Some(Vec::new()),
+            ..huge.clone()
+        };
+        let left_out = fit_frame(&mut again, FRAME_BUDGET / 2);
+        assert_eq!(
+            left_out.as_deref(),
+            Some("processes, temperatures, filesystems")
+        );
+    }
 }

@@ -13,11 +13,17 @@ pub struct Outbox {
     dropped: u64,
 }
 
+/// Slots allocated up front.
+const OUTBOX_INITIAL: usize = 8;
+
 impl Outbox {
     pub fn new(capacity: usize) -> Self {
         let capacity = capacity.max(1);
         Self {
-            queue: VecDeque::with_capacity(capacity.min(1024)),
+            // Small at first: while connected one or two samples are in flight, and a ring
+            // that moves through a large buffer ends up touching all of it (a sample is a few
+            // hundred bytes inline). It doubles while the server is away.
+            queue: VecDeque::with_capacity(capacity.min(OUTBOX_INITIAL)),
             capacity,
             dropped: 0,
         }
@@ -49,6 +55,17 @@ impl Outbox {
         self.queue.get(index).filter(|m| m.seq == seq)
     }
 
+    /// Numbers the samples held 1, 2, 3… (oldest first), for a new run that carries them
+    /// over; returns how many there are (the new run's highest seq).
+    pub fn renumber(&mut self) -> u64 {
+        let mut seq = 0;
+        for m in &mut self.queue {
+            seq += 1;
+            m.seq = seq;
+        }
+        seq
+    }
+
     /// Samples not yet acknowledged, oldest first.
     pub fn pending(&self) -> impl Iterator<Item = &Metrics> {
         self.queue.iter()
@@ -76,8 +93,7 @@ mod tests {
         Metrics {
             seq,
             ts_ms: 0,
-            cpu: None,
-            memory: None,
+            ..Metrics::default()
         }
     }
 
@@ -95,6 +111,18 @@ mod tests {
         o.ack(99);
         assert!(o.is_empty());
         assert_eq!(o.get(1), None);
+    }
+
+    #[test]
+    fn renumber_counts_from_one_and_keeps_lookup_by_seq() {
+        let mut o = Outbox::new(10);
+        (7..=9).for_each(|s| {
+            o.push(m(s));
+        });
+        assert_eq!(o.renumber(), 3);
+        assert_eq!(o.pending().map(|m| m.seq).collect::<Vec<_>>(), [1, 2, 3]);
+        assert_eq!(o.get(2).map(|m| m.seq), Some(2));
+        assert_eq!(Outbox::new(4).renumber(), 0);
     }
 
     #[test]

@@ -46,6 +46,10 @@ pub struct History {
     duplicates: u64,
     /// Highest seq of the current run pushed out of the window (a repeat of it is a duplicate).
     evicted_through: u64,
+    /// What [`History::forget_points`] dropped of the current run: its lowest seq (0: none)
+    /// and how many points it had, still counted by `first_seq` and `gaps`.
+    forgotten_first: u64,
+    forgotten_held: u64,
 }
 
 impl History {
@@ -58,7 +62,23 @@ impl History {
             received: 0,
             duplicates: 0,
             evicted_through: 0,
+            forgotten_first: 0,
+            forgotten_held: 0,
         }
+    }
+
+    /// Drops every point and frees their memory, keeping the run's accounting (`highest`,
+    /// `received`, `duplicates`, `first_seq`, `gaps`); every seq up to the highest counts as
+    /// held from now on, so a repeat of one is still a duplicate. For an agent gone offline
+    /// while a store keeps its history.
+    pub fn forget_points(&mut self) {
+        let held = self.current().len() as u64;
+        if held > 0 && self.forgotten_first == 0 {
+            self.forgotten_first = self.first_seq();
+        }
+        self.forgotten_held += held;
+        self.evicted_through = self.evicted_through.max(self.highest);
+        self.points = VecDeque::new();
     }
 
     /// Starts counting a new run of the agent; earlier points stay until pushed out.
@@ -68,6 +88,8 @@ impl History {
         self.received = 0;
         self.duplicates = 0;
         self.evicted_through = 0;
+        self.forgotten_first = 0;
+        self.forgotten_held = 0;
     }
 
     /// Records a sample of the current run; false if it is a duplicate (then nothing changes
@@ -120,6 +142,9 @@ impl History {
                 && old.run == self.run
             {
                 self.evicted_through = self.evicted_through.max(old.seq);
+                // The window now starts past whatever was forgotten (it was older).
+                self.forgotten_first = 0;
+                self.forgotten_held = 0;
             }
         }
         true
@@ -161,12 +186,15 @@ impl History {
 
     /// Lowest seq of the current run still in the window (0 if none).
     pub fn first_seq(&self) -> u64 {
-        self.current().next().map_or(0, |p| p.seq)
+        match self.forgotten_first {
+            0 => self.current().next().map_or(0, |p| p.seq),
+            first => first,
+        }
     }
 
     /// Seqs between `first_seq` and the highest that were never received.
     pub fn gaps(&self) -> u64 {
-        let held = self.current().len() as u64;
+        let held = self.current().len() as u64 + self.forgotten_held;
         match self.first_seq() {
             0 => 0,
             first => (self.highest - first + 1).saturating_sub(held),
@@ -205,6 +233,23 @@ mod tests {
 
     fn rec(h: &mut History, seq: u64) -> bool {
         h.record(seq, seq * 1000, Some(1.0), Some(1))
+    }
+
+    /// Proves: forgetting the points frees them but keeps the run's accounting, a repeat of a
+    /// forgotten seq is still a duplicate, and new samples count on from there.
+    #[test]
+    fn forgotten_points_keep_the_accounting_and_the_duplicates() {
+        let mut h = History::new(10);
+        for seq in [3, 4, 6] {
+            rec(&mut h, seq);
+        }
+        let before = (h.highest(), h.received(), h.first_seq(), h.gaps());
+        h.forget_points();
+        assert!(h.is_empty());
+        assert_eq!((h.highest(), h.received(), h.first_seq(), h.gaps()), before);
+        assert!(!rec(&mut h, 5), "a seq up to the highest counts as held");
+        assert!(rec(&mut h, 8));
+        assert_eq!((h.first_seq(), h.gaps(), h.duplicates()), (3, 2, 1));
     }
 
     #[test]

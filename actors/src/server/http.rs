@@ -3,11 +3,14 @@
 //!
 //! - `GET /healthz` — liveness, for service managers and containers.
 //! - `GET /api/agents` — the same snapshot as `--report-format json`.
-//! - `GET /api/agents/{id}/history?from=&to=&step=` — an agent's series (avg/min/max per
-//!   point); times in ms since the Unix epoch, `step` in ms. With a store, from the tier that
-//!   suits the range ([`store::choose_tier`]), read on a blocking thread through the store's
-//!   read-only connection; without one, from the Registry's in-memory ring. `source` says
-//!   which. Bad parameters: 400 with a message; unknown agent: 404.
+//! - `GET /api/agents/{id}/history?from=&to=&step=&cores=` — an agent's series (avg/min/max
+//!   per point); times in ms since the Unix epoch, `step` in ms, `cores=0` for no per-core
+//!   series. With a store, from the tier that suits the range ([`store::choose_tier`]), read
+//!   on a blocking thread through one of the store's read-only connections, at most
+//!   [`store::MAX_HISTORY_CELLS`] values (a coarser step otherwise, named in the answer);
+//!   without one, from the Registry's in-memory ring. `source` says which. At most
+//!   [`history_gate::MAX_HISTORY_REQUESTS`] are answered at once ([`history_gate::Gate`]).
+//!   Bad parameters: 400 with a message; unknown agent: 404; too busy: 503.
 //! - `GET /metrics` — Prometheus text exposition ([`super::prometheus`]).
 //! - `GET /` — the dashboard ([`super::web`]); `GET /static/{name}` — its embedded files.
 //! - `GET /api/events` — the dashboard's live feed: Server-Sent Events, one snapshot per
@@ -34,19 +37,30 @@
 //! Handlers ask the Registry, through [`RegistryQueries`] (recipients, usable from the HTTP
 //! worker thread; a probe in tests); the only writes are approve and revoke, through the
 //! trust layer ([`Trust`]).
+//!
+//! Every request first passes [`HostPolicy`]: a `Host` header that is not an IP literal,
+//! `localhost`, this machine's host name or a name given with `--http-host` is answered 421,
+//! so that a web page on some other site cannot read the API through DNS rebinding (its name
+//! resolving to this server). Every answer carries [`SECURITY_HEADERS`]: no MIME sniffing, no
+//! framing (clickjacking), no referrer, and a Content-Security-Policy that allows the
+//! dashboard its own scripts, styles and API and nothing else.
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
 use std::sync::Arc;
 use std::time::Duration;
 
 use actix::{Actor, Addr, Arbiter, Recipient};
-use actix_web::http::header::CACHE_CONTROL;
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{CACHE_CONTROL, HOST};
+use actix_web::middleware::{DefaultHeaders, Next, from_fn};
 use actix_web::{App, HttpResponse, HttpServer, web};
 use serde::{Deserialize, Serialize};
 
 use crate::auth::http_auth;
 use crate::server::alerts;
 use crate::server::history::Bucket;
+use crate::server::history_gate;
 use crate::server::registry::{GetHistory, GetSnapshotParts};
 use crate::server::store;
 use crate::server::trust::Trust;
@@ -58,10 +72,119 @@ pub const MAX_HISTORY_POINTS: u64 = 10_000;
 /// Default history range when `from` is not given.
 pub const DEFAULT_HISTORY_RANGE: Duration = Duration::from_secs(3600);
 
+/// Headers on every HTTP answer (see the module docs). The dashboard uses no inline script or
+/// style, so `'self'` is all it needs.
+pub const SECURITY_HEADERS: [(&str, &str); 4] = [
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    (
+        "Content-Security-Policy",
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+    ),
+];
+
+/// Which `Host` headers the HTTP side answers: IP literals (v4, `[v6]`, with or without a
+/// port), `localhost`, this machine's host name(s), and the names given (`--http-host`);
+/// compared without case and without a trailing dot. A request without `Host` (HTTP/1.0) is
+/// answered too: browsers always send one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostPolicy {
+    names: Vec<String>,
+}
+
+impl HostPolicy {
+    /// `localhost`, this machine's host name (and its first label, and `<that>.local`), and
+    /// `extra`.
+    pub fn new(extra: &[String]) -> Self {
+        let host = crate::util::host_name();
+        let short = host.split('.').next().unwrap_or(&host).to_string();
+        let mut names = vec!["localhost".to_string(), host.clone(), short.clone()];
+        names.push(format!("{short}.local"));
+        names.extend(extra.iter().cloned());
+        Self::with_names(names)
+    }
+
+    /// Exactly `names` (and IP literals).
+    pub fn with_names(names: impl IntoIterator<Item = String>) -> Self {
+        let mut names: Vec<String> = names.into_iter().map(|n| normalise(&n)).collect();
+        names.retain(|n| !n.is_empty());
+        names.sort();
+        names.dedup();
+        Self { names }
+    }
+
+    /// Whether a request with this `Host` header value is answered.
+    pub fn allows(&self, host: &str) -> bool {
+        let host = host.trim();
+        // `[v6]` or `[v6]:port`.
+        if let Some(rest) = host.strip_prefix('[') {
+            return rest.split_once(']').is_some_and(|(ip, port)| {
+                ip.parse::<std::net::Ipv6Addr>().is_ok() && valid_port(port)
+            });
+        }
+        let name = match host.rsplit_once(':') {
+            Some((name, port)) if valid_port(&format!(":{port}")) => name,
+            _ => host,
+        };
+        if name.parse::<std::net::Ipv4Addr>().is_ok() {
+            return true;
+        }
+        let name = normalise(name);
+        self.names.contains(&name)
+    }
+
+    /// The names allowed, for messages.
+    pub fn names(&self) -> &[String] {
+        &self.names
+    }
+}
+
+fn normalise(name: &str) -> String {
+    name.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// Empty, or `:` and a port number.
+fn valid_port(s: &str) -> bool {
+    s.is_empty()
+        || s.strip_prefix(':')
+            .is_some_and(|p| p.parse::<u16>().is_ok())
+}
+
+/// Answers 421 to a request whose `Host` the policy does not allow (see the module docs).
+async fn check_host(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let policy = req.app_data::<web::Data<State>>().map(|s| &s.hosts);
+    let host = req
+        .headers()
+        .get(HOST)
+        .map(|h| h.to_str().unwrap_or("\u{fffd}"));
+    if let (Some(policy), Some(host)) = (policy, host)
+        && !policy.allows(host)
+    {
+        let message = format!(
+            "this server does not answer for the host name `{}` (it answers IP addresses, {}); an operator who wants that name starts the server with --http-host {}",
+            crate::text::for_terminal(host),
+            policy.names().join(", "),
+            crate::text::for_terminal(host.rsplit_once(':').map_or(host, |(name, _)| name)),
+        );
+        let refused = HttpResponse::MisdirectedRequest().json(ApiError { error: message });
+        return Ok(req.into_response(refused).map_into_right_body());
+    }
+    next.call(req)
+        .await
+        .map(ServiceResponse::map_into_left_body)
+}
+
 /// The HTTP side's settings.
 #[derive(Debug, Clone)]
 pub struct HttpConfig {
     pub bind: SocketAddr,
+    /// Host names answered besides IP literals, `localhost` and this machine's names
+    /// (`--http-host`, see [`HostPolicy`]).
+    pub hosts: Vec<String>,
     /// Export `lanmon_cpu_core_usage_ratio` (one series per core per agent).
     pub per_core_metrics: bool,
     /// The durable history, read by the history endpoint; `None`: the in-memory ring.
@@ -113,6 +236,7 @@ impl HttpConfig {
             alerts: None,
             agent: None,
             trust: None,
+            hosts: Vec::new(),
         }
     }
 }
@@ -127,6 +251,8 @@ struct State {
     alerts: Option<Arc<alerts::Board>>,
     agent: Option<crate::install::download::Offer>,
     trust: Option<Arc<Trust>>,
+    hosts: HostPolicy,
+    history_gate: Arc<history_gate::Gate>,
 }
 
 /// A running HTTP server.
@@ -174,13 +300,20 @@ impl Http {
             alerts: config.alerts.clone(),
             agent: config.agent.clone(),
             trust: config.trust.clone(),
+            hosts: HostPolicy::new(&config.hosts),
+            history_gate: Arc::new(history_gate::Gate::default()),
         };
         let server = HttpServer::new(move || {
+            let headers = SECURITY_HEADERS
+                .iter()
+                .fold(DefaultHeaders::new(), |h, &header| h.add(header));
             let mut app = App::new().app_data(web::Data::new(state.clone()));
             if let Some(auth) = &auth {
                 app = app.app_data(web::Data::from(auth.clone()));
             }
             app.wrap(actix_web::middleware::from_fn(http_auth::guard))
+                .wrap(from_fn(check_host))
+                .wrap(headers)
                 .route("/healthz", get_or_head().to(healthz))
                 .route("/api/agents", get_or_head().to(agents))
                 .route("/api/agents/{id}/history", get_or_head().to(history))
@@ -308,6 +441,16 @@ struct HistoryQuery {
     from: Option<String>,
     to: Option<String>,
     step: Option<String>,
+    cores: Option<String>,
+}
+
+/// `cores=`: whether to answer per-core series (default yes).
+pub fn parse_cores(cores: Option<&str>) -> Result<bool, String> {
+    match cores {
+        None | Some("1" | "true" | "yes") => Ok(true),
+        Some("0" | "false" | "no") => Ok(false),
+        Some(other) => Err(format!("`cores` must be 0 or 1, got `{other}`")),
+    }
 }
 
 /// A validated history request.
@@ -364,11 +507,78 @@ struct HistoryResponse {
     agent: String,
     from: u64,
     to: u64,
+    /// The step of the points: the one asked for, or a coarser one (then `requested_step`).
     step: u64,
     /// Where the points come from: `memory` (the server's recent-history ring, without a
     /// store), or the store's tier: `raw`, `1m`, `10m` or `1h`.
     source: &'static str,
     points: Vec<Bucket>,
+    /// The step asked for, when the answer uses a coarser one to stay within
+    /// [`store::MAX_HISTORY_CELLS`] values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requested_step: Option<u64>,
+    /// Cores left out of the per-core series (beyond [`store::MAX_HISTORY_CORES`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cores_omitted: Option<u32>,
+    /// Says why the answer differs from the request, when it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+}
+
+impl HistoryResponse {
+    /// The answer for `range`, whose points were read at `step` (coarser than asked or not).
+    fn new(agent: String, range: Range, step: u64, source: &'static str) -> Self {
+        let requested_step = (step != range.step_ms).then_some(range.step_ms);
+        let note = requested_step.map(|asked| {
+            format!(
+                "one point per {step} ms instead of {asked} ms: an answer holds at most {} values (points x (1 + cores))",
+                store::MAX_HISTORY_CELLS
+            )
+        });
+        Self {
+            agent,
+            from: range.from_ms,
+            to: range.to_ms,
+            step,
+            source,
+            points: Vec::new(),
+            requested_step,
+            cores_omitted: None,
+            note,
+        }
+    }
+
+    /// Notes `n` cores left out of the per-core series.
+    fn cores_omitted(mut self, n: u32) -> Self {
+        if n > 0 {
+            self.cores_omitted = Some(n);
+            let more = format!(
+                "per-core series for the first {} cores only ({n} left out)",
+                store::MAX_HISTORY_CORES
+            );
+            self.note = Some(match self.note.take() {
+                Some(note) => format!("{note}; {more}"),
+                None => more,
+            });
+        }
+        self
+    }
+
+    /// The answer as a body that keeps `turn` until sent ([`history_gate::Gate::body`]).
+    fn send(self, gate: &history_gate::Gate, turn: history_gate::Turn) -> HttpResponse {
+        match serde_json::to_vec(&self) {
+            Ok(body) => {
+                let len = body.len() as u64;
+                HttpResponse::Ok()
+                    .content_type("application/json")
+                    .no_chunking(len)
+                    .streaming(gate.body(turn, body.into()))
+            }
+            Err(e) => HttpResponse::InternalServerError().json(ApiError {
+                error: format!("cannot encode the history: {e}"),
+            }),
+        }
+    }
 }
 
 async fn history(
@@ -376,12 +586,14 @@ async fn history(
     id: web::Path<String>,
     query: web::Query<HistoryQuery>,
 ) -> HttpResponse {
-    let range = match parse_range(
+    let parsed = parse_range(
         query.from.as_deref(),
         query.to.as_deref(),
         query.step.as_deref(),
         now_ms(),
-    ) {
+    )
+    .and_then(|range| Ok((range, parse_cores(query.cores.as_deref())?)));
+    let (range, cores) = match parsed {
         Ok(r) => r,
         Err(message) => return bad_request(message),
     };
@@ -391,21 +603,33 @@ async fn history(
             error: format!("no agent with id `{agent_id}`"),
         })
     };
+    let gate = &state.history_gate;
+    let Some(turn) = gate.enter().await else {
+        return HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "1"))
+            .json(ApiError {
+                error: format!(
+                    "{} history requests are being answered; try again in a moment",
+                    history_gate::MAX_HISTORY_REQUESTS
+                ),
+            });
+    };
     if let Some(reader) = state.store.clone() {
         let id = agent_id.clone();
-        let now = now_ms();
-        let read =
-            web::block(move || reader.history(&id, range.from_ms, range.to_ms, range.step_ms, now))
-                .await;
-        return match read {
-            Ok(Ok(Some(series))) => HttpResponse::Ok().json(HistoryResponse {
-                agent: agent_id,
-                from: range.from_ms,
-                to: range.to_ms,
-                step: range.step_ms,
-                source: series.tier.name(),
+        let q = store::HistoryQuery {
+            from_ms: range.from_ms,
+            to_ms: range.to_ms,
+            step_ms: range.step_ms,
+            now_ms: now_ms(),
+            cores,
+        };
+        return match web::block(move || reader.read(&id, &q)).await {
+            Ok(Ok(Some(series))) => HistoryResponse {
                 points: series.points,
-            }),
+                ..HistoryResponse::new(agent_id, range, series.step_ms, series.tier.name())
+            }
+            .cores_omitted(series.cores_omitted)
+            .send(gate, turn),
             Ok(Ok(None)) => unknown(&agent_id),
             Ok(Err(e)) => HttpResponse::InternalServerError().json(ApiError {
                 error: format!("cannot read the history: {e}"),
@@ -422,14 +646,11 @@ async fn history(
         step_ms: range.step_ms,
     };
     match state.registry.history.send(asked).await {
-        Ok(Some(points)) => HttpResponse::Ok().json(HistoryResponse {
-            agent: agent_id,
-            from: range.from_ms,
-            to: range.to_ms,
-            step: range.step_ms,
-            source: "memory",
+        Ok(Some(points)) => HistoryResponse {
             points,
-        }),
+            ..HistoryResponse::new(agent_id, range, range.step_ms, "memory")
+        }
+        .send(gate, turn),
         Ok(None) => unknown(&agent_id),
         Err(e) => HttpResponse::ServiceUnavailable().json(ApiError {
             error: format!("registry unavailable: {e}"),
@@ -461,8 +682,13 @@ async fn static_asset(name: web::Path<String>) -> HttpResponse {
 /// The dashboard's live feed: a `text/event-stream` of snapshots, one per second. Each browser
 /// has a small bounded queue ([`events::Broadcaster`]); a browser that does not keep up is
 /// disconnected and its `EventSource` reconnects.
-async fn live_events(state: web::Data<State>) -> HttpResponse {
-    match state.events.send(events::Subscribe).await {
+async fn live_events(state: web::Data<State>, req: actix_web::HttpRequest) -> HttpResponse {
+    let ip = req
+        .peer_addr()
+        .map_or(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), |a| {
+            a.ip()
+        });
+    match state.events.send(events::Subscribe { ip }).await {
         Ok(Ok(rx)) => {
             let stream = tokio_stream::StreamExt::map(
                 tokio_stream::wrappers::ReceiverStream::new(rx),
@@ -592,7 +818,8 @@ mod tests {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
         let auth = bearer.map_or(String::new(), |t| format!("Authorization: Bearer {t}\r\n"));
-        let req = format!("GET {path} HTTP/1.1\r\nHost: x\r\n{auth}Connection: close\r\n\r\n");
+        let req =
+            format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n{auth}Connection: close\r\n\r\n");
         s.write_all(req.as_bytes()).await.unwrap();
         let mut head = vec![0u8; 12];
         s.read_exact(&mut head).await.unwrap();
@@ -651,6 +878,48 @@ mod tests {
             assert_eq!(status(addr, "/api/agents", None).await, 200);
             open.stop().await;
         });
+    }
+
+    /// Proves: IP literals (with or without a port), localhost and the configured names are
+    /// answered, whatever their case or trailing dot; any other name, a bad port or a
+    /// malformed literal is not.
+    #[test]
+    fn host_policy_allows_addresses_and_known_names_only() {
+        let policy = HostPolicy::with_names(["localhost".into(), "lanmon.lab".into()]);
+        for ok in [
+            "127.0.0.1",
+            "192.168.1.10:8081",
+            "[::1]",
+            "[fe80::1]:8081",
+            "localhost:8081",
+            "LANMON.lab.",
+            "lanmon.lab:80",
+        ] {
+            assert!(policy.allows(ok), "{ok}");
+        }
+        for bad in [
+            "evil.example",
+            "evil.example:8081",
+            "lanmon.lab.evil.example",
+            "127.0.0.1.nip.io",
+            "localhost:99999",
+            "[::1",
+            "[evil]:80",
+            "",
+        ] {
+            assert!(!policy.allows(bad), "{bad}");
+        }
+    }
+
+    /// `cores=` takes 0/1 (and false/true, no/yes), defaults to per-core series, and
+    /// refuses anything else with a message naming the parameter.
+    #[test]
+    fn history_cores_parameter() {
+        assert_eq!(parse_cores(None), Ok(true));
+        assert_eq!(parse_cores(Some("1")), Ok(true));
+        assert_eq!(parse_cores(Some("0")), Ok(false));
+        assert_eq!(parse_cores(Some("false")), Ok(false));
+        assert!(parse_cores(Some("2")).is_err_and(|e| e.contains("`cores`")));
     }
 
     #[test]

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crate::config::Limits;
+use crate::config::{Limits, PRESSURE_PERCENT};
 
 #[derive(Debug, Default)]
 struct Counts {
@@ -67,6 +67,15 @@ pub struct ConnGuard {
     ip: IpAddr,
 }
 
+impl ConnGuard {
+    /// Whether the server holds at least [`PRESSURE_PERCENT`] of its connection slots: then
+    /// silent connections make room ([`Limits::pressure_idle_timeout`]).
+    pub fn near_limit(&self, limits: &Limits) -> bool {
+        self.conns.counts().total.saturating_mul(100)
+            >= limits.max_connections.saturating_mul(PRESSURE_PERCENT)
+    }
+}
+
 impl Drop for ConnGuard {
     fn drop(&mut self) {
         let mut counts = self.conns.counts();
@@ -101,7 +110,15 @@ mod tests {
         let b1 = conns.try_acquire(b, &limits);
         assert!(b1.is_ok());
         assert!(conns.try_acquire(b, &limits).is_err(), "fourth in total");
+        assert!(
+            b1.as_ref().is_ok_and(|g| g.near_limit(&limits)),
+            "3 of 3 is near"
+        );
         drop(a1);
+        assert!(
+            b1.as_ref().is_ok_and(|g| !g.near_limit(&limits)),
+            "2 of 3 is not"
+        );
         assert_eq!(conns.total(), 2);
         assert!(
             conns.try_acquire(b, &limits).is_ok(),

@@ -6,8 +6,9 @@
 //! with the resume point or a refusal), [`Samples`] (or [`Sample`]), [`Disconnect`] (from
 //! `stopping()`). The Session reaches the Registry through a [`RegistryLink`].
 //!
-//! Registry → Session: [`Close`] (replaced, or shutdown; the trust layer sends `Revoked`) and [`Durable`] (with a store: what
-//! may be acknowledged), through the recipients the Session hands over in [`Connect`].
+//! Registry → Session: [`Close`] (replaced, displaced, or shutdown; the trust layer sends
+//! `Revoked`) and [`Durable`] (with a store: what may be acknowledged), through the
+//! recipients the Session hands over in [`Connect`].
 //!
 //! Messages that anyone sends to one actor live beside that actor's handlers instead (e.g.
 //! `registry::GetSnapshotParts`, `store::Append`).
@@ -124,4 +125,7 @@ pub enum Close {
     Replaced,
     /// The operator revoked the agent's key: send `error` (`revoked`) and close at once.
     Revoked,
+    /// The agent id's home address took it back from this connection, which comes from
+    /// elsewhere: send `error` (`duplicate_id`) and close.
+    Displaced,
 }

@@ -45,13 +45,17 @@ pub mod alerts;
 pub mod beacon;
 pub mod config;
 pub mod history;
+pub mod history_gate;
+pub mod host;
 pub mod http;
+pub mod intake;
 pub mod limits;
 pub mod listener;
 pub mod messages;
 #[cfg(test)]
 mod probe;
 pub mod prometheus;
+pub mod rates;
 pub mod registry;
 pub mod reporter;
 pub mod series;
@@ -148,9 +152,20 @@ impl Server {
             Some(p) => r.with_pending(Arc::clone(p)),
             None => r,
         };
+        // Samples stamped further from this clock are stored when they arrive: behind as far
+        // as the raw tier keeps them (or would, with --no-store).
+        let clock = intake::ClockWindow::new(
+            config
+                .store
+                .as_ref()
+                .map_or(store::DEFAULT_RAW_RETENTION, |s| s.retention.raw),
+        );
         let (registry, store, reader) = match &config.store {
             None => (
-                with_pending(Registry::new((*info).clone(), config.history)).start(),
+                with_pending(
+                    Registry::new((*info).clone(), config.history).with_clock_window(clock),
+                )
+                .start(),
                 None,
                 None,
             ),
@@ -167,13 +182,16 @@ impl Server {
                 );
                 // Its own thread: a slow disk delays acks, never Sessions or the Registry.
                 let store = store::Store::start_in_arbiter(&Arbiter::new().handle(), |_| store);
-                let registry = with_pending(Registry::with_store(
-                    (*info).clone(),
-                    config.history,
-                    registry::StoreLink::to(&store),
-                    Arc::clone(&health),
-                    restored,
-                ))
+                let registry = with_pending(
+                    Registry::with_store(
+                        (*info).clone(),
+                        config.history,
+                        registry::StoreLink::to(&store),
+                        Arc::clone(&health),
+                        restored,
+                    )
+                    .with_clock_window(clock),
+                )
                 .start();
                 store.do_send(store::Subscribe {
                     committed: registry.clone().recipient(),
@@ -200,12 +218,10 @@ impl Server {
         };
         let board = alerts.as_ref().map(alerts::Alerts::board);
         let writers = TaskTracker::new();
-        let settings = Arc::new(session::Settings {
-            info: (*info).clone(),
-            limits: config.limits.clone(),
-            durable_acks: store.is_some(),
-            trust: trust.clone(),
-        });
+        let settings = Arc::new(
+            session::Settings::new((*info).clone(), config.limits.clone(), store.is_some())
+                .with_trust(trust.clone()),
+        );
         let session_threads: Vec<Arbiter> = (0..config.session_threads)
             .map(|_| Arbiter::new())
             .collect();

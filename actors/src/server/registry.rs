@@ -1,7 +1,9 @@
 //! Registry actor: the state of every agent and every open session.
 //!
 //! Owns: one [`AgentEntry`] per agent id (not per IP: several agents on one host are distinct),
-//! with its address, latest sample, status and counters; and the list of open sessions.
+//! with its address, latest sample, status and counters, and its whole-machine view with the
+//! rates derived from its counters and its clock offset ([`HostState`]); and the list of open
+//! sessions.
 //! Receives from Sessions: [`Connect`], [`Hello`], [`Samples`] (or [`Sample`]),
 //! [`Disconnect`]; from the Reporter, the HTTP API and the dashboard's Broadcaster:
 //! [`GetSnapshotParts`], [`GetSnapshot`], [`GetHistory`]; from the server's shutdown path:
@@ -15,6 +17,21 @@
 //! ones anyone sends to it alone live here. It names no other actor: Sessions are recipients,
 //! the Store is a [`StoreLink`], so tests drive it with probes.
 //!
+//! Who may use an agent id. An enrolled agent's id belongs to its key (the Session admits a
+//! hello only if the key is the one enrolled for the id): an approved hello takes the id from
+//! an unauthenticated holder, is never displaced by one, and between two connections of the
+//! key the rules of one machine below apply wherever they come from. Without authentication
+//! (`--auth off`, protocol 1 agents in `--auth optional`) the rules go by address: an
+//! id has a *home address*, the IP its samples came from. A hello from the home address
+//! always gets the id, even from a connection of another address holding it (which is closed
+//! with `duplicate_id`); a hello from any other address gets the id only while nobody holds
+//! it. Between connections of one address the rules are those of one machine: a newer
+//! connection of the same run replaces a half-open one, another run is refused while the
+//! holder is live. The home address moves to a new IP only once the id has streamed from
+//! there for [`HOME_MOVES_AFTER`] on one connection. So a client elsewhere on the LAN cannot
+//! take the id of a running agent, nor keep it off once it comes back; see the README
+//! ("What remains possible without authentication").
+//!
 //! With a store, a sample is acknowledged only once it is on disk: Session → Registry
 //! (deduplicates) → Store (batches, commits) → [`store::Committed`] → Registry →
 //! [`Durable`] → Session sends `ack`. The durable seq of the agent's current run is
@@ -22,16 +39,20 @@
 //! ([`Registry::with_store`]): every agent offline ("server restarted") with its last-known
 //! state and the seq of its run, so a replaying agent produces no duplicate.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 
-use crate::config::{MAX_AGENTS, OFFLINE_RETENTION, PRUNE_EVERY, STALE_AFTER_INTERVALS};
+use crate::config::{
+    HOME_MOVES_AFTER, MAX_AGENTS, OFFLINE_RETENTION, PRUNE_EVERY, STALE_AFTER_INTERVALS,
+};
 use crate::protocol::{self, Cpu, Memory, Metrics};
 use crate::server::history::{Bucket, History, series};
+use crate::server::host::HostState;
+use crate::server::intake::ClockWindow;
 use crate::server::messages::{
     Close, Connect, Disconnect, Durable, Hello, Sample, Samples, SessionId,
 };
@@ -85,11 +106,13 @@ struct AgentParts {
     last_sample_ts_ms: Option<u64>,
     received: u64,
     duplicates: u64,
+    retimed: u64,
     gaps: u64,
     first_seq: u64,
     durable: u64,
     auth: Option<AgentAuth>,
     fp: Option<Arc<str>>,
+    host: Option<Arc<crate::snapshot::HostView>>,
 }
 
 impl AgentParts {
@@ -114,11 +137,13 @@ impl AgentParts {
             last_sample_ts_ms: self.last_sample_ts_ms,
             received: self.received,
             duplicates: self.duplicates,
+            retimed: self.retimed,
             gaps: self.gaps,
             first_seq: self.first_seq,
             stored_seq: stored.then_some(self.durable),
             auth: self.auth,
             fp: self.fp.map(|f| f.to_string()),
+            host: self.host.map(|h| (*h).clone()).unwrap_or_default(),
         }
     }
 }
@@ -167,11 +192,13 @@ impl SnapshotParts {
                 last_sample_ts_ms: v.last_sample_ts_ms,
                 received: v.received,
                 duplicates: v.duplicates,
+                retimed: v.retimed,
                 gaps: v.gaps,
                 first_seq: v.first_seq,
                 durable: v.stored_seq.unwrap_or(0),
                 auth: v.auth,
                 fp: v.fp.map(Arc::from),
+                host: Some(Arc::new(v.host)),
             })
             .collect();
         Self {
@@ -265,6 +292,9 @@ struct AgentEntry {
     /// Shared with snapshots ([`AgentParts`]), which then need not copy its strings.
     hello: Arc<protocol::Hello>,
     peer: SocketAddr,
+    /// The address this id's samples come from (see the module docs); `None` before the
+    /// first sample.
+    home: Option<IpAddr>,
     /// The session currently attached, if connected.
     session: Option<SessionId>,
     offline_since: Option<Instant>,
@@ -279,6 +309,10 @@ struct AgentEntry {
     /// How the server knows the agent's current connection (trust layer).
     auth: Option<AgentAuth>,
     fp: Option<Arc<str>>,
+    /// Whole-machine view, rates and clock offset.
+    host: HostState,
+    /// Samples of the current run stored at their arrival time ([`ClockWindow`]).
+    retimed: u64,
 }
 
 impl AgentEntry {
@@ -318,11 +352,13 @@ impl AgentEntry {
             last_sample_ts_ms: latest.map(|m| m.ts_ms),
             received: self.history.received(),
             duplicates: self.history.duplicates(),
+            retimed: self.retimed,
             gaps: self.history.gaps(),
             first_seq: self.history.first_seq(),
             durable: self.durable,
             auth: self.auth,
             fp: self.fp.clone(),
+            host: self.host.view(),
         }
     }
 }
@@ -333,6 +369,9 @@ pub struct Registry {
     /// Samples remembered per agent.
     history: usize,
     agents: HashMap<String, AgentEntry>,
+    /// Every offline agent by the time it went offline, oldest first: the retention and the
+    /// cap drop from its front in O(log n) each, never by scanning every agent.
+    offline: BTreeSet<(Instant, String)>,
     sessions: HashMap<SessionId, SessionEntry>,
     /// Where accepted samples go to be made durable; `None`: in-memory only (acks at once).
     store: Option<StoreLink>,
@@ -344,6 +383,19 @@ pub struct Registry {
     max_agents: usize,
     /// The keys waiting for approval, for snapshots (the trust layer; `None`: none).
     pending: Option<PendingSource>,
+    /// How long an id must stream from a new address for that to become its home
+    /// ([`HOME_MOVES_AFTER`]).
+    home_moves_after: Duration,
+    /// Where sample timestamps may lie; others are stored at their arrival time.
+    clock: ClockWindow,
+}
+
+/// What becomes of a hello for an id that another session holds.
+enum Contest {
+    /// The newcomer gets the id; the holder is closed with this.
+    TakeOver(Close),
+    /// The newcomer is refused, for this reason.
+    Refuse(String),
 }
 
 /// Where the Registry reads the agents waiting for approval when it builds a snapshot (the
@@ -357,18 +409,35 @@ impl Registry {
             server,
             history,
             agents: HashMap::new(),
+            offline: BTreeSet::new(),
             sessions: HashMap::new(),
             store: None,
             store_health: None,
             offline_retention: OFFLINE_RETENTION,
             max_agents: MAX_AGENTS,
             pending: None,
+            home_moves_after: HOME_MOVES_AFTER,
+            clock: ClockWindow::new(store::DEFAULT_RAW_RETENTION),
         }
     }
 
     /// The same registry, listing `source`'s pending agents in its snapshots.
     pub fn with_pending(mut self, source: PendingSource) -> Self {
         self.pending = Some(source);
+        self
+    }
+
+    /// The same registry with another time for a home address to move (tests).
+    #[cfg(test)]
+    fn with_home_moves_after(mut self, after: Duration) -> Self {
+        self.home_moves_after = after;
+        self
+    }
+
+    /// The same registry with another window for sample timestamps (the server's: behind as
+    /// far as its raw retention).
+    pub fn with_clock_window(mut self, clock: ClockWindow) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -403,11 +472,13 @@ impl Registry {
             );
             let mut ring = History::new(history);
             ring.resume(&r.points, r.last_seq);
+            registry.offline.insert((now, r.hello.agent_id.clone()));
             registry.agents.insert(
                 r.hello.agent_id.clone(),
                 AgentEntry {
                     hello: Arc::new(r.hello),
                     peer,
+                    home: Some(peer.ip()).filter(|ip| !ip.is_unspecified()),
                     session: None,
                     offline_since: Some(now),
                     offline_reason: Some(store::RESTART_REASON.to_string()),
@@ -418,6 +489,8 @@ impl Registry {
                     durable: r.last_seq,
                     auth: None,
                     fp: None,
+                    host: HostState::default(),
+                    retimed: 0,
                 },
             );
         }
@@ -433,26 +506,95 @@ impl Registry {
 
     /// Drops offline agents past their retention ([`OFFLINE_RETENTION`]), and the oldest
     /// offline ones beyond the cap ([`MAX_AGENTS`]), so that agents that never return cannot
-    /// grow memory without bound. Live agents are never dropped.
+    /// grow memory without bound. Live agents are never dropped. Each agent dropped costs
+    /// O(log n) (the front of the offline index): a stream of new ids above the cap, each
+    /// evicting one old agent, stays as cheap as a hello.
     fn prune(&mut self, now: Instant) {
         let retention = self.offline_retention;
-        self.agents.retain(|_, a| {
-            a.offline_since
-                .is_none_or(|t| now.duration_since(t) < retention)
-        });
-        if self.agents.len() > self.max_agents {
-            let mut offline: Vec<(Instant, String)> = self
-                .agents
-                .iter()
-                .filter_map(|(id, a)| a.offline_since.map(|t| (t, id.clone())))
-                .collect();
-            offline.sort();
-            let excess = self.agents.len() - self.max_agents;
-            for (_, id) in offline.into_iter().take(excess) {
-                self.agents.remove(&id);
-            }
+        while let Some((since, _)) = self.offline.first()
+            && now.saturating_duration_since(*since) >= retention
+        {
+            self.drop_oldest_offline();
+        }
+        while self.agents.len() > self.max_agents && !self.offline.is_empty() {
+            self.drop_oldest_offline();
         }
     }
+
+    /// Forgets the agent that has been offline longest.
+    fn drop_oldest_offline(&mut self) {
+        if let Some((_, id)) = self.offline.pop_first() {
+            self.agents.remove(&id);
+        }
+    }
+
+    /// `id` goes offline now: indexed, and with a store its in-memory points are dropped (the
+    /// store serves its history; the run's accounting stays), so that an offline agent costs
+    /// little however full its ring was.
+    fn went_offline(&mut self, id: &str, now: Instant, reason: String) {
+        let Some(entry) = self.agents.get_mut(id) else {
+            return;
+        };
+        if let Some(since) = entry.offline_since.take() {
+            self.offline.remove(&(since, id.to_string()));
+        }
+        entry.session = None;
+        entry.offline_since = Some(now);
+        entry.offline_reason = Some(reason);
+        if self.store.is_some() {
+            entry.history.forget_points();
+        }
+        self.offline.insert((now, id.to_string()));
+    }
+}
+
+/// Whether a hello from `ip` (authenticated as `auth`) for the id `entry` describes may take
+/// it from the session that holds it (see the module docs).
+fn contest(
+    entry: &AgentEntry,
+    hello: &protocol::Hello,
+    auth: Option<AgentAuth>,
+    ip: IpAddr,
+    now: Instant,
+) -> Contest {
+    let holder = entry.peer.ip();
+    let home = entry.home.unwrap_or(holder);
+    let id = &entry.hello.agent_id;
+    let approved = |a: Option<AgentAuth>| a == Some(AgentAuth::Approved);
+    if approved(auth) && !approved(entry.auth) {
+        // The key's owner takes its id back from an unauthenticated holder (protocol 1 in
+        // `--auth optional`), wherever either is: only the key's owner may send as that id.
+        return Contest::TakeOver(Close::Replaced);
+    }
+    if approved(entry.auth) && !approved(auth) {
+        // The Session refuses protocol 1 for an enrolled id already; this is the backstop.
+        return Contest::Refuse(format!(
+            "agent id {id} belongs to an enrolled agent; only its key may send as it"
+        ));
+    }
+    // Both approved: the same key (the Session checked it against the id), so the address
+    // proves nothing more and the key stands for it; a second live run of one key (a copied
+    // state directory) waits until the holder goes quiet, as two agents on one host do.
+    if ip == holder || approved(auth) {
+        // One address: a newer connection of the same run replaces a half-open one; another
+        // run waits until the holder goes quiet (two agents on one host share an id).
+        let same_run = entry.hello.run_id == hello.run_id;
+        if same_run || entry.status(now) != Status::Live {
+            return Contest::TakeOver(Close::Replaced);
+        }
+        return Contest::Refuse(format!(
+            "agent id {id} is in use by a live agent ({} from {holder}); give each agent its own --name or --id",
+            entry.hello.name
+        ));
+    }
+    if ip == home {
+        // The id's own address takes it back from a connection elsewhere.
+        return Contest::TakeOver(Close::Displaced);
+    }
+    Contest::Refuse(format!(
+        "agent id {id} is in use by the agent at {holder} ({}), and this connection comes from {ip}; give each agent its own --name or --id",
+        entry.hello.name
+    ))
 }
 
 impl Actor for Registry {
@@ -488,26 +630,14 @@ impl Handler<Hello> for Registry {
         };
         let id = msg.hello.agent_id.clone();
         let now = Instant::now();
-        if let Some(entry) = self.agents.get(&id) {
-            let same_run = entry.hello.run_id == msg.hello.run_id;
-            // Another run of the same id that is still streaming: two agents share an id
-            // (e.g. same host, same name). Refuse the newcomer instead of letting them take
-            // the id from each other forever. A half-open old connection goes stale within
-            // two intervals, and then the newcomer's retry wins.
-            // An authenticated agent takes its id back from an unauthenticated one (protocol 1
-            // in `--auth optional`): only the key's owner may send as an enrolled id.
-            let takes_back = msg.auth == Some(AgentAuth::Approved)
-                && entry.auth == Some(AgentAuth::Unauthenticated);
-            if !same_run
-                && !takes_back
-                && entry.session.is_some_and(|s| s != msg.session)
-                && entry.status(now) == Status::Live
-            {
-                return Err(format!(
-                    "agent id {id} is in use by a live agent ({} from {}); give each agent its own --name or --id",
-                    entry.hello.name,
-                    entry.peer.ip()
-                ));
+        let mut close_holder = Close::Replaced;
+        if let Some(entry) = self.agents.get(&id)
+            && entry.session.is_some_and(|s| s != msg.session)
+        {
+            match contest(entry, &msg.hello, msg.auth, peer.ip(), now) {
+                Contest::TakeOver(close) => close_holder = close,
+                // The Session logs the refusal, naming the peer.
+                Contest::Refuse(why) => return Err(why),
             }
         }
         if let Some(session) = self.sessions.get_mut(&msg.session) {
@@ -522,14 +652,14 @@ impl Handler<Hello> for Registry {
         let durable = self.store.is_some();
         match self.agents.get_mut(&id) {
             Some(entry) => {
-                // A newer connection of the same run wins: the old one is half-open. Tell the
-                // old session to go.
+                // The holder lost the contest (a half-open connection of the same run, or a
+                // connection from elsewhere while the home address is back): tell it to go.
                 if let Some(old) = entry.session.replace(msg.session)
                     && old != msg.session
                     && let Some(old_entry) = self.sessions.get_mut(&old)
                 {
                     old_entry.agent = None;
-                    old_entry.close.do_send(Close::Replaced);
+                    old_entry.close.do_send(close_holder);
                 }
                 let same_run = entry.hello.run_id == msg.hello.run_id;
                 if !same_run {
@@ -537,12 +667,15 @@ impl Handler<Hello> for Registry {
                     entry.latest = None;
                     entry.latest_at = None;
                     entry.durable = 0;
+                    entry.retimed = 0;
                 }
                 entry.hello = Arc::new(msg.hello);
                 entry.auth = msg.auth;
                 entry.fp = msg.fp.map(Arc::from);
                 entry.peer = peer;
-                entry.offline_since = None;
+                if let Some(since) = entry.offline_since.take() {
+                    self.offline.remove(&(since, id.clone()));
+                }
                 entry.offline_reason = None;
                 entry.attached_at = now;
                 // With a store, only what is on disk: the agent forgets what `welcome` names.
@@ -559,6 +692,7 @@ impl Handler<Hello> for Registry {
                     AgentEntry {
                         hello: Arc::new(msg.hello),
                         peer,
+                        home: None,
                         session: Some(msg.session),
                         offline_since: None,
                         offline_reason: None,
@@ -569,6 +703,8 @@ impl Handler<Hello> for Registry {
                         durable: 0,
                         auth: msg.auth,
                         fp: msg.fp.map(Arc::from),
+                        host: HostState::default(),
+                        retimed: 0,
                     },
                 );
                 if self.agents.len() > self.max_agents {
@@ -599,19 +735,57 @@ impl Handler<Samples> for Registry {
 }
 
 impl Registry {
-    /// Records one sample of `session`'s agent (see [`Sample`]).
-    fn record(&mut self, session: SessionId, metrics: Metrics) {
+    /// Records one sample of `session`'s agent (see [`Sample`]). A sample stamped too far
+    /// from the server's clock ([`ClockWindow`]) is recorded at its arrival time, and counted.
+    fn record(&mut self, session: SessionId, mut metrics: Metrics) {
         let Some(id) = self.sessions.get(&session).and_then(|s| s.agent.as_ref()) else {
             return;
         };
         let Some(entry) = self.agents.get_mut(id) else {
             return;
         };
+        if let Some(clock) = &metrics.clock {
+            entry.host.clock(&entry.hello, clock);
+        }
+        let now = now_ms();
+        let (ts_ms, retimed) = self.clock.admit(metrics.ts_ms, now);
+        if retimed {
+            if entry.retimed == 0 {
+                let off = i128::from(metrics.ts_ms) - i128::from(now);
+                tracing::warn!(
+                    "agent {} ({}): sample {} is stamped {off} ms from the server's clock; it and any other more than {:?} ahead or {:?} behind are stored at the time they arrive (counted as `retimed`; said once per run)",
+                    entry.hello.name.escape_debug(),
+                    id.escape_debug(),
+                    metrics.seq,
+                    self.clock.ahead,
+                    self.clock.behind,
+                );
+            }
+            entry.retimed += 1;
+            metrics.ts_ms = ts_ms;
+        }
         let m = &metrics;
         let mem_used = m.memory.map(|mem| mem.used);
         let cpu_total = m.cpu.as_ref().map(|c| c.total);
         if entry.history.record(m.seq, m.ts_ms, cpu_total, mem_used) {
-            entry.latest_at = Some(Instant::now());
+            let now = Instant::now();
+            entry.latest_at = Some(now);
+            let ip = entry.peer.ip();
+            match entry.home {
+                None => entry.home = Some(ip),
+                Some(home)
+                    if home != ip
+                        && now.duration_since(entry.attached_at) >= self.home_moves_after =>
+                {
+                    tracing::info!(
+                        "agent {} ({}): home address moves from {home} to {ip}",
+                        crate::text::for_terminal(&entry.hello.name),
+                        crate::text::for_terminal(id)
+                    );
+                    entry.home = Some(ip);
+                }
+                Some(_) => {}
+            }
             if let Some(store) = &self.store {
                 store.append.do_send(store::Append {
                     agent_id: id.clone(),
@@ -621,6 +795,7 @@ impl Registry {
             }
             // A replayed older sample fills the history but is not the latest reading.
             if m.seq == entry.history.highest() {
+                entry.host.update(&entry.hello, &mut metrics);
                 entry.latest = Some(metrics);
             }
         } else if self.store.is_some() && m.seq <= entry.durable {
@@ -639,13 +814,15 @@ impl Handler<Disconnect> for Registry {
         let Some(session) = self.sessions.remove(&msg.session) else {
             return;
         };
-        let Some(entry) = session.agent.and_then(|id| self.agents.get_mut(&id)) else {
+        let Some(id) = session.agent else {
             return;
         };
-        if entry.session == Some(msg.session) {
-            entry.session = None;
-            entry.offline_since = Some(Instant::now());
-            entry.offline_reason = Some(msg.reason);
+        if self
+            .agents
+            .get(&id)
+            .is_some_and(|e| e.session == Some(msg.session))
+        {
+            self.went_offline(&id, Instant::now(), msg.reason);
         }
     }
 }
@@ -804,12 +981,13 @@ mod tests {
     fn sample(seq: u64) -> Metrics {
         Metrics {
             seq,
-            ts_ms: 1_000 * seq,
+            ts_ms: seq.saturating_mul(1_000),
             cpu: Some(Cpu {
                 total: 10.0,
                 per_core: vec![10.0],
             }),
             memory: None,
+            ..Metrics::default()
         }
     }
 
@@ -830,8 +1008,19 @@ mod tests {
         agent: &str,
         run: &str,
     ) -> (Received<ToSession>, Result<Option<u64>, String>) {
+        session_from(registry, id, [127, 0, 0, 1], agent, run).await
+    }
+
+    /// Like [`session`], from the address `ip`.
+    async fn session_from(
+        registry: &Addr<Registry>,
+        id: SessionId,
+        ip: [u8; 4],
+        agent: &str,
+        run: &str,
+    ) -> (Received<ToSession>, Result<Option<u64>, String>) {
         let (probe, received) = probe::start::<ToSession>();
-        let peer = SocketAddr::from(([127, 0, 0, 1], 40_000 + id as u16));
+        let peer = SocketAddr::from((ip, 40_000 + id as u16));
         let connect = Connect {
             session: id,
             peer,
@@ -880,6 +1069,65 @@ mod tests {
     async fn known(registry: &Addr<Registry>) -> Vec<String> {
         let snapshot = registry.send(GetSnapshot).await.unwrap();
         snapshot.agents.into_iter().map(|a| a.id).collect()
+    }
+
+    /// Proves that a sample stamped far from the server's clock (ten years ahead, 2^64-1) is
+    /// recorded, and sent to the Store, at its arrival time and counted in `retimed`; one
+    /// within the window keeps its own time; a new run counts afresh.
+    #[actix_rt::test]
+    async fn samples_far_from_the_servers_clock_are_retimed_and_counted() {
+        let (registry, mut store) = with_store(Vec::new());
+        let (_s1, _) = session(&registry, 1, "a", "r1").await;
+        let before = now_ms();
+        let stamped = |seq, ts_ms| Metrics {
+            ts_ms,
+            ..sample(seq)
+        };
+        let ten_years = 10 * 365 * 24 * 3_600_000;
+        let batch = vec![
+            stamped(1, before + ten_years),
+            stamped(2, u64::MAX),
+            stamped(3, before - 1000),
+        ];
+        registry
+            .send(Samples {
+                session: 1,
+                samples: batch,
+            })
+            .await
+            .unwrap();
+        let a = view(&registry, "a").await.unwrap();
+        assert_eq!((a.received, a.retimed), (3, 2));
+        assert_eq!(
+            a.last_sample_ts_ms,
+            Some(before - 1000),
+            "kept its own time"
+        );
+        let _ = store.next("attach").await;
+        for seq in 1..=3 {
+            assert_eq!(
+                store.next("append").await,
+                ToStore::Append("a".into(), "r1".into(), seq)
+            );
+        }
+        let points = registry
+            .send(GetHistory {
+                agent_id: "a".into(),
+                from_ms: before - 60_000,
+                to_ms: now_ms() + 1,
+                step_ms: 1,
+            })
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        assert_eq!(
+            points.iter().map(|p| p.n).sum::<u64>(),
+            3,
+            "all three near now"
+        );
+        disconnect(&registry, 1, "bye").await;
+        let (_s2, _) = session(&registry, 2, "a", "r2").await;
+        assert_eq!(view(&registry, "a").await.unwrap().retimed, 0);
     }
 
     /// Proves exactly-once: a repeated seq is counted as a duplicate, not received again, and
@@ -948,6 +1196,91 @@ mod tests {
         assert_eq!(
             (a.status, a.offline_reason),
             (Status::Offline, Some("bye".into()))
+        );
+    }
+
+    /// The real agent's address and a squatter's, in the tests of who may use an id.
+    const HOME: [u8; 4] = [10, 0, 0, 1];
+    const ELSEWHERE: [u8; 4] = [10, 0, 0, 66];
+
+    /// Proves that a connection from another address cannot take a streaming agent's id,
+    /// neither with the agent's own run id (which took it over, `replaced`, before) nor with
+    /// another run; the agent keeps streaming.
+    #[actix_rt::test]
+    async fn another_address_cannot_take_a_streaming_agents_id() {
+        let registry = Registry::new(server(), 100).start();
+        let (mut agent, _) = session_from(&registry, 1, HOME, "a", "r1").await;
+        samples(&registry, 1, &[1, 2]).await;
+
+        let (_squatter, answer) = session_from(&registry, 2, ELSEWHERE, "a", "r1").await;
+        let refused = answer.unwrap_err();
+        assert!(
+            refused.contains("10.0.0.1") && refused.contains("10.0.0.66"),
+            "{refused}"
+        );
+        let (_squatter, answer) = session_from(&registry, 3, ELSEWHERE, "a", "r2").await;
+        assert!(answer.is_err(), "another run from elsewhere: {answer:?}");
+
+        samples(&registry, 1, &[3]).await;
+        let a = view(&registry, "a").await.unwrap();
+        assert_eq!(
+            (a.run_id.as_str(), a.seq, a.ip.as_str()),
+            ("r1", 3, "10.0.0.1")
+        );
+        registry.send(Shutdown).await.unwrap();
+        // The first message the agent's session gets is the shutdown: it was never closed.
+        assert_eq!(agent.next("close").await, ToSession::Close(Close::Shutdown));
+    }
+
+    /// Proves that an id taken from elsewhere while its agent was away is given back when the
+    /// agent returns from its home address (the squatter gets `Close::Displaced`), and that
+    /// the squatter cannot take it again.
+    #[actix_rt::test]
+    async fn the_home_address_takes_its_id_back() {
+        let registry = Registry::new(server(), 100).start();
+        let _ = session_from(&registry, 1, HOME, "a", "r1").await;
+        samples(&registry, 1, &[1]).await;
+        disconnect(&registry, 1, "connection closed").await;
+
+        let (mut squatter, answer) = session_from(&registry, 2, ELSEWHERE, "a", "evil").await;
+        assert_eq!(
+            answer,
+            Ok(None),
+            "nobody holds the id: the newcomer gets it"
+        );
+        samples(&registry, 2, &[1, u64::MAX]).await;
+
+        let (_agent, answer) = session_from(&registry, 3, HOME, "a", "r1").await;
+        assert_eq!(answer, Ok(None), "the squatter's run is not the agent's");
+        assert_eq!(
+            squatter.next("close").await,
+            ToSession::Close(Close::Displaced)
+        );
+        disconnect(&registry, 2, "displaced").await;
+        let (_again, answer) = session_from(&registry, 4, ELSEWHERE, "a", "evil").await;
+        assert!(answer.is_err(), "the squatter came back: {answer:?}");
+        let a = view(&registry, "a").await.unwrap();
+        assert_eq!((a.status, a.ip.as_str()), (Status::Live, "10.0.0.1"));
+    }
+
+    /// Proves that the home address moves to a new IP once the id has streamed from there for
+    /// the configured time (zero here), after which the old address is the stranger.
+    #[actix_rt::test]
+    async fn the_home_address_moves_after_streaming_from_a_new_one() {
+        let registry = Registry::new(server(), 100)
+            .with_home_moves_after(Duration::ZERO)
+            .start();
+        let _ = session_from(&registry, 1, HOME, "a", "r1").await;
+        samples(&registry, 1, &[1]).await;
+        disconnect(&registry, 1, "connection closed").await;
+        let (_moved, answer) = session_from(&registry, 2, ELSEWHERE, "a", "r1").await;
+        assert_eq!(answer, Ok(Some(1)), "same run, new address: resumes");
+        samples(&registry, 2, &[2]).await;
+
+        let (_old, answer) = session_from(&registry, 3, HOME, "a", "r1").await;
+        assert!(
+            answer.is_err(),
+            "the old address is no longer home: {answer:?}"
         );
     }
 
@@ -1029,6 +1362,113 @@ mod tests {
         let _ = session(&registry, 4, "d", "r1").await;
         let _ = session(&registry, 5, "e", "r1").await;
         assert_eq!(known(&registry).await, ["c", "d", "e"], "live agents stay");
+    }
+
+    /// Proves that with a store an agent gone offline keeps no points in memory (the store
+    /// serves its history) but keeps its accounting, and that a replay of what it had sent
+    /// is still a duplicate after it comes back, not stored twice.
+    #[actix_rt::test]
+    async fn offline_agents_keep_their_accounting_but_not_their_points() {
+        let (registry, mut store) = with_store(Vec::new());
+        let _ = session(&registry, 1, "a", "r1").await;
+        samples(&registry, 1, &[1, 2, 3, 5]).await;
+        disconnect(&registry, 1, "connection closed").await;
+
+        let points = |registry: Addr<Registry>| async move {
+            let asked = GetHistory {
+                agent_id: "a".into(),
+                from_ms: 0,
+                to_ms: u64::MAX,
+                step_ms: 1_000,
+            };
+            let buckets = registry.send(asked).await.unwrap().unwrap_or_default();
+            buckets.iter().map(|b| b.n).sum::<u64>()
+        };
+        assert_eq!(
+            points(registry.clone()).await,
+            0,
+            "points kept while offline"
+        );
+        let a = view(&registry, "a").await.unwrap();
+        assert_eq!((a.received, a.seq, a.first_seq, a.gaps), (4, 5, 1, 1));
+
+        let (_s, answer) = session(&registry, 2, "a", "r1").await;
+        assert_eq!(answer, Ok(None), "nothing durable yet");
+        samples(&registry, 2, &[3, 6]).await;
+        assert_eq!(
+            store.next("attach").await,
+            ToStore::Attach("a".into(), "r1".into())
+        );
+        for seq in [1, 2, 3, 5] {
+            let append = ToStore::Append("a".into(), "r1".into(), seq);
+            assert_eq!(store.next("append").await, append);
+        }
+        assert_eq!(
+            store.next("attach again").await,
+            ToStore::Attach("a".into(), "r1".into())
+        );
+        let append = ToStore::Append("a".into(), "r1".into(), 6);
+        assert_eq!(
+            store.next("append").await,
+            append,
+            "the replayed 3 is not stored again"
+        );
+    }
+
+    /// Proves that a stream of new agent ids above the cap stays cheap: with 20,000 offline
+    /// agents remembered (the cap), 2,000 new ids, each evicting the oldest offline one, take
+    /// well under 3 s (a prune that cloned and sorted every entry per hello took 78 s here,
+    /// in a debug build), and the oldest went first.
+    #[actix_rt::test]
+    async fn new_ids_above_the_cap_evict_cheaply() {
+        const CAP: usize = 20_000;
+        const NEW: usize = 2_000;
+        let registry = Registry::new(server(), 100)
+            .with_agent_limits(OFFLINE_RETENTION, CAP)
+            .start();
+        let (probe, _received) = probe::start::<ToSession>();
+        let peer = SocketAddr::from(([10, 1, 0, 1], 40_000));
+        let mut session_id = 0;
+        let mut churn = |registry: &Addr<Registry>, agent: String, offline: bool| {
+            session_id += 1;
+            registry.do_send(Connect {
+                session: session_id,
+                peer,
+                close: probe.clone().recipient(),
+                durable: probe.clone().recipient(),
+            });
+            registry.do_send(Hello {
+                session: session_id,
+                hello: hello(&agent, "r1"),
+                auth: None,
+                fp: None,
+            });
+            if offline {
+                registry.do_send(Disconnect {
+                    session: session_id,
+                    reason: "gone".into(),
+                });
+            }
+        };
+        for n in 0..CAP {
+            churn(&registry, format!("old-{n:05}"), true);
+        }
+        registry.send(OpenSessions).await.unwrap(); // everything before is handled
+        let started = Instant::now();
+        for n in 0..NEW {
+            churn(&registry, format!("new-{n:05}"), true);
+        }
+        registry.send(OpenSessions).await.unwrap();
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(3), "{NEW} new ids took {took:?}");
+
+        let ids = known(&registry).await;
+        assert_eq!(ids.len(), CAP);
+        assert!(
+            !ids.contains(&format!("old-{:05}", NEW - 1)),
+            "the oldest go first"
+        );
+        assert!(ids.contains(&format!("old-{NEW:05}")));
     }
 
     /// Proves that agents restored from the store start offline ("server restarted") with

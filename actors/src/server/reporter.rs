@@ -27,6 +27,7 @@ use actix::prelude::*;
 
 use crate::server::registry::GetSnapshotParts;
 use crate::snapshot::{AgentView, Snapshot, Status, StoreStatus, StoreView};
+use crate::text::for_terminal;
 use crate::util::{human_age, human_bytes};
 
 /// How the report is written.
@@ -246,8 +247,27 @@ impl Actor for Reporter {
 /// Why an agent is offline, as a line suffix (empty otherwise).
 fn reason_suffix(a: &AgentView) -> String {
     match (&a.status, &a.offline_reason) {
-        (Status::Offline, Some(reason)) => format!("  ({reason})"),
+        (Status::Offline, Some(reason)) => format!("  ({})", for_terminal(reason)),
         _ => String::new(),
+    }
+}
+
+/// Bytes per second in at most five characters: `512`, `1.5K`, `340K`, `12M`, `1.2G` (binary
+/// multiples, like the memory column).
+fn short_rate(bytes_per_s: f64) -> String {
+    const UNITS: [&str; 5] = ["", "K", "M", "G", "T"];
+    let mut v = bytes_per_s.max(0.0);
+    let mut unit = 0;
+    while v >= 1000.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{v:.0}")
+    } else if v < 10.0 {
+        format!("{v:.1}{}", UNITS[unit])
+    } else {
+        format!("{v:.0}{}", UNITS[unit])
     }
 }
 
@@ -389,11 +409,7 @@ fn store_line(store: &StoreView) -> Option<String> {
         .unwrap_or_else(|| "-".into());
     Some(format!(
         "  STORE FAILING for {since}: {} ({} write(s) queued; nothing is acknowledged, agents keep their samples)",
-        store
-            .error
-            .as_deref()
-            .unwrap_or("unknown error")
-            .escape_debug(),
+        for_terminal(store.error.as_deref().unwrap_or("unknown error")),
         store.queued_writes
     ))
 }
@@ -420,9 +436,9 @@ pub fn render_text_with(s: &Snapshot, opts: &TextOptions) -> String {
     let _ = writeln!(
         out,
         "lanmon {} on {} ({}): {} agents, {} live, {} stale, {} offline",
-        s.server.version,
-        s.server.listen,
-        s.server.name,
+        for_terminal(&s.server.version),
+        for_terminal(&s.server.listen),
+        for_terminal(&s.server.name),
         s.summary.agents,
         s.summary.live,
         s.summary.stale,
@@ -468,20 +484,37 @@ pub fn render_text_with(s: &Snapshot, opts: &TextOptions) -> String {
         let _ = writeln!(out, "  no agent matches the filter");
         return out;
     }
-    let name_w = agents
+    // Every string an agent controls goes through `for_terminal` before it is printed.
+    let names: Vec<String> = agents
         .iter()
-        .map(|a| a.name.chars().count())
+        .map(|a| for_terminal(&a.name).into_owned())
+        .collect();
+    let ips: Vec<String> = agents
+        .iter()
+        .map(|a| for_terminal(&a.ip).into_owned())
+        .collect();
+    let name_w = names
+        .iter()
+        .map(|n| n.chars().count())
         .max()
         .unwrap_or(4)
         .clamp(4, 24);
-    let ip_w = agents.iter().map(|a| a.ip.len()).max().unwrap_or(2).max(2);
+    let ip_w = ips.iter().map(|ip| ip.len()).max().unwrap_or(2).max(2);
     let _ = writeln!(
         out,
-        "  {:<name_w$}  {:<ip_w$}  {:<7}  {:>6}  {:<38}  {:<10}  CORES %",
-        "NAME", "IP", "STATUS", "CPU", "MEMORY USED / TOTAL (FREE)", "LAST"
+        "  {:<name_w$}  {:<ip_w$}  {:<7}  {:>6}  {:>5}  {:<38}  {:>4}  {:>11}  {:<10}  CORES %",
+        "NAME",
+        "IP",
+        "STATUS",
+        "CPU",
+        "LOAD",
+        "MEMORY USED / TOTAL (FREE)",
+        "DISK",
+        "NET RX/TX",
+        "LAST"
     );
-    for a in &agents {
-        let name: String = a.name.chars().take(name_w).collect();
+    for ((a, name), ip) in agents.iter().zip(&names).zip(&ips) {
+        let name: String = name.chars().take(name_w).collect();
         let cpu = a
             .cpu
             .as_ref()
@@ -513,10 +546,24 @@ pub fn render_text_with(s: &Snapshot, opts: &TextOptions) -> String {
             .last_seen_ms
             .map(|ms| format!("{} ago", human_age(ms)))
             .unwrap_or_else(|| "never".into());
+        let load = a
+            .host
+            .load
+            .map(|l| format!("{:.2}", l.load1))
+            .unwrap_or_else(|| "-".into());
+        let disk = a
+            .host
+            .fullest_filesystem()
+            .map(|(_, pct)| format!("{pct:.0}%"))
+            .unwrap_or_else(|| "-".into());
+        let net = a
+            .host
+            .net_rates()
+            .map(|(rx, tx)| format!("{}/{}", short_rate(rx), short_rate(tx)))
+            .unwrap_or_else(|| "-".into());
         let _ = writeln!(
             out,
-            "  {name:<name_w$}  {:<ip_w$}  {:<7}  {cpu:>6}  {mem:<38}  {age:<10}  [{cores}]{}",
-            a.ip,
+            "  {name:<name_w$}  {ip:<ip_w$}  {:<7}  {cpu:>6}  {load:>5}  {mem:<38}  {disk:>4}  {net:>11}  {age:<10}  [{cores}]{}",
             a.status.as_str(),
             reason_suffix(a),
         );
@@ -637,6 +684,101 @@ mod tests {
             ..TextOptions::default()
         };
         assert!(render_text_with(&snap, &opts).contains("no agent matches"));
+    }
+
+    /// Proves: no string an agent controls reaches the terminal with a control or a hidden
+    /// format character in it (ESC/OSC sequences, CR, bidi overrides are shown escaped).
+    #[test]
+    fn text_report_escapes_agent_controlled_text() {
+        let mut evil = agent("evil\u{202e}lave", Status::Offline);
+        evil.offline_reason =
+            Some("error: bad frame: unknown variant `\x1b]0;pwned\x07\r\x1b[2J`".into());
+        evil.ip = "10.0.0.1\r".into();
+        let text = render_text(&snapshot(vec![evil]));
+        assert!(
+            !text.chars().any(|c| c != '\n' && crate::text::is_unsafe(c)),
+            "{text:?}"
+        );
+        assert!(text.contains("evil\\u{202e}lave"), "{text}");
+        assert!(
+            text.contains("`\\u{1b}]0;pwned\\u{7}\\r\\u{1b}[2J`"),
+            "{text}"
+        );
+    }
+
+    /// Proves: the load, the fullest filesystem's use (as `df` counts it) and the network
+    /// rates over every interface appear in their columns; an agent that sends none of them
+    /// shows dashes.
+    #[test]
+    fn whole_machine_columns() {
+        use crate::protocol::{Filesystem, Load, NetInterface};
+        use crate::snapshot::NetView;
+        let fs = |mount: &str, size: u64, avail: u64| Filesystem {
+            mount: mount.into(),
+            fs_type: "ext4".into(),
+            device: "/dev/sda1".into(),
+            size_bytes: size,
+            used_bytes: size - avail,
+            avail_bytes: avail,
+            inodes: 0,
+            inodes_used: 0,
+        };
+        let nic = |name: &str, rx: f64, tx: f64| NetView {
+            counters: NetInterface {
+                interface: name.into(),
+                rx_bytes: 0,
+                tx_bytes: 0,
+                rx_packets: 0,
+                tx_packets: 0,
+                rx_errs: 0,
+                tx_errs: 0,
+                rx_drops: 0,
+                tx_drops: 0,
+            },
+            rx_bytes_per_s: Some(rx),
+            tx_bytes_per_s: Some(tx),
+            rx_packets_per_s: None,
+            tx_packets_per_s: None,
+            errs_per_s: None,
+            drops_per_s: None,
+        };
+        let mut busy = agent("busy", Status::Live);
+        busy.host.load = Some(Load {
+            load1: 3.5,
+            load5: 1.0,
+            load15: 0.5,
+            running: None,
+            threads: None,
+            procs: None,
+        });
+        busy.host.filesystems = Some(vec![fs("/", 1000, 450), fs("/home", 1000, 80)]);
+        busy.host.net = Some(vec![
+            nic("eth0", 1_200_000.0, 300.0),
+            nic("wlan0", 48_576.0, 0.0),
+        ]);
+        let text = render_text(&snapshot(vec![busy, agent("plain", Status::Live)]));
+        let header = text
+            .lines()
+            .find(|l| l.contains("NAME"))
+            .unwrap_or_default();
+        assert!(header.contains("LOAD") && header.contains("DISK") && header.contains("NET RX/TX"));
+        let line = text
+            .lines()
+            .find(|l| l.contains("busy"))
+            .unwrap_or_default();
+        assert!(line.contains(" 3.50 "), "{line}");
+        assert!(line.contains(" 92% "), "the fullest is /home: {line}");
+        assert!(line.contains(" 1.2M/300 "), "{line}");
+        let plain = text
+            .lines()
+            .find(|l| l.contains("plain"))
+            .unwrap_or_default();
+        let dashes = plain.split_whitespace().filter(|w| *w == "-").count();
+        assert_eq!(dashes, 3, "load, disk and net unknown: {plain}");
+        assert_eq!(short_rate(999.0), "999");
+        assert_eq!(short_rate(1536.0), "1.5K");
+        assert_eq!(short_rate(340.0 * 1024.0), "340K");
+        assert_eq!(short_rate(12.0 * 1024.0 * 1024.0), "12M");
     }
 
     #[test]

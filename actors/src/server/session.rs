@@ -22,9 +22,11 @@
 //! connection received. `stopping()` reports the end and its reason ([`Disconnect`]).
 //!
 //! Bad input ends this connection only: an `error` frame, one log line naming the peer and the
-//! reason, and the actor stops. Writes go through a bounded queue to a writer task, so a peer
-//! that sends but never reads cannot grow the server's memory: when the queue is full the
-//! session ends.
+//! reason, and the actor stops. So does a sample beyond the agent id's rate
+//! ([`intake::Allowances`]: a burst, then a few samples per announced interval): `limit`, and
+//! nothing from that sample on is acknowledged (the agent keeps it). Writes go through a
+//! bounded queue to a writer task, so a peer that sends but never reads cannot grow the
+//! server's memory: when the queue is full the session ends.
 //!
 //! Receives: frames from its socket; [`Close`] and [`Durable`] from the Registry. Sends, through
 //! its [`RegistryLink`] (the Registry, or a probe in tests): [`Connect`], [`Hello`],
@@ -47,21 +49,24 @@ use crate::auth::enroll::{Claim, Decision};
 use crate::auth::fingerprint::Fingerprint;
 use crate::auth::keys::PublicKey;
 use crate::auth::noise::{self, Proof};
-use crate::codec::{CodecError, ServerCodec};
+use crate::codec::{CodecError, FrameBudget, ServerCodec};
 use crate::config::{
-    IDLE_CHECK_MAX, IDLE_CHECK_MIN, Limits, MIN_IDLE_TIMEOUT, SESSION_QUEUE_FRAMES, WRITE_TIMEOUT,
+    IDLE_CHECK_MAX, IDLE_CHECK_MIN, Limits, MAX_IDLE_GRACE, MIN_IDLE_TIMEOUT, SESSION_QUEUE_FRAMES,
+    WRITE_TIMEOUT,
 };
 use crate::net::set_keepalive;
 use crate::protocol::{
     self, Ack, AgentFrame, Bye, ErrorCode, ErrorFrame, PROTOCOL_V1, PROTOCOL_VERSION, ServerFrame,
     Welcome,
 };
+use crate::server::intake;
 use crate::server::limits::ConnGuard;
 use crate::server::messages::{
     Close, Connect, Disconnect, Durable, Hello, RegistryLink, Samples, SessionId,
 };
 use crate::server::trust::Trust;
 use crate::snapshot::{AgentAuth, ServerInfo};
+use crate::text::for_terminal;
 use crate::validate::{self, Invalid};
 
 /// Initial size of a connection's read buffer. A `metrics` frame is ~250 bytes (8 cores), so
@@ -106,8 +111,37 @@ pub struct Settings {
     pub limits: Limits,
     /// Acknowledge a sample only once the store has committed it ([`Durable`]).
     pub durable_acks: bool,
+    /// Bytes of partly received frames, shared by every session's codec
+    /// ([`Limits::max_buffered_bytes`]).
+    pub frame_budget: FrameBudget,
+    /// How fast each agent id's samples may come ([`intake::Allowances`]).
+    pub allowances: intake::Allowances,
     /// The trust layer; `None` with `--auth off` (everything plaintext, nobody marked).
     pub trust: Option<Arc<Trust>>,
+}
+
+impl Settings {
+    /// Settings with a frame budget of `limits.max_buffered_bytes`, sample allowances of
+    /// `limits` and no trust layer (see [`Settings::with_trust`]).
+    pub fn new(info: ServerInfo, limits: Limits, durable_acks: bool) -> Self {
+        let frame_budget = FrameBudget::new(limits.max_buffered_bytes);
+        let allowances = intake::Allowances::new(intake::RateLimit::of(&limits));
+        Self {
+            info,
+            limits,
+            durable_acks,
+            frame_budget,
+            allowances,
+            trust: None,
+        }
+    }
+
+    /// These settings with the trust layer (`None`: `--auth off`).
+    #[must_use]
+    pub fn with_trust(mut self, trust: Option<Arc<Trust>>) -> Self {
+        self.trust = trust;
+        self
+    }
 }
 
 /// Who is on the other end, as far as the transport knows.
@@ -135,6 +169,9 @@ pub struct Session {
     settings: Arc<Settings>,
     out: mpsc::Sender<Outgoing>,
     hello: Option<protocol::Hello>,
+    /// The agent id's rate budget, shared with its other connections from this address
+    /// (`None`: no limit).
+    budget: Option<intake::Budget>,
     /// Samples read but not yet sent to the Registry (see [`Session::forward`]).
     pending: Vec<protocol::Metrics>,
     highest_seq: u64,
@@ -147,7 +184,7 @@ pub struct Session {
     /// Admitted by the trust layer (it must be told when the session ends).
     admitted: bool,
     /// Counts this connection against the connection limits until the session is dropped.
-    _slot: ConnGuard,
+    slot: ConnGuard,
 }
 
 impl Session {
@@ -178,7 +215,8 @@ impl Session {
             (None, Some(_)) => PeerAuth::Unauthenticated,
             (None, None) => PeerAuth::Open,
         };
-        let max_len = settings.limits.max_frame_len;
+        let codec = ServerCodec::with_max_len(settings.limits.max_frame_len)
+            .with_budget(settings.frame_budget.clone());
         let session = move |_: &mut Context<Session>| Session {
             id,
             peer,
@@ -186,6 +224,7 @@ impl Session {
             settings,
             out,
             hello: None,
+            budget: None,
             pending: Vec::new(),
             highest_seq: 0,
             acked_seq: 0,
@@ -193,13 +232,12 @@ impl Session {
             last_frame_at: Instant::now(),
             peer_auth,
             admitted: false,
-            _slot: slot,
+            slot,
         };
         match noise {
             None => {
                 actix::spawn(tracker.track_future(write_frames(rx, write, peer)));
                 Session::create(move |ctx| {
-                    let codec = ServerCodec::with_max_len(max_len);
                     ctx.add_stream(FramedRead::with_capacity(read, codec, READ_BUFFER));
                     session(ctx)
                 })
@@ -208,7 +246,6 @@ impl Session {
                 let (read, write) = accepted.session.split(read, write);
                 actix::spawn(tracker.track_future(write_frames(rx, write, peer)));
                 Session::create(move |ctx| {
-                    let codec = ServerCodec::with_max_len(max_len);
                     ctx.add_stream(FramedRead::with_capacity(read, codec, READ_BUFFER));
                     session(ctx)
                 })
@@ -235,6 +272,9 @@ impl Session {
     /// Refuses the connection: one log line, an `error` frame, then close. The agent's
     /// offline reason is `error: <message>`.
     fn fail(&mut self, code: ErrorCode, message: String, ctx: &mut Context<Self>) {
+        // The message may quote the peer's bytes (serde's "unknown variant `…`"): from here
+        // on (log, offline reason, error frame) it is escaped for terminals.
+        let message = for_terminal(&message).into_owned();
         let reason = format!("error: {message}");
         self.close_with(code, message, reason, ctx);
     }
@@ -248,7 +288,8 @@ impl Session {
         ctx: &mut Context<Self>,
     ) {
         let who = self.hello.as_ref().map(|h| h.name.as_str()).unwrap_or("-");
-        tracing::warn!(peer = %self.peer, agent = who, "closing connection: {code}: {message}");
+        let (who, text) = (for_terminal(who), for_terminal(&message));
+        tracing::warn!(peer = %self.peer, agent = %who, "closing connection: {code}: {text}");
         self.send(ServerFrame::Error(ErrorFrame { code, message }), ctx);
         self.end(reason, ctx);
     }
@@ -279,9 +320,23 @@ impl Session {
         tracing::info!(
             peer = %self.peer,
             "agent {} ({}) connected: {} cores, every {} ms, {}",
-            hello.name, hello.agent_id, hello.cores, hello.interval_ms, hello.os
+            for_terminal(&hello.name),
+            for_terminal(&hello.agent_id),
+            hello.cores,
+            hello.interval_ms,
+            for_terminal(&hello.os)
         );
         let interval = Duration::from_millis(hello.interval_ms);
+        let allowances = &self.settings.allowances;
+        self.budget = match self.peer_auth {
+            // The key the handshake proved is the agent's identity: one bucket wherever it is.
+            PeerAuth::Authenticated { key, .. } => {
+                allowances.budget_for_key(key.as_bytes(), interval, Instant::now())
+            }
+            PeerAuth::Open | PeerAuth::Unauthenticated => {
+                allowances.budget(&hello.agent_id, self.peer.ip(), interval, Instant::now())
+            }
+        };
         let attach = Hello {
             session: self.id,
             hello: hello.clone(),
@@ -316,6 +371,7 @@ impl Session {
                     server_name: info.name.clone(),
                     server_version: info.version.clone(),
                     last_seq,
+                    ts_ms: Some(crate::util::now_ms()),
                 };
                 this.send(ServerFrame::Welcome(welcome), ctx);
                 if let (PeerAuth::Authenticated {
@@ -407,18 +463,37 @@ impl Session {
     /// intervals: its samples are its heartbeat, so silence means it is gone (or half-open).
     /// Checked once per interval (so it closes within `idle` plus one interval): the timer
     /// ticks of 10,000 sessions were the largest single cost of an idle-ish server.
+    ///
+    /// Near the connection limit ([`ConnGuard::near_limit`]) a connection silent for
+    /// [`Limits::pressure_idle_timeout`] is closed too (`limit`), whatever its interval, so
+    /// that connections held in silence cannot keep new agents out.
     fn watch_idle(&mut self, interval: Duration, ctx: &mut Context<Self>) {
-        let idle = interval
-            .saturating_mul(self.settings.limits.idle_intervals)
-            .max(MIN_IDLE_TIMEOUT);
-        let check_every = interval.clamp(IDLE_CHECK_MIN, IDLE_CHECK_MAX);
+        let idle = idle_timeout(interval, self.settings.limits.idle_intervals);
+        let pressure_idle = self.settings.limits.pressure_idle_timeout;
+        let check_every = interval
+            .min(pressure_idle)
+            .clamp(IDLE_CHECK_MIN, IDLE_CHECK_MAX);
         ctx.run_interval(check_every, move |this, ctx| {
-            if this.end_reason.is_none() && this.last_frame_at.elapsed() > idle {
+            let silent = this.last_frame_at.elapsed();
+            if this.end_reason.is_some() {
+                return;
+            }
+            if silent > idle {
                 let message = format!("nothing received for {idle:?}");
                 this.close_with(
                     ErrorCode::Timeout,
                     message.clone(),
                     format!("timeout: {message}"),
+                    ctx,
+                );
+            } else if silent > pressure_idle && this.slot.near_limit(&this.settings.limits) {
+                let message = format!(
+                    "the server is near its connection limit and this connection sent nothing for {pressure_idle:?}"
+                );
+                this.close_with(
+                    ErrorCode::Limit,
+                    message.clone(),
+                    format!("limit: {message}"),
                     ctx,
                 );
             }
@@ -435,6 +510,18 @@ impl Session {
                 format!("invalid metrics: {e}"),
                 ctx,
             );
+        }
+        // Over its rate: refused, and with it everything after (nothing more is acknowledged
+        // on this connection, so the agent keeps them and sends them again later).
+        if let Some(budget) = &self.budget
+            && !budget.take(Instant::now())
+        {
+            let limit = self.settings.allowances.limit();
+            let message = format!(
+                "sending faster than its interval allows: more than {} samples per interval of {} ms beyond a burst of {} (sample {} and later not accepted)",
+                limit.per_interval, hello.interval_ms, limit.burst, metrics.seq
+            );
+            return self.fail(ErrorCode::Limit, message, ctx);
         }
         self.highest_seq = self.highest_seq.max(metrics.seq);
         if self.pending.is_empty() {
@@ -493,7 +580,13 @@ impl Actor for Session {
             .take()
             .unwrap_or_else(|| "connection closed".into());
         if let Some(h) = &self.hello {
-            tracing::info!(peer = %self.peer, "agent {} ({}) disconnected: {reason}", h.name, h.agent_id);
+            tracing::info!(
+                peer = %self.peer,
+                "agent {} ({}) disconnected: {}",
+                for_terminal(&h.name),
+                for_terminal(&h.agent_id),
+                for_terminal(&reason)
+            );
         }
         self.registry.disconnect.do_send(Disconnect {
             session: self.id,
@@ -514,7 +607,7 @@ impl StreamHandler<Result<AgentFrame, CodecError>> for Session {
             Ok(AgentFrame::Metrics(m)) => self.on_metrics(m, ctx),
             Ok(AgentFrame::Bye(Bye { reason })) => {
                 let reason = match reason {
-                    Some(r) if !r.is_empty() => format!("bye: {}", r.escape_debug()),
+                    Some(r) if !r.is_empty() => format!("bye: {}", for_terminal(&r)),
                     _ => "bye".to_string(),
                 };
                 self.end(reason, ctx);
@@ -526,6 +619,9 @@ impl StreamHandler<Result<AgentFrame, CodecError>> for Session {
                 self.end(format!("error: {e}"), ctx);
             }
             Err(CodecError::Io(e)) => self.end(format!("connection lost: {e}"), ctx),
+            Err(e @ CodecError::OverBudget { .. }) => {
+                self.fail(ErrorCode::Limit, e.to_string(), ctx)
+            }
             Err(e) => self.fail(ErrorCode::BadFrame, e.to_string(), ctx),
         }
     }
@@ -559,6 +655,11 @@ impl Handler<Close> for Session {
                 "this agent's key was revoked on the server".into(),
                 ctx,
             ),
+            Close::Displaced => self.fail(
+                ErrorCode::DuplicateId,
+                "this agent id belongs to an agent at another address, which took it back; give each agent its own --name or --id".into(),
+                ctx,
+            ),
         }
     }
 }
@@ -575,6 +676,17 @@ impl Handler<Durable> for Session {
             self.send(ServerFrame::Ack(Ack { seq }), ctx);
         }
     }
+}
+
+/// How long a connection of an agent sampling every `interval` may stay silent:
+/// `idle_intervals` intervals, but at least [`MIN_IDLE_TIMEOUT`] and at most one interval
+/// plus [`MAX_IDLE_GRACE`] (an agent claiming a 1 h interval holds its slot in silence for
+/// 65 min, not 3 h).
+pub fn idle_timeout(interval: Duration, idle_intervals: u32) -> Duration {
+    interval
+        .saturating_mul(idle_intervals)
+        .min(interval.saturating_add(MAX_IDLE_GRACE))
+        .max(MIN_IDLE_TIMEOUT)
 }
 
 /// Writes queued frames until the session drops its sender, then closes the write side.
@@ -693,6 +805,8 @@ mod tests {
         answer: Result<Option<u64>, String>,
         /// Frames the agent sends before the Session starts.
         early: Vec<AgentFrame>,
+        /// Connection slots held by others while the session runs (near the limit or not).
+        other_slots: usize,
     }
 
     impl Default for Setup {
@@ -702,6 +816,7 @@ mod tests {
                 durable_acks: false,
                 answer: Ok(None),
                 early: Vec::new(),
+                other_slots: 0,
             }
         }
     }
@@ -711,6 +826,8 @@ mod tests {
         agent: Framed<TcpStream, AgentCodec>,
         registry: Received<ToRegistry>,
         session: Addr<Session>,
+        /// The other connections' slots ([`Setup::other_slots`]).
+        _others: Vec<ConnGuard>,
     }
 
     impl Setup {
@@ -730,21 +847,23 @@ mod tests {
                 answer: self.answer,
             };
             let link = Arc::new(RegistryLink::to(&fake.start()));
-            let slot = Connections::default()
-                .try_acquire(peer.ip(), &self.limits)
-                .unwrap();
-            let settings = Arc::new(Settings {
-                info: server(),
-                limits: self.limits,
-                durable_acks: self.durable_acks,
-                trust: None,
-            });
+            let conns = Connections::default();
+            let others = (0..self.other_slots)
+                .map(|_| {
+                    conns
+                        .try_acquire([10, 0, 0, 9].into(), &self.limits)
+                        .unwrap()
+                })
+                .collect();
+            let slot = conns.try_acquire(peer.ip(), &self.limits).unwrap();
+            let settings = Arc::new(Settings::new(server(), self.limits, self.durable_acks));
             let tracker = TaskTracker::new();
             let session = Session::start(stream, None, peer, 1, link, settings, slot, &tracker);
             Conn {
                 agent,
                 registry,
                 session,
+                _others: others,
             }
         }
     }
@@ -855,6 +974,7 @@ mod tests {
                 per_core: vec![cpu],
             }),
             memory: None,
+            ..Metrics::default()
         })
     }
 
@@ -954,6 +1074,27 @@ mod tests {
         conn.closed().await;
     }
 
+    /// Proves that a frame quoting terminal escapes (serde's "unknown variant" error repeats
+    /// the peer's text) leaves them escaped in the offline reason and the error frame.
+    #[actix_rt::test]
+    async fn escapes_in_a_bad_frame_do_not_reach_the_reason() {
+        let mut conn = Setup::default().start().await;
+        conn.hello().await;
+        let line = r#"{"type":"\u001b]0;pwned\u0007\r\u001b[2J"}"#.to_string() + "\n";
+        conn.agent
+            .get_mut()
+            .write_all(line.as_bytes())
+            .await
+            .unwrap();
+        let e = conn.error().await;
+        assert_eq!(e.code, ErrorCode::BadFrame);
+        let reason = conn.end_reason().await;
+        for text in [&e.message, &reason] {
+            assert!(text.contains("\\u{1b}]0;pwned"), "{text:?}");
+            assert!(!text.chars().any(crate::text::is_unsafe), "{text:?}");
+        }
+    }
+
     /// Proves that a connection without `hello` within the hello timeout is closed with
     /// `timeout`.
     #[actix_rt::test]
@@ -998,6 +1139,84 @@ mod tests {
         conn.closed().await;
     }
 
+    /// Proves that the idle timeout follows the agent's interval but is capped: at least
+    /// [`MIN_IDLE_TIMEOUT`], at most one interval plus [`MAX_IDLE_GRACE`] (3 h before, for an
+    /// agent claiming a 1 h interval).
+    #[test]
+    fn the_idle_timeout_is_capped_whatever_the_agent_claims() {
+        let secs = Duration::from_secs;
+        assert_eq!(idle_timeout(secs(5), 3), secs(15));
+        assert_eq!(
+            idle_timeout(Duration::from_millis(100), 3),
+            MIN_IDLE_TIMEOUT
+        );
+        assert_eq!(idle_timeout(secs(3600), 3), secs(3600) + MAX_IDLE_GRACE);
+        assert_eq!(idle_timeout(secs(3600), 100), secs(3600) + MAX_IDLE_GRACE);
+    }
+
+    /// Proves that near the connection limit a silent connection is closed (`limit`) after
+    /// the pressure timeout, long before its own idle timeout (30 s here).
+    #[actix_rt::test]
+    async fn near_the_connection_limit_silent_connections_make_room() {
+        let limits = Limits {
+            max_connections: 10,
+            pressure_idle_timeout: Duration::from_millis(200),
+            ..Limits::default()
+        };
+        let mut conn = Setup {
+            limits,
+            other_slots: 8, // 9 of 10 with this one: 90 %
+            ..Setup::default()
+        }
+        .start()
+        .await;
+        let slow = protocol::Hello {
+            interval_ms: 10_000,
+            ..hello()
+        };
+        conn.send(AgentFrame::Hello(slow)).await;
+        conn.welcomed().await;
+        let e = conn.error().await;
+        assert_eq!(e.code, ErrorCode::Limit, "{}", e.message);
+        assert!(
+            conn.end_reason()
+                .await
+                .starts_with("limit: the server is near")
+        );
+        conn.closed().await;
+    }
+
+    /// Proves that a connection whose partly received frame would go over the shared budget
+    /// is closed with `limit`.
+    #[actix_rt::test]
+    async fn a_partial_frame_beyond_the_shared_budget_is_refused() {
+        let limits = Limits {
+            max_buffered_bytes: 1024,
+            ..Limits::default()
+        };
+        let mut conn = Setup {
+            limits,
+            ..Setup::default()
+        }
+        .start()
+        .await;
+        conn.hello().await;
+        let partial = format!("{{\"type\":\"bye\",\"reason\":\"{}", "x".repeat(8 * 1024));
+        conn.agent
+            .get_mut()
+            .write_all(partial.as_bytes())
+            .await
+            .unwrap();
+        let e = conn.error().await;
+        assert_eq!(e.code, ErrorCode::Limit, "{}", e.message);
+        assert!(
+            e.message.contains("partly received frames"),
+            "{}",
+            e.message
+        );
+        conn.closed().await;
+    }
+
     /// Proves that without a store every sample is acknowledged on receipt and forwarded in
     /// order.
     #[actix_rt::test]
@@ -1009,6 +1228,42 @@ mod tests {
         assert_eq!(conn.recv("ack").await, ack(1));
         assert_eq!(conn.recv("ack").await, ack(2));
         conn.forwarded(&[1, 2]).await;
+    }
+
+    /// Proves that a sender beyond its burst (32 here, at 1 sample per 10 s interval) is
+    /// refused with `limit`: the samples before are acknowledged and forwarded, the refused
+    /// one and those after it neither.
+    #[actix_rt::test]
+    async fn a_sender_beyond_its_burst_is_refused_and_nothing_after_is_acknowledged() {
+        let mut conn = Setup {
+            limits: Limits {
+                samples_per_interval: 1,
+                sample_burst: 32,
+                ..Limits::default()
+            },
+            ..Setup::default()
+        }
+        .start()
+        .await;
+        let slow = protocol::Hello {
+            interval_ms: 10_000,
+            ..hello()
+        };
+        conn.send(AgentFrame::Hello(slow)).await;
+        conn.welcomed().await;
+        for seq in 1..=40 {
+            conn.send(metrics(seq, 5.0)).await;
+        }
+        for seq in 1..=32 {
+            assert_eq!(conn.recv("ack").await, ack(seq));
+        }
+        let e = conn.error().await;
+        assert_eq!(e.code, ErrorCode::Limit, "{}", e.message);
+        assert!(e.message.contains("sample 33 and later"), "{}", e.message);
+        let forwarded: Vec<u64> = (1..=32).collect();
+        conn.forwarded(&forwarded).await;
+        assert!(conn.end_reason().await.starts_with("error: sending faster"));
+        conn.closed().await;
     }
 
     /// Proves that with a store a sample is acknowledged only on `Durable`, never beyond what
@@ -1075,6 +1330,17 @@ mod tests {
         conn.hello().await;
         conn.session.send(Close::Replaced).await.unwrap();
         assert_eq!(conn.error().await.code, ErrorCode::Replaced);
+        conn.closed().await;
+    }
+
+    /// Proves that `Close::Displaced` (the id's home address took it back) tells the agent
+    /// with a `duplicate_id` error.
+    #[actix_rt::test]
+    async fn displaced_sends_a_duplicate_id_error() {
+        let mut conn = Setup::default().start().await;
+        conn.hello().await;
+        conn.session.send(Close::Displaced).await.unwrap();
+        assert_eq!(conn.error().await.code, ErrorCode::DuplicateId);
         conn.closed().await;
     }
 

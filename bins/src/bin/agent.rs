@@ -1,4 +1,5 @@
-//! `agent`: samples this machine's CPU and memory and streams them to a lanmon server.
+//! `agent`: samples this machine (CPU, memory, load, swap, filesystems, disk and network I/O,
+//! temperatures, optionally the top processes) and streams the samples to a lanmon server.
 
 use std::process::ExitCode;
 use std::time::Duration;
@@ -10,11 +11,14 @@ use lanmon::auth::token::JoinToken;
 use lanmon::config::AuthMode;
 use lanmon::discovery::DEFAULT_SURVEY;
 use lanmon::install::Role;
+use lanmon::metrics::{CollectConfig, Groups, Select};
 use lanmon_bins::{LogLevel, help_duration, init_logging, parse_duration};
 use tokio_util::sync::CancellationToken;
 
-/// lanmon agent: samples CPU (total and per core) and memory every interval and streams the
-/// samples to a lanmon server over one TCP connection.
+/// lanmon agent: samples this machine every interval (CPU total, per core and by mode,
+/// memory, load, swap, filesystems, disk and network I/O counters, temperatures and its own
+/// cost; the top processes on request) and streams the samples to a lanmon server over one
+/// TCP connection.
 ///
 /// Find the server with --host IP, or with --discover (listens for the server's UDP beacon:
 /// no address needed). It reconnects by itself (exponential backoff with jitter, capped at
@@ -156,6 +160,49 @@ struct RunArgs {
     #[arg(long, env = "LANMON_AUTH", default_value = "required",
           value_parser = lanmon_bins::one_of::<AuthMode>(["required", "off"]))]
     auth: AuthMode,
+
+    /// Metric groups to collect, comma-separated: cpu, memory, load, swap, fs, disk, net,
+    /// temp, self (the agent's own cost), or `all` (the default).
+    #[arg(long, env = "LANMON_COLLECT", value_parser = parse_groups, value_name = "GROUPS")]
+    collect: Option<Groups>,
+
+    /// Metric groups not to collect (taken out of --collect), e.g. `temp,self`.
+    #[arg(long, env = "LANMON_NO_COLLECT", value_parser = parse_groups, value_name = "GROUPS")]
+    no_collect: Option<Groups>,
+
+    /// Filesystem types to report: `default` (real filesystems: no tmpfs, overlay, proc,
+    /// squashfs, …, and no network filesystems, whose statvfs can hang), `all`, or patterns
+    /// (`ext4,xfs,nfs*`).
+    #[arg(long, env = "LANMON_FS_TYPES", value_parser = parse_select, default_value = "default",
+          value_name = "TYPES")]
+    fs_types: Select,
+
+    /// Block devices to report disk I/O for: `default` (whole disks; no partitions, loop,
+    /// ram, zram or dm-* devices), `all`, or patterns (`sd?,nvme0n1`).
+    #[arg(long, env = "LANMON_DISK_DEVICES", value_parser = parse_select,
+          default_value = "default", value_name = "DEVICES")]
+    disk_devices: Select,
+
+    /// Network interfaces to report: `default` (all but lo and virtual ones: veth, docker,
+    /// bridges, taps, …), `all`, or patterns (`eth*,wlan0`).
+    #[arg(long, env = "LANMON_NET_INTERFACES", value_parser = parse_select,
+          default_value = "default", value_name = "INTERFACES")]
+    net_interfaces: Select,
+
+    /// Also send the N processes using the most CPU and the N using the most memory (name,
+    /// pid, CPU %, RSS); 0 (the default) sends none. At most 16. Costs about one file read
+    /// per process per sample.
+    #[arg(long, env = "LANMON_PROCESSES", default_value_t = CollectConfig::DEFAULT_PROCESSES,
+          value_name = "N")]
+    processes: usize,
+}
+
+fn parse_groups(s: &str) -> Result<Groups, String> {
+    s.parse()
+}
+
+fn parse_select(s: &str) -> Result<Select, String> {
+    s.parse()
 }
 
 /// `--join`: the token's own error says what is wrong (typo, truncated, other version).
@@ -236,6 +283,15 @@ impl RunArgs {
                 timeout: self.discover_timeout,
             },
         };
+        let collect = CollectConfig::from_flags(
+            self.collect,
+            self.no_collect,
+            self.fs_types,
+            self.disk_devices,
+            self.net_interfaces,
+            self.processes,
+        )
+        .map_err(lanmon::config::ConfigError::Collect)?;
         AgentConfig {
             interval: self.interval,
             buffer: self.buffer,
@@ -245,6 +301,7 @@ impl RunArgs {
                     .unwrap_or_else(lanmon::auth::keys::default_state_dir),
             ),
             join: self.join,
+            collect,
             ..AgentConfig::new(target, self.name, self.id)
         }
         .validate()
@@ -317,7 +374,8 @@ mod tests {
     fn every_flag_has_help_and_env() {
         let cmd = Cli::command();
         cmd.clone().debug_assert();
-        // `discover`'s flags; `install`'s trailing arguments are the agent's own flags again.
+        // `install` / `uninstall` take the agent's own flags through (or their own
+        // one-shot options, which have no environment variable on purpose).
         let discover = cmd
             .get_subcommands()
             .filter(|sub| sub.get_name() == "discover")

@@ -8,7 +8,7 @@ use std::time::Duration;
 use clap::builder::BoolishValueParser;
 use clap::{ArgAction, CommandFactory, Parser, Subcommand};
 use lanmon::auth::enroll::Policy;
-use lanmon::config::{AuthMode, ConfigError, Limits};
+use lanmon::config::{AuthMode, ConfigError, Limits, MAX_BUFFERED_BYTES, PRESSURE_IDLE_TIMEOUT};
 use lanmon::discovery::DEFAULT_DISCOVERY_PORT;
 use lanmon::install::Role;
 use lanmon::install::download::Offer;
@@ -117,6 +117,17 @@ struct Cli {
           conflicts_with = "no_http")]
     http: SocketAddr,
 
+    /// A host name the HTTP side answers for (repeatable), besides IP addresses, `localhost`
+    /// and this machine's host name: e.g. the DNS name browsers and Prometheus use for this
+    /// server. Requests naming any other host get 421 (a guard against DNS rebinding).
+    #[arg(
+        long = "http-host",
+        env = "LANMON_HTTP_HOST",
+        value_delimiter = ',',
+        value_name = "NAME"
+    )]
+    http_hosts: Vec<String>,
+
     /// Do not serve HTTP (no API, no /metrics, no dashboard).
     #[arg(long, env = "LANMON_NO_HTTP", value_parser = BoolishValueParser::new(), action = ArgAction::SetTrue)]
     no_http: bool,
@@ -212,6 +223,21 @@ struct Cli {
           value_name = "N", value_parser = clap::value_parser!(u32).range(idle_intervals_range()))]
     idle_intervals: u32,
 
+    /// Samples one agent (id, from one address) may send per interval it announced,
+    /// sustained, beyond its --sample-burst: a faster sender's connection is closed (code
+    /// `limit`) and nothing from that sample on is acknowledged, so it loses nothing. 0: no
+    /// limit.
+    #[arg(long, env = "LANMON_MAX_SAMPLES_PER_INTERVAL", default_value_t = Limits::DEFAULT_SAMPLES_PER_INTERVAL,
+          value_name = "N")]
+    max_samples_per_interval: u32,
+
+    /// Samples one agent (id, from one address) may send at once beyond its rate, e.g.
+    /// replaying what it kept while the server was away (at least 32; reconnecting does not
+    /// refill it).
+    #[arg(long, env = "LANMON_SAMPLE_BURST", default_value_t = Limits::DEFAULT_SAMPLE_BURST,
+          value_name = "SAMPLES")]
+    sample_burst: u32,
+
     /// Alert rules file (TOML; see the README's "Alerts"). Checked at start: the server exits
     /// naming the line and key of each problem. SIGHUP reads it again (a file with problems
     /// is refused and the previous rules stay). It overrides the --alert-* flags.
@@ -300,6 +326,19 @@ struct Cli {
     /// `server install` and the .deb put it, else `agent` in that directory).
     #[arg(long, env = "LANMON_AGENT_BINARY", value_name = "PATH")]
     agent_binary: Option<PathBuf>,
+
+    /// While at least 90 % of --max-connections are in use, close connections that sent
+    /// nothing for this long (code `limit`), whatever their agent's interval, to make room.
+    #[arg(long, env = "LANMON_PRESSURE_IDLE_TIMEOUT", value_parser = parse_duration,
+          default_value = humantime::format_duration(PRESSURE_IDLE_TIMEOUT).to_string(),
+          value_name = "DURATION")]
+    pressure_idle_timeout: Duration,
+
+    /// Most bytes of partly received frames held across all connections (beyond 4 KiB per
+    /// connection); a connection that would go over it is closed (code `limit`).
+    #[arg(long, env = "LANMON_MAX_BUFFERED_BYTES", default_value_t = MAX_BUFFERED_BYTES,
+          value_name = "BYTES")]
+    max_buffered_bytes: usize,
 
     /// Log verbosity on stderr (RUST_LOG, if set, overrides it).
     #[arg(long, env = "LANMON_LOG_LEVEL", value_enum, default_value_t = LogLevel::Info)]
@@ -591,6 +630,7 @@ impl Cli {
         config.http = (!self.no_http).then(|| HttpConfig {
             per_core_metrics: !self.no_per_core_metrics,
             agent: Some(Offer::locate(agent_binary.as_deref())),
+            hosts: self.http_hosts,
             ..HttpConfig::new(self.http)
         });
         let data_dir = self.data_dir.unwrap_or_else(store::default_data_dir);
@@ -603,7 +643,7 @@ impl Cli {
                 Policy::Manual
             },
         };
-        config.store = (!self.no_store).then(|| StoreConfig {
+        config.store = (!self.no_store).then_some(StoreConfig {
             data_dir,
             retention: Retention {
                 raw: self.retention_raw,
@@ -619,6 +659,10 @@ impl Cli {
             max_connections_per_ip: self.max_connections_per_ip,
             hello_timeout: self.hello_timeout,
             idle_intervals: self.idle_intervals,
+            pressure_idle_timeout: self.pressure_idle_timeout,
+            max_buffered_bytes: self.max_buffered_bytes,
+            samples_per_interval: self.max_samples_per_interval,
+            sample_burst: self.sample_burst,
         };
         config.beacon = if self.no_beacon {
             None

@@ -31,6 +31,7 @@ fn source(i: u32) -> FakeSource {
                 free: GIB / 2,
                 available: Some(16 * GIB - used),
             }),
+            ..lanmon::metrics::Reading::default()
         },
     )
 }

@@ -219,12 +219,14 @@ fn capture_beacon(udp_port: u16) -> Vec<u8> {
     }
 }
 
+/// Per connection: (agent → server bytes, server → agent bytes).
+type Records = Arc<Mutex<Vec<(Vec<u8>, Vec<u8>)>>>;
+
 /// A TCP proxy on 127.0.0.1 that records both directions of every connection and can flip a
 /// bit of what the agent sends on one connection.
 struct Proxy {
     port: u16,
-    /// Per connection: (agent → server bytes, server → agent bytes).
-    records: Arc<Mutex<Vec<(Vec<u8>, Vec<u8>)>>>,
+    records: Records,
 }
 
 impl Proxy {

@@ -41,7 +41,7 @@ pub fn hello(run: &str) -> Hello {
         name: "one".into(),
         hostname: "one".into(),
         os: "test".into(),
-        cores: 1,
+        cores: 2,
         agent_version: "0".into(),
         interval_ms: 1000,
     }
@@ -57,6 +57,7 @@ pub fn metrics(seq: u64, ts_ms: u64, cpu: f32) -> Metrics {
             per_core: vec![cpu, 100.0 - cpu],
         }),
         memory: None,
+        ..Metrics::default()
     }
 }
 

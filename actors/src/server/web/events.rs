@@ -10,8 +10,11 @@
 //! count, and a slow browser can never hold up the server: when its queue
 //! ([`CLIENT_QUEUE_EVENTS`]) is full its event is skipped (it gets the next, newer one), and
 //! after [`MAX_SKIPPED_EVENTS`] skips in a row its stream is closed (the browser's
-//! `EventSource` reconnects by itself). At most [`MAX_EVENT_CLIENTS`] browsers at once.
+//! `EventSource` reconnects by itself). At most [`MAX_EVENT_CLIENTS`] browsers at once, and
+//! at most [`MAX_EVENT_CLIENTS_PER_IP`] from one address, so that one client cannot take
+//! every slot and leave the dashboard dead for everyone else.
 
+use std::net::IpAddr;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -29,22 +32,32 @@ pub const CLIENT_QUEUE_EVENTS: usize = 4;
 pub const MAX_SKIPPED_EVENTS: u32 = 10;
 /// Most browsers subscribed at once; more are refused (HTTP 503).
 pub const MAX_EVENT_CLIENTS: usize = 256;
+/// Most browsers subscribed at once from one IP address (a few tabs of a few people behind
+/// one NAT); more from that address are refused (HTTP 503).
+pub const MAX_EVENT_CLIENTS_PER_IP: usize = 8;
 /// Sent first on every stream: how long the browser waits before reconnecting (ms).
 const RETRY_PREAMBLE: &[u8] = b"retry: 2000\n\n";
 
 /// One browser's stream: the receiving end of its bounded queue of encoded events.
 pub type EventStream = mpsc::Receiver<Bytes>;
 
-/// Subscribes a browser. The first event (the latest snapshot, when fresh) comes at once.
+/// Subscribes a browser at `ip`. The first event (the latest snapshot, when fresh) comes at
+/// once.
 #[derive(Message)]
 #[rtype(result = "Result<EventStream, Refused>")]
-pub struct Subscribe;
+pub struct Subscribe {
+    pub ip: IpAddr,
+}
 
 /// Why a subscription was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refused {
     #[error("too many dashboard connections (at most {MAX_EVENT_CLIENTS})")]
     TooMany,
+    #[error(
+        "too many dashboard connections from this address (at most {MAX_EVENT_CLIENTS_PER_IP}); close a tab"
+    )]
+    TooManyFromIp,
     #[error("the server is shutting down")]
     Stopped,
 }
@@ -62,6 +75,7 @@ pub struct Clients;
 
 struct Client {
     tx: mpsc::Sender<Bytes>,
+    ip: IpAddr,
     /// Ticks in a row whose event did not fit in the queue.
     skipped: u32,
 }
@@ -165,13 +179,16 @@ impl Actor for Broadcaster {
 impl Handler<Subscribe> for Broadcaster {
     type Result = Result<EventStream, Refused>;
 
-    fn handle(&mut self, _: Subscribe, ctx: &mut Self::Context) -> Self::Result {
+    fn handle(&mut self, msg: Subscribe, ctx: &mut Self::Context) -> Self::Result {
         if self.stopped {
             return Err(Refused::Stopped);
         }
         self.clients.retain(|c| !c.tx.is_closed());
         if self.clients.len() >= MAX_EVENT_CLIENTS {
             return Err(Refused::TooMany);
+        }
+        if self.clients.iter().filter(|c| c.ip == msg.ip).count() >= MAX_EVENT_CLIENTS_PER_IP {
+            return Err(Refused::TooManyFromIp);
         }
         // Room for the preamble, the latest event and the next ticks' events.
         let (tx, rx) = mpsc::channel(CLIENT_QUEUE_EVENTS + 2);
@@ -183,7 +200,11 @@ impl Handler<Subscribe> for Broadcaster {
             // Nothing recent (nobody was listening): fetch one now rather than at the next tick.
             _ => ctx.notify(Tick),
         }
-        self.clients.push(Client { tx, skipped: 0 });
+        self.clients.push(Client {
+            tx,
+            ip: msg.ip,
+            skipped: 0,
+        });
         Ok(rx)
     }
 }
@@ -263,6 +284,36 @@ mod tests {
     }
 
     const TICK: Duration = Duration::from_millis(20);
+    const IP_A: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 1));
+    const IP_B: IpAddr = IpAddr::V4(std::net::Ipv4Addr::new(10, 0, 0, 2));
+
+    /// Proves: one address gets at most [`MAX_EVENT_CLIENTS_PER_IP`] streams, another address
+    /// still gets one, and a closed stream frees its address's slot.
+    #[actix_rt::test]
+    async fn one_address_cannot_take_every_slot() {
+        let fake = FakeRegistry {
+            asked: Arc::new(AtomicU64::new(0)),
+        }
+        .start();
+        let broadcaster = Broadcaster::new(fake.recipient(), TICK).start();
+        let mut held = Vec::new();
+        for _ in 0..MAX_EVENT_CLIENTS_PER_IP {
+            match broadcaster.send(Subscribe { ip: IP_A }).await {
+                Ok(Ok(rx)) => held.push(rx),
+                other => panic!("subscribe refused: {other:?}"),
+            }
+        }
+        let refused = broadcaster.send(Subscribe { ip: IP_A }).await;
+        assert!(
+            matches!(refused, Ok(Err(Refused::TooManyFromIp))),
+            "{refused:?}"
+        );
+        let other = broadcaster.send(Subscribe { ip: IP_B }).await;
+        assert!(matches!(other, Ok(Ok(_))), "another address: {other:?}");
+        drop(held.pop());
+        let again = broadcaster.send(Subscribe { ip: IP_A }).await;
+        assert!(matches!(again, Ok(Ok(_))), "after one closed: {again:?}");
+    }
 
     /// Proves: nobody listening means no snapshot requests; one request per tick serves every
     /// browser; a browser that never reads is disconnected while a reading one keeps getting
@@ -282,10 +333,10 @@ mod tests {
             "asked with nobody listening"
         );
 
-        let Ok(Ok(mut fast)) = broadcaster.send(Subscribe).await else {
+        let Ok(Ok(mut fast)) = broadcaster.send(Subscribe { ip: IP_A }).await else {
             panic!("subscribe refused");
         };
-        let Ok(Ok(slow)) = broadcaster.send(Subscribe).await else {
+        let Ok(Ok(slow)) = broadcaster.send(Subscribe { ip: IP_A }).await else {
             panic!("subscribe refused");
         };
         assert_eq!(fast.recv().await.as_deref(), Some(RETRY_PREAMBLE));
@@ -317,7 +368,11 @@ mod tests {
         .await;
         assert!(end.is_ok(), "stream not ended by Stop");
         assert_eq!(
-            broadcaster.send(Subscribe).await.ok().and_then(|r| r.err()),
+            broadcaster
+                .send(Subscribe { ip: IP_A })
+                .await
+                .ok()
+                .and_then(|r| r.err()),
             Some(Refused::Stopped)
         );
     }

@@ -160,6 +160,7 @@ pub fn sample_values(rng: &mut XorShift, cores: u32, seq: u64, ts_ms: u64) -> Me
             free: available / 3,
             available: Some(available),
         }),
+        ..Metrics::default()
     }
 }
 

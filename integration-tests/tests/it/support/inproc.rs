@@ -278,6 +278,7 @@ fn agent_config(server: &Server, name: &str, interval: Duration) -> AgentConfig 
         },
         state_dir: None,
         join,
+        collect: Default::default(),
     }
 }
 
