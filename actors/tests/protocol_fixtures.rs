@@ -411,7 +411,7 @@ fn server_welcome() -> TestResult {
 #[test]
 fn server_welcome_clock() -> TestResult {
     let frame = ServerFrame::Welcome(Welcome {
-        proto: PROTOCOL_VERSION,
+        proto: PROTOCOL_V1,
         server_id: "9d8c7b6a-5f4e-4d3c-2b1a-0f9e8d7c6b5a".into(),
         server_name: "lanmon-server".into(),
         server_version: "0.1.0".into(),

@@ -245,12 +245,14 @@ fn slow_history_readers_hold_bounded_memory() {
     );
     let before = rss_kib(&server);
     let mut peak = before;
+    let login = server.login();
     let clients: Vec<TcpStream> = (0..SLOW_CLIENTS)
         .map(|_| {
             let mut s = TcpStream::connect(server.http_addr())
                 .unwrap_or_else(|e| panic!("cannot connect: {e}"));
             let request = format!(
-                "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+                "GET {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {login}\r\n\
+                 Connection: close\r\n\r\n",
                 server.http_addr()
             );
             s.write_all(request.as_bytes())
