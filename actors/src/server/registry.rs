@@ -11,7 +11,7 @@
 //! Sends to Sessions: [`Close`] (when a newer connection takes over an agent id, and on
 //! shutdown) and, with a store, [`Durable`] (what may be acknowledged), through the recipients
 //! each Session gave in [`Connect`]; to the Store, through a [`StoreLink`]: [`store::Attach`]
-//! and [`store::Append`] (every sample that is not a duplicate).
+//! and [`store::Append`] (every sample that is not a duplicate, with the rates its view gave).
 //!
 //! The messages it exchanges with Sessions both ways live in [`crate::server::messages`]; the
 //! ones anyone sends to it alone live here. It names no other actor: Sessions are recipients,
@@ -46,7 +46,7 @@ use crate::config::{
     HOME_MOVES_AFTER, MAX_AGENTS, OFFLINE_RETENTION, PRUNE_EVERY, STALE_AFTER_INTERVALS,
 };
 use crate::protocol::{self, Cpu, Memory, Metrics};
-use crate::server::history::{Bucket, History, series};
+use crate::server::history::{Bucket, History, Point, series};
 use crate::server::host::HostState;
 use crate::server::messages::{
     Close, Connect, Disconnect, Durable, Hello, Sample, Samples, SessionId,
@@ -666,9 +666,7 @@ impl Registry {
             entry.host.clock(&entry.hello, clock);
         }
         let m = &metrics;
-        let mem_used = m.memory.map(|mem| mem.used);
-        let cpu_total = m.cpu.as_ref().map(|c| c.total);
-        if entry.history.record(m.seq, m.ts_ms, cpu_total, mem_used) {
+        if entry.history.record_point(Point::of(m)) {
             let now = Instant::now();
             entry.latest_at = Some(now);
             let ip = entry.peer.ip();
@@ -687,19 +685,28 @@ impl Registry {
                 }
                 Some(_) => {}
             }
-            if let Some(store) = &self.store {
+            // The store gets the whole sample, with the rates of the view made from it.
+            let whole = self.store.as_ref().map(|_| metrics.clone());
+            // A replayed older sample fills the history but is not the latest reading (and
+            // has no rates: the view is of the newest sample).
+            let newest = metrics.seq == entry.history.highest();
+            let mut rates = store::Rates::default();
+            if newest {
+                entry.host.update(&entry.hello, &mut metrics);
+                if let Some(view) = entry.host.view() {
+                    rates = store::Rates::of(&view);
+                }
+                entry.latest = Some(metrics);
+            }
+            if let (Some(store), Some(metrics)) = (&self.store, whole) {
                 store.append.do_send(store::Append {
                     agent_id: id.clone(),
                     run_id: entry.hello.run_id.clone(),
-                    metrics: metrics.clone(),
+                    metrics,
+                    rates,
                 });
             }
-            // A replayed older sample fills the history but is not the latest reading.
-            if m.seq == entry.history.highest() {
-                entry.host.update(&entry.hello, &mut metrics);
-                entry.latest = Some(metrics);
-            }
-        } else if self.store.is_some() && m.seq <= entry.durable {
+        } else if self.store.is_some() && metrics.seq <= entry.durable {
             // A repeat of a sample already on disk: acknowledge it now (one still waiting for
             // its commit is acknowledged by that commit).
             let entry = &self.agents[id];
@@ -1338,6 +1345,119 @@ mod tests {
             store.next("append").await,
             append,
             "the replayed 4 is not stored"
+        );
+    }
+
+    /// A sample at `seq` seconds with the whole machine: load 0.5, `/` half full, and network
+    /// and disk counters at `counter` bytes.
+    fn host_sample(seq: u64, counter: u64) -> Metrics {
+        Metrics {
+            load: Some(protocol::Load {
+                load1: 0.5,
+                load5: 0.5,
+                load15: 0.5,
+                running: None,
+                threads: None,
+                procs: None,
+            }),
+            filesystems: Some(vec![protocol::Filesystem {
+                mount: "/".into(),
+                fs_type: "ext4".into(),
+                device: "/dev/sda1".into(),
+                size_bytes: 1000,
+                used_bytes: 500,
+                avail_bytes: 500,
+                inodes: 0,
+                inodes_used: 0,
+            }]),
+            net: Some(vec![protocol::NetInterface {
+                interface: "eth0".into(),
+                rx_bytes: counter,
+                tx_bytes: counter / 2,
+                rx_packets: 0,
+                tx_packets: 0,
+                rx_errs: 0,
+                tx_errs: 0,
+                rx_drops: 0,
+                tx_drops: 0,
+            }]),
+            disks: Some(vec![protocol::Disk {
+                device: "sda".into(),
+                read_bytes: counter,
+                written_bytes: 0,
+                reads: 0,
+                writes: 0,
+                io_ms: 0,
+            }]),
+            ..sample(seq)
+        }
+    }
+
+    /// What a Store probe records of each Append: its seq, its rates, and whether the whole
+    /// sample (not only CPU and memory) came with it.
+    #[derive(Debug, PartialEq)]
+    enum Stored {
+        Attach,
+        Append(u64, store::Rates, bool),
+    }
+
+    impl From<store::Attach> for Stored {
+        fn from(_: store::Attach) -> Self {
+            Stored::Attach
+        }
+    }
+
+    impl From<store::Append> for Stored {
+        fn from(a: store::Append) -> Self {
+            let whole = a.metrics.net.is_some() && a.metrics.filesystems.is_some();
+            Stored::Append(a.metrics.seq, a.rates, whole)
+        }
+    }
+
+    /// Proves that each Append carries the whole sample and the rates of the view made from
+    /// it (since the agent's previous sample: none for the first), and that a replayed older
+    /// sample, which makes no view, carries none.
+    #[actix_rt::test]
+    async fn appends_carry_the_whole_sample_and_its_rates() {
+        let (store, mut stored) = probe::start::<Stored>();
+        let health = Arc::new(store::StoreHealth::default());
+        let registry =
+            Registry::with_store(server(), 100, StoreLink::to(&store), health, Vec::new()).start();
+        let (_s, _) = session(&registry, 1, "a", "r1").await;
+        let send = |seqs: &[(u64, u64)]| {
+            let samples = seqs.iter().map(|&(seq, c)| host_sample(seq, c)).collect();
+            registry.send(Samples {
+                session: 1,
+                samples,
+            })
+        };
+        // 1 s apart: 1000 bytes per second; seq 3 is lost, then arrives late.
+        send(&[(1, 10_000), (2, 11_000), (4, 14_000)])
+            .await
+            .unwrap();
+        send(&[(3, 12_000)]).await.unwrap();
+        assert_eq!(stored.next("attach").await, Stored::Attach);
+        let none = store::Rates::default();
+        assert_eq!(stored.next("1").await, Stored::Append(1, none, true));
+        let rates = |v: f64| store::Rates {
+            net_rx: Some(v),
+            net_tx: Some(v / 2.0),
+            disk_read: Some(v),
+            disk_write: Some(0.0),
+        };
+        assert_eq!(
+            stored.next("2").await,
+            Stored::Append(2, rates(1000.0), true)
+        );
+        assert_eq!(
+            stored.next("4").await,
+            Stored::Append(4, rates(1500.0), true),
+            "over the two seconds since seq 2"
+        );
+        assert_eq!(
+            stored.next("3").await,
+            Stored::Append(3, none, true),
+            "a late sample has no rates"
         );
     }
 }

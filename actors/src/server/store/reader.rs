@@ -8,7 +8,7 @@ use std::time::Duration;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::error::{Result, StoreError};
-use super::rows::{self, RollupRow, SampleRow, i64_of, u64_of};
+use super::rows::{self, MountRow, RollupRow, SampleRow, i64_of, u64_of};
 use super::tier::{Retention, Tier, choose_tier};
 use super::{DB_FILE, StoreConfig};
 use crate::server::series::{Agg, Bucket, rebucket};
@@ -32,6 +32,9 @@ impl std::fmt::Debug for Reader {
 pub struct Series {
     pub tier: Tier,
     pub points: Vec<Bucket>,
+    /// The mount points of the agent's filesystems with a history: a point's `fs[i]` is
+    /// `filesystems[i]`'s.
+    pub filesystems: Vec<String>,
 }
 
 /// The raw tier over a range: `raw`, and the last seconds still in `raw_log` (skipping a
@@ -61,6 +64,33 @@ static ROLLUP_RANGE: LazyLock<HashMap<Tier, String>> = LazyLock::new(|| {
             (tier, sql)
         })
         .collect()
+});
+
+/// `agent`'s filesystems with a history, by slot (a slot never written reads as "").
+fn mounts(conn: &Connection, agent: i64) -> Result<Vec<String>> {
+    let mut q = conn.prepare_cached(&MOUNTS)?;
+    let mut out: Vec<String> = Vec::new();
+    for row in q.query_map([agent], MountRow::from_row)? {
+        let row = row?;
+        let Ok(slot) = usize::try_from(row.slot) else {
+            continue;
+        };
+        if slot < super::MAX_FS_HISTORY {
+            if out.len() <= slot {
+                out.resize(slot + 1, String::new());
+            }
+            out[slot] = row.mount;
+        }
+    }
+    Ok(out)
+}
+
+/// An agent's filesystems with a history.
+static MOUNTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM mounts WHERE agent = ?1 ORDER BY slot",
+        rows::list(MountRow::columns())
+    )
 });
 
 impl Reader {
@@ -128,6 +158,7 @@ impl Reader {
         Ok(Some(Series {
             tier,
             points: rebucket(rows, from_ms, to_ms, step_ms),
+            filesystems: mounts(&conn, agent)?,
         }))
     }
 }

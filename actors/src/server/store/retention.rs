@@ -120,7 +120,7 @@ fn delete_before(conn: &Connection, tier: Tier, agent: i64, horizon: i64) -> Res
 #[cfg(test)]
 mod tests {
     use super::super::testkit::*;
-    use super::super::{Append, Op, Retention, Store};
+    use super::super::{Append, Op, Rates, Retention, Store};
     use super::*;
 
     const H: u64 = 3_600_000;
@@ -143,6 +143,7 @@ mod tests {
                 run_id: "r1".into(),
                 // `old` samples an hour back, then 10 recent ones.
                 metrics: metrics(seq, if seq <= old { seq } else { 2 * H + seq }, 1.0),
+                rates: Rates::default(),
             }));
         }
         commit_all(&mut store);

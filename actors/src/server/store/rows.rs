@@ -13,15 +13,16 @@
 //! Adding a column: a migration, a field here, and then whatever the compiler points at (the
 //! functions that build a row from a sample or an [`Agg`], and back).
 //!
-//! Also here: the per-core blob formats of the `cores` columns, and the saturating conversions
+//! Also here: the blob formats of the `cores` and `fs` columns, and the saturating conversions
 //! between the wire's `u64` and SQLite's `i64`.
 
 use std::sync::LazyLock;
 
 use rusqlite::{Row, Statement};
 
-use crate::protocol::Metrics;
-use crate::server::series::{Agg, MinMax};
+use super::Rates;
+use crate::protocol::{Filesystem, Metrics};
+use crate::server::series::{Agg, FsAgg, MinMax};
 
 /// A value that fills one or more columns of a row.
 pub(super) trait Columns: Sized {
@@ -177,6 +178,21 @@ table_row! {
         mem: Option<i64>,
         /// Per-core CPU usage ([`encode_cores`]).
         cores: Option<Vec<u8>>,
+        /// 1-minute load average, in hundredths (as `/proc/loadavg` has it).
+        load1_x100: Option<i64>,
+        /// Swap used, bytes.
+        swap: Option<i64>,
+        /// Use of the fullest filesystem, hundredths of a percent.
+        fs_pct_x100: Option<i64>,
+        /// Network bytes per second received / sent, every interface together (rounded;
+        /// the Registry's rates since the agent's previous sample).
+        net_rx: Option<i64>,
+        net_tx: Option<i64>,
+        /// Disk bytes per second read / written, every device together (rounded).
+        disk_read: Option<i64>,
+        disk_write: Option<i64>,
+        /// Each filesystem's use ([`push_fs`]).
+        fs: Option<Vec<u8>>,
     }
 }
 
@@ -193,6 +209,20 @@ table_row! {
         mem: Option<MinMax>,
         /// Per-core rollups ([`encode_core_aggs`]).
         cores: Option<Vec<u8>>,
+        /// The 1-minute load, in hundredths ([`to_hundredths`]: whole numbers, which SQLite stores
+        /// as integers of 1 to 4 bytes instead of 8-byte REALs).
+        load1_x100: Option<MinMax>,
+        /// Swap used, bytes.
+        swap: Option<MinMax>,
+        /// The fullest filesystem, hundredths of a percent ([`to_hundredths`]).
+        fs_pct_x100: Option<MinMax>,
+        /// Bytes per second (whole numbers: the raw rates are rounded).
+        net_rx: Option<MinMax>,
+        net_tx: Option<MinMax>,
+        disk_read: Option<MinMax>,
+        disk_write: Option<MinMax>,
+        /// Per-filesystem rollups ([`encode_fs_aggs`]).
+        fs: Option<Vec<u8>>,
     }
 }
 
@@ -218,6 +248,20 @@ table_row! {
 }
 
 table_row! {
+    /// One filesystem of an agent (`mounts`): the slot its readings have in the `fs` blobs.
+    /// At most [`MAX_FS_HISTORY`](super::MAX_FS_HISTORY) per agent, the first ones seen.
+    #[derive(Debug, Clone, PartialEq)]
+    #[allow(dead_code)]
+    struct MountRow {
+        agent: i64,
+        /// 0, 1, … in the order the agent's filesystems were first seen.
+        slot: i64,
+        /// The mount point.
+        mount: String,
+    }
+}
+
+table_row! {
     /// One run of an agent (`runs`): the short key the sample tables use for it.
     #[derive(Debug, Clone, PartialEq)]
     #[allow(dead_code)]
@@ -229,8 +273,15 @@ table_row! {
 }
 
 impl SampleRow {
-    /// Sample `m` of agent `agent`'s run `run`, as stored.
-    pub(super) fn of(agent: i64, run: i64, m: &Metrics) -> Self {
+    /// Sample `m` of agent `agent`'s run `run`, as stored, with the `rates` the Registry
+    /// derived for it and its filesystems' blob (`fs`, [`push_fs`]: it needs the slots).
+    pub(super) fn of(
+        agent: i64,
+        run: i64,
+        m: &Metrics,
+        rates: &Rates,
+        fs: Option<Vec<u8>>,
+    ) -> Self {
         SampleRow {
             agent,
             ts_ms: i64_of(m.ts_ms),
@@ -239,6 +290,18 @@ impl SampleRow {
             cpu: m.cpu.as_ref().map(|c| f64::from(c.total)),
             mem: m.memory.map(|mem| i64_of(mem.used)),
             cores: m.cpu.as_ref().map(|c| encode_cores(&c.per_core)),
+            load1_x100: m.load.map(|l| hundredths(f64::from(l.load1))),
+            swap: m.swap.map(|s| i64_of(s.used_bytes)),
+            fs_pct_x100: m
+                .filesystems
+                .as_deref()
+                .and_then(fullest_pct)
+                .map(hundredths),
+            net_rx: rates.net_rx.map(rounded),
+            net_tx: rates.net_tx.map(rounded),
+            disk_read: rates.disk_read.map(rounded),
+            disk_write: rates.disk_write.map(rounded),
+            fs,
         }
     }
 
@@ -254,6 +317,14 @@ impl SampleRow {
                 .as_deref()
                 .map(|blob| decode_cores(blob).map(|v| Some(MinMax::one(v))).collect())
                 .unwrap_or_default(),
+            load1: self.load1_x100.map(|v| MinMax::one(v as f64 / 100.0)),
+            swap: self.swap.map(|v| MinMax::one(v as f64)),
+            fs_pct: self.fs_pct_x100.map(|v| MinMax::one(v as f64 / 100.0)),
+            net_rx: self.net_rx.map(|v| MinMax::one(v as f64)),
+            net_tx: self.net_tx.map(|v| MinMax::one(v as f64)),
+            disk_read: self.disk_read.map(|v| MinMax::one(v as f64)),
+            disk_write: self.disk_write.map(|v| MinMax::one(v as f64)),
+            fs: self.fs.as_deref().map(decode_fs).unwrap_or_default(),
         }
     }
 }
@@ -268,6 +339,14 @@ impl RollupRow {
             cpu: agg.cpu,
             mem: agg.mem,
             cores: encode_core_aggs(&agg.cores),
+            load1_x100: to_hundredths(agg.load1),
+            swap: agg.swap,
+            fs_pct_x100: to_hundredths(agg.fs_pct),
+            net_rx: agg.net_rx,
+            net_tx: agg.net_tx,
+            disk_read: agg.disk_read,
+            disk_write: agg.disk_write,
+            fs: encode_fs_aggs(&agg.fs),
         }
     }
 
@@ -282,6 +361,14 @@ impl RollupRow {
                 .as_deref()
                 .map(decode_core_aggs)
                 .unwrap_or_default(),
+            load1: from_hundredths(self.load1_x100),
+            swap: self.swap,
+            fs_pct: from_hundredths(self.fs_pct_x100),
+            net_rx: self.net_rx,
+            net_tx: self.net_tx,
+            disk_read: self.disk_read,
+            disk_write: self.disk_write,
+            fs: self.fs.as_deref().map(decode_fs_aggs).unwrap_or_default(),
         }
     }
 }
@@ -364,6 +451,121 @@ fn decode_core_aggs(blob: &[u8]) -> Vec<Option<MinMax>> {
         .collect()
 }
 
+/// A rollup in hundredths, rounded to whole numbers (sums and extremes of raw values in
+/// hundredths are whole numbers; the rounding only undoes float error).
+fn to_hundredths(m: Option<MinMax>) -> Option<MinMax> {
+    let f = |v: f64| (v * 100.0).round();
+    m.map(|m| MinMax {
+        n: m.n,
+        sum: f(m.sum),
+        min: f(m.min),
+        max: f(m.max),
+    })
+}
+
+/// A rollup in hundredths back in plain units.
+fn from_hundredths(m: Option<MinMax>) -> Option<MinMax> {
+    m.map(|m| MinMax {
+        n: m.n,
+        sum: m.sum / 100.0,
+        min: m.min / 100.0,
+        max: m.max / 100.0,
+    })
+}
+
+/// A value in hundredths, as stored (load, percentages).
+fn hundredths(v: f64) -> i64 {
+    rounded(v * 100.0)
+}
+
+/// A rate or reading rounded to a whole number (saturating; NaN is 0).
+fn rounded(v: f64) -> i64 {
+    // `as` saturates and maps NaN to 0; the values are finite and far below 2^63.
+    v.round() as i64
+}
+
+/// The use of the fullest filesystem among `fs`, percent (`df`'s Use%).
+fn fullest_pct(fs: &[Filesystem]) -> Option<f64> {
+    fs.iter()
+        .filter(|f| f.size_bytes > 0)
+        .map(crate::snapshot::used_pct)
+        .max_by(f64::total_cmp)
+}
+
+/// Bytes per filesystem in `raw.fs`: `u8 slot, u16 used hundredths of a percent, f32 used
+/// bytes` (little-endian).
+const FS_BYTES: usize = 7;
+
+/// Appends filesystem `f`'s reading, in slot `slot`, to a `raw.fs` blob.
+pub(super) fn push_fs(blob: &mut Vec<u8>, slot: u8, f: &Filesystem) {
+    blob.push(slot);
+    let pct = (crate::snapshot::used_pct(f).clamp(0.0, 100.0) * 100.0).round() as u16;
+    blob.extend_from_slice(&pct.to_le_bytes());
+    blob.extend_from_slice(&(f.used_bytes as f32).to_le_bytes());
+}
+
+fn decode_fs(blob: &[u8]) -> Vec<Option<FsAgg>> {
+    Agg::default()
+        .with_fs(blob.chunks_exact(FS_BYTES).map(|c| {
+            let pct = f64::from(u16::from_le_bytes([c[1], c[2]])) / 100.0;
+            let used = f64::from(f32::from_le_bytes([c[3], c[4], c[5], c[6]]));
+            (usize::from(c[0]), pct, used)
+        }))
+        .fs
+}
+
+/// Bytes per filesystem in a rollup's `fs` blob: `u8 slot, u32 n`, then `f32 sum, min, max`
+/// of the used percent and of the used bytes. Slots without readings are left out.
+const FS_AGG_BYTES: usize = 29;
+
+/// A rollup's `fs` blob (`None` when no sample had filesystems).
+fn encode_fs_aggs(fs: &[Option<FsAgg>]) -> Option<Vec<u8>> {
+    let mut out = Vec::new();
+    for (slot, f) in fs.iter().enumerate() {
+        let (Some(f), Ok(slot)) = (f, u8::try_from(slot)) else {
+            continue;
+        };
+        out.push(slot);
+        out.extend_from_slice(
+            &u32::try_from(f.used_pct.n)
+                .unwrap_or(u32::MAX)
+                .to_le_bytes(),
+        );
+        for m in [f.used_pct, f.used_bytes] {
+            for v in [m.sum, m.min, m.max] {
+                out.extend_from_slice(&(v as f32).to_le_bytes());
+            }
+        }
+    }
+    (!out.is_empty()).then_some(out)
+}
+
+fn decode_fs_aggs(blob: &[u8]) -> Vec<Option<FsAgg>> {
+    let f = |b: &[u8]| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
+    let mut out: Vec<Option<FsAgg>> = Vec::new();
+    for c in blob.chunks_exact(FS_AGG_BYTES) {
+        let slot = usize::from(c[0]);
+        let n = u64::from(u32::from_le_bytes([c[1], c[2], c[3], c[4]]));
+        if n == 0 {
+            continue;
+        }
+        let m = |at: usize| MinMax {
+            n,
+            sum: f(&c[at..at + 4]),
+            min: f(&c[at + 4..at + 8]),
+            max: f(&c[at + 8..at + 12]),
+        };
+        if out.len() <= slot {
+            out.resize(slot + 1, None);
+        }
+        out[slot] = Some(FsAgg {
+            used_pct: m(5),
+            used_bytes: m(17),
+        });
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -406,8 +608,22 @@ mod tests {
             .collect();
         conn.execute_batch(&format!("CREATE TABLE r ({});", reversed.join(", ")))
             .unwrap_or_else(|e| panic!("{e}"));
-        let mut agg = Agg::sample(Some(12.5), None).with_cores([1.0, 99.0]);
-        agg.merge(&Agg::sample(Some(50.0), None).with_cores([3.0]));
+        let host = crate::server::series::HostValues {
+            load1: Some(1.25),
+            swap: Some(4096.0),
+            fs_pct: Some(50.5),
+            net_rx: Some(1000.0),
+            ..Default::default()
+        };
+        let mut agg = Agg::sample(Some(12.5), None)
+            .with_cores([1.0, 99.0])
+            .with_host(host)
+            .with_fs([(0, 10.5, 1024.0), (2, 99.0, 2048.0)]);
+        agg.merge(
+            &Agg::sample(Some(50.0), None)
+                .with_cores([3.0])
+                .with_fs([(2, 97.0, 512.0)]),
+        );
         let row = RollupRow::of(7, 60_000, &agg);
         let mut stmt = conn
             .prepare(&insert("INSERT", "r", RollupRow::columns()))
@@ -420,12 +636,35 @@ mod tests {
         assert_eq!(
             back.agg(),
             agg,
-            "cores survive the blob (values fit in f32)"
+            "cores and filesystems survive their blobs (values fit in f32)"
         );
         assert_eq!(back.mem, None);
+        assert_eq!(back.disk_read, None);
+        let fs = back.agg().fs;
+        assert_eq!(fs.len(), 3);
+        assert_eq!(fs[1], None, "a slot without readings stays empty");
+        assert_eq!(
+            fs[2].map(|f| (f.used_pct.n, f.used_pct.min, f.used_bytes.max)),
+            Some((2, 97.0, 2048.0))
+        );
     }
 
-    /// A sample's row keeps its readings, and per-core values to a hundredth of a percent.
+    fn filesystem(mount: &str, size: u64, used: u64, avail: u64) -> Filesystem {
+        Filesystem {
+            mount: mount.into(),
+            fs_type: "ext4".into(),
+            device: "/dev/sda1".into(),
+            size_bytes: size,
+            used_bytes: used,
+            avail_bytes: avail,
+            inodes: 0,
+            inodes_used: 0,
+        }
+    }
+
+    /// A sample's row keeps its readings, per-core values to a hundredth of a percent, the
+    /// load and the fullest filesystem in hundredths, swap in bytes, the Registry's rates
+    /// rounded, and each filesystem's use by slot.
     #[test]
     fn a_sample_row_keeps_the_sample() {
         let m = Metrics {
@@ -436,9 +675,59 @@ mod tests {
                 per_core: vec![12.344, 100.5],
             }),
             memory: None,
+            load: Some(crate::protocol::Load {
+                load1: 1.57,
+                load5: 0.0,
+                load15: 0.0,
+                running: None,
+                threads: None,
+                procs: None,
+            }),
+            swap: Some(crate::protocol::Swap {
+                total_bytes: 1 << 30,
+                used_bytes: 12_345,
+            }),
+            // df's Use%: (size - avail) / size, so reserved blocks count as used.
+            filesystems: Some(vec![
+                filesystem("/", 1000, 400, 500),
+                filesystem("/data", 2000, 1900, 50),
+                filesystem("/empty", 0, 0, 0),
+            ]),
             ..Metrics::default()
         };
-        let row = SampleRow::of(1, 2, &m);
+        let rates = Rates {
+            net_rx: Some(1234.6),
+            net_tx: Some(0.4),
+            disk_read: None,
+            disk_write: Some(4096.0),
+        };
+        let mut blob = Vec::new();
+        push_fs(&mut blob, 0, &m.filesystems.as_ref().unwrap()[0]);
+        push_fs(&mut blob, 3, &m.filesystems.as_ref().unwrap()[1]);
+        let row = SampleRow::of(1, 2, &m, &rates, Some(blob));
+        assert_eq!(
+            (row.load1_x100, row.swap, row.fs_pct_x100),
+            (Some(157), Some(12_345), Some(9750))
+        );
+        assert_eq!(
+            (row.net_rx, row.net_tx, row.disk_read, row.disk_write),
+            (Some(1235), Some(0), None, Some(4096))
+        );
+        let agg = row.agg();
+        assert_eq!(agg.load1.map(|l| l.max), Some(1.57));
+        assert_eq!(agg.fs_pct.map(|l| l.min), Some(97.5));
+        assert_eq!(
+            agg.fs
+                .iter()
+                .map(|f| f.map(|f| (f.used_pct.sum, f.used_bytes.sum)))
+                .collect::<Vec<_>>(),
+            [Some((50.0, 400.0)), None, None, Some((97.5, 1900.0))]
+        );
+        let bare = SampleRow::of(1, 2, &Metrics::default(), &Rates::default(), None);
+        assert_eq!(
+            (bare.load1_x100, bare.fs_pct_x100, bare.fs),
+            (None, None, None)
+        );
         assert_eq!((row.agent, row.run, row.seq, row.ts_ms), (1, 2, 3, 1000));
         let agg = row.agg();
         assert_eq!(agg.cpu.map(|c| c.sum), Some(25.0));
