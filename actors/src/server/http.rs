@@ -3,8 +3,9 @@
 //!
 //! - `GET /healthz` — liveness, for service managers and containers.
 //! - `GET /api/agents` — the same snapshot as `--report-format json`.
-//! - `GET /api/agents/{id}/history?from=&to=&step=` — an agent's series (avg/min/max per
-//!   point); times in ms since the Unix epoch, `step` in ms. With a store, from the tier that
+//! - `GET /api/agents/{id}/history?from=&to=&step=&series=` — an agent's series (avg/min/max
+//!   per point); times in ms since the Unix epoch, `step` in ms, `series` which quantities
+//!   ([`selection`]: default cpu, mem, cores). With a store, from the tier that
 //!   suits the range ([`store::choose_tier`]), read on a blocking thread through the store's
 //!   read-only connection; without one, from the Registry's in-memory ring. `source` says
 //!   which. Bad parameters: 400 with a message; unknown agent: 404.
@@ -49,6 +50,7 @@ use crate::auth::http_auth;
 use crate::server::alerts;
 use crate::server::history::Bucket;
 use crate::server::registry::{GetHistory, GetSnapshotParts};
+use crate::server::selection::{self, Selected, Selection};
 use crate::server::store;
 use crate::server::web::{self as dashboard, events};
 use crate::util::now_ms;
@@ -417,6 +419,8 @@ struct HistoryQuery {
     from: Option<String>,
     to: Option<String>,
     step: Option<String>,
+    /// Which series ([`Selection::parse`]).
+    series: Option<String>,
 }
 
 /// A validated history request.
@@ -469,7 +473,7 @@ pub fn parse_range(
 }
 
 #[derive(Serialize)]
-struct HistoryResponse {
+struct HistoryResponse<'a> {
     agent: String,
     from: u64,
     to: u64,
@@ -477,7 +481,41 @@ struct HistoryResponse {
     /// Where the points come from: `memory` (the server's recent-history ring, without a
     /// store), or the store's tier: `raw`, `1m`, `10m` or `1h`.
     source: &'static str,
-    points: Vec<Bucket>,
+    /// With `series=`: the series the points carry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    series: Option<Vec<&'static str>>,
+    /// With the `fs` series: the mount points a point's `fs[i]` belong to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filesystems: Option<Vec<String>>,
+    points: Vec<Selected<'a>>,
+}
+
+impl<'a> HistoryResponse<'a> {
+    /// The answer for `agent` over `range` with the series `selection` (`asked`: whether the
+    /// request named them).
+    fn new(
+        agent: String,
+        range: Range,
+        source: &'static str,
+        (selection, asked): (Selection, bool),
+        points: &'a [Bucket],
+        filesystems: Vec<String>,
+    ) -> Self {
+        Self {
+            agent,
+            from: range.from_ms,
+            to: range.to_ms,
+            step: range.step_ms,
+            source,
+            series: asked.then(|| selection.names()),
+            filesystems: (asked && selection.contains(selection::Series::Fs))
+                .then_some(filesystems),
+            points: points
+                .iter()
+                .map(|point| Selected { point, selection })
+                .collect(),
+        }
+    }
 }
 
 async fn history(
@@ -494,6 +532,10 @@ async fn history(
         Ok(r) => r,
         Err(message) => return bad_request(message),
     };
+    let selection = match Selection::parse(query.series.as_deref()) {
+        Ok(s) => (s, query.series.is_some()),
+        Err(message) => return bad_request(message),
+    };
     let agent_id = id.into_inner();
     let unknown = |agent_id: &str| {
         HttpResponse::NotFound().json(ApiError {
@@ -507,14 +549,14 @@ async fn history(
             web::block(move || reader.history(&id, range.from_ms, range.to_ms, range.step_ms, now))
                 .await;
         return match read {
-            Ok(Ok(Some(series))) => HttpResponse::Ok().json(HistoryResponse {
-                agent: agent_id,
-                from: range.from_ms,
-                to: range.to_ms,
-                step: range.step_ms,
-                source: series.tier.name(),
-                points: series.points,
-            }),
+            Ok(Ok(Some(series))) => HttpResponse::Ok().json(HistoryResponse::new(
+                agent_id,
+                range,
+                series.tier.name(),
+                selection,
+                &series.points,
+                series.filesystems,
+            )),
             Ok(Ok(None)) => unknown(&agent_id),
             Ok(Err(e)) => HttpResponse::InternalServerError().json(ApiError {
                 error: format!("cannot read the history: {e}"),
@@ -531,14 +573,14 @@ async fn history(
         step_ms: range.step_ms,
     };
     match state.registry.history.send(asked).await {
-        Ok(Some(points)) => HttpResponse::Ok().json(HistoryResponse {
-            agent: agent_id,
-            from: range.from_ms,
-            to: range.to_ms,
-            step: range.step_ms,
-            source: "memory",
-            points,
-        }),
+        Ok(Some(points)) => HttpResponse::Ok().json(HistoryResponse::new(
+            agent_id,
+            range,
+            "memory",
+            selection,
+            &points,
+            Vec::new(),
+        )),
         Ok(None) => unknown(&agent_id),
         Err(e) => HttpResponse::ServiceUnavailable().json(ApiError {
             error: format!("registry unavailable: {e}"),
