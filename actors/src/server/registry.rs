@@ -33,7 +33,8 @@
 //! [`Durable`] → Session sends `ack`. The durable seq of the agent's current run is
 //! also the resume point given in `welcome`. At startup the Registry is filled from the store
 //! ([`Registry::with_store`]): every agent offline ("server restarted") with its last-known
-//! state and the seq of its run, so a replaying agent produces no duplicate.
+//! state (its whole-machine view rebuilt from the last sample stored) and the seq of its run,
+//! so a replaying agent produces no duplicate.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -421,6 +422,13 @@ impl Registry {
             );
             let mut ring = History::new(history);
             ring.resume(&r.points, r.last_seq);
+            // The whole-machine view of the last sample stored, so that the agent shows its
+            // load, disks and network before it reconnects (rates come with its next sample).
+            let mut latest = r.latest;
+            let mut host = HostState::default();
+            if let Some(m) = latest.as_mut() {
+                host.update(&r.hello, m);
+            }
             registry.offline.insert((now, r.hello.agent_id.clone()));
             registry.agents.insert(
                 r.hello.agent_id.clone(),
@@ -431,12 +439,12 @@ impl Registry {
                     session: None,
                     offline_since: Some(now),
                     offline_reason: Some(store::RESTART_REASON.to_string()),
-                    latest: r.latest,
+                    latest,
                     latest_at: None,
                     attached_at: now,
                     history: ring,
                     durable: r.last_seq,
-                    host: HostState::default(),
+                    host,
                 },
             );
         }
@@ -1459,5 +1467,45 @@ mod tests {
             Stored::Append(3, none, true),
             "a late sample has no rates"
         );
+    }
+
+    /// Proves that a restored agent shows its whole machine (load, filesystems, counters) from
+    /// the last sample stored, before it reconnects, and that its next sample of the same run
+    /// gets rates against those counters.
+    #[actix_rt::test]
+    async fn restored_agents_show_their_whole_machine() {
+        let restored = store::Restored {
+            hello: hello("a", "r1"),
+            ip: "10.0.0.7".into(),
+            latest: Some(host_sample(5, 50_000)),
+            last_seq: 5,
+            points: Vec::new(),
+        };
+        let (registry, _store) = with_store(vec![restored]);
+        let a = view(&registry, "a").await.unwrap();
+        assert_eq!(a.status, Status::Offline);
+        assert_eq!(a.host.load.map(|l| l.load1), Some(0.5));
+        assert_eq!(a.host.fullest_filesystem(), Some(("/", 50.0)));
+        let net = a.host.net.as_deref().unwrap_or_default();
+        assert_eq!(net.len(), 1);
+        assert_eq!(
+            (net[0].counters.rx_bytes, net[0].rx_bytes_per_s),
+            (50_000, None)
+        );
+        assert!(
+            a.cpu.is_some(),
+            "the latest CPU and memory stay in the sample"
+        );
+
+        let (_s, _) = session(&registry, 1, "a", "r1").await;
+        registry
+            .send(Samples {
+                session: 1,
+                samples: vec![host_sample(6, 52_000)],
+            })
+            .await
+            .unwrap();
+        let a = view(&registry, "a").await.unwrap();
+        assert_eq!(a.host.net_rates(), Some((2_000.0, 1_000.0)));
     }
 }
