@@ -99,10 +99,14 @@ impl MinMax {
         }
     }
 
-    /// What a [`Bucket`] shows of it.
+    /// What a [`Bucket`] shows of it. The average is kept within the extremes: a sum of
+    /// equal values divided back may miss them by a rounding error (5 × 3.76 / 5 =
+    /// 3.7599999999999993).
     pub fn stat(self) -> Stat {
         Stat {
-            avg: self.sum / self.n.max(1) as f64,
+            avg: (self.sum / self.n.max(1) as f64)
+                .max(self.min)
+                .min(self.max),
             min: self.min,
             max: self.max,
         }
@@ -374,6 +378,15 @@ mod tests {
             })
         );
         assert_eq!(Agg::sample(None, None).bucket(0).cpu, None);
+        let mut same = Agg::default();
+        for _ in 0..5 {
+            same.merge(&Agg::sample(Some(3.76), None));
+        }
+        assert_eq!(
+            same.bucket(0).cpu.map(|c| c.avg),
+            Some(3.76),
+            "no rounding outside"
+        );
     }
 
     #[test]
