@@ -47,7 +47,8 @@
 //!                   Slack-compatible), alertmanager.rs (API v2, re-sent while firing)
 //!     store/        Store actor: durable history in SQLite, one role per file
 //!       mod.rs      the actor: batching, commit, retry with backoff, config, messages
-//!       schema.rs   migrations/NNN_*.sql (embedded), PRAGMA user_version, upgrades
+//!       schema.rs   migrations/NNN_*.sql (embedded), PRAGMA user_version, upgrades (003: the
+//!                   whole machine: load, swap, filesystems by slot in `mounts`, rates)
 //!       rows.rs     one struct per table, mapped by column name; the SQL built from them
 //!       tier.rs     tiers, retention, which tier serves a request
 //!       keys.rs     agent and run keys (cached)      log.rs     raw_log appends
@@ -58,6 +59,7 @@
 //!     host.rs       per-agent whole-machine view: rates from counters, clock offset
 //!     rates.rs      rates from cumulative counters (resets, 32-bit wraps): pure
 //!     series.rs     the one aggregation engine: buckets, min/max, rebucketing (history, store)
+//!     selection.rs  which series a history answer carries (`series=`), points written with them
 //!     http.rs       HTTP (actix-web): /api/agents, history, /healthz, /metrics, /api/events,
 //!                   /api/alerts, /
 //!     prometheus.rs Prometheus text exposition of a snapshot
