@@ -119,6 +119,22 @@ impl Selection {
         self.0 & s.bit() != 0
     }
 
+    /// Values a point of this selection holds besides per-core and per-filesystem ones, as
+    /// the history's value cap counts them ([`crate::server::store::HistoryQuery`]): 1 for
+    /// the point itself (its CPU and memory), 1 each for load, swap and the fullest
+    /// filesystem, 2 each for network and disk.
+    pub fn point_values(self) -> u64 {
+        1 + Series::ALL
+            .into_iter()
+            .filter(|s| self.contains(*s))
+            .map(|s| match s {
+                Series::Cpu | Series::Mem | Series::Cores => 0,
+                Series::Load | Series::Swap | Series::Fs => 1,
+                Series::Net | Series::Disk => 2,
+            })
+            .sum::<u64>()
+    }
+
     /// The names of the series it holds, in [`Series::ALL`] order.
     pub fn names(self) -> Vec<&'static str> {
         Series::ALL
@@ -296,6 +312,26 @@ mod tests {
         assert_eq!(
             Selection::parse(Some("disk,cpu")).map(Selection::names),
             Ok(vec!["cpu", "disk"])
+        );
+    }
+
+    /// Proves: the value cap counts 1 for a point of the default series, and each further
+    /// single series (2 for net and disk, which are two each); every series counts as
+    /// much as the store's `HistoryQuery::everything`.
+    #[test]
+    fn point_values_count_the_single_series() {
+        assert_eq!(Selection::DEFAULT.point_values(), 1);
+        assert_eq!(
+            Selection::parse(Some("load")).map(Selection::point_values),
+            Ok(2)
+        );
+        assert_eq!(
+            Selection::parse(Some("cpu,net,disk")).map(Selection::point_values),
+            Ok(5)
+        );
+        assert_eq!(
+            Selection::all().point_values(),
+            crate::server::store::HistoryQuery::everything(0, 1, 1, 1).point_values
         );
     }
 }

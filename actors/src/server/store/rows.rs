@@ -13,7 +13,8 @@
 //! Adding a column: a migration, a field here, and then whatever the compiler points at (the
 //! functions that build a row from a sample or an [`Agg`], and back).
 //!
-//! Also here: the blob formats of the `cores` and `fs` columns, and the saturating conversions
+//! Also here: the blob formats of the `cores` columns (for the first [`MAX_HISTORY_CORES`]
+//! cores of a sample) and of the `fs` columns, and the saturating conversions
 //! between the wire's `u64` and SQLite's `i64`.
 
 use std::sync::LazyLock;
@@ -21,6 +22,7 @@ use std::sync::LazyLock;
 use rusqlite::{Row, Statement};
 
 use super::Rates;
+use super::reader::MAX_HISTORY_CORES;
 use crate::protocol::{Filesystem, Metrics};
 use crate::server::series::{Agg, FsAgg, MinMax};
 
@@ -244,6 +246,8 @@ table_row! {
         last_seq: i64,
         /// The sample of `last_seq`, as JSON.
         latest: Option<String>,
+        /// When the agent last said hello, ms since the Unix epoch (0: before schema 3).
+        seen_ms: i64,
     }
 }
 
@@ -272,9 +276,69 @@ table_row! {
     }
 }
 
+table_row! {
+    /// One point of a history read as SQLite aggregates it (`GROUP BY` the point's start):
+    /// not a table, the columns of such a query (see `reader.rs`).
+    #[derive(Debug, Clone, PartialEq)]
+    struct MinMaxRow {
+        /// The point's start.
+        ts_ms: i64,
+        /// Samples in it.
+        n: i64,
+        cpu: Option<MinMax>,
+        mem: Option<MinMax>,
+        /// The whole machine, in the units of the tables ([`RollupRow`]'s: hundredths for
+        /// the load and the fullest filesystem).
+        load1_x100: Option<MinMax>,
+        swap: Option<MinMax>,
+        fs_pct_x100: Option<MinMax>,
+        net_rx: Option<MinMax>,
+        net_tx: Option<MinMax>,
+        disk_read: Option<MinMax>,
+        disk_write: Option<MinMax>,
+    }
+}
+
+/// The columns a history point aggregates in SQL ([`MinMaxRow`]'s `Option<MinMax>` fields,
+/// each also a column of `raw` and a `_n/_sum/_min/_max` group of the rollups).
+pub(super) const MINMAX_COLUMNS: [&str; 9] = [
+    "cpu",
+    "mem",
+    "load1_x100",
+    "swap",
+    "fs_pct_x100",
+    "net_rx",
+    "net_tx",
+    "disk_read",
+    "disk_write",
+];
+
+impl MinMaxRow {
+    /// The point's aggregate, without per-core and per-filesystem values (those are folded
+    /// in apart). (A struct literal: a new quantity in [`Agg`] makes the compiler point here.)
+    pub(super) fn agg(&self) -> Agg {
+        Agg {
+            n: u64_of(self.n),
+            cpu: self.cpu,
+            mem: self.mem,
+            cores: Vec::new(),
+            load1: from_hundredths(self.load1_x100),
+            swap: self.swap,
+            fs_pct: from_hundredths(self.fs_pct_x100),
+            net_rx: self.net_rx,
+            net_tx: self.net_tx,
+            disk_read: self.disk_read,
+            disk_write: self.disk_write,
+            fs: Vec::new(),
+        }
+    }
+}
+
 impl SampleRow {
     /// Sample `m` of agent `agent`'s run `run`, as stored, with the `rates` the Registry
     /// derived for it and its filesystems' blob (`fs`, [`push_fs`]: it needs the slots).
+    /// Per-core values of the first [`MAX_HISTORY_CORES`] cores only (so a raw row holds at
+    /// most 512 bytes of them, and a rollup row 4 KiB, whatever the agent announces).
     pub(super) fn of(
         agent: i64,
         run: i64,
@@ -289,7 +353,10 @@ impl SampleRow {
             seq: i64_of(m.seq),
             cpu: m.cpu.as_ref().map(|c| f64::from(c.total)),
             mem: m.memory.map(|mem| i64_of(mem.used)),
-            cores: m.cpu.as_ref().map(|c| encode_cores(&c.per_core)),
+            cores: m
+                .cpu
+                .as_ref()
+                .map(|c| encode_cores(&c.per_core[..c.per_core.len().min(MAX_HISTORY_CORES)])),
             load1_x100: m.load.map(|l| hundredths(f64::from(l.load1))),
             swap: m.swap.map(|s| i64_of(s.used_bytes)),
             fs_pct_x100: m
@@ -412,6 +479,30 @@ fn decode_cores(blob: &[u8]) -> impl Iterator<Item = f64> + '_ {
         .map(|b| f64::from(u16::from_le_bytes([b[0], b[1]])) / 100.0)
 }
 
+/// Adds a `raw.cores` blob's first `limit` cores to `acc` (grown to fit, as [`Agg::merge`]
+/// does), without building anything per row.
+pub(super) fn merge_raw_cores(acc: &mut Vec<Option<MinMax>>, blob: &[u8], limit: usize) {
+    let values = decode_cores(blob).take(limit);
+    let n = (blob.len() / 2).min(limit);
+    if acc.len() < n {
+        acc.resize(n, None);
+    }
+    for (mine, v) in acc.iter_mut().zip(values) {
+        *mine = MinMax::merge(*mine, Some(MinMax::one(v)));
+    }
+}
+
+/// Adds a rollup's `cores` blob's first `limit` cores to `acc` (grown to fit).
+pub(super) fn merge_core_aggs(acc: &mut Vec<Option<MinMax>>, blob: &[u8], limit: usize) {
+    let n = (blob.len() / CORE_AGG_BYTES).min(limit);
+    if acc.len() < n {
+        acc.resize(n, None);
+    }
+    for (mine, c) in acc.iter_mut().zip(blob.chunks_exact(CORE_AGG_BYTES)) {
+        *mine = MinMax::merge(*mine, core_agg(c));
+    }
+}
+
 /// Bytes per core in a rollup's `cores` blob: `u32 n, f32 sum, f32 min, f32 max`.
 const CORE_AGG_BYTES: usize = 16;
 
@@ -437,18 +528,19 @@ fn encode_core_aggs(cores: &[Option<MinMax>]) -> Option<Vec<u8>> {
 }
 
 fn decode_core_aggs(blob: &[u8]) -> Vec<Option<MinMax>> {
+    blob.chunks_exact(CORE_AGG_BYTES).map(core_agg).collect()
+}
+
+/// One core's `u32 n, f32 sum, f32 min, f32 max` ([`CORE_AGG_BYTES`] bytes).
+fn core_agg(c: &[u8]) -> Option<MinMax> {
     let f = |b: &[u8]| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-    blob.chunks_exact(CORE_AGG_BYTES)
-        .map(|c| {
-            let n = u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
-            (n > 0).then(|| MinMax {
-                n,
-                sum: f(&c[4..8]),
-                min: f(&c[8..12]),
-                max: f(&c[12..16]),
-            })
-        })
-        .collect()
+    let n = u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+    (n > 0).then(|| MinMax {
+        n,
+        sum: f(&c[4..8]),
+        min: f(&c[8..12]),
+        max: f(&c[12..16]),
+    })
 }
 
 /// A rollup in hundredths, rounded to whole numbers (sums and extremes of raw values in
@@ -504,14 +596,42 @@ pub(super) fn push_fs(blob: &mut Vec<u8>, slot: u8, f: &Filesystem) {
     blob.extend_from_slice(&(f.used_bytes as f32).to_le_bytes());
 }
 
+/// A `raw.fs` blob's readings: `(slot, used percent, used bytes)`.
+fn fs_readings(blob: &[u8]) -> impl Iterator<Item = (usize, f64, f64)> + '_ {
+    blob.chunks_exact(FS_BYTES).map(|c| {
+        let pct = f64::from(u16::from_le_bytes([c[1], c[2]])) / 100.0;
+        let used = f64::from(f32::from_le_bytes([c[3], c[4], c[5], c[6]]));
+        (usize::from(c[0]), pct, used)
+    })
+}
+
 fn decode_fs(blob: &[u8]) -> Vec<Option<FsAgg>> {
-    Agg::default()
-        .with_fs(blob.chunks_exact(FS_BYTES).map(|c| {
-            let pct = f64::from(u16::from_le_bytes([c[1], c[2]])) / 100.0;
-            let used = f64::from(f32::from_le_bytes([c[3], c[4], c[5], c[6]]));
-            (usize::from(c[0]), pct, used)
-        }))
-        .fs
+    Agg::default().with_fs(fs_readings(blob)).fs
+}
+
+/// Adds a `raw.fs` blob's readings of the slots below `limit` to `acc` (grown to fit, as
+/// [`Agg::merge`] does), without building anything per row.
+pub(super) fn merge_raw_fs(acc: &mut Vec<Option<FsAgg>>, blob: &[u8], limit: usize) {
+    for (slot, pct, bytes) in fs_readings(blob) {
+        merge_fs_slot(acc, slot, limit, Some(FsAgg::one(pct, bytes)));
+    }
+}
+
+/// Adds a rollup's `fs` blob's slots below `limit` to `acc` (grown to fit).
+pub(super) fn merge_fs_aggs(acc: &mut Vec<Option<FsAgg>>, blob: &[u8], limit: usize) {
+    for (slot, f) in fs_aggs(blob) {
+        merge_fs_slot(acc, slot, limit, Some(f));
+    }
+}
+
+fn merge_fs_slot(acc: &mut Vec<Option<FsAgg>>, slot: usize, limit: usize, f: Option<FsAgg>) {
+    if slot >= limit {
+        return;
+    }
+    if acc.len() <= slot {
+        acc.resize(slot + 1, None);
+    }
+    acc[slot] = FsAgg::merge(acc[slot], f);
 }
 
 /// Bytes per filesystem in a rollup's `fs` blob: `u8 slot, u32 n`, then `f32 sum, min, max`
@@ -540,14 +660,14 @@ fn encode_fs_aggs(fs: &[Option<FsAgg>]) -> Option<Vec<u8>> {
     (!out.is_empty()).then_some(out)
 }
 
-fn decode_fs_aggs(blob: &[u8]) -> Vec<Option<FsAgg>> {
+/// A rollup's `fs` blob's filesystems with readings: `(slot, aggregate)`.
+fn fs_aggs(blob: &[u8]) -> impl Iterator<Item = (usize, FsAgg)> + '_ {
     let f = |b: &[u8]| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-    let mut out: Vec<Option<FsAgg>> = Vec::new();
-    for c in blob.chunks_exact(FS_AGG_BYTES) {
+    blob.chunks_exact(FS_AGG_BYTES).filter_map(move |c| {
         let slot = usize::from(c[0]);
         let n = u64::from(u32::from_le_bytes([c[1], c[2], c[3], c[4]]));
         if n == 0 {
-            continue;
+            return None;
         }
         let m = |at: usize| MinMax {
             n,
@@ -555,13 +675,23 @@ fn decode_fs_aggs(blob: &[u8]) -> Vec<Option<FsAgg>> {
             min: f(&c[at + 4..at + 8]),
             max: f(&c[at + 8..at + 12]),
         };
+        Some((
+            slot,
+            FsAgg {
+                used_pct: m(5),
+                used_bytes: m(17),
+            },
+        ))
+    })
+}
+
+fn decode_fs_aggs(blob: &[u8]) -> Vec<Option<FsAgg>> {
+    let mut out: Vec<Option<FsAgg>> = Vec::new();
+    for (slot, f) in fs_aggs(blob) {
         if out.len() <= slot {
             out.resize(slot + 1, None);
         }
-        out[slot] = Some(FsAgg {
-            used_pct: m(5),
-            used_bytes: m(17),
-        });
+        out[slot] = Some(f);
     }
     out
 }
@@ -647,6 +777,33 @@ mod tests {
             fs[2].map(|f| (f.used_pct.n, f.used_pct.min, f.used_bytes.max)),
             Some((2, 97.0, 2048.0))
         );
+    }
+
+    /// A sample of an agent announcing 4,096 cores keeps per-core history for the first 256:
+    /// 512 bytes in its raw row, and 4 KiB in a rollup row (not 8 and 64 KiB).
+    #[test]
+    fn per_core_history_is_kept_for_the_first_cores_only() {
+        let m = Metrics {
+            seq: 1,
+            ts_ms: 1000,
+            cpu: Some(crate::protocol::Cpu {
+                total: 50.0,
+                per_core: (0..4096).map(|i| (i % 100) as f32).collect(),
+            }),
+            memory: None,
+            ..Metrics::default()
+        };
+        let row = SampleRow::of(1, 2, &m, &Rates::default(), None);
+        assert_eq!(
+            row.cores.as_ref().map(Vec::len),
+            Some(2 * MAX_HISTORY_CORES)
+        );
+        let rollup = RollupRow::of(1, 0, &row.agg());
+        assert_eq!(
+            rollup.cores.as_ref().map(Vec::len),
+            Some(CORE_AGG_BYTES * MAX_HISTORY_CORES)
+        );
+        assert_eq!(row.agg().cores[255].map(|c| c.sum), Some(55.0));
     }
 
     fn filesystem(mount: &str, size: u64, used: u64, avail: u64) -> Filesystem {

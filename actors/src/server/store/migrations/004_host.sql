@@ -1,4 +1,4 @@
--- Schema 3: the whole machine in the history (issue 13): load, swap used, the fullest
+-- Schema 4: the whole machine in the history (issue 13): load, swap used, the fullest
 -- filesystem's use, each filesystem's use, and network and disk rates.
 --
 -- In `raw` and `raw_log`, as integers (an integer takes 1 to 4 bytes in a row, a REAL 8):
