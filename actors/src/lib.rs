@@ -42,6 +42,7 @@
 //!       rules.rs    the built-in rules, their defaults and inputs; predict_linear
 //!       state.rs    one alert's state machine (pending → firing → resolved, hysteresis)
 //!       engine.rs   Engine actor: evaluates every interval, notifies, saves, publishes the Board
+//!       fill.rs     per-(agent, mount) ring of available bytes for "full within T" (bounded)
 //!       store.rs    alert states across restarts: `alert_state` in lanmon.db, or in memory
 //!       notify/     one thread per target, bounded queue, retries: webhook.rs (lanmon, ntfy,
 //!                   Slack-compatible), alertmanager.rs (API v2, re-sent while firing)
