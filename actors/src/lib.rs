@@ -38,7 +38,9 @@
 //!     reporter.rs   Reporter actor: text / JSON report every interval
 //!     beacon.rs     Beacon actor: UDP announcements for `agent --discover`
 //!     alerts/       alert rules and notifications (own thread; reads snapshots like the Reporter)
-//!       config.rs   the TOML rules file, flags, overrides, silences; checked whole, SIGHUP reload
+//!       config/     the settings, checked whole, SIGHUP reload: mod.rs (AlertsConfig),
+//!                   settings.rs (flags, patches), file.rs (the TOML rules file, a line per
+//!                   problem), select.rs (overrides, silences, globs), targets.rs, error.rs
 //!       rules.rs    the built-in rules, their defaults and inputs; predict_linear
 //!       state.rs    one alert's state machine (pending → firing → resolved, hysteresis)
 //!       engine.rs   Engine actor: evaluates every interval, notifies, saves, publishes the Board
