@@ -99,6 +99,12 @@ pub struct Limits {
     /// Most bytes of partly received frames held across all connections (see
     /// [`MAX_BUFFERED_BYTES`]).
     pub max_buffered_bytes: usize,
+    /// Samples one agent id may send per interval it announced, sustained; 0: no limit (see
+    /// `server::intake`). Beyond it and its burst the connection is closed (`limit`).
+    pub samples_per_interval: u32,
+    /// Samples one agent id may send at once beyond that (its replay after a reconnect); at
+    /// least [`Limits::MIN_SAMPLE_BURST`].
+    pub sample_burst: u32,
 }
 
 impl Limits {
@@ -121,10 +127,19 @@ impl Limits {
     /// Allowed `idle_intervals`: fewer than 2 would close a connection whose agent is merely
     /// a little late; more than 100 would keep dead connections for hours.
     pub const IDLE_INTERVALS_RANGE: std::ops::RangeInclusive<u32> = 2..=100;
+    /// Samples per announced interval by default: twice what an agent sends.
+    pub const DEFAULT_SAMPLES_PER_INTERVAL: u32 = 2;
+    /// Burst by default: twice the agent's default `--buffer` (720), so that the replay of a
+    /// full buffer after a reconnect always fits.
+    pub const DEFAULT_SAMPLE_BURST: u32 = 1_440;
+    /// Smallest burst [`Limits::validate`] leaves in place: an agent sends up to 32 samples
+    /// before it waits for an acknowledgement.
+    pub const MIN_SAMPLE_BURST: u32 = 32;
 
-    /// Applies the policy: a frame limit below [`Limits::MIN_FRAME_LEN`] is raised to it and a
-    /// core limit of 0 to 1 (both silently, as the flags always did); `idle_intervals` outside
-    /// [`Limits::IDLE_INTERVALS_RANGE`] is an error.
+    /// Applies the policy: a frame limit below [`Limits::MIN_FRAME_LEN`] is raised to it, a
+    /// core limit of 0 to 1 and a sample burst to [`Limits::MIN_SAMPLE_BURST`] (silently, as
+    /// the flags always did); `idle_intervals` outside [`Limits::IDLE_INTERVALS_RANGE`] is an
+    /// error.
     pub fn validate(self) -> Result<Self, ConfigError> {
         if !Self::IDLE_INTERVALS_RANGE.contains(&self.idle_intervals) {
             return Err(ConfigError::IdleIntervals {
@@ -134,6 +149,7 @@ impl Limits {
         Ok(Self {
             max_frame_len: self.max_frame_len.max(Self::MIN_FRAME_LEN),
             max_cores: self.max_cores.max(1),
+            sample_burst: self.sample_burst.max(Self::MIN_SAMPLE_BURST),
             ..self
         })
     }
@@ -150,6 +166,8 @@ impl Default for Limits {
             idle_intervals: Self::DEFAULT_IDLE_INTERVALS,
             pressure_idle_timeout: PRESSURE_IDLE_TIMEOUT,
             max_buffered_bytes: MAX_BUFFERED_BYTES,
+            samples_per_interval: Self::DEFAULT_SAMPLES_PER_INTERVAL,
+            sample_burst: Self::DEFAULT_SAMPLE_BURST,
         }
     }
 }
@@ -195,6 +213,10 @@ mod tests {
         assert_eq!(limits.max_connections_per_ip, 1_000);
         assert_eq!(limits.hello_timeout, Duration::from_secs(10));
         assert_eq!(limits.idle_intervals, 3);
+        assert_eq!(
+            (limits.samples_per_interval, limits.sample_burst),
+            (2, 1440)
+        );
         assert_eq!(limits.clone().validate(), Ok(limits));
     }
 
@@ -209,6 +231,12 @@ mod tests {
         }
         .validate()?;
         assert_eq!((tiny.max_frame_len, tiny.max_cores), (1024, 1));
+        let no_burst = Limits {
+            sample_burst: 0,
+            ..Limits::default()
+        }
+        .validate()?;
+        assert_eq!(no_burst.sample_burst, 32);
         let exact = Limits {
             max_frame_len: 1024,
             max_cores: 1,

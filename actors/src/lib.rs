@@ -56,13 +56,20 @@
 //!       keys.rs     agent and run keys (cached)      log.rs     raw_log appends
 //!       commit.rs   one transaction: log, move what is due, trim
 //!       rollup.rs   moves into raw and the rollups, crash repair
-//!       retention.rs, restore.rs, reader.rs, health.rs, error.rs
+//!       reader.rs   the HTTP API's reads: a pool of read-only connections, points summed up
+//!                   by SQLite, per-core folded row by row, answers capped (cells, cores)
+//!       retention.rs, restore.rs, health.rs, error.rs
+//!     intake.rs     what the server admits from one agent: a rate bucket per agent id
+//!                   (Allowances, used by Sessions), the clock window (ClockWindow: samples
+//!                   stamped far from the server's clock are stored when they arrive)
 //!     history.rs    per-agent sample ring: dedup, gaps
 //!     host.rs       per-agent whole-machine view: rates from counters, clock offset
 //!     rates.rs      rates from cumulative counters (resets, 32-bit wraps): pure
 //!     series.rs     the one aggregation engine: buckets, min/max, rebucketing (history, store)
 //!     http.rs       HTTP (actix-web): /api/agents, history, /healthz, /metrics, /api/events,
 //!                   /api/alerts, /
+//!     history_gate.rs  at most 4 history answers worked on and held at once; the body that
+//!                   keeps its turn until sent (or 30 s)
 //!     prometheus.rs Prometheus text exposition of a snapshot
 //!     web/          the live dashboard: page, styles and scripts embedded in the binary;
 //!       events.rs   Broadcaster actor: one snapshot per second to every browser (SSE)
@@ -102,7 +109,7 @@
 //!                   bins/packaging/: the .debs
 //! bins/benches/     criterion benchmark of the codec; bins/bench/: `make bench` driver
 //! integration-tests/tests/it/  real binaries on real sockets (alerts, core, discovery, faults,
-//!                              hardening, hostile, http, install, machine, store); a server and agents in the test process (inproc)
+//!                              hardening, hostile, http, install, limits, machine, store); a server and agents in the test process (inproc)
 //! bins/deploy/prometheus/      Prometheus alerting rules over /metrics, with promtool tests
 //! integration-tests/netns/     discovery across a LAN of network namespaces
 //! ```

@@ -141,6 +141,11 @@ pub struct AgentView {
     pub received: u64,
     /// Samples received again (already seen) and dropped, in the current run.
     pub duplicates: u64,
+    /// Samples of the current run whose timestamp was too far from the server's clock (more
+    /// than 5 min ahead, or older than the raw tier keeps) and that were stored at the time
+    /// they arrived instead (see `server::intake`).
+    #[serde(default)]
+    pub retimed: u64,
     /// Sequence numbers never received between `first_seq` and `seq`, i.e. within the
     /// server's history window (`--history` samples) of the current run.
     pub gaps: u64,
@@ -323,6 +328,7 @@ pub(crate) mod fixtures {
             last_sample_ts_ms: Some(0),
             received: 3,
             duplicates: 0,
+            retimed: 0,
             gaps: 0,
             first_seq: 1,
             stored_seq: None,

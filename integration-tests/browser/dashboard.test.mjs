@@ -13,7 +13,7 @@
 // no network but loopback. Its flags keep it from calling out anyway.
 
 import { spawn } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import readline from "node:readline";
@@ -86,10 +86,16 @@ async function stopAll() {
 async function main() {
   // The server as shipped: with its durable store (in a throwaway directory).
   dataDir = mkdtempSync(path.join(tmpdir(), "lanmon-browser-data-"));
+  // Only the offline rule: the others read this machine's real load, memory and disks, which
+  // on a busy test machine may fire on any agent.
+  const rules = path.join(dataDir, "alerts.toml");
+  const others = ["stale", "cpu", "memory", "swap", "load", "filesystem", "filesystem_fill",
+    "clock", "temperature", "pending", "unauthenticated"];
+  writeFileSync(rules, others.map((r) => `[rules.${r}]\nenabled = false\n`).join("\n"));
   const server = run("server", [
     "--bind", "127.0.0.1:0", "--http", "127.0.0.1:0", "--no-beacon", "--data-dir", dataDir,
     "--report-format", "json", "--report-interval", "1s",
-    "--alert-offline-for", "1s", "--alert-interval", "500ms",
+    "--alert-offline-for", "1s", "--alert-interval", "500ms", "--alerts", rules,
   ]);
   const snapshot = await firstSnapshot(server);
   const tcpPort = snapshot.server.listen.split(":").pop();

@@ -3,11 +3,14 @@
 //!
 //! - `GET /healthz` — liveness, for service managers and containers.
 //! - `GET /api/agents` — the same snapshot as `--report-format json`.
-//! - `GET /api/agents/{id}/history?from=&to=&step=` — an agent's series (avg/min/max per
-//!   point); times in ms since the Unix epoch, `step` in ms. With a store, from the tier that
-//!   suits the range ([`store::choose_tier`]), read on a blocking thread through the store's
-//!   read-only connection; without one, from the Registry's in-memory ring. `source` says
-//!   which. Bad parameters: 400 with a message; unknown agent: 404.
+//! - `GET /api/agents/{id}/history?from=&to=&step=&cores=` — an agent's series (avg/min/max
+//!   per point); times in ms since the Unix epoch, `step` in ms, `cores=0` for no per-core
+//!   series. With a store, from the tier that suits the range ([`store::choose_tier`]), read
+//!   on a blocking thread through one of the store's read-only connections, at most
+//!   [`store::MAX_HISTORY_CELLS`] values (a coarser step otherwise, named in the answer);
+//!   without one, from the Registry's in-memory ring. `source` says which. At most
+//!   [`history_gate::MAX_HISTORY_REQUESTS`] are answered at once ([`history_gate::Gate`]).
+//!   Bad parameters: 400 with a message; unknown agent: 404; too busy: 503.
 //! - `GET /metrics` — Prometheus text exposition ([`super::prometheus`]).
 //! - `GET /` — the dashboard ([`super::web`]); `GET /static/{name}` — its embedded files.
 //! - `GET /api/events` — the dashboard's live feed: Server-Sent Events, one snapshot per
@@ -48,6 +51,7 @@ use serde::{Deserialize, Serialize};
 use crate::auth::http_auth;
 use crate::server::alerts;
 use crate::server::history::Bucket;
+use crate::server::history_gate;
 use crate::server::registry::{GetHistory, GetSnapshotParts};
 use crate::server::store;
 use crate::server::web::{self as dashboard, events};
@@ -234,6 +238,7 @@ struct State {
     alerts: Option<Arc<alerts::Board>>,
     agent: Option<crate::install::download::Offer>,
     hosts: HostPolicy,
+    history_gate: Arc<history_gate::Gate>,
 }
 
 /// A running HTTP server.
@@ -281,6 +286,7 @@ impl Http {
             alerts: config.alerts.clone(),
             agent: config.agent.clone(),
             hosts: HostPolicy::new(&config.hosts),
+            history_gate: Arc::new(history_gate::Gate::default()),
         };
         let server = HttpServer::new(move || {
             let headers = SECURITY_HEADERS
@@ -417,6 +423,16 @@ struct HistoryQuery {
     from: Option<String>,
     to: Option<String>,
     step: Option<String>,
+    cores: Option<String>,
+}
+
+/// `cores=`: whether to answer per-core series (default yes).
+pub fn parse_cores(cores: Option<&str>) -> Result<bool, String> {
+    match cores {
+        None | Some("1" | "true" | "yes") => Ok(true),
+        Some("0" | "false" | "no") => Ok(false),
+        Some(other) => Err(format!("`cores` must be 0 or 1, got `{other}`")),
+    }
 }
 
 /// A validated history request.
@@ -473,11 +489,78 @@ struct HistoryResponse {
     agent: String,
     from: u64,
     to: u64,
+    /// The step of the points: the one asked for, or a coarser one (then `requested_step`).
     step: u64,
     /// Where the points come from: `memory` (the server's recent-history ring, without a
     /// store), or the store's tier: `raw`, `1m`, `10m` or `1h`.
     source: &'static str,
     points: Vec<Bucket>,
+    /// The step asked for, when the answer uses a coarser one to stay within
+    /// [`store::MAX_HISTORY_CELLS`] values.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    requested_step: Option<u64>,
+    /// Cores left out of the per-core series (beyond [`store::MAX_HISTORY_CORES`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    cores_omitted: Option<u32>,
+    /// Says why the answer differs from the request, when it does.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    note: Option<String>,
+}
+
+impl HistoryResponse {
+    /// The answer for `range`, whose points were read at `step` (coarser than asked or not).
+    fn new(agent: String, range: Range, step: u64, source: &'static str) -> Self {
+        let requested_step = (step != range.step_ms).then_some(range.step_ms);
+        let note = requested_step.map(|asked| {
+            format!(
+                "one point per {step} ms instead of {asked} ms: an answer holds at most {} values (points x (1 + cores))",
+                store::MAX_HISTORY_CELLS
+            )
+        });
+        Self {
+            agent,
+            from: range.from_ms,
+            to: range.to_ms,
+            step,
+            source,
+            points: Vec::new(),
+            requested_step,
+            cores_omitted: None,
+            note,
+        }
+    }
+
+    /// Notes `n` cores left out of the per-core series.
+    fn cores_omitted(mut self, n: u32) -> Self {
+        if n > 0 {
+            self.cores_omitted = Some(n);
+            let more = format!(
+                "per-core series for the first {} cores only ({n} left out)",
+                store::MAX_HISTORY_CORES
+            );
+            self.note = Some(match self.note.take() {
+                Some(note) => format!("{note}; {more}"),
+                None => more,
+            });
+        }
+        self
+    }
+
+    /// The answer as a body that keeps `turn` until sent ([`history_gate::Gate::body`]).
+    fn send(self, gate: &history_gate::Gate, turn: history_gate::Turn) -> HttpResponse {
+        match serde_json::to_vec(&self) {
+            Ok(body) => {
+                let len = body.len() as u64;
+                HttpResponse::Ok()
+                    .content_type("application/json")
+                    .no_chunking(len)
+                    .streaming(gate.body(turn, body.into()))
+            }
+            Err(e) => HttpResponse::InternalServerError().json(ApiError {
+                error: format!("cannot encode the history: {e}"),
+            }),
+        }
+    }
 }
 
 async fn history(
@@ -485,12 +568,14 @@ async fn history(
     id: web::Path<String>,
     query: web::Query<HistoryQuery>,
 ) -> HttpResponse {
-    let range = match parse_range(
+    let parsed = parse_range(
         query.from.as_deref(),
         query.to.as_deref(),
         query.step.as_deref(),
         now_ms(),
-    ) {
+    )
+    .and_then(|range| Ok((range, parse_cores(query.cores.as_deref())?)));
+    let (range, cores) = match parsed {
         Ok(r) => r,
         Err(message) => return bad_request(message),
     };
@@ -500,21 +585,33 @@ async fn history(
             error: format!("no agent with id `{agent_id}`"),
         })
     };
+    let gate = &state.history_gate;
+    let Some(turn) = gate.enter().await else {
+        return HttpResponse::ServiceUnavailable()
+            .insert_header(("Retry-After", "1"))
+            .json(ApiError {
+                error: format!(
+                    "{} history requests are being answered; try again in a moment",
+                    history_gate::MAX_HISTORY_REQUESTS
+                ),
+            });
+    };
     if let Some(reader) = state.store.clone() {
         let id = agent_id.clone();
-        let now = now_ms();
-        let read =
-            web::block(move || reader.history(&id, range.from_ms, range.to_ms, range.step_ms, now))
-                .await;
-        return match read {
-            Ok(Ok(Some(series))) => HttpResponse::Ok().json(HistoryResponse {
-                agent: agent_id,
-                from: range.from_ms,
-                to: range.to_ms,
-                step: range.step_ms,
-                source: series.tier.name(),
+        let q = store::HistoryQuery {
+            from_ms: range.from_ms,
+            to_ms: range.to_ms,
+            step_ms: range.step_ms,
+            now_ms: now_ms(),
+            cores,
+        };
+        return match web::block(move || reader.read(&id, &q)).await {
+            Ok(Ok(Some(series))) => HistoryResponse {
                 points: series.points,
-            }),
+                ..HistoryResponse::new(agent_id, range, series.step_ms, series.tier.name())
+            }
+            .cores_omitted(series.cores_omitted)
+            .send(gate, turn),
             Ok(Ok(None)) => unknown(&agent_id),
             Ok(Err(e)) => HttpResponse::InternalServerError().json(ApiError {
                 error: format!("cannot read the history: {e}"),
@@ -531,14 +628,11 @@ async fn history(
         step_ms: range.step_ms,
     };
     match state.registry.history.send(asked).await {
-        Ok(Some(points)) => HttpResponse::Ok().json(HistoryResponse {
-            agent: agent_id,
-            from: range.from_ms,
-            to: range.to_ms,
-            step: range.step_ms,
-            source: "memory",
+        Ok(Some(points)) => HistoryResponse {
             points,
-        }),
+            ..HistoryResponse::new(agent_id, range, range.step_ms, "memory")
+        }
+        .send(gate, turn),
         Ok(None) => unknown(&agent_id),
         Err(e) => HttpResponse::ServiceUnavailable().json(ApiError {
             error: format!("registry unavailable: {e}"),
@@ -728,6 +822,17 @@ mod tests {
         ] {
             assert!(!policy.allows(bad), "{bad}");
         }
+    }
+
+    /// `cores=` takes 0/1 (and false/true, no/yes), defaults to per-core series, and
+    /// refuses anything else with a message naming the parameter.
+    #[test]
+    fn history_cores_parameter() {
+        assert_eq!(parse_cores(None), Ok(true));
+        assert_eq!(parse_cores(Some("1")), Ok(true));
+        assert_eq!(parse_cores(Some("0")), Ok(false));
+        assert_eq!(parse_cores(Some("false")), Ok(false));
+        assert!(parse_cores(Some("2")).is_err_and(|e| e.contains("`cores`")));
     }
 
     #[test]

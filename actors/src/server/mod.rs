@@ -38,8 +38,10 @@ pub mod alerts;
 pub mod beacon;
 pub mod config;
 pub mod history;
+pub mod history_gate;
 pub mod host;
 pub mod http;
+pub mod intake;
 pub mod limits;
 pub mod listener;
 pub mod messages;
@@ -127,9 +129,19 @@ impl Server {
             listen: local_addr.to_string(),
             http: http_addr.map(|a| a.to_string()),
         });
+        // Samples stamped further from this clock are stored when they arrive: behind as far
+        // as the raw tier keeps them (or would, with --no-store).
+        let clock = intake::ClockWindow::new(
+            config
+                .store
+                .as_ref()
+                .map_or(store::DEFAULT_RAW_RETENTION, |s| s.retention.raw),
+        );
         let (registry, store, reader) = match &config.store {
             None => (
-                Registry::new((*info).clone(), config.history).start(),
+                Registry::new((*info).clone(), config.history)
+                    .with_clock_window(clock)
+                    .start(),
                 None,
                 None,
             ),
@@ -153,6 +165,7 @@ impl Server {
                     Arc::clone(&health),
                     restored,
                 )
+                .with_clock_window(clock)
                 .start();
                 store.do_send(store::Subscribe {
                     committed: registry.clone().recipient(),

@@ -48,6 +48,7 @@ use crate::config::{
 use crate::protocol::{self, Cpu, Memory, Metrics};
 use crate::server::history::{Bucket, History, series};
 use crate::server::host::HostState;
+use crate::server::intake::ClockWindow;
 use crate::server::messages::{
     Close, Connect, Disconnect, Durable, Hello, Sample, Samples, SessionId,
 };
@@ -98,6 +99,7 @@ struct AgentParts {
     last_sample_ts_ms: Option<u64>,
     received: u64,
     duplicates: u64,
+    retimed: u64,
     gaps: u64,
     first_seq: u64,
     durable: u64,
@@ -126,6 +128,7 @@ impl AgentParts {
             last_sample_ts_ms: self.last_sample_ts_ms,
             received: self.received,
             duplicates: self.duplicates,
+            retimed: self.retimed,
             gaps: self.gaps,
             first_seq: self.first_seq,
             stored_seq: stored.then_some(self.durable),
@@ -177,6 +180,7 @@ impl SnapshotParts {
                 last_sample_ts_ms: v.last_sample_ts_ms,
                 received: v.received,
                 duplicates: v.duplicates,
+                retimed: v.retimed,
                 gaps: v.gaps,
                 first_seq: v.first_seq,
                 durable: v.stored_seq.unwrap_or(0),
@@ -288,6 +292,8 @@ struct AgentEntry {
     durable: u64,
     /// Whole-machine view, rates and clock offset.
     host: HostState,
+    /// Samples of the current run stored at their arrival time ([`ClockWindow`]).
+    retimed: u64,
 }
 
 impl AgentEntry {
@@ -327,6 +333,7 @@ impl AgentEntry {
             last_sample_ts_ms: latest.map(|m| m.ts_ms),
             received: self.history.received(),
             duplicates: self.history.duplicates(),
+            retimed: self.retimed,
             gaps: self.history.gaps(),
             first_seq: self.history.first_seq(),
             durable: self.durable,
@@ -356,6 +363,8 @@ pub struct Registry {
     /// How long an id must stream from a new address for that to become its home
     /// ([`HOME_MOVES_AFTER`]).
     home_moves_after: Duration,
+    /// Where sample timestamps may lie; others are stored at their arrival time.
+    clock: ClockWindow,
 }
 
 /// What becomes of a hello for an id that another session holds.
@@ -380,6 +389,7 @@ impl Registry {
             offline_retention: OFFLINE_RETENTION,
             max_agents: MAX_AGENTS,
             home_moves_after: HOME_MOVES_AFTER,
+            clock: ClockWindow::new(store::DEFAULT_RAW_RETENTION),
         }
     }
 
@@ -387,6 +397,13 @@ impl Registry {
     #[cfg(test)]
     fn with_home_moves_after(mut self, after: Duration) -> Self {
         self.home_moves_after = after;
+        self
+    }
+
+    /// The same registry with another window for sample timestamps (the server's: behind as
+    /// far as its raw retention).
+    pub fn with_clock_window(mut self, clock: ClockWindow) -> Self {
+        self.clock = clock;
         self
     }
 
@@ -437,6 +454,7 @@ impl Registry {
                     history: ring,
                     durable: r.last_seq,
                     host: HostState::default(),
+                    retimed: 0,
                 },
             );
         }
@@ -592,6 +610,7 @@ impl Handler<Hello> for Registry {
                     entry.latest = None;
                     entry.latest_at = None;
                     entry.durable = 0;
+                    entry.retimed = 0;
                 }
                 entry.hello = Arc::new(msg.hello);
                 entry.peer = peer;
@@ -624,6 +643,7 @@ impl Handler<Hello> for Registry {
                         history: History::new(self.history),
                         durable: 0,
                         host: HostState::default(),
+                        retimed: 0,
                     },
                 );
                 if self.agents.len() > self.max_agents {
@@ -654,7 +674,8 @@ impl Handler<Samples> for Registry {
 }
 
 impl Registry {
-    /// Records one sample of `session`'s agent (see [`Sample`]).
+    /// Records one sample of `session`'s agent (see [`Sample`]). A sample stamped too far
+    /// from the server's clock ([`ClockWindow`]) is recorded at its arrival time, and counted.
     fn record(&mut self, session: SessionId, mut metrics: Metrics) {
         let Some(id) = self.sessions.get(&session).and_then(|s| s.agent.as_ref()) else {
             return;
@@ -664,6 +685,23 @@ impl Registry {
         };
         if let Some(clock) = &metrics.clock {
             entry.host.clock(&entry.hello, clock);
+        }
+        let now = now_ms();
+        let (ts_ms, retimed) = self.clock.admit(metrics.ts_ms, now);
+        if retimed {
+            if entry.retimed == 0 {
+                let off = i128::from(metrics.ts_ms) - i128::from(now);
+                tracing::warn!(
+                    "agent {} ({}): sample {} is stamped {off} ms from the server's clock; it and any other more than {:?} ahead or {:?} behind are stored at the time they arrive (counted as `retimed`; said once per run)",
+                    entry.hello.name.escape_debug(),
+                    id.escape_debug(),
+                    metrics.seq,
+                    self.clock.ahead,
+                    self.clock.behind,
+                );
+            }
+            entry.retimed += 1;
+            metrics.ts_ms = ts_ms;
         }
         let m = &metrics;
         let mem_used = m.memory.map(|mem| mem.used);
@@ -965,6 +1003,65 @@ mod tests {
     async fn known(registry: &Addr<Registry>) -> Vec<String> {
         let snapshot = registry.send(GetSnapshot).await.unwrap();
         snapshot.agents.into_iter().map(|a| a.id).collect()
+    }
+
+    /// Proves that a sample stamped far from the server's clock (ten years ahead, 2^64-1) is
+    /// recorded, and sent to the Store, at its arrival time and counted in `retimed`; one
+    /// within the window keeps its own time; a new run counts afresh.
+    #[actix_rt::test]
+    async fn samples_far_from_the_servers_clock_are_retimed_and_counted() {
+        let (registry, mut store) = with_store(Vec::new());
+        let (_s1, _) = session(&registry, 1, "a", "r1").await;
+        let before = now_ms();
+        let stamped = |seq, ts_ms| Metrics {
+            ts_ms,
+            ..sample(seq)
+        };
+        let ten_years = 10 * 365 * 24 * 3_600_000;
+        let batch = vec![
+            stamped(1, before + ten_years),
+            stamped(2, u64::MAX),
+            stamped(3, before - 1000),
+        ];
+        registry
+            .send(Samples {
+                session: 1,
+                samples: batch,
+            })
+            .await
+            .unwrap();
+        let a = view(&registry, "a").await.unwrap();
+        assert_eq!((a.received, a.retimed), (3, 2));
+        assert_eq!(
+            a.last_sample_ts_ms,
+            Some(before - 1000),
+            "kept its own time"
+        );
+        let _ = store.next("attach").await;
+        for seq in 1..=3 {
+            assert_eq!(
+                store.next("append").await,
+                ToStore::Append("a".into(), "r1".into(), seq)
+            );
+        }
+        let points = registry
+            .send(GetHistory {
+                agent_id: "a".into(),
+                from_ms: before - 60_000,
+                to_ms: now_ms() + 1,
+                step_ms: 1,
+            })
+            .await
+            .unwrap()
+            .unwrap_or_default();
+        assert_eq!(
+            points.iter().map(|p| p.n).sum::<u64>(),
+            3,
+            "all three near now"
+        );
+        disconnect(&registry, 1, "bye").await;
+        let (_s2, _) = session(&registry, 2, "a", "r2").await;
+        assert_eq!(view(&registry, "a").await.unwrap().retimed, 0);
     }
 
     /// Proves exactly-once: a repeated seq is counted as a duplicate, not received again, and

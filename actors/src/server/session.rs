@@ -13,9 +13,11 @@
 //! connection received. `stopping()` reports the end and its reason ([`Disconnect`]).
 //!
 //! Bad input ends this connection only: an `error` frame, one log line naming the peer and the
-//! reason, and the actor stops. Writes go through a bounded queue to a writer task, so a peer
-//! that sends but never reads cannot grow the server's memory: when the queue is full the
-//! session ends.
+//! reason, and the actor stops. So does a sample beyond the agent id's rate
+//! ([`intake::Allowances`]: a burst, then a few samples per announced interval): `limit`, and
+//! nothing from that sample on is acknowledged (the agent keeps it). Writes go through a
+//! bounded queue to a writer task, so a peer that sends but never reads cannot grow the
+//! server's memory: when the queue is full the session ends.
 //!
 //! Receives: frames from its socket; [`Close`] and [`Durable`] from the Registry. Sends, through
 //! its [`RegistryLink`] (the Registry, or a probe in tests): [`Connect`], [`Hello`],
@@ -44,6 +46,7 @@ use crate::net::set_keepalive;
 use crate::protocol::{
     self, Ack, AgentFrame, Bye, ErrorCode, ErrorFrame, PROTOCOL_VERSION, ServerFrame, Welcome,
 };
+use crate::server::intake;
 use crate::server::limits::ConnGuard;
 use crate::server::messages::{
     Close, Connect, Disconnect, Durable, Hello, RegistryLink, Samples, SessionId,
@@ -97,17 +100,22 @@ pub struct Settings {
     /// Bytes of partly received frames, shared by every session's codec
     /// ([`Limits::max_buffered_bytes`]).
     pub frame_budget: FrameBudget,
+    /// How fast each agent id's samples may come ([`intake::Allowances`]).
+    pub allowances: intake::Allowances,
 }
 
 impl Settings {
-    /// Settings with a frame budget of `limits.max_buffered_bytes`.
+    /// Settings with a frame budget of `limits.max_buffered_bytes` and sample allowances of
+    /// `limits`.
     pub fn new(info: ServerInfo, limits: Limits, durable_acks: bool) -> Self {
         let frame_budget = FrameBudget::new(limits.max_buffered_bytes);
+        let allowances = intake::Allowances::new(intake::RateLimit::of(&limits));
         Self {
             info,
             limits,
             durable_acks,
             frame_budget,
+            allowances,
         }
     }
 }
@@ -121,6 +129,9 @@ pub struct Session {
     settings: Arc<Settings>,
     out: mpsc::Sender<Outgoing>,
     hello: Option<protocol::Hello>,
+    /// The agent id's rate budget, shared with its other connections from this address
+    /// (`None`: no limit).
+    budget: Option<intake::Budget>,
     /// Samples read but not yet sent to the Registry (see [`Session::forward`]).
     pending: Vec<protocol::Metrics>,
     highest_seq: u64,
@@ -161,6 +172,7 @@ impl Session {
                 settings,
                 out,
                 hello: None,
+                budget: None,
                 pending: Vec::new(),
                 highest_seq: 0,
                 acked_seq: 0,
@@ -237,6 +249,12 @@ impl Session {
             for_terminal(&hello.os)
         );
         let interval = Duration::from_millis(hello.interval_ms);
+        self.budget = self.settings.allowances.budget(
+            &hello.agent_id,
+            self.peer.ip(),
+            interval,
+            Instant::now(),
+        );
         let attach = Hello {
             session: self.id,
             hello: hello.clone(),
@@ -328,6 +346,18 @@ impl Session {
                 format!("invalid metrics: {e}"),
                 ctx,
             );
+        }
+        // Over its rate: refused, and with it everything after (nothing more is acknowledged
+        // on this connection, so the agent keeps them and sends them again later).
+        if let Some(budget) = &self.budget
+            && !budget.take(Instant::now())
+        {
+            let limit = self.settings.allowances.limit();
+            let message = format!(
+                "sending faster than its interval allows: more than {} samples per interval of {} ms beyond a burst of {} (sample {} and later not accepted)",
+                limit.per_interval, hello.interval_ms, limit.burst, metrics.seq
+            );
+            return self.fail(ErrorCode::Limit, message, ctx);
         }
         self.highest_seq = self.highest_seq.max(metrics.seq);
         if self.pending.is_empty() {
@@ -1018,6 +1048,42 @@ mod tests {
         assert_eq!(conn.recv("ack").await, ack(1));
         assert_eq!(conn.recv("ack").await, ack(2));
         conn.forwarded(&[1, 2]).await;
+    }
+
+    /// Proves that a sender beyond its burst (32 here, at 1 sample per 10 s interval) is
+    /// refused with `limit`: the samples before are acknowledged and forwarded, the refused
+    /// one and those after it neither.
+    #[actix_rt::test]
+    async fn a_sender_beyond_its_burst_is_refused_and_nothing_after_is_acknowledged() {
+        let mut conn = Setup {
+            limits: Limits {
+                samples_per_interval: 1,
+                sample_burst: 32,
+                ..Limits::default()
+            },
+            ..Setup::default()
+        }
+        .start()
+        .await;
+        let slow = protocol::Hello {
+            interval_ms: 10_000,
+            ..hello()
+        };
+        conn.send(AgentFrame::Hello(slow)).await;
+        conn.welcomed().await;
+        for seq in 1..=40 {
+            conn.send(metrics(seq, 5.0)).await;
+        }
+        for seq in 1..=32 {
+            assert_eq!(conn.recv("ack").await, ack(seq));
+        }
+        let e = conn.error().await;
+        assert_eq!(e.code, ErrorCode::Limit, "{}", e.message);
+        assert!(e.message.contains("sample 33 and later"), "{}", e.message);
+        let forwarded: Vec<u64> = (1..=32).collect();
+        conn.forwarded(&forwarded).await;
+        assert!(conn.end_reason().await.starts_with("error: sending faster"));
+        conn.closed().await;
     }
 
     /// Proves that with a store a sample is acknowledged only on `Durable`, never beyond what

@@ -205,6 +205,21 @@ struct Cli {
           value_name = "N", value_parser = clap::value_parser!(u32).range(idle_intervals_range()))]
     idle_intervals: u32,
 
+    /// Samples one agent (id, from one address) may send per interval it announced,
+    /// sustained, beyond its --sample-burst: a faster sender's connection is closed (code
+    /// `limit`) and nothing from that sample on is acknowledged, so it loses nothing. 0: no
+    /// limit.
+    #[arg(long, env = "LANMON_MAX_SAMPLES_PER_INTERVAL", default_value_t = Limits::DEFAULT_SAMPLES_PER_INTERVAL,
+          value_name = "N")]
+    max_samples_per_interval: u32,
+
+    /// Samples one agent (id, from one address) may send at once beyond its rate, e.g.
+    /// replaying what it kept while the server was away (at least 32; reconnecting does not
+    /// refill it).
+    #[arg(long, env = "LANMON_SAMPLE_BURST", default_value_t = Limits::DEFAULT_SAMPLE_BURST,
+          value_name = "SAMPLES")]
+    sample_burst: u32,
+
     /// Alert rules file (TOML; see the README's "Alerts"). Checked at start: the server exits
     /// naming the line and key of each problem. SIGHUP reads it again (a file with problems
     /// is refused and the previous rules stay). It overrides the --alert-* flags.
@@ -461,6 +476,8 @@ impl Cli {
             idle_intervals: self.idle_intervals,
             pressure_idle_timeout: self.pressure_idle_timeout,
             max_buffered_bytes: self.max_buffered_bytes,
+            samples_per_interval: self.max_samples_per_interval,
+            sample_burst: self.sample_burst,
         };
         config.beacon = if self.no_beacon {
             None

@@ -13,6 +13,7 @@ mod hostile;
 mod http;
 mod inproc;
 mod install;
+mod limits;
 mod machine;
 mod store;
 mod support;

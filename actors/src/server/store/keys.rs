@@ -1,9 +1,11 @@
 //! The short integer keys the sample tables use for agents and runs, cached by the Store.
 //!
-//! A sample's `(agent id, run id)` becomes `(agents.key, runs.key)` without building a key
-//! string: the agent by its id (`&str` lookup in a `HashMap<String, _>`), the run among that
-//! agent's few runs by comparison. A cache miss (a new run, or after a failed commit emptied
-//! the cache) goes to the database.
+//! A sample's `(agent id, run id)` becomes `(agents.key, runs.key)` in two hash lookups by
+//! `&str`, without building a key string: the agent by its id, then the run among that
+//! agent's runs (a map per agent, so an id with 20,000 runs costs what one with a single run
+//! does). A cache miss (a new run, or after a failed commit emptied the cache) goes to the
+//! database. The retention pass prunes runs and agents that have no rows left
+//! ([`Keys::forget_run`], [`Keys::forget_agent`]).
 
 use std::collections::HashMap;
 
@@ -17,8 +19,8 @@ use super::rows::{self, RunRow};
 pub(super) struct Keys {
     /// agent id → agents.key
     agents: HashMap<String, i64>,
-    /// agents.key → (run id, runs.key) of each run seen since the server started
-    runs: HashMap<i64, Vec<(String, i64)>>,
+    /// agents.key → run id → runs.key, of each run seen since the server started
+    runs: HashMap<i64, HashMap<String, i64>>,
 }
 
 impl Keys {
@@ -47,6 +49,11 @@ impl Keys {
         self.agents.values().copied()
     }
 
+    /// The cached `agents.key` of agent `id`.
+    pub(super) fn known(&self, id: &str) -> Option<i64> {
+        self.agents.get(id).copied()
+    }
+
     /// The `agents.key` of agent `id`, if it has a row.
     pub(super) fn agent(&mut self, tx: &Transaction<'_>, id: &str) -> Result<Option<i64>> {
         if let Some(k) = self.agents.get(id) {
@@ -66,11 +73,7 @@ impl Keys {
     /// from the database, else a new row. Never "unknown": a sample is always written, so a
     /// durable seq announced after this batch never covers a sample that was skipped.
     pub(super) fn run(&mut self, tx: &Transaction<'_>, agent: i64, run_id: &str) -> Result<i64> {
-        if let Some(&(_, key)) = self
-            .runs
-            .get(&agent)
-            .and_then(|runs| runs.iter().find(|(id, _)| id == run_id))
-        {
+        if let Some(&key) = self.runs.get(&agent).and_then(|runs| runs.get(run_id)) {
             return Ok(key);
         }
         tx.prepare_cached("INSERT OR IGNORE INTO runs (agent, run_id) VALUES (:agent, :run_id)")?
@@ -82,8 +85,21 @@ impl Keys {
         self.runs
             .entry(agent)
             .or_default()
-            .push((row.run_id, row.key));
+            .insert(row.run_id, row.key);
         Ok(row.key)
+    }
+
+    /// The run `run_id` of `agent` was deleted.
+    pub(super) fn forget_run(&mut self, agent: i64, run_id: &str) {
+        if let Some(runs) = self.runs.get_mut(&agent) {
+            runs.remove(run_id);
+        }
+    }
+
+    /// Agent `id` (key `agent`) and its runs were deleted.
+    pub(super) fn forget_agent(&mut self, agent: i64, id: &str) {
+        self.agents.remove(id);
+        self.runs.remove(&agent);
     }
 }
 
@@ -93,3 +109,78 @@ static SELECT_RUN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
         rows::list(RunRow::columns())
     )
 });
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::super::{Append, Attach, Moves, Op, Retention, Store};
+    use crate::protocol::Hello;
+    use std::time::Instant;
+
+    const H: u64 = 3_600_000;
+
+    fn attach(store: &mut Store, agent: &str, run: &str) {
+        store.batch.push(Op::Attach(Attach {
+            hello: Hello {
+                agent_id: agent.into(),
+                ..hello(run)
+            },
+            ip: "127.0.0.1".into(),
+        }));
+    }
+
+    /// Seconds to log `n` samples of `agent`'s run `run` (commits of 500, as a busy server).
+    fn log_samples(store: &mut Store, agent: &str, run: &str, n: u64) -> f64 {
+        let started = Instant::now();
+        for seq in 1..=n {
+            store.batch.push(Op::Append(Append {
+                agent_id: agent.into(),
+                run_id: run.into(),
+                metrics: metrics(seq, 10 * H + seq, 1.0),
+            }));
+            if seq.is_multiple_of(500) {
+                store.commit(Moves::Due).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        store.commit(Moves::Due).unwrap_or_else(|e| panic!("{e}"));
+        started.elapsed().as_secs_f64()
+    }
+
+    /// Measures the store's cost per sample of an agent whose id has 20,000 runs (a client
+    /// that says hello with a new run id again and again), against an agent with one run.
+    /// Run by hand: `cargo test -p lanmon --release --lib -- --ignored --nocapture many_runs`.
+    #[test]
+    #[ignore = "a measurement, not a check"]
+    fn per_sample_cost_with_many_runs() {
+        let (dir, config) = temp_config("many-runs", Retention::default());
+        let (mut store, _) = Store::open(&config, 10).unwrap_or_else(|e| panic!("{e}"));
+        let runs = 20_000u32;
+        for r in 0..runs {
+            attach(&mut store, "crowded", &format!("run-{r}"));
+            if (r + 1).is_multiple_of(1000) {
+                store.commit(Moves::Due).unwrap_or_else(|e| panic!("{e}"));
+            }
+        }
+        attach(&mut store, "plain", "only");
+        store.commit(Moves::Due).unwrap_or_else(|e| panic!("{e}"));
+        let n = 50_000;
+        let last = format!("run-{}", runs - 1);
+        // Warm up both (page cache, statements), then measure each twice, alternating.
+        log_samples(&mut store, "plain", "only", 1000);
+        let mut crowded = 0.0;
+        let mut plain = 0.0;
+        for round in 0..2u64 {
+            let _ = round;
+            crowded += log_samples(&mut store, "crowded", &last, n);
+            plain += log_samples(&mut store, "plain", "only", n);
+        }
+        let per = |s: f64| s / (2 * n) as f64 * 1e6;
+        println!(
+            "per sample: {:.2} µs for an agent with {runs} runs, {:.2} µs with one run ({:.2}x)",
+            per(crowded),
+            per(plain),
+            crowded / plain
+        );
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+}

@@ -106,17 +106,19 @@ pub(super) fn write(
 fn attach(tx: &Transaction<'_>, keys: &mut Keys, a: &Attach) -> Result<()> {
     let hello = serde_json::to_string(&a.hello)?;
     tx.prepare_cached(
-        "INSERT INTO agents (id, hello, ip, run_id) VALUES (:id, :hello, :ip, :run_id)
+        "INSERT INTO agents (id, hello, ip, run_id, seen_ms)
+         VALUES (:id, :hello, :ip, :run_id, :seen_ms)
          ON CONFLICT (id) DO UPDATE SET hello = excluded.hello, ip = excluded.ip,
            last_seq = CASE WHEN run_id = excluded.run_id THEN last_seq ELSE 0 END,
            latest = CASE WHEN run_id = excluded.run_id THEN latest ELSE NULL END,
-           run_id = excluded.run_id",
+           run_id = excluded.run_id, seen_ms = excluded.seen_ms",
     )?
     .execute(named_params! {
         ":id": a.hello.agent_id,
         ":hello": hello,
         ":ip": a.ip,
         ":run_id": a.hello.run_id,
+        ":seen_ms": rows::i64_of(crate::util::now_ms()),
     })?;
     let Some(agent) = keys.agent(tx, &a.hello.agent_id)? else {
         return Ok(());

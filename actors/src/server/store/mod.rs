@@ -18,7 +18,8 @@
 //! schedule, so the work spreads out), its logged samples move in one go into `raw` and the
 //! rollups (rollup.rs); after a crash, [`Store::open`] moves whatever `raw_log` still holds
 //! the same way. Reads of the raw tier include `raw_log`; the rollup tiers lag by up to
-//! [`ROLLUP_DELAY`]. Old rows are deleted in bounded batches (retention.rs). A commit that
+//! [`ROLLUP_DELAY`]. Old rows are deleted in bounded batches, and then runs and agents that
+//! nothing refers to any more (retention.rs). A commit that
 //! fails (a full disk) acknowledges nothing and is retried whole, [`RETRY_MIN`] doubling to
 //! [`RETRY_MAX`]; [`StoreHealth`] shows the fault meanwhile.
 //!
@@ -49,7 +50,7 @@ mod schema;
 mod testkit;
 mod tier;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -60,9 +61,14 @@ use rusqlite::Connection;
 
 pub use self::error::StoreError;
 pub use self::health::{StoreFault, StoreHealth};
-pub use self::reader::{Reader, Series};
+pub use self::reader::{
+    HistoryQuery, MAX_HISTORY_CELLS, MAX_HISTORY_CORES, READ_CONNECTIONS, Reader, Series, fit_step,
+};
 pub use self::restore::Restored;
-pub use self::retention::{DELETE_BATCH, RETENTION_BACKLOG, RETENTION_EVERY, RETENTION_TICK};
+pub use self::retention::{
+    AGENT_RETENTION, DELETE_BATCH, PRUNE_RUNS_BATCH, RETENTION_BACKLOG, RETENTION_EVERY,
+    RETENTION_TICK,
+};
 pub use self::rollup::{MOVE_BUDGET, MOVE_ROWS, ROLLUP_DELAY};
 pub use self::tier::{
     DEFAULT_1H_RETENTION, DEFAULT_1M_RETENTION, DEFAULT_10M_RETENTION, DEFAULT_RAW_RETENTION,
@@ -344,10 +350,43 @@ impl Store {
         }
     }
 
-    /// One retention pass at `now_ms`; true while old rows remain (see [`retention`]).
+    /// One retention pass at `now_ms`; true while old rows remain (see [`retention`]). Runs
+    /// and agents it deletes leave the key cache; agents with writes queued (in the batch) or
+    /// logged and not yet moved (in the backlog) are not pruned.
     fn expire(&mut self, now_ms: u64) -> bool {
-        self.expiry
-            .pass(&self.conn, self.keys.agents(), &self.retention, now_ms)
+        let mut busy: HashSet<i64> = self.backlog.agents();
+        if !self.batch.is_empty() {
+            let queued: HashSet<&str> = self
+                .batch
+                .iter()
+                .map(|op| match op {
+                    Op::Attach(a) => a.hello.agent_id.as_str(),
+                    Op::Append(s) => s.agent_id.as_str(),
+                })
+                .collect();
+            busy.extend(queued.into_iter().filter_map(|id| self.keys.known(id)));
+        }
+        let pruned = self.expiry.pass(
+            &self.conn,
+            self.keys.agents(),
+            &busy,
+            &self.retention,
+            now_ms,
+        );
+        for (agent, run) in &pruned.runs {
+            self.keys.forget_run(*agent, run);
+        }
+        for (agent, id) in &pruned.agents {
+            self.keys.forget_agent(*agent, id);
+        }
+        if !pruned.runs.is_empty() || !pruned.agents.is_empty() {
+            tracing::debug!(
+                "store: deleted {} run(s) and {} agent(s) without rows",
+                pruned.runs.len(),
+                pruned.agents.len()
+            );
+        }
+        pruned.more
     }
 
     fn schedule_expiry(&self, after: Duration, ctx: &mut Context<Self>) {

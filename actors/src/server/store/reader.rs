@@ -1,43 +1,127 @@
-//! Read-only access for the HTTP API ([`Reader`]), on its own connection: WAL lets it read
-//! while the Store writes, and it never blocks the Store.
+//! Read-only access for the HTTP API ([`Reader`]): a small pool of read-only connections, so
+//! that requests do not wait for each other (WAL lets them read while the Store writes, and
+//! they never block the Store).
+//!
+//! A history read is bounded in work and in memory by what it answers, not by how many rows
+//! it covers: CPU and memory are aggregated per point by SQLite (`GROUP BY` the point's
+//! start), and per-core values are folded row by row straight into the points, never
+//! collected. The answer itself is bounded: per-core series for at most
+//! [`MAX_HISTORY_CORES`] cores, and at most [`MAX_HISTORY_CELLS`] values (points × (1 +
+//! cores)); a request for more gets a coarser step ([`fit_step`]), which the answer names.
 
 use std::collections::HashMap;
-use std::sync::{LazyLock, Mutex};
+use std::path::PathBuf;
+use std::sync::{LazyLock, Mutex, PoisonError};
 use std::time::Duration;
 
+use rusqlite::types::ValueRef;
 use rusqlite::{Connection, OpenFlags, OptionalExtension, params};
 
 use super::error::{Result, StoreError};
-use super::rows::{self, RollupRow, SampleRow, i64_of, u64_of};
+use super::rows::{self, MinMaxRow, i64_of, u64_of};
 use super::tier::{Retention, Tier, choose_tier};
 use super::{DB_FILE, StoreConfig};
-use crate::server::series::{Agg, Bucket, rebucket};
+use crate::server::series::{Agg, Bucket, MinMax, bucket_start};
 
-/// See the module documentation.
-pub struct Reader {
-    conn: Mutex<Connection>,
-    retention: Retention,
-}
+/// Idle read connections kept open for the next requests (the HTTP side also runs at most
+/// this many history requests at once; a connection beyond it is opened, used and closed).
+pub const READ_CONNECTIONS: usize = 4;
+/// Per-core history is answered (and, see `rows::encode_cores`, kept) for at most this many
+/// cores per agent: the first ones. A 4,096-core announcement costs what 256 cores do.
+pub const MAX_HISTORY_CORES: usize = 256;
+/// Most values one history answer holds: points × (1 + per-core series). Beyond it the step
+/// is made coarser ([`fit_step`]). About 40 bytes of JSON each, so an answer stays under a
+/// few MB: 400 points of a 64-core machine fit (25,600); 256 cores get about 190 points.
+pub const MAX_HISTORY_CELLS: u64 = 50_000;
 
-impl std::fmt::Debug for Reader {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Reader")
-            .field("retention", &self.retention)
-            .finish()
-    }
+/// What one history read asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryQuery {
+    pub from_ms: u64,
+    pub to_ms: u64,
+    /// The step asked for; the answer may use a coarser one ([`Series::step_ms`]).
+    pub step_ms: u64,
+    /// The server's clock (which tiers still hold `from_ms`).
+    pub now_ms: u64,
+    /// Answer per-core series (up to [`MAX_HISTORY_CORES`]).
+    pub cores: bool,
 }
 
 /// An agent's series from the store.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Series {
     pub tier: Tier,
+    /// The step of the points: the one asked for, or a coarser one when that would have held
+    /// more than [`MAX_HISTORY_CELLS`] values.
+    pub step_ms: u64,
     pub points: Vec<Bucket>,
+    /// Cores of the agent left out of the per-core series (beyond [`MAX_HISTORY_CORES`]).
+    pub cores_omitted: u32,
 }
 
-/// The raw tier over a range: `raw`, and the last seconds still in `raw_log` (skipping a
-/// repeat of a sample already in `raw`).
-static RAW_RANGE: LazyLock<String> = LazyLock::new(|| {
-    let columns = rows::list(SampleRow::columns());
+/// See the module documentation.
+pub struct Reader {
+    path: PathBuf,
+    idle: Mutex<Vec<Connection>>,
+    retention: Retention,
+}
+
+impl std::fmt::Debug for Reader {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reader")
+            .field("path", &self.path)
+            .field("retention", &self.retention)
+            .finish()
+    }
+}
+
+/// A connection taken from the pool; it goes back (if the pool has room) when dropped.
+struct Pooled<'a> {
+    conn: Option<Connection>,
+    reader: &'a Reader,
+}
+
+impl std::ops::Deref for Pooled<'_> {
+    type Target = Connection;
+    fn deref(&self) -> &Connection {
+        // Set from creation until drop.
+        self.conn.as_ref().unwrap_or_else(|| unreachable!())
+    }
+}
+
+impl Drop for Pooled<'_> {
+    fn drop(&mut self) {
+        if let Some(conn) = self.conn.take() {
+            let mut idle = self
+                .reader
+                .idle
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner);
+            if idle.len() < READ_CONNECTIONS {
+                idle.push(conn);
+            }
+        }
+    }
+}
+
+/// CPU and memory per point, aggregated by SQLite (`?4` is the step): the raw tier is `raw`
+/// and the last seconds still in `raw_log` (skipping a repeat of a sample already in `raw`).
+/// `total()` never overflows (memory in bytes).
+static RAW_POINTS: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "SELECT (ts_ms / ?4) * ?4 AS ts_ms, count(*) AS n,
+           count(cpu) AS cpu_n, total(cpu) AS cpu_sum, min(cpu) AS cpu_min, max(cpu) AS cpu_max,
+           count(mem) AS mem_n, total(mem) AS mem_sum, min(mem) AS mem_min, max(mem) AS mem_max
+         FROM ({}) GROUP BY 1 ORDER BY 1",
+        raw_range("ts_ms, cpu, mem")
+    )
+});
+
+/// Per-core values of the raw tier, row by row.
+static RAW_CORES: LazyLock<String> = LazyLock::new(|| raw_range("ts_ms, cores"));
+
+/// The raw tier's rows in `[?2, ?3)` of agent `?1`, with `columns`.
+fn raw_range(columns: &str) -> String {
     format!(
         "SELECT {columns} FROM raw
          WHERE agent = ?1 AND ts_ms >= ?2 AND ts_ms < ?3
@@ -46,45 +130,107 @@ static RAW_RANGE: LazyLock<String> = LazyLock::new(|| {
          WHERE agent = ?1 AND ts_ms >= ?2 AND ts_ms < ?3
            AND NOT EXISTS (SELECT 1 FROM raw WHERE run = l.run AND seq = l.seq)"
     )
-});
+}
 
-/// A rollup tier over a range.
-static ROLLUP_RANGE: LazyLock<HashMap<Tier, String>> = LazyLock::new(|| {
+/// The statements of one rollup tier: its points (as [`RAW_POINTS`]) and its per-core rows.
+struct RollupSql {
+    points: String,
+    cores: String,
+}
+
+static ROLLUP_SQL: LazyLock<HashMap<Tier, RollupSql>> = LazyLock::new(|| {
     Tier::ROLLUPS
         .iter()
         .map(|&tier| {
-            let sql = format!(
-                "SELECT {} FROM {} WHERE agent = ?1 AND ts_ms >= ?2 AND ts_ms < ?3",
-                rows::list(RollupRow::columns()),
-                tier.table()
-            );
+            let table = tier.table();
+            let range = "WHERE agent = ?1 AND ts_ms >= ?2 AND ts_ms < ?3";
+            let sql = RollupSql {
+                points: format!(
+                    "SELECT (ts_ms / ?4) * ?4 AS ts_ms, sum(n) AS n,
+                       sum(cpu_n) AS cpu_n, total(cpu_sum) AS cpu_sum,
+                       min(cpu_min) AS cpu_min, max(cpu_max) AS cpu_max,
+                       sum(mem_n) AS mem_n, total(mem_sum) AS mem_sum,
+                       min(mem_min) AS mem_min, max(mem_max) AS mem_max
+                     FROM {table} {range} GROUP BY 1 ORDER BY 1"
+                ),
+                cores: format!("SELECT ts_ms, cores FROM {table} {range}"),
+            };
             (tier, sql)
         })
         .collect()
 });
 
+/// The step for `[from_ms, to_ms)` that keeps an answer with `cores` per-core series within
+/// [`MAX_HISTORY_CELLS`]: `step_ms` if it fits, else the smallest step that does (whole
+/// seconds from a second up). Counts the partial points at both ends.
+pub fn fit_step(from_ms: u64, to_ms: u64, step_ms: u64, cores: usize) -> u64 {
+    let per_point = 1 + u64::try_from(cores).unwrap_or(u64::MAX);
+    let span = to_ms.saturating_sub(from_ms);
+    let step = step_ms.max(1);
+    let points = |step: u64| span / step + 2;
+    if points(step).saturating_mul(per_point) <= MAX_HISTORY_CELLS {
+        return step;
+    }
+    let max_points = (MAX_HISTORY_CELLS / per_point).saturating_sub(2).max(1);
+    let mut fitted = span.div_ceil(max_points).max(step);
+    if fitted >= 1000 {
+        fitted = fitted.div_ceil(1000) * 1000;
+    }
+    fitted
+}
+
 impl Reader {
     /// Opens the database in `config.data_dir` read-only (after [`super::Store::open`]
-    /// created it).
+    /// created it); one connection now, so that a problem shows at startup.
     pub fn open(config: &StoreConfig) -> Result<Reader> {
-        let path = config.data_dir.join(DB_FILE);
-        let conn = Connection::open_with_flags(
-            &path,
+        let reader = Reader {
+            path: config.data_dir.join(DB_FILE),
+            idle: Mutex::new(Vec::new()),
+            retention: config.retention,
+        };
+        let first = reader.connect()?;
+        reader
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(first);
+        Ok(reader)
+    }
+
+    fn connect(&self) -> Result<Connection> {
+        Connection::open_with_flags(
+            &self.path,
             OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )
         .and_then(|c| {
             c.busy_timeout(Duration::from_secs(5))?;
             Ok(c)
         })
-        .map_err(|error| StoreError::Open { path, error })?;
-        Ok(Reader {
-            conn: Mutex::new(conn),
-            retention: config.retention,
+        .map_err(|error| StoreError::Open {
+            path: self.path.clone(),
+            error,
         })
     }
 
-    /// `agent_id`'s series over `[from_ms, to_ms)` in steps of `step_ms`, from the tier
-    /// [`choose_tier`] picks; `None` if the store has never seen the agent.
+    /// A connection of the pool, or a new one when every pooled one is in use.
+    fn get(&self) -> Result<Pooled<'_>> {
+        let idle = self
+            .idle
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .pop();
+        let conn = match idle {
+            Some(c) => c,
+            None => self.connect()?,
+        };
+        Ok(Pooled {
+            conn: Some(conn),
+            reader: self,
+        })
+    }
+
+    /// `agent_id`'s series over `[from_ms, to_ms)` in steps of (at least) `step_ms`, with
+    /// per-core series; `None` if the store has never seen the agent. See [`Reader::read`].
     pub fn history(
         &self,
         agent_id: &str,
@@ -93,41 +239,293 @@ impl Reader {
         step_ms: u64,
         now_ms: u64,
     ) -> Result<Option<Series>> {
-        let conn = self
-            .conn
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let agent: Option<i64> = conn
-            .query_row("SELECT key FROM agents WHERE id = ?1", [agent_id], |r| {
-                r.get("key")
-            })
+        self.read(
+            agent_id,
+            &HistoryQuery {
+                from_ms,
+                to_ms,
+                step_ms,
+                now_ms,
+                cores: true,
+            },
+        )
+    }
+
+    /// `agent_id`'s series for `q`, from the tier [`choose_tier`] picks for the step
+    /// [`fit_step`] allows; `None` if the store has never seen the agent.
+    pub fn read(&self, agent_id: &str, q: &HistoryQuery) -> Result<Option<Series>> {
+        let conn = self.get()?;
+        let agent: Option<(i64, Option<i64>)> = conn
+            .query_row(
+                "SELECT key, json_extract(hello, '$.cores') AS cores FROM agents WHERE id = ?1",
+                [agent_id],
+                |r| Ok((r.get("key")?, r.get("cores").ok().flatten())),
+            )
             .optional()?;
-        let Some(agent) = agent else {
+        let Some((agent, cores)) = agent else {
             return Ok(None);
         };
-        let tier = choose_tier(from_ms, step_ms, now_ms, &self.retention);
-        let range = params![agent, i64_of(from_ms), i64_of(to_ms)];
-        let rows: Vec<(u64, Agg)> = if tier == Tier::Raw {
-            conn.prepare_cached(&RAW_RANGE)?
-                .query_map(range, |r| {
-                    let row = SampleRow::from_row(r)?;
-                    Ok((u64_of(row.ts_ms), row.agg()))
-                })?
-                .collect::<rusqlite::Result<_>>()?
+        let cores = usize::try_from(cores.unwrap_or(0)).unwrap_or(0);
+        let shown = if q.cores {
+            cores.min(MAX_HISTORY_CORES)
         } else {
-            let sql = ROLLUP_RANGE
-                .get(&tier)
-                .ok_or(rusqlite::Error::InvalidQuery)?;
-            conn.prepare_cached(sql)?
-                .query_map(range, |r| {
-                    let row = RollupRow::from_row(r)?;
-                    Ok((u64_of(row.ts_ms), row.agg()))
-                })?
-                .collect::<rusqlite::Result<_>>()?
+            0
         };
+        let cores_omitted = if q.cores {
+            u32::try_from(cores - shown).unwrap_or(u32::MAX)
+        } else {
+            0
+        };
+        let step = fit_step(q.from_ms, q.to_ms, q.step_ms, shown);
+        let tier = choose_tier(q.from_ms, step, q.now_ms, &self.retention);
+        type Fold = fn(&mut Vec<Option<MinMax>>, &[u8], usize);
+        let (points_sql, cores_sql, fold): (&str, &str, Fold) = if tier == Tier::Raw {
+            (&RAW_POINTS, &RAW_CORES, rows::merge_raw_cores)
+        } else {
+            let sql = ROLLUP_SQL.get(&tier).ok_or(rusqlite::Error::InvalidQuery)?;
+            (&sql.points, &sql.cores, rows::merge_core_aggs)
+        };
+        let (from, to) = (i64_of(q.from_ms), i64_of(q.to_ms));
+        let mut aggs: Vec<(u64, Agg)> = conn
+            .prepare_cached(points_sql)?
+            .query_map(params![agent, from, to, i64_of(step)], |r| {
+                let row = MinMaxRow::from_row(r)?;
+                Ok((u64_of(row.ts_ms), row.agg()))
+            })?
+            .collect::<rusqlite::Result<_>>()?;
+        if shown > 0 && !aggs.is_empty() {
+            // Each row's blob goes straight into its point: nothing per row is kept.
+            let at: HashMap<u64, usize> = aggs
+                .iter()
+                .enumerate()
+                .map(|(i, (ts, _))| (*ts, i))
+                .collect();
+            let mut stmt = conn.prepare_cached(cores_sql)?;
+            let mut rows = stmt.query(params![agent, from, to])?;
+            while let Some(r) = rows.next()? {
+                let ts = u64_of(r.get("ts_ms")?);
+                let Some(&i) = at.get(&bucket_start(ts, step)) else {
+                    continue;
+                };
+                if let ValueRef::Blob(blob) = r.get_ref("cores")? {
+                    fold(&mut aggs[i].1.cores, blob, shown);
+                }
+            }
+        }
         Ok(Some(Series {
             tier,
-            points: rebucket(rows, from_ms, to_ms, step_ms),
+            step_ms: step,
+            points: aggs.into_iter().map(|(ts, a)| a.bucket(ts)).collect(),
+            cores_omitted,
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testkit::*;
+    use super::super::{Append, Attach, Moves, Op, Store};
+    use super::*;
+    use crate::protocol::{Cpu, Memory, Metrics};
+    use crate::server::series::rebucket;
+
+    const H: u64 = 3_600_000;
+
+    /// A step is kept while the answer fits in MAX_HISTORY_CELLS values, else made just
+    /// coarse enough (whole seconds from a second up), counting partial points at the ends.
+    #[test]
+    fn fit_step_keeps_answers_within_the_cell_cap() {
+        assert_eq!(fit_step(0, H, 12_000, 0), 12_000, "300 points, no cores");
+        assert_eq!(
+            fit_step(0, H, 9_000, 64),
+            9_000,
+            "400 points of 64 cores fit"
+        );
+        let wide = fit_step(0, 5_000, 1, 256);
+        assert!(wide > 1);
+        assert!((5_000 / wide + 2) * 257 <= MAX_HISTORY_CELLS, "{wide}");
+        let day = fit_step(0, 24 * H, 1_000, 256);
+        assert_eq!(day % 1000, 0, "whole seconds: {day}");
+        assert!((24 * H / day + 2) * 257 <= MAX_HISTORY_CELLS, "{day}");
+        assert_eq!(fit_step(10, 10, 0, 8), 1, "an empty range and a zero step");
+    }
+
+    /// An agent announcing 4,096 cores: a read at one point per sample answers per-core
+    /// series for MAX_HISTORY_CORES cores only, at a coarser step, within MAX_HISTORY_CELLS
+    /// values, and says how many cores it left out.
+    #[test]
+    fn a_wide_agent_is_answered_within_the_caps() {
+        let (dir, config) = temp_config("wide", Retention::default());
+        let (mut store, _) = Store::open(&config, 10).unwrap_or_else(|e| panic!("{e}"));
+        let cores = 4096;
+        let mut h = hello("r1");
+        h.cores = cores;
+        store.batch.push(Op::Attach(Attach {
+            hello: h,
+            ip: "127.0.0.1".into(),
+        }));
+        let now = 10 * H;
+        for seq in 1..=300u64 {
+            store.batch.push(Op::Append(Append {
+                agent_id: "a1".into(),
+                run_id: "r1".into(),
+                metrics: Metrics {
+                    seq,
+                    ts_ms: now + seq,
+                    cpu: Some(Cpu {
+                        total: 50.0,
+                        per_core: vec![25.0; cores as usize],
+                    }),
+                    memory: None,
+                    ..Metrics::default()
+                },
+            }));
+        }
+        store.commit(Moves::All).unwrap_or_else(|e| panic!("{e}"));
+        let reader = Reader::open(&config).unwrap_or_else(|e| panic!("{e}"));
+        let s = reader
+            .history("a1", now, now + 301, 1, now + 1000)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("agent missing"));
+        assert!(s.step_ms > 1, "coarser than asked: {}", s.step_ms);
+        assert_eq!(s.cores_omitted, cores - MAX_HISTORY_CORES as u32);
+        let cells: usize = s.points.iter().map(|p| 1 + p.cores.len()).sum();
+        assert!(cells as u64 <= MAX_HISTORY_CELLS, "{cells} values");
+        assert!(s.points.iter().all(|p| p.cores.len() == MAX_HISTORY_CORES));
+        assert_eq!(s.points.iter().map(|p| p.n).sum::<u64>(), 300);
+        assert_eq!(s.points[0].cores[0].map(|c| c.avg), Some(25.0));
+        let none = reader
+            .read(
+                "a1",
+                &HistoryQuery {
+                    from_ms: now,
+                    to_ms: now + 301,
+                    step_ms: 1,
+                    now_ms: now + 1000,
+                    cores: false,
+                },
+            )
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("agent missing"));
+        assert_eq!(
+            (none.step_ms, none.points.len()),
+            (1, 300),
+            "no cores: as asked"
+        );
+        assert!(none.points.iter().all(|p| p.cores.is_empty()));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The points SQLite aggregates (raw, the part still in raw_log, and each rollup tier)
+    /// are those the Rust aggregation gives for the same rows: counts, avg/min/max of CPU and
+    /// memory (a sample may lack either), and per core.
+    #[test]
+    fn sql_points_equal_the_rust_aggregation() {
+        let (dir, config) = temp_config("sql-points", Retention::default());
+        let (mut store, _) = Store::open(&config, 10).unwrap_or_else(|e| panic!("{e}"));
+        attach_a1(&mut store, "r1");
+        let start = 10 * H;
+        let sample = |seq: u64| Metrics {
+            seq,
+            ts_ms: start + seq * 7_000,
+            cpu: (!seq.is_multiple_of(5)).then(|| Cpu {
+                total: (seq % 100) as f32,
+                per_core: vec![(seq % 10) as f32, 50.0 + (seq % 3) as f32],
+            }),
+            memory: (!seq.is_multiple_of(7)).then_some(Memory {
+                total: 1 << 40,
+                used: (1 << 33) + seq * 1024,
+                free: 0,
+                available: None,
+            }),
+            ..Metrics::default()
+        };
+        let samples: Vec<Metrics> = (1..=600).map(sample).collect();
+        for m in &samples[..550] {
+            store.batch.push(Op::Append(Append {
+                agent_id: "a1".into(),
+                run_id: "r1".into(),
+                metrics: m.clone(),
+            }));
+        }
+        store.commit(Moves::All).unwrap_or_else(|e| panic!("{e}"));
+        // The last 50 stay in raw_log (logged, not moved).
+        for m in &samples[550..] {
+            store.batch.push(Op::Append(Append {
+                agent_id: "a1".into(),
+                run_id: "r1".into(),
+                metrics: m.clone(),
+            }));
+        }
+        store.commit(Moves::Due).unwrap_or_else(|e| panic!("{e}"));
+        let rows: Vec<(u64, Agg)> = samples
+            .iter()
+            .map(|m| {
+                let mut a = Agg::sample(
+                    m.cpu.as_ref().map(|c| f64::from(c.total)),
+                    m.memory.map(|mem| mem.used as f64),
+                );
+                if let Some(c) = &m.cpu {
+                    a = a.with_cores(c.per_core.iter().map(|&v| f64::from(v)));
+                }
+                (m.ts_ms, a)
+            })
+            .collect();
+        let reader = Reader::open(&config).unwrap_or_else(|e| panic!("{e}"));
+        let (from, to) = (start, start + 600 * 7_000 + 1);
+        let raw = reader
+            .history("a1", from, to, 30_000, from + H)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("agent missing"));
+        assert_eq!(raw.tier, Tier::Raw);
+        assert_eq!(raw.points, rebucket(rows.clone(), from, to, 30_000));
+        // Coarser steps come from the rollup tiers (moved rows only: the first 550).
+        let moved = || rows[..550].iter().cloned();
+        for (step, tier) in [(600_000, Tier::Min10), (3_600_000, Tier::Hour1)] {
+            let s = reader
+                .history("a1", from, to, step, from + H)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|| panic!("agent missing"));
+            assert_eq!(s.tier, tier);
+            // Rollup rows start at their bucket: compare against the same bucketing.
+            let expected = rebucket(
+                moved().map(|(ts, a)| (ts / 60_000 * 60_000, a)),
+                from,
+                to,
+                step,
+            );
+            assert_eq!(s.points.len(), expected.len());
+            for (got, want) in s.points.iter().zip(&expected) {
+                assert_eq!((got.ts_ms, got.n), (want.ts_ms, want.n));
+                assert_eq!(got.cpu, want.cpu);
+                assert_eq!(got.mem_used, want.mem_used);
+                assert_eq!(got.cores, want.cores, "per core (values fit in f32)");
+            }
+        }
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// Reads do not wait for each other: with a connection in use (a request in progress), a
+    /// read still completes on another; the pool keeps at most READ_CONNECTIONS idle.
+    #[test]
+    fn reads_use_a_pool_of_connections() {
+        let (dir, config) = temp_config("pool", Retention::default());
+        let (mut store, _) = Store::open(&config, 10).unwrap_or_else(|e| panic!("{e}"));
+        attach_a1(&mut store, "r1");
+        append(&mut store, "r1", 1..=3, 10 * H);
+        store.commit(Moves::All).unwrap_or_else(|e| panic!("{e}"));
+        let reader = Reader::open(&config).unwrap_or_else(|e| panic!("{e}"));
+        let busy: Vec<_> = (0..READ_CONNECTIONS + 2)
+            .map(|_| reader.get().unwrap_or_else(|e| panic!("{e}")))
+            .collect();
+        let s = reader
+            .history("a1", 10 * H, 11 * H, 1000, 11 * H)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("agent missing"));
+        assert_eq!(s.points.len(), 3);
+        drop(busy);
+        let idle = reader.idle.lock().map(|i| i.len()).unwrap_or(0);
+        assert_eq!(idle, READ_CONNECTIONS);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }

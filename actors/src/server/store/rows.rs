@@ -13,13 +13,15 @@
 //! Adding a column: a migration, a field here, and then whatever the compiler points at (the
 //! functions that build a row from a sample or an [`Agg`], and back).
 //!
-//! Also here: the per-core blob formats of the `cores` columns, and the saturating conversions
+//! Also here: the per-core blob formats of the `cores` columns (for the first
+//! [`MAX_HISTORY_CORES`] cores of a sample), and the saturating conversions
 //! between the wire's `u64` and SQLite's `i64`.
 
 use std::sync::LazyLock;
 
 use rusqlite::{Row, Statement};
 
+use super::reader::MAX_HISTORY_CORES;
 use crate::protocol::Metrics;
 use crate::server::series::{Agg, MinMax};
 
@@ -214,6 +216,8 @@ table_row! {
         last_seq: i64,
         /// The sample of `last_seq`, as JSON.
         latest: Option<String>,
+        /// When the agent last said hello, ms since the Unix epoch (0: before schema 3).
+        seen_ms: i64,
     }
 }
 
@@ -228,8 +232,36 @@ table_row! {
     }
 }
 
+table_row! {
+    /// One point of a history read as SQLite aggregates it (`GROUP BY` the point's start):
+    /// not a table, the columns of such a query (see `reader.rs`).
+    #[derive(Debug, Clone, PartialEq)]
+    struct MinMaxRow {
+        /// The point's start.
+        ts_ms: i64,
+        /// Samples in it.
+        n: i64,
+        cpu: Option<MinMax>,
+        mem: Option<MinMax>,
+    }
+}
+
+impl MinMaxRow {
+    /// The point's aggregate, without per-core values (those are folded in apart).
+    pub(super) fn agg(&self) -> Agg {
+        Agg {
+            n: u64_of(self.n),
+            cpu: self.cpu,
+            mem: self.mem,
+            cores: Vec::new(),
+        }
+    }
+}
+
 impl SampleRow {
-    /// Sample `m` of agent `agent`'s run `run`, as stored.
+    /// Sample `m` of agent `agent`'s run `run`, as stored: per-core values of the first
+    /// [`MAX_HISTORY_CORES`] cores only (so a raw row holds at most 512 bytes of them, and a
+    /// rollup row 4 KiB, whatever the agent announces).
     pub(super) fn of(agent: i64, run: i64, m: &Metrics) -> Self {
         SampleRow {
             agent,
@@ -238,7 +270,10 @@ impl SampleRow {
             seq: i64_of(m.seq),
             cpu: m.cpu.as_ref().map(|c| f64::from(c.total)),
             mem: m.memory.map(|mem| i64_of(mem.used)),
-            cores: m.cpu.as_ref().map(|c| encode_cores(&c.per_core)),
+            cores: m
+                .cpu
+                .as_ref()
+                .map(|c| encode_cores(&c.per_core[..c.per_core.len().min(MAX_HISTORY_CORES)])),
         }
     }
 
@@ -325,6 +360,30 @@ fn decode_cores(blob: &[u8]) -> impl Iterator<Item = f64> + '_ {
         .map(|b| f64::from(u16::from_le_bytes([b[0], b[1]])) / 100.0)
 }
 
+/// Adds a `raw.cores` blob's first `limit` cores to `acc` (grown to fit, as [`Agg::merge`]
+/// does), without building anything per row.
+pub(super) fn merge_raw_cores(acc: &mut Vec<Option<MinMax>>, blob: &[u8], limit: usize) {
+    let values = decode_cores(blob).take(limit);
+    let n = (blob.len() / 2).min(limit);
+    if acc.len() < n {
+        acc.resize(n, None);
+    }
+    for (mine, v) in acc.iter_mut().zip(values) {
+        *mine = MinMax::merge(*mine, Some(MinMax::one(v)));
+    }
+}
+
+/// Adds a rollup's `cores` blob's first `limit` cores to `acc` (grown to fit).
+pub(super) fn merge_core_aggs(acc: &mut Vec<Option<MinMax>>, blob: &[u8], limit: usize) {
+    let n = (blob.len() / CORE_AGG_BYTES).min(limit);
+    if acc.len() < n {
+        acc.resize(n, None);
+    }
+    for (mine, c) in acc.iter_mut().zip(blob.chunks_exact(CORE_AGG_BYTES)) {
+        *mine = MinMax::merge(*mine, core_agg(c));
+    }
+}
+
 /// Bytes per core in a rollup's `cores` blob: `u32 n, f32 sum, f32 min, f32 max`.
 const CORE_AGG_BYTES: usize = 16;
 
@@ -350,18 +409,19 @@ fn encode_core_aggs(cores: &[Option<MinMax>]) -> Option<Vec<u8>> {
 }
 
 fn decode_core_aggs(blob: &[u8]) -> Vec<Option<MinMax>> {
+    blob.chunks_exact(CORE_AGG_BYTES).map(core_agg).collect()
+}
+
+/// One core's `u32 n, f32 sum, f32 min, f32 max` ([`CORE_AGG_BYTES`] bytes).
+fn core_agg(c: &[u8]) -> Option<MinMax> {
     let f = |b: &[u8]| f64::from(f32::from_le_bytes([b[0], b[1], b[2], b[3]]));
-    blob.chunks_exact(CORE_AGG_BYTES)
-        .map(|c| {
-            let n = u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
-            (n > 0).then(|| MinMax {
-                n,
-                sum: f(&c[4..8]),
-                min: f(&c[8..12]),
-                max: f(&c[12..16]),
-            })
-        })
-        .collect()
+    let n = u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]]));
+    (n > 0).then(|| MinMax {
+        n,
+        sum: f(&c[4..8]),
+        min: f(&c[8..12]),
+        max: f(&c[12..16]),
+    })
 }
 
 #[cfg(test)]
@@ -423,6 +483,33 @@ mod tests {
             "cores survive the blob (values fit in f32)"
         );
         assert_eq!(back.mem, None);
+    }
+
+    /// A sample of an agent announcing 4,096 cores keeps per-core history for the first 256:
+    /// 512 bytes in its raw row, and 4 KiB in a rollup row (not 8 and 64 KiB).
+    #[test]
+    fn per_core_history_is_kept_for_the_first_cores_only() {
+        let m = Metrics {
+            seq: 1,
+            ts_ms: 1000,
+            cpu: Some(crate::protocol::Cpu {
+                total: 50.0,
+                per_core: (0..4096).map(|i| (i % 100) as f32).collect(),
+            }),
+            memory: None,
+            ..Metrics::default()
+        };
+        let row = SampleRow::of(1, 2, &m);
+        assert_eq!(
+            row.cores.as_ref().map(Vec::len),
+            Some(2 * MAX_HISTORY_CORES)
+        );
+        let rollup = RollupRow::of(1, 0, &row.agg());
+        assert_eq!(
+            rollup.cores.as_ref().map(Vec::len),
+            Some(CORE_AGG_BYTES * MAX_HISTORY_CORES)
+        );
+        assert_eq!(row.agg().cores[255].map(|c| c.sum), Some(55.0));
     }
 
     /// A sample's row keeps its readings, and per-core values to a hundredth of a percent.

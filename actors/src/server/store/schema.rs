@@ -7,10 +7,11 @@
 //! that value becomes its `user_version`, and it is upgraded in place from there. `meta` stays
 //! as that code expects it (`'2'`), so that it can still open the database.
 //!
-//! The tables (version 2), each mapped by a struct in [`super::rows`]:
+//! The tables (version 3), each mapped by a struct in [`super::rows`]:
 //! ```text
 //! meta(key, value)                          the version, for lanmon before user_version
-//! agents(key, id, hello JSON, ip, run_id, run_key, last_seq, latest JSON)  one per agent id
+//! agents(key, id, hello JSON, ip, run_id, run_key, last_seq, latest JSON, seen_ms)
+//!                                           one per agent id
 //! runs(key, agent, run_id)                  short keys for (agent, run) used by `raw`
 //! raw(agent, ts_ms, run, seq, cpu, mem, cores)   unique (run, seq); index (agent, ts_ms)
 //! raw_log(the same columns)                 no index: samples not yet moved into raw
@@ -52,6 +53,7 @@ macro_rules! migration {
 pub(super) const MIGRATIONS: &[Migration] = &[
     migration!("001_initial.sql", "agents, runs, samples, rollups"),
     migration!("002_per_core.sql", "per-core history"),
+    migration!("003_agent_seen.sql", "when each agent last connected"),
 ];
 
 /// The version this code writes: the number of migrations.

@@ -41,7 +41,7 @@ pub fn hello(run: &str) -> Hello {
         name: "one".into(),
         hostname: "one".into(),
         os: "test".into(),
-        cores: 1,
+        cores: 2,
         agent_version: "0".into(),
         interval_ms: 1000,
     }

@@ -177,7 +177,7 @@
       const to = Date.now() + 1000, from = to - SPARK_WINDOW - 1000;
       const a = state.agents.get(id);
       const step = Math.max(1000, Math.min(10000, (a && a.interval_ms) || 5000));
-      fetch(`/api/agents/${encodeURIComponent(id)}/history?from=${from}&to=${to}&step=${step}`)
+      fetch(`/api/agents/${encodeURIComponent(id)}/history?from=${from}&to=${to}&step=${step}&cores=0`)
         .then((r) => (r.ok ? r.json() : null))
         .then((h) => {
           if (!h) return;
@@ -595,11 +595,11 @@
     const now = Date.now();
     const { from, to } = detail.zoom || { from: now - detail.span, to: now };
     // About 400 points across, in whole seconds (the server's tiers pick their resolution).
-    const step = Math.max(1000, Math.ceil((to - from) / 400 / 1000) * 1000);
+    const asked = Math.max(1000, Math.ceil((to - from) / 400 / 1000) * 1000);
     const seq = ++detail.seq;
     rangeButtons();
-    $("range-label").textContent = `${fullTime(from)} – ${fullTime(to)} · one point per ${duration(step)}`;
-    fetch(`/api/agents/${encodeURIComponent(id)}/history?from=${Math.floor(from)}&to=${Math.ceil(to)}&step=${step}`)
+    $("range-label").textContent = `${fullTime(from)} – ${fullTime(to)} · one point per ${duration(asked)}`;
+    fetch(`/api/agents/${encodeURIComponent(id)}/history?from=${Math.floor(from)}&to=${Math.ceil(to)}&step=${asked}`)
       .then(async (r) => {
         if (r.status === 404) return { points: [], missing: true };
         if (!r.ok) throw new Error(`history: HTTP ${r.status}: ${await r.text()}`);
@@ -607,6 +607,9 @@
       })
       .then((h) => {
         if (seq !== detail.seq || id !== detail.id) return;
+        // The server may answer a coarser step (a machine with many cores): chart that one.
+        const step = h.step || asked;
+        if (step !== asked) $("range-label").textContent = `${fullTime(from)} – ${fullTime(to)} · one point per ${duration(step)}`;
         const a = state.agents.get(id);
         const total = a && a.memory ? a.memory.total : 0;
         memUnit = total && total < 2 * 1024 ** 3 ? { div: 1024 ** 2, name: "MiB" } : { div: 1024 ** 3, name: "GiB" };
