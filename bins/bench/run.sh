@@ -179,8 +179,9 @@ start_server() {
     if grep -q -- '--data-dir <' <<<"$help" && [[ " $BENCH_SERVER_ARGS " != *" --no-store "* ]]; then
         cmd+=(--data-dir "$dir/data")
     fi
-    # Flood scenarios send far above their announced interval on purpose: no rate limit.
-    if [[ "$dir" == */flood-* ]] && grep -q -- '--max-samples-per-interval <' <<<"$help"; then
+    # Flood scenarios (flood-N, alerts-VARIANT-flood-N) send far above their announced
+    # interval on purpose: no rate limit.
+    if [[ "${dir##*/}" == *flood-* ]] && grep -q -- '--max-samples-per-interval <' <<<"$help"; then
         cmd+=(--max-samples-per-interval 0)
     fi
     local extra=()
