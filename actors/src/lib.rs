@@ -38,10 +38,13 @@
 //!     reporter.rs   Reporter actor: text / JSON report every interval
 //!     beacon.rs     Beacon actor: UDP announcements for `agent --discover`
 //!     alerts/       alert rules and notifications (own thread; reads snapshots like the Reporter)
-//!       config.rs   the TOML rules file, flags, overrides, silences; checked whole, SIGHUP reload
+//!       config/     the settings, checked whole, SIGHUP reload: mod.rs (AlertsConfig),
+//!                   settings.rs (flags, patches), file.rs (the TOML rules file, a line per
+//!                   problem), select.rs (overrides, silences, globs), targets.rs, error.rs
 //!       rules.rs    the built-in rules, their defaults and inputs; predict_linear
 //!       state.rs    one alert's state machine (pending → firing → resolved, hysteresis)
 //!       engine.rs   Engine actor: evaluates every interval, notifies, saves, publishes the Board
+//!       fill.rs     per-(agent, mount) ring of available bytes for "full within T" (bounded)
 //!       store.rs    alert states across restarts: `alert_state` in lanmon.db, or in memory
 //!       notify/     one thread per target, bounded queue, retries: webhook.rs (lanmon, ntfy,
 //!                   Slack-compatible), alertmanager.rs (API v2, re-sent while firing)
