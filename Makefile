@@ -11,7 +11,7 @@ TARGET_DIR   := $(or $(CARGO_TARGET_DIR),target)
 RELEASE_BIN  := $(TARGET_DIR)/release
 DEBUG_BIN    := $(TARGET_DIR)/debug
 
-.PHONY: help setup build run-server run-agent demo test lint fmt-check clippy unit itest itest-loopback itest-lan itest-browser bench bench-smoke fuzz deb itest-deb clean
+.PHONY: help setup build run-server run-agent demo test lint fmt-check clippy unit itest itest-loopback itest-lan itest-browser bench bench-deps bench-smoke fuzz deb itest-deb clean
 
 help:
 	@echo "make demo        server + 2 agents on this machine (loopback only), Ctrl+C stops all"
@@ -138,10 +138,31 @@ itest-browser:
 	fi
 
 # The benchmarks (root: the scenarios run inside a private network namespace).
-bench:
+bench: bench-deps
 	bins/bench/run.sh
 	$(CARGO) build --release --workspace --bins --locked
 	bins/bench/discovery-latency.sh $(RELEASE_BIN) 10
+
+# What only the full benchmark needs: Debian's collectd-core, to compare the agent's cost with
+# collectd's (run.sh's `collectd` part; the smoke test skips it when it is missing, so CI and
+# `make setup` stay without it). Its service must never start: the same policy-rc.d as setup,
+# and the service is disabled; run.sh starts collectd itself, in a private namespace.
+bench-deps:
+	@if [ -x /usr/sbin/collectd ]; then :; \
+	 elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+	   echo "installing: collectd-core (for the benchmark's collectd comparison)"; \
+	   policy=/usr/sbin/policy-rc.d; ours=; \
+	   if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' >$$policy && chmod 755 $$policy && ours=1; fi; \
+	   apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
+	     apt-get install -y -qq --no-install-recommends collectd-core >/dev/null; rc=$$?; \
+	   [ -z "$$ours" ] || rm -f $$policy; \
+	   [ $$rc = 0 ] || exit $$rc; \
+	   if [ -x /etc/init.d/collectd ]; then \
+	     /etc/init.d/collectd status >/dev/null 2>&1 && /etc/init.d/collectd stop; \
+	     update-rc.d collectd disable >/dev/null 2>&1; \
+	     [ ! -d /run/systemd/system ] || systemctl disable --now collectd >/dev/null 2>&1; \
+	   fi; true; \
+	 else echo "bench: collectd-core not installed (not root): the collectd comparison is skipped"; fi
 
 # CI's check that loadgen and the bench harness still build and run: a tiny scenario of
 # everything, and a few rounds of the discovery timing. Results go to target/bench/.

@@ -43,23 +43,28 @@
 //!     reporter.rs   Reporter actor: text / JSON report every interval
 //!     beacon.rs     Beacon actor: UDP announcements for `agent --discover`
 //!     alerts/       alert rules and notifications (own thread; reads snapshots like the Reporter)
-//!       config.rs   the TOML rules file, flags, overrides, silences; checked whole, SIGHUP reload
+//!       config/     the settings, checked whole, SIGHUP reload: mod.rs (AlertsConfig),
+//!                   settings.rs (flags, patches), file.rs (the TOML rules file, a line per
+//!                   problem), select.rs (overrides, silences, globs), targets.rs, error.rs
 //!       rules.rs    the built-in rules, their defaults and inputs; predict_linear
 //!       state.rs    one alert's state machine (pending → firing → resolved, hysteresis)
 //!       engine.rs   Engine actor: evaluates every interval, notifies, saves, publishes the Board
+//!       fill.rs     per-(agent, mount) ring of available bytes for "full within T" (bounded)
 //!       store.rs    alert states across restarts: `alert_state` in lanmon.db, or in memory
 //!       notify/     one thread per target, bounded queue, retries: webhook.rs (lanmon, ntfy,
 //!                   Slack-compatible), alertmanager.rs (API v2, re-sent while firing)
 //!     store/        Store actor: durable history in SQLite, one role per file
 //!       mod.rs      the actor: batching, commit, retry with backoff, config, messages
-//!       schema.rs   migrations/NNN_*.sql (embedded), PRAGMA user_version, upgrades
+//!       schema.rs   migrations/NNN_*.sql (embedded), PRAGMA user_version, upgrades (004: the
+//!                   whole machine: load, swap, filesystems by slot in `mounts`, rates)
 //!       rows.rs     one struct per table, mapped by column name; the SQL built from them
 //!       tier.rs     tiers, retention, which tier serves a request
 //!       keys.rs     agent and run keys (cached)      log.rs     raw_log appends
 //!       commit.rs   one transaction: log, move what is due, trim
 //!       rollup.rs   moves into raw and the rollups, crash repair
 //!       reader.rs   the HTTP API's reads: a pool of read-only connections, points summed up
-//!                   by SQLite, per-core folded row by row, answers capped (cells, cores)
+//!                   by SQLite, per-core and per-filesystem folded row by row, answers
+//!                   capped (values of every series asked for, cores)
 //!       retention.rs, restore.rs, health.rs, error.rs
 //!     intake.rs     what the server admits from one agent: a rate bucket per agent id
 //!                   (Allowances, used by Sessions), the clock window (ClockWindow: samples
@@ -68,6 +73,7 @@
 //!     host.rs       per-agent whole-machine view: rates from counters, clock offset
 //!     rates.rs      rates from cumulative counters (resets, 32-bit wraps): pure
 //!     series.rs     the one aggregation engine: buckets, min/max, rebucketing (history, store)
+//!     selection.rs  which series a history answer carries (`series=`), points written with them
 //!     http.rs       HTTP (actix-web): /api/agents, history, /healthz, /metrics, /api/events,
 //!                   /api/alerts, /
 //!     history_gate.rs  at most 4 history answers worked on and held at once; the body that

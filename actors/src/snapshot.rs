@@ -326,6 +326,24 @@ impl HostView {
     }
 }
 
+impl HostView {
+    /// Disk bytes per second over every device (read, written); `None` until the server has
+    /// two samples.
+    pub fn disk_rates(&self) -> Option<(f64, f64)> {
+        let rates: Vec<(f64, f64)> = self
+            .disks
+            .as_deref()?
+            .iter()
+            .filter_map(|d| Some((d.read_bytes_per_s?, d.written_bytes_per_s?)))
+            .collect();
+        (!rates.is_empty()).then(|| {
+            rates
+                .iter()
+                .fold((0.0, 0.0), |(r, w), (dr, dw)| (r + dr, w + dw))
+        })
+    }
+}
+
 /// A filesystem's use in percent, as `df` computes Use%: `(size - avail) / size`.
 #[allow(clippy::cast_precision_loss)] // byte counts: a ratio to display
 pub fn used_pct(f: &Filesystem) -> f64 {

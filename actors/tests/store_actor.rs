@@ -99,6 +99,7 @@ fn append(run: &str, seq: u64) -> Append {
             memory: None,
             ..Metrics::default()
         },
+        rates: lanmon::server::store::Rates::default(),
     }
 }
 

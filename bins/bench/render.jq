@@ -1,7 +1,8 @@
 # Renders bins/bench/RESULTS.md from the raw results of run.sh.
 # Inputs: $machine[0] (object), $codec (array), $server (array of runs), $agent (object|null:
-# the protocol-2 agent run), $agents (array: the agent run of every trust mode), $storms
-# (array: the reconnect storms).
+# the agent run in the first trust mode, the protocol-2 one by default), $agents (array: the
+# agent run of every trust mode), $storms (array: the reconnect storms), $agent_base and
+# $collectd (objects|null: measured alongside $agent), $alerts (array of runs).
 
 def rnd(n): if . == null then null else (. * pow(10; n) | round) / pow(10; n) end;
 def num(n): if . == null then "n/a" else (rnd(n) | tostring) end;
@@ -19,6 +20,8 @@ def median:
 def mib: if . == null then null else . / 1024 end;   # kB → MiB
 def range_of(f): (map(f) | map(select(. != null))) as $v
   | if ($v | length) > 1 then " (\($v | min | num(1))–\($v | max | num(1)))" else "" end;
+def ratio(a; b): if a == null or b == null or b == 0 then null else a / b end;
+def cost_row(a): "| \(a.what) | \(a.cpu_ms_per_sample_median | num(3)) ms | \(a.cpu_ms_per_sample | num(3)) ms | \(a.rss_median_kb | mib | num(2)) MiB | \(a.peak_rss_kb | mib | num(2)) MiB | \(a.pss_kb | mib | num(2)) MiB | \(a.samples_measured) |";
 def ok(b): if b == null then "n/a" elif b then "**met**" else "**missed**" end;
 # A verdict only when the scenario is as large as the target says.
 def ok_at(b; big): if big then ok(b) elif $machine[0].quick then "n/a (quick mode)" else "n/a (scenario smaller than the target)" end;
@@ -131,6 +134,59 @@ $machine[0] as $m
       ($agents[] | "| \(.auth) | \(.rss_median_kb | mib | num(2)) | \(.cpu_ms_per_sample_median | num(3)) | \(.cpu_ms_per_sample | num(3)) | \(.payload_bytes_per_sample | num(0)) | \(.wire_bytes_per_sample | num(0)) |"),
       ""
     else empty end)
+  end),
+
+  (if $agent_base == null and $collectd == null then empty else
+    "## Agent cost against collectd (issue 13)\n",
+    "Measured in the same time window as the agent above, exactly like it (CPU of all threads from schedstat per sample, RSS from /proc/PID/status; median after the warm-up), each in a network namespace of its own so that its traffic is counted apart. The second agent has only the groups the agent had before the whole machine (its own server in its namespace); collectd (Debian's collectd-core, its default 5 read and 5 write threads) reads the same plugins as the agent's groups every \(($collectd.interval_ms // 5000) / 1000) s, chosen like the agent's defaults (real filesystems, whole disks, no loopback), and sends them with its network plugin to loopback. A collectd \"sample\" is one read interval.\n",
+    "| process | CPU per sample, median | mean | RSS median | peak RSS | PSS | samples |",
+    "|---|---:|---:|---:|---:|---:|---:|",
+    (if $agent then cost_row($agent) else empty end),
+    (if $agent_base then cost_row($agent_base) else empty end),
+    (if $collectd then cost_row($collectd) else "| collectd | not run (collectd-core not installed; `make bench` installs it) | | | | | |" end),
+    "",
+    (if $agent and $agent_base then
+      ratio($agent.cpu_ms_per_sample_median; $agent_base.cpu_ms_per_sample_median) as $c
+      | ratio($agent.rss_median_kb; $agent_base.rss_median_kb) as $r
+      | "Every group against `\($agent_base.what | ltrimstr("agent "))`: CPU × \($c | num(2)), RSS \(if $r == null then "n/a" else "\((($r - 1) * 100) | num(1)) %" end) (\($agent.rss_median_kb - $agent_base.rss_median_kb) KiB).\n"
+     else empty end),
+    (if $agent and $collectd then
+      "Agent ÷ collectd: CPU × \(ratio($agent.cpu_ms_per_sample_median; $collectd.cpu_ms_per_sample_median) | num(2)) (mean × \(ratio($agent.cpu_ms_per_sample; $collectd.cpu_ms_per_sample) | num(2))), RSS × \(ratio($agent.rss_median_kb; $collectd.rss_median_kb) | num(2)).\n"
+     else empty end),
+    "| target (issue 13) | measured | |",
+    "|---|---|---|",
+    (if $agent and $collectd then
+      "| agent CPU per sample with every group below collectd's (same plugins) | \($agent.cpu_ms_per_sample_median | num(3)) ms against \($collectd.cpu_ms_per_sample_median | num(3)) ms | \(ok_at($agent.cpu_ms_per_sample_median != null and $collectd.cpu_ms_per_sample_median != null and $agent.cpu_ms_per_sample_median < $collectd.cpu_ms_per_sample_median; $m.quick | not)) |"
+     else "| agent CPU below collectd's | collectd not run | n/a |" end),
+    (if $agent and $agent_base then
+      "| agent RSS with every group within +10 % of `\($agent_base.what | ltrimstr("agent "))` | \($agent.rss_median_kb | mib | num(2)) MiB against \($agent_base.rss_median_kb | mib | num(2)) MiB | \(ok_at($agent.rss_median_kb != null and $agent_base.rss_median_kb != null and $agent.rss_median_kb <= 1.1 * $agent_base.rss_median_kb; $m.quick | not)) |"
+     else "| agent RSS within +10 % of today's | baseline not run | n/a |" end),
+    ""
+  end),
+
+  (if ($alerts | length) == 0 then empty else
+    ($alerts | group_by(.name) | map({name: .[0].name, variant: .[0].variant, kind: .[0].kind, agents: .[0].agents, runs: .})
+      | sort_by([.kind, .agents, ({"none": 0, "ok": 1, "blackhole": 2, "slow": 3}[.variant] // 9)])) as $ag
+    | "## Alerts and a dead or slow webhook (issue 14)\n",
+      "The same loadgen scenarios against a server without alerts (`none`) and with rules that make every simulated agent flap (memory used is 20–80 %, a new value each sample, one threshold of 50 % with no band and no waits, evaluated every second: about one transition per agent every two samples, each a notification) to a webhook on loopback that answers at once (`ok`), accepts and never answers (`blackhole`: every call waits for the 10 s timeout) or answers after \($m.settings | capture("BENCH_SLOW_WEBHOOK_S=(?<s>[^ ]+)").s // "?") s (`slow`). Variants alternate run by run. Ratios are against `none` of the same scenario (medians). Notifications are the server's own counters at the end of the run (`/api/alerts`: every transition notified, and where each went; median over runs).\n",
+      "| scenario | webhook | runs | samples/s acked | p50 ms | p99 ms | max ms | server CPU % | p99 ÷ none | samples/s ÷ none | notifications | of them sent / dropped / queued / failed | errors / unacked |",
+      "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|",
+      ($ag[] | .runs as $r
+        | ($ag | map(select(.variant == "none" and .kind == $r[0].kind and .agents == $r[0].agents)) | .[0].runs) as $base
+        | "| \(.kind)-\(.agents) | \(.variant) | \($r | length) | \($r | map(.loadgen.samples_per_s) | median | commas)\($r | range_of(.loadgen.samples_per_s)) | \($r | map(.loadgen.latency.p50_ms) | median | num(2)) | \($r | map(.loadgen.latency.p99_ms) | median | num(2))\($r | range_of(.loadgen.latency.p99_ms)) | \($r | map(.loadgen.latency.max_ms) | median | num(1)) | \($r | map(.server.cpu_s / .server.wall_s * 100) | median | num(0)) | \(if $base then ratio($r | map(.loadgen.latency.p99_ms) | median; $base | map(.loadgen.latency.p99_ms) | median) | num(2) else "n/a" end) | \(if $base then ratio($r | map(.loadgen.samples_per_s) | median; $base | map(.loadgen.samples_per_s) | median) | num(2) else "n/a" end) | \(if .variant == "none" then "—" else ($r | map(.alerts.notifications | if . == null then null else .sent + .dropped + .queued + .failed end) | median | commas) end) | \(if .variant == "none" then "—" else "\($r | map(.alerts.notifications.sent) | median | commas) / \($r | map(.alerts.notifications.dropped) | median | commas) / \($r | map(.alerts.notifications.queued) | median | commas) / \($r | map(.alerts.notifications.failed) | median | commas)" end) | \($r | map(.loadgen.errors) | add) / \($r | map(.loadgen.samples_unacked) | add) |"),
+      "",
+      "| target (issue 14) | measured | |",
+      "|---|---|---|",
+      ($ag[] | select(.variant == "blackhole" or .variant == "slow") | .runs as $r
+        | ($ag | map(select(.variant == "none" and .kind == $r[0].kind and .agents == $r[0].agents)) | .[0].runs) as $base
+        | select($base != null)
+        | (if .kind == "flood" then ratio($r | map(.loadgen.samples_per_s) | median; $base | map(.loadgen.samples_per_s) | median) else ratio($r | map(.loadgen.latency.p99_ms) | median; $base | map(.loadgen.latency.p99_ms) | median) end) as $x
+        | if .kind == "flood" then
+            "| webhook \(.variant): flood ingest unchanged (within 20 %; \(.agents) agents) | × \($x | num(2)) of none | \(ok_at($x != null and $x >= 0.8; $m.quick | not)) |"
+          else
+            "| webhook \(.variant): p99 send→ack unchanged (within 20 % or 1 ms; \(.agents) agents at \($r[0].loadgen.rate_per_agent // "?")/s) | × \($x | num(2)) of none | \(ok_at($x != null and (($r | map(.loadgen.latency.p99_ms) | median) <= 1.2 * ($base | map(.loadgen.latency.p99_ms) | median) or ($r | map(.loadgen.latency.p99_ms) | median) - ($base | map(.loadgen.latency.p99_ms) | median) <= 1); $m.quick | not)) |"
+          end),
+      ""
   end),
 
   "## Targets (issue #5, 2-core machine)\n",

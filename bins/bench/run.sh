@@ -10,7 +10,7 @@
 #
 # Settings (environment; defaults in brackets, the quick mode's after the slash):
 #   BENCH_QUICK=1              tiny version of everything (CI smoke test, ~90 s after build)
-#   BENCH_PARTS                which parts to run ["codec server agent"]
+#   BENCH_PARTS                which parts to run ["codec server agent collectd alerts"]
 #   BENCH_AGENTS               rate scenarios, agents each ["100 1000 10000" / "20"]
 #   BENCH_QUIET_AGENTS         the same with the server's report off (isolates the ingest
 #                              path from the snapshot/report cost) ["10000" / ""]
@@ -38,6 +38,20 @@
 #   BENCH_AGENT_WARMUP         seconds before the agent's RSS/CPU baseline [20 / 6]
 #   BENCH_AGENT_ARGS           extra agent flags, e.g. "--collect cpu,memory" (the groups
 #                              before the whole-machine ones) or "--processes 5" [none]
+#   BENCH_AGENT_BASELINE       flags of a second agent measured alongside the first, in the
+#                              same time window (issue 13: every group against the groups it
+#                              had before); empty: none ["--collect cpu,memory"]
+#   BENCH_COLLECTD             part `collectd`: collectd measured alongside the agent, with
+#                              the same plugins (Debian's collectd-core; skipped when missing)
+#                              [/usr/sbin/collectd]
+#   BENCH_COLLECTD_INTERVAL    collectd's interval in seconds (the agent's default) [5]
+#   BENCH_ALERT_AGENTS         part `alerts` (issue 14): rate scenario agents ["1000" / "20"]
+#   BENCH_ALERT_FLOOD_AGENTS   the flood scenario's agents ["200" / "10"]
+#   BENCH_ALERT_WEBHOOKS       variants: none (no --alerts), ok, blackhole (accepts, never
+#                              answers), slow (answers after BENCH_SLOW_WEBHOOK_S)
+#                              ["none blackhole slow" / "none blackhole"]
+#   BENCH_ALERT_REPEAT         runs of each (variants interleaved) [3 / 1]
+#   BENCH_SLOW_WEBHOOK_S       the slow webhook's delay [5]
 #   BENCH_OUT                  results file [bins/bench/RESULTS.md / target/bench/RESULTS-quick.md]
 #   BENCH_NOFILE               file-descriptor limit set in the namespace [65536]
 #   BENCH_BIN                  directory of prebuilt server/loadgen/agent; skips the build
@@ -52,12 +66,15 @@ QUICK="${BENCH_QUICK:-0}"
 if [[ "$QUICK" == 1 ]]; then
     def_agents="20" def_quiet_agents="" def_secs=3 def_repeat=1 def_flood_agents=10 def_flood_secs=2
     def_agent_secs=12 def_agent_warmup=6 def_storm_agents=20
+    def_alert_agents=20 def_alert_flood_agents=10 def_alert_webhooks="none blackhole" def_alert_repeat=1
 else
     def_agents="100 1000 10000" def_quiet_agents="10000" def_secs=20 def_repeat=3 def_flood_agents="200 20"
     def_flood_secs=10 def_agent_secs=120 def_agent_warmup=20 def_storm_agents=10000
+    def_alert_agents=1000 def_alert_flood_agents=200 def_alert_webhooks="none blackhole slow"
+    def_alert_repeat=3
 fi
 export BENCH_QUICK="$QUICK"
-export BENCH_PARTS="${BENCH_PARTS:-codec server agent}"
+export BENCH_PARTS="${BENCH_PARTS:-codec server agent collectd alerts}"
 export BENCH_AGENTS="${BENCH_AGENTS:-$def_agents}"
 export BENCH_QUIET_AGENTS="${BENCH_QUIET_AGENTS-$def_quiet_agents}"
 export BENCH_RATE="${BENCH_RATE:-1}"
@@ -76,6 +93,14 @@ export BENCH_SERVER_ARGS="${BENCH_SERVER_ARGS:-}"
 export BENCH_AUTH="${BENCH_AUTH:-required off}"
 export BENCH_STORM_AGENTS="${BENCH_STORM_AGENTS-$def_storm_agents}"
 export BENCH_AGENT_ARGS="${BENCH_AGENT_ARGS:-}"
+export BENCH_AGENT_BASELINE="${BENCH_AGENT_BASELINE---collect cpu,memory}"
+export BENCH_COLLECTD="${BENCH_COLLECTD:-/usr/sbin/collectd}"
+export BENCH_COLLECTD_INTERVAL="${BENCH_COLLECTD_INTERVAL:-5}"
+export BENCH_ALERT_AGENTS="${BENCH_ALERT_AGENTS:-$def_alert_agents}"
+export BENCH_ALERT_FLOOD_AGENTS="${BENCH_ALERT_FLOOD_AGENTS:-$def_alert_flood_agents}"
+export BENCH_ALERT_WEBHOOKS="${BENCH_ALERT_WEBHOOKS:-$def_alert_webhooks}"
+export BENCH_ALERT_REPEAT="${BENCH_ALERT_REPEAT:-$def_alert_repeat}"
+export BENCH_SLOW_WEBHOOK_S="${BENCH_SLOW_WEBHOOK_S:-5}"
 
 TARGET_DIR="${CARGO_TARGET_DIR:-$(cargo metadata --format-version 1 --no-deps 2>/dev/null \
     | jq -r .target_directory)}"
@@ -124,6 +149,8 @@ lo_tx_bytes() { awk -F'[: ]+' '$2 == "lo" { print $11 }' /proc/net/dev; }
 # Stops a process we started: SIGTERM, then SIGKILL after 10 s. Only ever by its PID.
 stop_pid() {
     local pid="$1" i
+    # Never 0, 1 or a negative number: kill would reach a process group or every process.
+    [[ "$pid" =~ ^[0-9]+$ && "$pid" -gt 1 ]] || return 0
     kill -TERM "$pid" 2>/dev/null || return 0
     for i in $(seq 100); do
         kill -0 "$pid" 2>/dev/null || break
@@ -137,6 +164,11 @@ stop_pid() {
 }
 
 STARTED_PIDS=()
+# Set by a part for the server runs it starts: extra server flags, the results' file prefix,
+# and fields added to each result (a JSON object).
+SCENARIO_SERVER_ARGS=()
+RESULT_PREFIX=server
+SCENARIO_META='{}'
 cleanup_pids() {
     local pid
     for pid in "${STARTED_PIDS[@]}"; do stop_pid "$pid"; done
@@ -164,13 +196,14 @@ start_server() {
     if grep -q -- '--auth <' <<<"$help"; then
         [[ "$auth" == off ]] && cmd+=(--auth off)
     fi
-    # Flood scenarios send far above their announced interval on purpose: no rate limit.
-    if [[ "$dir" == */flood-* ]] && grep -q -- '--max-samples-per-interval <' <<<"$help"; then
+    # Flood scenarios (flood-N, alerts-VARIANT-flood-N) send far above their announced
+    # interval on purpose: no rate limit.
+    if [[ "${dir##*/}" == *flood-* ]] && grep -q -- '--max-samples-per-interval <' <<<"$help"; then
         cmd+=(--max-samples-per-interval 0)
     fi
     local extra=()
     read -r -a extra <<<"$BENCH_SERVER_ARGS"
-    cmd+=("${extra[@]}")
+    cmd+=("${extra[@]}" "${SCENARIO_SERVER_ARGS[@]}")
     if [[ "$report" == json ]]; then
         cmd+=(--report-format json --report-interval "$BENCH_REPORT_INTERVAL")
     else
@@ -260,6 +293,16 @@ server_run() {
     hwm="$(proc_status "$SERVER_PID" VmHWM)"
     rss="$(proc_status "$SERVER_PID" VmRSS)"
     threads="$(proc_status "$SERVER_PID" Threads)"
+    # With alerts: what the engine and the notifier did (GET /api/alerts, before the stop).
+    local alerts=null http
+    if [[ " ${SCENARIO_SERVER_ARGS[*]} " == *" --alerts "* ]] && command -v curl >/dev/null; then
+        http="$(tail -n2 "$dir/server.jsonl" | jq -rR 'fromjson? | .server.http // empty' | tail -n1)"
+        local login=()
+        [[ -s "$dir/data/http.token" ]] && login=(-H "Authorization: Bearer $(cat "$dir/data/http.token")")
+        [[ -n "$http" ]] && alerts="$(curl -s --max-time 5 "${login[@]}" "http://$http/api/alerts" \
+            | jq -c '{firing, pending, notifications}' 2>/dev/null || echo null)"
+        [[ -n "$alerts" ]] || alerts=null
+    fi
     stop_pid "$SERVER_PID"
     if [[ ! -s "$dir/loadgen.json" ]]; then
         log "loadgen produced no report (exit $rc):"
@@ -283,17 +326,18 @@ server_run() {
         --argjson wall "$(echo "$wall1 - $wall0" | bc)" --arg report "$report" \
         --argjson busy "$(echo "$busy1 - $busy0" | bc)" \
         --arg warn_sample "$(grep ' WARN ' "$dir/server.log" | head -n3 | cut -c1-300 || true)" \
-        --arg auth "$auth" \
-        '{name: $name, run: $run, report: $report, auth: $auth, loadgen_exit: $rc, loadgen: $lg[0],
+        --arg auth "$auth" --argjson alerts "$alerts" --argjson meta "$SCENARIO_META" \
+        '$meta + {name: $name, run: $run, report: $report, auth: $auth, loadgen_exit: $rc, loadgen: $lg[0],
+          alerts: $alerts,
           machine_busy_s: $busy,
           server: {cpu_s: $cpu, wall_s: $wall, peak_rss_kb: $hwm, end_rss_kb: $rss,
                    threads: $threads, max_live: $live, received: $received,
                    warnings: $warnings, warning_sample: $warn_sample, max_fds: $fds},
-          loadavg_before: $loadavg}' >"$WORK/results/server-$name-$run.json"
+          loadavg_before: $loadavg}' >"$WORK/results/$RESULT_PREFIX-$name-$run.json"
     jq -c '{name, run, ok: .loadgen.ok, connected: .loadgen.connected,
             samples_per_s: .loadgen.samples_per_s, p99_ms: .loadgen.latency.p99_ms,
-            cpu_s: .server.cpu_s, peak_rss_kb: .server.peak_rss_kb}' \
-        "$WORK/results/server-$name-$run.json" >&2
+            cpu_s: .server.cpu_s, peak_rss_kb: .server.peak_rss_kb, alerts}' \
+        "$WORK/results/$RESULT_PREFIX-$name-$run.json" >&2
 }
 
 # The scenario-name suffix of a trust mode.
@@ -402,58 +446,36 @@ storm_run() {
     jq -c . "$WORK/results/storm-$name.json" >&2
 }
 
-# The real agent at its default interval against a server, in trust mode $1; writes
-# $WORK/results/agent-MODE.json.
-agent_scenario() {
-    local auth="${1:-required}"
-    local dir="$WORK/runs/agent-$auth"
-    rm -rf "$dir"
-    mkdir -p "$dir"
-    log "agent scenario (--auth $auth): real agent at its default interval for ${BENCH_AGENT_SECS}s"
-    start_server "$dir" json "$auth"
-    local port="${SERVER_ADDR##*:}"
-    local cmd=("$BIN/agent" --host 127.0.0.1 --port "$port" --quiet --name bench-agent
-        --state-dir "$dir/agent-state")
-    if [[ -n "$SERVER_TOKEN" ]]; then
-        cmd+=(--join "$SERVER_TOKEN")
-    elif [[ "$auth" == off ]] && "$BIN/agent" --help 2>/dev/null | grep -q -- '--auth <'; then
-        cmd+=(--auth off)
-    fi
-    # shellcheck disable=SC2206 # extra flags, split on spaces on purpose
-    [[ -n "$BENCH_AGENT_ARGS" ]] && cmd+=($BENCH_AGENT_ARGS)
-    record_cmd "${cmd[*]//$SERVER_TOKEN/TOKEN} &"
-    "${cmd[@]}" >"$dir/agent.log" 2>&1 &
-    local apid=$!
-    STARTED_PIDS+=("$apid")
-    local t0 now elapsed samples
-    t0="$(date +%s.%N)"
-    printf 't_s\tcpu_ns\trss_kb\ttcp_sent\ttcp_received\tlo_tx\tsamples\n' >"$dir/agent-samples.tsv"
-    # One row per second, for BENCH_AGENT_SECS seconds (bounded: the loop counts seconds).
-    for _ in $(seq "$BENCH_AGENT_SECS"); do
-        sleep 1
-        kill -0 "$apid" 2>/dev/null || die "the agent exited early: $(tail -n5 "$dir/agent.log")"
-        now="$(date +%s.%N)"
-        elapsed="$(echo "$now - $t0" | bc)"
-        samples="$(tail -n1 "$dir/server.jsonl" \
-            | jq -R 'fromjson? | [.agents[] | select(.name == "bench-agent") | .received] | add // 0' \
-            2>/dev/null || true)"
-        [[ -n "$samples" ]] || samples=-1
-        printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$elapsed" "$(proc_cpu_ns "$apid")" \
-            "$(proc_status "$apid" VmRSS)" "$(tcp_bytes "$port")" "$(lo_tx_bytes)" \
-            "$samples" >>"$dir/agent-samples.tsv"
-    done
-    local hwm cpu_total interval_ms anon file pss
-    hwm="$(proc_status "$apid" VmHWM)"
-    anon="$(proc_status "$apid" RssAnon)"
-    file="$(proc_status "$apid" RssFile)"
-    pss="$(awk '$1 == "Pss:" { print $2 }' "/proc/$apid/smaps_rollup" 2>/dev/null || echo null)"
-    cpu_total="$(proc_cpu_ns "$apid" | awk '{ printf "%.4f", $1 / 1e9 }')"
-    interval_ms="$(tail -n2 "$dir/server.jsonl" | jq -R 'fromjson? | [.agents[] | select(.name == "bench-agent") | .interval_ms][0] // null' 2>/dev/null | tail -n1 || true)"
-    [[ -n "$interval_ms" ]] || interval_ms=null
-    stop_pid "$apid"
-    stop_pid "$SERVER_PID"
-    # Rows after the warm-up. CPU per sample: over all of them, and the median over the
-    # windows between rows where the server's count went up (one sample each, normally).
+# Samples of one measured process per second: `t_s cpu_ns rss_kb tcp_sent tcp_received lo_tx
+# samples`. TCP bytes are the process's connection to port $3 (0: none), read in the process's
+# own network namespace; lo_tx is that namespace's loopback (each subject has a namespace of
+# its own, so nothing else's traffic is counted). $4 is the count of samples so far.
+subject_row() {
+    local pid="$1" t="$2" port="$3" samples="$4" tcp="0	0"
+    [[ "$port" != 0 ]] && tcp="$(nsenter -t "$pid" -n bash -c "$(declare -f tcp_bytes); tcp_bytes $port")"
+    printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$t" "$(proc_cpu_ns "$pid")" "$(proc_status "$pid" VmRSS)" \
+        "$tcp" "$(awk -F'[: ]+' '$2 == "lo" { print $11 }' "/proc/$pid/net/dev")" "$samples"
+}
+
+# Samples an agent has had received: the latest report in $1 (a server's JSON lines), agent $2.
+received_by() {
+    local n
+    n="$(tail -n1 "$1" | jq -R --arg n "$2" \
+        'fromjson? | [.agents[] | select(.name == $n) | .received] | add // 0' 2>/dev/null || true)"
+    echo "${n:--1}"
+}
+
+# Writes $WORK/results/$2.json from subject $1's TSV (rows after the warm-up). CPU per
+# sample: over all of them, and the median over the windows between rows where the count of
+# samples went up (one sample each, normally). $3: the pid (still running), $4: interval_ms,
+# $5: what it is, for the results table.
+summarise_subject() {
+    local tsv="$1" label="$2" pid="$3" interval_ms="$4" what="$5" hwm cpu_total anon file pss
+    hwm="$(proc_status "$pid" VmHWM)"
+    anon="$(proc_status "$pid" RssAnon)"
+    file="$(proc_status "$pid" RssFile)"
+    pss="$(awk '$1 == "Pss:" { print $2 }' "/proc/$pid/smaps_rollup" 2>/dev/null || echo null)"
+    cpu_total="$(proc_cpu_ns "$pid" | awk '{ printf "%.4f", $1 / 1e9 }')"
     awk -F'\t' -v warm="$BENCH_AGENT_WARMUP" -v hwm="$hwm" -v cpu_total="$cpu_total" \
         -v secs="$BENCH_AGENT_SECS" -v interval_ms="$interval_ms" '
         function median(a, n,   i, j, t) {
@@ -490,14 +512,276 @@ agent_scenario() {
                 printf " \"wire_bytes_per_sample\": null,"
             }
             printf " \"samples_total\": %d}\n", s1
-        }' "$dir/agent-samples.tsv" >"$dir/agent-core.json"
-    # Where the RSS is at the end: anonymous (heap, stacks) vs file-backed (code pages of the
-    # binary and shared libraries), and PSS (shared pages divided among their users).
-    jq --argjson anon "${anon:-null}" --argjson file "${file:-null}" --argjson pss "${pss:-null}" \
-        --arg auth "$auth" \
-        '. + {auth: $auth, rss_anon_kb: $anon, rss_file_kb: $file, pss_kb: $pss}' \
-        "$dir/agent-core.json" >"$WORK/results/agent-$auth.json"
-    jq -c . "$WORK/results/agent-$auth.json" >&2
+        }' "$tsv" \
+    | jq --argjson anon "${anon:-null}" --argjson file "${file:-null}" --argjson pss "${pss:-null}" \
+        --arg lbl "$label" --arg what "$what" \
+        '. + {"label": $lbl, what: $what, rss_anon_kb: $anon, rss_file_kb: $file, pss_kb: $pss}' \
+        >"$WORK/results/$label.json"
+    jq -c . "$WORK/results/$label.json" >&2
+}
+
+# collectd's configuration for the comparison: the plugins of issue 13 (cpu, memory, load,
+# swap, df, disk, interface) at BENCH_COLLECTD_INTERVAL, chosen like the agent's defaults
+# (real filesystems, whole disks, no loopback interface), values sent with the network plugin
+# to 127.0.0.1 of collectd's own network namespace (nothing listens; the packets end there).
+collectd_conf() {
+    local dir="$1" t
+    cat <<CONF
+Hostname "bench-collectd"
+FQDNLookup false
+BaseDir "$dir"
+PIDFile "$dir/collectd.pid"
+PluginDir "/usr/lib/collectd"
+TypesDB "/usr/share/collectd/types.db"
+Interval $BENCH_COLLECTD_INTERVAL
+LoadPlugin logfile
+<Plugin logfile>
+  LogLevel info
+  File "$dir/collectd.log"
+</Plugin>
+LoadPlugin cpu
+LoadPlugin memory
+LoadPlugin load
+LoadPlugin swap
+LoadPlugin df
+LoadPlugin disk
+LoadPlugin interface
+LoadPlugin network
+<Plugin df>
+CONF
+    # The agent's default: no pseudo, container or network filesystems (metrics/fs.rs).
+    for t in autofs aufs binfmt_misc bpf cgroup cgroup2 configfs debugfs devpts devtmpfs \
+        efivarfs fusectl hugetlbfs mqueue nsfs overlay proc pstore ramfs rpc_pipefs securityfs \
+        selinuxfs squashfs sysfs tmpfs tracefs 9p afs ceph cifs glusterfs nfs nfs4 smb3 smbfs; do
+        printf '  FSType "%s"\n' "$t"
+    done
+    cat <<CONF
+  IgnoreSelected true
+  ReportInodes true
+</Plugin>
+<Plugin disk>
+  Disk "/^([hsv]d[a-z]+|xvd[a-z]+|nvme[0-9]+n[0-9]+|mmcblk[0-9]+)\$/"
+  IgnoreSelected false
+</Plugin>
+<Plugin interface>
+  Interface "lo"
+  IgnoreSelected true
+</Plugin>
+<Plugin network>
+  Server "127.0.0.1" "25826"
+</Plugin>
+CONF
+}
+
+# The real agent at its default interval against a server in trust mode $1 (default
+# required); writes $WORK/results/agent-auth-MODE.json (and, for the first mode of
+# BENCH_AUTH, agent.json). With the issue-13 comparison (BENCH_AGENT_BASELINE, part
+# `collectd`), in the same time window and for the first mode only: the agent with only the
+# groups it had before (agent-baseline.json, against a server of its own in a nested network
+# namespace, in the same trust mode: --auto-approve there) and collectd with the same plugins
+# (collectd.json, in a nested namespace too), each measured exactly like the agent.
+agent_scenario() {
+    local auth="${1:-required}" first=""
+    [[ "$auth" == "${BENCH_AUTH%% *}" ]] && first=1
+    local dir="$WORK/runs/agent-$auth"
+    rm -rf "$dir"
+    mkdir -p "$dir"
+    log "agent scenario (--auth $auth): real agent at its default interval for ${BENCH_AGENT_SECS}s"
+    start_server "$dir" json "$auth"
+    local port="${SERVER_ADDR##*:}"
+    local cmd=("$BIN/agent" --host 127.0.0.1 --port "$port" --quiet --name bench-agent
+        --state-dir "$dir/agent-state")
+    local trust_args=()
+    if [[ "$auth" == off ]] && "$BIN/agent" --help 2>/dev/null | grep -q -- '--auth <'; then
+        trust_args=(--auth off)
+    fi
+    if [[ -n "$SERVER_TOKEN" ]]; then
+        cmd+=(--join "$SERVER_TOKEN")
+    else
+        cmd+=("${trust_args[@]}")
+    fi
+    # shellcheck disable=SC2206 # extra flags, split on spaces on purpose
+    [[ -n "$BENCH_AGENT_ARGS" ]] && cmd+=($BENCH_AGENT_ARGS)
+    record_cmd "${cmd[*]//$SERVER_TOKEN/TOKEN} &"
+    "${cmd[@]}" >"$dir/agent.log" 2>&1 &
+    local apid=$!
+    STARTED_PIDS+=("$apid")
+
+    # The same agent with today's groups only, in a namespace of its own with its own server
+    # (a fixed port: nothing else lives in there), so that its traffic is counted apart.
+    local bpid="" bserver=""
+    if [[ -n "$BENCH_AGENT_BASELINE" && -n "$first" ]]; then
+        local bcmd=("$BIN/agent" --host 127.0.0.1 --port 18080 --quiet --name bench-agent-baseline
+            --state-dir "$dir/baseline-agent-state" "${trust_args[@]}")
+        # shellcheck disable=SC2206
+        bcmd+=($BENCH_AGENT_BASELINE)
+        # Its server: the same trust mode, approving the agent's key by itself (no token to
+        # pass into the namespace), with its identity in a directory of its own.
+        local btrust="--auto-approve"
+        [[ "$auth" == off ]] && btrust="--auth off"
+        record_cmd "unshare -n sh -c 'ip link set lo up; server --bind 127.0.0.1:18080 --no-beacon --no-store --no-http --data-dir baseline-data $btrust --report-format json --report-interval 1s >baseline-server.jsonl & exec ${bcmd[*]}' &"
+        # shellcheck disable=SC2016,SC2086 # expanded by the inner shell; $3 split on purpose
+        unshare -n bash -c 'ip link set lo up
+            "$1" --bind 127.0.0.1:18080 --no-beacon --no-store --no-http --data-dir "$2/baseline-data" \
+                $3 --report-format json \
+                --report-interval 1s >"$2/baseline-server.jsonl" 2>"$2/baseline-server.log" &
+            echo $! >"$2/baseline-server.pid"
+            shift 3
+            exec "$@"' bash "$BIN/server" "$dir" "$btrust" "${bcmd[@]}" >"$dir/agent-baseline.log" 2>&1 &
+        bpid=$!
+        STARTED_PIDS+=("$bpid")
+    fi
+
+    # collectd, when the part is on and it is installed (make bench installs collectd-core).
+    local cpid=""
+    if has_part collectd && [[ -n "$first" ]]; then
+        if [[ -x "$BENCH_COLLECTD" ]]; then
+            mkdir -p "$dir/collectd"
+            collectd_conf "$dir/collectd" >"$dir/collectd/collectd.conf"
+            record_cmd "unshare -n sh -c 'ip link set lo up; exec $BENCH_COLLECTD -f -C collectd.conf' &   # config: collectd_conf in run.sh"
+            # shellcheck disable=SC2016
+            unshare -n sh -c 'ip link set lo up && exec "$1" -f -C "$2"' sh "$BENCH_COLLECTD" \
+                "$dir/collectd/collectd.conf" >"$dir/collectd/stdout.log" 2>&1 &
+            cpid=$!
+            STARTED_PIDS+=("$cpid")
+        else
+            log "collectd part: $BENCH_COLLECTD not found (Debian's collectd-core; \`make bench\` installs it): not run"
+        fi
+    fi
+
+    local t0 now elapsed header
+    t0="$(date +%s.%N)"
+    header='t_s\tcpu_ns\trss_kb\ttcp_sent\ttcp_received\tlo_tx\tsamples\n'
+    # shellcheck disable=SC2059
+    printf "$header" >"$dir/agent-samples.tsv"
+    # shellcheck disable=SC2059
+    [[ -n "$bpid" ]] && printf "$header" >"$dir/agent-baseline-samples.tsv"
+    # shellcheck disable=SC2059
+    [[ -n "$cpid" ]] && printf "$header" >"$dir/collectd-samples.tsv"
+    # One row per second, for BENCH_AGENT_SECS seconds (bounded: the loop counts seconds).
+    for _ in $(seq "$BENCH_AGENT_SECS"); do
+        sleep 1
+        kill -0 "$apid" 2>/dev/null || die "the agent exited early: $(tail -n5 "$dir/agent.log")"
+        now="$(date +%s.%N)"
+        elapsed="$(echo "$now - $t0" | bc)"
+        subject_row "$apid" "$elapsed" "$port" "$(received_by "$dir/server.jsonl" bench-agent)" \
+            >>"$dir/agent-samples.tsv"
+        if [[ -n "$bpid" ]]; then
+            # Its server is the nested shell's child: known once that shell wrote its pid.
+            if [[ -z "$bserver" && -s "$dir/baseline-server.pid" ]]; then
+                bserver="$(cat "$dir/baseline-server.pid")"
+                STARTED_PIDS+=("$bserver")
+            fi
+            kill -0 "$bpid" 2>/dev/null || die "the baseline agent exited early: $(tail -n5 "$dir/agent-baseline.log")"
+            subject_row "$bpid" "$elapsed" 18080 \
+                "$(received_by "$dir/baseline-server.jsonl" bench-agent-baseline)" \
+                >>"$dir/agent-baseline-samples.tsv"
+        fi
+        if [[ -n "$cpid" ]]; then
+            kill -0 "$cpid" 2>/dev/null || die "collectd exited early: $(tail -n5 "$dir/collectd/collectd.log")"
+            # collectd reads at its start and then every interval: the reads so far.
+            subject_row "$cpid" "$elapsed" 0 \
+                "$(echo "$elapsed * 1000 / ($BENCH_COLLECTD_INTERVAL * 1000) + 1" | bc)" \
+                >>"$dir/collectd-samples.tsv"
+        fi
+    done
+    local interval_ms
+    interval_ms="$(tail -n2 "$dir/server.jsonl" | jq -R 'fromjson? | [.agents[] | select(.name == "bench-agent") | .interval_ms][0] // null' 2>/dev/null | tail -n1 || true)"
+    summarise_subject "$dir/agent-samples.tsv" "agent-auth-$auth" "$apid" "${interval_ms:-null}" \
+        "agent ${BENCH_AGENT_ARGS:-(default groups: all but processes)}"
+    jq --arg auth "$auth" '. + {auth: $auth}' "$WORK/results/agent-auth-$auth.json" \
+        >"$dir/agent-result.json"
+    cp "$dir/agent-result.json" "$WORK/results/agent-auth-$auth.json"
+    [[ -n "$first" ]] && cp "$dir/agent-result.json" "$WORK/results/agent.json"
+    if [[ -n "$bpid" ]]; then
+        summarise_subject "$dir/agent-baseline-samples.tsv" agent-baseline "$bpid" \
+            "${interval_ms:-null}" "agent $BENCH_AGENT_BASELINE"
+    fi
+    if [[ -n "$cpid" ]]; then
+        local version
+        version="$("$BENCH_COLLECTD" -h 2>&1 | sed -n 's/^collectd \([0-9.]*[0-9]\).*/\1/p' | head -n1)"
+        summarise_subject "$dir/collectd-samples.tsv" collectd "$cpid" \
+            "$((BENCH_COLLECTD_INTERVAL * 1000))" \
+            "collectd $version: cpu, memory, load, swap, df, disk, interface; network output"
+    fi
+    stop_pid "$apid"
+    if [[ -n "$bpid" ]]; then
+        stop_pid "$bpid"
+        stop_pid "$bserver"
+    fi
+    [[ -n "$cpid" ]] && stop_pid "$cpid"
+    stop_pid "$SERVER_PID"
+    return 0
+}
+
+# Issue 14: alerts firing at volume at a webhook that is dead or slow must not slow ingest.
+# The rules make loadgen's agents flap (memory used is 20–80 %, a new value each sample,
+# against one threshold of 50 % with no band and no waits): about one transition per agent
+# every two samples, each a notification, into the webhook's bounded queue.
+alerts_rules() {
+    cat <<RULES
+[settings]
+evaluate_every = "1s"
+
+[rules.memory]
+threshold = 50
+resolve = 50
+for = "0s"
+resolve_for = "0s"
+
+[[notify.webhook]]
+url = "$1"
+RULES
+}
+
+# Each variant in turn (interleaved, BENCH_ALERT_REPEAT times): a rate scenario (p99) and a
+# flood (peak ingest) against a server without alerts (`none`) or with the flapping rules
+# notifying a webhook sink that answers at once (`ok`), never (`blackhole`) or late (`slow`).
+alerts_scenarios() {
+    local k variant n sink_pid port ramp dir="$WORK/runs/alerts"
+    mkdir -p "$dir"
+    for k in $(seq "$BENCH_ALERT_REPEAT"); do
+        for variant in $BENCH_ALERT_WEBHOOKS; do
+            SCENARIO_SERVER_ARGS=()
+            sink_pid=""
+            if [[ "$variant" != none ]]; then
+                local mode=("$variant")
+                [[ "$variant" == slow ]] && mode+=("$BENCH_SLOW_WEBHOOK_S")
+                : >"$dir/sink-$variant.port"
+                record_cmd "python3 bins/bench/webhook-sink.py ${mode[*]} >port &"
+                python3 "$ROOT/bins/bench/webhook-sink.py" "${mode[@]}" >"$dir/sink-$variant.port" &
+                sink_pid=$!
+                STARTED_PIDS+=("$sink_pid")
+                for _ in $(seq 100); do
+                    [[ -s "$dir/sink-$variant.port" ]] && break
+                    sleep 0.1
+                done
+                port="$(head -n1 "$dir/sink-$variant.port")"
+                [[ -n "$port" ]] || die "the $variant webhook sink did not start"
+                alerts_rules "http://127.0.0.1:$port/hook" >"$dir/alerts-$variant.toml"
+                SCENARIO_SERVER_ARGS=(--alerts "$dir/alerts-$variant.toml")
+            fi
+            RESULT_PREFIX=alerts
+            for n in $BENCH_ALERT_AGENTS; do
+                ramp=$(((n + 999) / 1000))
+                SCENARIO_META="$(jq -nc --arg v "$variant" --argjson n "$n" \
+                    '{variant: $v, kind: "rate", agents: $n}')"
+                server_run "alerts-$variant-rate-$n" "$k" json "${BENCH_AUTH%% *}" --agents "$n" --rate "$BENCH_RATE" \
+                    --ramp "${ramp}s" --duration "${BENCH_SECS}s" --cores "$BENCH_CORES"
+            done
+            for n in $BENCH_ALERT_FLOOD_AGENTS; do
+                SCENARIO_META="$(jq -nc --arg v "$variant" --argjson n "$n" \
+                    '{variant: $v, kind: "flood", agents: $n}')"
+                server_run "alerts-$variant-flood-$n" "$k" json "${BENCH_AUTH%% *}" --agents "$n" --flood \
+                    --window "$BENCH_FLOOD_WINDOW" --ramp 1s --duration "${BENCH_FLOOD_SECS}s" \
+                    --cores "$BENCH_CORES"
+            done
+            [[ -n "$sink_pid" ]] && stop_pid "$sink_pid"
+            SCENARIO_SERVER_ARGS=()
+            RESULT_PREFIX=server
+            SCENARIO_META='{}'
+        done
+    done
 }
 
 inside_netns() {
@@ -517,7 +801,10 @@ inside_netns() {
     if has_part agent; then
         local a
         for a in $BENCH_AUTH; do agent_scenario "$a"; done
+    elif has_part collectd; then
+        agent_scenario "${BENCH_AUTH%% *}"
     fi
+    has_part alerts && alerts_scenarios
     return 0
 }
 
@@ -530,9 +817,14 @@ fi
 # Outside: build, codec benchmarks, then the scenarios in a private namespace, then render.
 # ---------------------------------------------------------------------------------------
 
-for tool in cargo jq bc awk unshare ip timeout; do
+for tool in cargo jq bc awk unshare ip timeout nsenter; do
     command -v "$tool" >/dev/null || die "needs \`$tool\`"
 done
+if has_part alerts && [[ " $BENCH_ALERT_WEBHOOKS " != " none " ]]; then
+    for tool in python3 curl; do
+        command -v "$tool" >/dev/null || die "the alerts part needs \`$tool\` (make setup installs it)"
+    done
+fi
 rm -rf "$WORK/results" "$WORK/runs" "$WORK/commands.txt"
 mkdir -p "$WORK/results" "$WORK/runs"
 T_START="$(date +%s)"
@@ -563,7 +855,7 @@ if has_part codec; then
     done | jq -s . >"$WORK/results/codec.json"
 fi
 
-if has_part server || has_part agent; then
+if has_part server || has_part agent || has_part collectd || has_part alerts; then
     if ! unshare -n true 2>/dev/null; then
         die "cannot create a private network namespace (unshare -n): run as root. The \
 scenarios never run outside one (network rule)."
@@ -597,10 +889,18 @@ servers='[]'
 ((${#server_files[@]} > 0)) && servers="$(jq -s . "${server_files[@]}")"
 codec='[]'
 [[ -s "$WORK/results/codec.json" ]] && codec="$(cat "$WORK/results/codec.json")"
-agent_files=("$WORK"/results/agent-*.json)
+agent_files=("$WORK"/results/agent-auth-*.json)
 agents='[]'
 ((${#agent_files[@]} > 0)) && agents="$(jq -s . "${agent_files[@]}")"
-agent="$(jq -c 'map(select(.auth != "off")) | .[0] // null' <<<"$agents")"
+agent=null
+[[ -s "$WORK/results/agent.json" ]] && agent="$(cat "$WORK/results/agent.json")"
+agent_base=null
+[[ -s "$WORK/results/agent-baseline.json" ]] && agent_base="$(cat "$WORK/results/agent-baseline.json")"
+collectd=null
+[[ -s "$WORK/results/collectd.json" ]] && collectd="$(cat "$WORK/results/collectd.json")"
+alert_files=("$WORK"/results/alerts-*.json)
+alerts='[]'
+((${#alert_files[@]} > 0)) && alerts="$(jq -s . "${alert_files[@]}")"
 storm_files=("$WORK"/results/storm-*.json)
 storms='[]'
 ((${#storm_files[@]} > 0)) && storms="$(jq -s . "${storm_files[@]}")"
@@ -608,6 +908,7 @@ jq -n -r \
     --slurpfile machine "$WORK/results/machine.json" \
     --argjson codec "$codec" --argjson server "$servers" --argjson agent "$agent" \
     --argjson agents "$agents" --argjson storms "$storms" \
+    --argjson agent_base "$agent_base" --argjson collectd "$collectd" --argjson alerts "$alerts" \
     -f "$ROOT/bins/bench/render.jq" >"$BENCH_OUT"
 cat "$BENCH_OUT"
 log "results written to $BENCH_OUT (raw data in $WORK)"

@@ -7,10 +7,12 @@
 //! `received` (distinct samples accepted), `duplicates` (seen before, dropped), and, within the
 //! window, `first_seq` and `gaps` (seqs between `first_seq` and the highest never received).
 //! [`series`] turns the ring into buckets with the aggregation engine of [`super::series`].
+//! Besides CPU and memory a point keeps the 1-minute load and the fullest filesystem's use
+//! (the in-memory history of `--no-store`); the durable store keeps more.
 
 use std::collections::VecDeque;
 
-use super::series::{Agg, rebucket};
+use super::series::{Agg, HostValues, rebucket};
 pub use super::series::{Bucket, Stat};
 
 /// One remembered sample, kept small on purpose (the latest full sample lives elsewhere).
@@ -23,15 +25,63 @@ pub struct Point {
     pub ts_ms: u64,
     pub cpu_total: Option<f32>,
     pub mem_used: Option<u64>,
+    /// 1-minute load average.
+    pub load1: Option<f32>,
+    /// Use of the fullest filesystem in hundredths of a percent (two bytes: the point stays
+    /// 56 bytes).
+    pub fs_pct_x100: Option<u16>,
 }
 
 impl Point {
+    /// A point of sample `seq` with CPU and memory only (`run` is set when it is recorded).
+    pub fn new(seq: u64, ts_ms: u64, cpu_total: Option<f32>, mem_used: Option<u64>) -> Self {
+        Self {
+            run: 0,
+            seq,
+            ts_ms,
+            cpu_total,
+            mem_used,
+            load1: None,
+            fs_pct_x100: None,
+        }
+    }
+
+    /// The point of sample `m`.
+    pub fn of(m: &crate::protocol::Metrics) -> Self {
+        let fullest = m.filesystems.as_deref().and_then(|fs| {
+            fs.iter()
+                .filter(|f| f.size_bytes > 0)
+                .map(crate::snapshot::used_pct)
+                .max_by(f64::total_cmp)
+        });
+        Self {
+            load1: m.load.map(|l| l.load1),
+            fs_pct_x100: fullest.map(|p| (p.clamp(0.0, 100.0) * 100.0).round() as u16),
+            ..Self::new(
+                m.seq,
+                m.ts_ms,
+                m.cpu.as_ref().map(|c| c.total),
+                m.memory.map(|mem| mem.used),
+            )
+        }
+    }
+
+    /// The fullest filesystem's use, percent.
+    pub fn fs_pct(&self) -> Option<f64> {
+        self.fs_pct_x100.map(|v| f64::from(v) / 100.0)
+    }
+
     /// This sample as an aggregate of one.
     pub fn agg(&self) -> Agg {
         Agg::sample(
             self.cpu_total.map(f64::from),
             self.mem_used.map(|m| m as f64),
         )
+        .with_host(HostValues {
+            load1: self.load1.map(f64::from),
+            fs_pct: self.fs_pct(),
+            ..HostValues::default()
+        })
     }
 }
 
@@ -92,8 +142,8 @@ impl History {
         self.forgotten_held = 0;
     }
 
-    /// Records a sample of the current run; false if it is a duplicate (then nothing changes
-    /// but the duplicate count).
+    /// Records a sample of the current run with CPU and memory only; see
+    /// [`History::record_point`].
     pub fn record(
         &mut self,
         seq: u64,
@@ -101,6 +151,13 @@ impl History {
         cpu_total: Option<f32>,
         mem_used: Option<u64>,
     ) -> bool {
+        self.record_point(Point::new(seq, ts_ms, cpu_total, mem_used))
+    }
+
+    /// Records a sample of the current run (`point.run` is not looked at); false if it is a
+    /// duplicate (then nothing changes but the duplicate count).
+    pub fn record_point(&mut self, point: Point) -> bool {
+        let seq = point.seq;
         let key = (self.run, seq);
         if seq <= self.evicted_through {
             self.duplicates += 1;
@@ -129,10 +186,7 @@ impl History {
             pos,
             Point {
                 run: self.run,
-                seq,
-                ts_ms,
-                cpu_total,
-                mem_used,
+                ..point
             },
         );
         self.received += 1;
@@ -155,7 +209,7 @@ impl History {
     /// at), and every seq up to `highest` counts as held, so its repeat is a duplicate.
     pub fn resume(&mut self, points: &[Point], highest: u64) {
         for p in points {
-            self.record(p.seq, p.ts_ms, p.cpu_total, p.mem_used);
+            self.record_point(*p);
         }
         let below_window = match self.first_seq() {
             0 => highest,
@@ -286,6 +340,72 @@ mod tests {
         assert!(series(h.points(), 5000, 9000, 1000).is_empty());
     }
 
+    /// Proves: the ring keeps each sample's 1-minute load and fullest filesystem (the
+    /// in-memory history of `--no-store`), its series have their avg/min/max, and a point
+    /// stays within 56 bytes.
+    #[test]
+    fn the_ring_keeps_load_and_the_fullest_filesystem() {
+        let sample = |seq: u64, load1: f32, used: u64| crate::protocol::Metrics {
+            seq,
+            ts_ms: seq * 1000,
+            load: Some(crate::protocol::Load {
+                load1,
+                load5: 0.0,
+                load15: 0.0,
+                running: None,
+                threads: None,
+                procs: None,
+            }),
+            filesystems: Some(vec![
+                crate::protocol::Filesystem {
+                    mount: "/".into(),
+                    fs_type: "ext4".into(),
+                    device: "/dev/sda1".into(),
+                    size_bytes: 1000,
+                    used_bytes: used,
+                    avail_bytes: 1000 - used,
+                    inodes: 0,
+                    inodes_used: 0,
+                },
+                crate::protocol::Filesystem {
+                    mount: "/boot".into(),
+                    fs_type: "ext4".into(),
+                    device: "/dev/sda2".into(),
+                    size_bytes: 100,
+                    used_bytes: 50,
+                    avail_bytes: 50,
+                    inodes: 0,
+                    inodes_used: 0,
+                },
+            ]),
+            ..crate::protocol::Metrics::default()
+        };
+        let mut h = History::new(10);
+        for (seq, load, used) in [(1, 0.5, 100), (2, 2.5, 900), (3, 1.5, 800)] {
+            assert!(h.record_point(Point::of(&sample(seq, load, used))));
+        }
+        let got = series(h.points(), 0, 10_000, 10_000);
+        assert_eq!(got.len(), 1);
+        assert_eq!(
+            got[0].load1,
+            Some(Stat {
+                avg: 1.5,
+                min: 0.5,
+                max: 2.5
+            })
+        );
+        // The fullest of `/` (10, 90, 80 %) and `/boot` (50 %): 50, 90, 80.
+        assert_eq!(
+            got[0].fs_used_pct,
+            Some(Stat {
+                avg: 220.0 / 3.0,
+                min: 50.0,
+                max: 90.0
+            })
+        );
+        assert!(std::mem::size_of::<Point>() <= 56);
+    }
+
     #[test]
     fn in_order_samples_have_no_gaps_or_duplicates() {
         let mut h = History::new(10);
@@ -342,13 +462,7 @@ mod tests {
     fn a_resumed_run_treats_everything_held_before_as_duplicates() {
         let mut h = History::new(3);
         let stored: Vec<_> = (8..=10)
-            .map(|seq| Point {
-                run: 0,
-                seq,
-                ts_ms: seq * 1000,
-                cpu_total: Some(1.0),
-                mem_used: Some(1),
-            })
+            .map(|seq| Point::new(seq, seq * 1000, Some(1.0), Some(1)))
             .collect();
         h.resume(&stored, 10);
         assert_eq!((h.first_seq(), h.highest(), h.gaps()), (8, 10, 0));

@@ -3,14 +3,16 @@
 //!
 //! - `GET /healthz` — liveness, for service managers and containers.
 //! - `GET /api/agents` — the same snapshot as `--report-format json`.
-//! - `GET /api/agents/{id}/history?from=&to=&step=&cores=` — an agent's series (avg/min/max
-//!   per point); times in ms since the Unix epoch, `step` in ms, `cores=0` for no per-core
-//!   series. With a store, from the tier that suits the range ([`store::choose_tier`]), read
-//!   on a blocking thread through one of the store's read-only connections, at most
-//!   [`store::MAX_HISTORY_CELLS`] values (a coarser step otherwise, named in the answer);
-//!   without one, from the Registry's in-memory ring. `source` says which. At most
-//!   [`history_gate::MAX_HISTORY_REQUESTS`] are answered at once ([`history_gate::Gate`]).
-//!   Bad parameters: 400 with a message; unknown agent: 404; too busy: 503.
+//! - `GET /api/agents/{id}/history?from=&to=&step=&series=&cores=` — an agent's series
+//!   (avg/min/max per point); times in ms since the Unix epoch, `step` in ms, `series` which
+//!   quantities ([`selection`]: default cpu, mem, cores), `cores=0` for no per-core series.
+//!   With a store, from the tier that suits the range ([`store::choose_tier`]), read on a
+//!   blocking thread through one of the store's read-only connections, at most
+//!   [`store::MAX_HISTORY_CELLS`] values, counting every series asked for (a coarser step
+//!   otherwise, named in the answer); without one, from the Registry's in-memory ring.
+//!   `source` says which. At most [`history_gate::MAX_HISTORY_REQUESTS`] are answered at once
+//!   ([`history_gate::Gate`]). Bad parameters: 400 with a message; unknown agent: 404; too
+//!   busy: 503.
 //! - `GET /metrics` — Prometheus text exposition ([`super::prometheus`]).
 //! - `GET /` — the dashboard ([`super::web`]); `GET /static/{name}` — its embedded files.
 //! - `GET /api/events` — the dashboard's live feed: Server-Sent Events, one snapshot per
@@ -62,6 +64,7 @@ use crate::server::alerts;
 use crate::server::history::Bucket;
 use crate::server::history_gate;
 use crate::server::registry::{GetHistory, GetSnapshotParts};
+use crate::server::selection::{self, Selected, Selection};
 use crate::server::store;
 use crate::server::trust::Trust;
 use crate::server::web::{self as dashboard, events};
@@ -441,6 +444,8 @@ struct HistoryQuery {
     from: Option<String>,
     to: Option<String>,
     step: Option<String>,
+    /// Which series ([`Selection::parse`]).
+    series: Option<String>,
     cores: Option<String>,
 }
 
@@ -503,7 +508,7 @@ pub fn parse_range(
 }
 
 #[derive(Serialize)]
-struct HistoryResponse {
+struct HistoryResponse<'a> {
     agent: String,
     from: u64,
     to: u64,
@@ -512,7 +517,13 @@ struct HistoryResponse {
     /// Where the points come from: `memory` (the server's recent-history ring, without a
     /// store), or the store's tier: `raw`, `1m`, `10m` or `1h`.
     source: &'static str,
-    points: Vec<Bucket>,
+    /// With `series=`: the series the points carry.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    series: Option<Vec<&'static str>>,
+    /// With the `fs` series: the mount points a point's `fs[i]` belong to.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    filesystems: Option<Vec<String>>,
+    points: Vec<Selected<'a>>,
     /// The step asked for, when the answer uses a coarser one to stay within
     /// [`store::MAX_HISTORY_CELLS`] values.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -525,13 +536,20 @@ struct HistoryResponse {
     note: Option<String>,
 }
 
-impl HistoryResponse {
-    /// The answer for `range`, whose points were read at `step` (coarser than asked or not).
-    fn new(agent: String, range: Range, step: u64, source: &'static str) -> Self {
+impl<'a> HistoryResponse<'a> {
+    /// The answer for `agent` over `range`, whose `points` were read at `step` (coarser
+    /// than asked or not), with the series `selection` (`asked`: whether the request named
+    /// them) and the agent's `filesystems` (their names, for the `fs` series).
+    fn new(
+        (agent, range, step, source): (String, Range, u64, &'static str),
+        (selection, asked): (Selection, bool),
+        points: &'a [Bucket],
+        filesystems: Vec<String>,
+    ) -> Self {
         let requested_step = (step != range.step_ms).then_some(range.step_ms);
         let note = requested_step.map(|asked| {
             format!(
-                "one point per {step} ms instead of {asked} ms: an answer holds at most {} values (points x (1 + cores))",
+                "one point per {step} ms instead of {asked} ms: an answer holds at most {} values (points x (1 + cores + further series))",
                 store::MAX_HISTORY_CELLS
             )
         });
@@ -541,7 +559,13 @@ impl HistoryResponse {
             to: range.to_ms,
             step,
             source,
-            points: Vec::new(),
+            series: asked.then(|| selection.names()),
+            filesystems: (asked && selection.contains(selection::Series::Fs))
+                .then_some(filesystems),
+            points: points
+                .iter()
+                .map(|point| Selected { point, selection })
+                .collect(),
             requested_step,
             cores_omitted: None,
             note,
@@ -597,6 +621,10 @@ async fn history(
         Ok(r) => r,
         Err(message) => return bad_request(message),
     };
+    let asked_for = match Selection::parse(query.series.as_deref()) {
+        Ok(s) => (s, query.series.is_some()),
+        Err(message) => return bad_request(message),
+    };
     let agent_id = id.into_inner();
     let unknown = |agent_id: &str| {
         HttpResponse::NotFound().json(ApiError {
@@ -616,18 +644,23 @@ async fn history(
     };
     if let Some(reader) = state.store.clone() {
         let id = agent_id.clone();
+        let (selection, _) = asked_for;
         let q = store::HistoryQuery {
             from_ms: range.from_ms,
             to_ms: range.to_ms,
             step_ms: range.step_ms,
             now_ms: now_ms(),
-            cores,
+            cores: cores && selection.contains(selection::Series::Cores),
+            fs: selection.contains(selection::Series::Fs),
+            point_values: selection.point_values(),
         };
         return match web::block(move || reader.read(&id, &q)).await {
-            Ok(Ok(Some(series))) => HistoryResponse {
-                points: series.points,
-                ..HistoryResponse::new(agent_id, range, series.step_ms, series.tier.name())
-            }
+            Ok(Ok(Some(series))) => HistoryResponse::new(
+                (agent_id, range, series.step_ms, series.tier.name()),
+                asked_for,
+                &series.points,
+                series.filesystems,
+            )
             .cores_omitted(series.cores_omitted)
             .send(gate, turn),
             Ok(Ok(None)) => unknown(&agent_id),
@@ -646,10 +679,12 @@ async fn history(
         step_ms: range.step_ms,
     };
     match state.registry.history.send(asked).await {
-        Ok(Some(points)) => HistoryResponse {
-            points,
-            ..HistoryResponse::new(agent_id, range, range.step_ms, "memory")
-        }
+        Ok(Some(points)) => HistoryResponse::new(
+            (agent_id, range, range.step_ms, "memory"),
+            asked_for,
+            &points,
+            Vec::new(),
+        )
         .send(gate, turn),
         Ok(None) => unknown(&agent_id),
         Err(e) => HttpResponse::ServiceUnavailable().json(ApiError {

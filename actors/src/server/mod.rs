@@ -58,6 +58,7 @@ pub mod prometheus;
 pub mod rates;
 pub mod registry;
 pub mod reporter;
+pub mod selection;
 pub mod series;
 pub mod session;
 pub mod store;

@@ -11,7 +11,7 @@
 //! Sends to Sessions: [`Close`] (when a newer connection takes over an agent id, and on
 //! shutdown) and, with a store, [`Durable`] (what may be acknowledged), through the recipients
 //! each Session gave in [`Connect`]; to the Store, through a [`StoreLink`]: [`store::Attach`]
-//! and [`store::Append`] (every sample that is not a duplicate).
+//! and [`store::Append`] (every sample that is not a duplicate, with the rates its view gave).
 //!
 //! The messages it exchanges with Sessions both ways live in [`crate::server::messages`]; the
 //! ones anyone sends to it alone live here. It names no other actor: Sessions are recipients,
@@ -37,7 +37,8 @@
 //! [`Durable`] → Session sends `ack`. The durable seq of the agent's current run is
 //! also the resume point given in `welcome`. At startup the Registry is filled from the store
 //! ([`Registry::with_store`]): every agent offline ("server restarted") with its last-known
-//! state and the seq of its run, so a replaying agent produces no duplicate.
+//! state (its whole-machine view rebuilt from the last sample stored) and the seq of its run,
+//! so a replaying agent produces no duplicate.
 
 use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
@@ -50,7 +51,7 @@ use crate::config::{
     HOME_MOVES_AFTER, MAX_AGENTS, OFFLINE_RETENTION, PRUNE_EVERY, STALE_AFTER_INTERVALS,
 };
 use crate::protocol::{self, Cpu, Memory, Metrics};
-use crate::server::history::{Bucket, History, series};
+use crate::server::history::{Bucket, History, Point, series};
 use crate::server::host::HostState;
 use crate::server::intake::ClockWindow;
 use crate::server::messages::{
@@ -472,6 +473,13 @@ impl Registry {
             );
             let mut ring = History::new(history);
             ring.resume(&r.points, r.last_seq);
+            // The whole-machine view of the last sample stored, so that the agent shows its
+            // load, disks and network before it reconnects (rates come with its next sample).
+            let mut latest = r.latest;
+            let mut host = HostState::default();
+            if let Some(m) = latest.as_mut() {
+                host.update(&r.hello, m);
+            }
             registry.offline.insert((now, r.hello.agent_id.clone()));
             registry.agents.insert(
                 r.hello.agent_id.clone(),
@@ -482,14 +490,14 @@ impl Registry {
                     session: None,
                     offline_since: Some(now),
                     offline_reason: Some(store::RESTART_REASON.to_string()),
-                    latest: r.latest,
+                    latest,
                     latest_at: None,
                     attached_at: now,
                     history: ring,
                     durable: r.last_seq,
                     auth: None,
                     fp: None,
-                    host: HostState::default(),
+                    host,
                     retimed: 0,
                 },
             );
@@ -765,9 +773,7 @@ impl Registry {
             metrics.ts_ms = ts_ms;
         }
         let m = &metrics;
-        let mem_used = m.memory.map(|mem| mem.used);
-        let cpu_total = m.cpu.as_ref().map(|c| c.total);
-        if entry.history.record(m.seq, m.ts_ms, cpu_total, mem_used) {
+        if entry.history.record_point(Point::of(m)) {
             let now = Instant::now();
             entry.latest_at = Some(now);
             let ip = entry.peer.ip();
@@ -786,19 +792,28 @@ impl Registry {
                 }
                 Some(_) => {}
             }
-            if let Some(store) = &self.store {
+            // The store gets the whole sample, with the rates of the view made from it.
+            let whole = self.store.as_ref().map(|_| metrics.clone());
+            // A replayed older sample fills the history but is not the latest reading (and
+            // has no rates: the view is of the newest sample).
+            let newest = metrics.seq == entry.history.highest();
+            let mut rates = store::Rates::default();
+            if newest {
+                entry.host.update(&entry.hello, &mut metrics);
+                if let Some(view) = entry.host.view() {
+                    rates = store::Rates::of(&view);
+                }
+                entry.latest = Some(metrics);
+            }
+            if let (Some(store), Some(metrics)) = (&self.store, whole) {
                 store.append.do_send(store::Append {
                     agent_id: id.clone(),
                     run_id: entry.hello.run_id.clone(),
-                    metrics: metrics.clone(),
+                    metrics,
+                    rates,
                 });
             }
-            // A replayed older sample fills the history but is not the latest reading.
-            if m.seq == entry.history.highest() {
-                entry.host.update(&entry.hello, &mut metrics);
-                entry.latest = Some(metrics);
-            }
-        } else if self.store.is_some() && m.seq <= entry.durable {
+        } else if self.store.is_some() && metrics.seq <= entry.durable {
             // A repeat of a sample already on disk: acknowledge it now (one still waiting for
             // its commit is acknowledged by that commit).
             let entry = &self.agents[id];
@@ -1504,5 +1519,163 @@ mod tests {
             append,
             "the replayed 4 is not stored"
         );
+    }
+
+    /// A sample `seq` seconds after a minute ago with the whole machine: load 0.5, `/` half full, and network
+    /// and disk counters at `counter` bytes.
+    fn host_sample(seq: u64, counter: u64) -> Metrics {
+        // Stamped near the server's clock (one a second from a minute ago), so that the
+        // clock window keeps the agent's times, from which the rates are derived.
+        static BASE: std::sync::LazyLock<u64> =
+            std::sync::LazyLock::new(|| now_ms().saturating_sub(60_000));
+        Metrics {
+            ts_ms: *BASE + seq * 1000,
+            load: Some(protocol::Load {
+                load1: 0.5,
+                load5: 0.5,
+                load15: 0.5,
+                running: None,
+                threads: None,
+                procs: None,
+            }),
+            filesystems: Some(vec![protocol::Filesystem {
+                mount: "/".into(),
+                fs_type: "ext4".into(),
+                device: "/dev/sda1".into(),
+                size_bytes: 1000,
+                used_bytes: 500,
+                avail_bytes: 500,
+                inodes: 0,
+                inodes_used: 0,
+            }]),
+            net: Some(vec![protocol::NetInterface {
+                interface: "eth0".into(),
+                rx_bytes: counter,
+                tx_bytes: counter / 2,
+                rx_packets: 0,
+                tx_packets: 0,
+                rx_errs: 0,
+                tx_errs: 0,
+                rx_drops: 0,
+                tx_drops: 0,
+            }]),
+            disks: Some(vec![protocol::Disk {
+                device: "sda".into(),
+                read_bytes: counter,
+                written_bytes: 0,
+                reads: 0,
+                writes: 0,
+                io_ms: 0,
+            }]),
+            ..sample(seq)
+        }
+    }
+
+    /// What a Store probe records of each Append: its seq, its rates, and whether the whole
+    /// sample (not only CPU and memory) came with it.
+    #[derive(Debug, PartialEq)]
+    enum Stored {
+        Attach,
+        Append(u64, store::Rates, bool),
+    }
+
+    impl From<store::Attach> for Stored {
+        fn from(_: store::Attach) -> Self {
+            Stored::Attach
+        }
+    }
+
+    impl From<store::Append> for Stored {
+        fn from(a: store::Append) -> Self {
+            let whole = a.metrics.net.is_some() && a.metrics.filesystems.is_some();
+            Stored::Append(a.metrics.seq, a.rates, whole)
+        }
+    }
+
+    /// Proves that each Append carries the whole sample and the rates of the view made from
+    /// it (since the agent's previous sample: none for the first), and that a replayed older
+    /// sample, which makes no view, carries none.
+    #[actix_rt::test]
+    async fn appends_carry_the_whole_sample_and_its_rates() {
+        let (store, mut stored) = probe::start::<Stored>();
+        let health = Arc::new(store::StoreHealth::default());
+        let registry =
+            Registry::with_store(server(), 100, StoreLink::to(&store), health, Vec::new()).start();
+        let (_s, _) = session(&registry, 1, "a", "r1").await;
+        let send = |seqs: &[(u64, u64)]| {
+            let samples = seqs.iter().map(|&(seq, c)| host_sample(seq, c)).collect();
+            registry.send(Samples {
+                session: 1,
+                samples,
+            })
+        };
+        // 1 s apart: 1000 bytes per second; seq 3 is lost, then arrives late.
+        send(&[(1, 10_000), (2, 11_000), (4, 14_000)])
+            .await
+            .unwrap();
+        send(&[(3, 12_000)]).await.unwrap();
+        assert_eq!(stored.next("attach").await, Stored::Attach);
+        let none = store::Rates::default();
+        assert_eq!(stored.next("1").await, Stored::Append(1, none, true));
+        let rates = |v: f64| store::Rates {
+            net_rx: Some(v),
+            net_tx: Some(v / 2.0),
+            disk_read: Some(v),
+            disk_write: Some(0.0),
+        };
+        assert_eq!(
+            stored.next("2").await,
+            Stored::Append(2, rates(1000.0), true)
+        );
+        assert_eq!(
+            stored.next("4").await,
+            Stored::Append(4, rates(1500.0), true),
+            "over the two seconds since seq 2"
+        );
+        assert_eq!(
+            stored.next("3").await,
+            Stored::Append(3, none, true),
+            "a late sample has no rates"
+        );
+    }
+
+    /// Proves that a restored agent shows its whole machine (load, filesystems, counters) from
+    /// the last sample stored, before it reconnects, and that its next sample of the same run
+    /// gets rates against those counters.
+    #[actix_rt::test]
+    async fn restored_agents_show_their_whole_machine() {
+        let restored = store::Restored {
+            hello: hello("a", "r1"),
+            ip: "10.0.0.7".into(),
+            latest: Some(host_sample(5, 50_000)),
+            last_seq: 5,
+            points: Vec::new(),
+        };
+        let (registry, _store) = with_store(vec![restored]);
+        let a = view(&registry, "a").await.unwrap();
+        assert_eq!(a.status, Status::Offline);
+        assert_eq!(a.host.load.map(|l| l.load1), Some(0.5));
+        assert_eq!(a.host.fullest_filesystem(), Some(("/", 50.0)));
+        let net = a.host.net.as_deref().unwrap_or_default();
+        assert_eq!(net.len(), 1);
+        assert_eq!(
+            (net[0].counters.rx_bytes, net[0].rx_bytes_per_s),
+            (50_000, None)
+        );
+        assert!(
+            a.cpu.is_some(),
+            "the latest CPU and memory stay in the sample"
+        );
+
+        let (_s, _) = session(&registry, 1, "a", "r1").await;
+        registry
+            .send(Samples {
+                session: 1,
+                samples: vec![host_sample(6, 52_000)],
+            })
+            .await
+            .unwrap();
+        let a = view(&registry, "a").await.unwrap();
+        assert_eq!(a.host.net_rates(), Some((2_000.0, 1_000.0)));
     }
 }

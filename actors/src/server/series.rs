@@ -31,6 +31,38 @@ pub struct Bucket {
     /// Only the durable store keeps it; empty (and left out of the JSON) otherwise.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cores: Vec<Option<Stat>>,
+    /// 1-minute load average.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub load1: Option<Stat>,
+    /// Swap used, bytes (durable store only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap_used: Option<Stat>,
+    /// Use of the fullest filesystem, percent (`(size - avail) / size`, like `df`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fs_used_pct: Option<Stat>,
+    /// Bytes per second received over every interface together (durable store only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_rx_bytes_per_s: Option<Stat>,
+    /// Bytes per second sent over every interface together (durable store only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net_tx_bytes_per_s: Option<Stat>,
+    /// Bytes per second read from every disk together (durable store only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_read_bytes_per_s: Option<Stat>,
+    /// Bytes per second written to every disk together (durable store only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_written_bytes_per_s: Option<Stat>,
+    /// Each filesystem, by its index in the store's list of the agent's filesystems (`null`
+    /// for one without readings in the bucket). Durable store only; empty otherwise.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fs: Vec<Option<FsStat>>,
+}
+
+/// One filesystem in one bucket: its use in percent (like `df`'s Use%) and in bytes.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct FsStat {
+    pub used_pct: Stat,
+    pub used_bytes: Stat,
 }
 
 /// Count, sum, minimum and maximum of one quantity.
@@ -67,19 +99,61 @@ impl MinMax {
         }
     }
 
-    /// What a [`Bucket`] shows of it.
+    /// What a [`Bucket`] shows of it. The average is kept within the extremes: a sum of
+    /// equal values divided back may miss them by a rounding error (5 × 3.76 / 5 =
+    /// 3.7599999999999993).
     pub fn stat(self) -> Stat {
         Stat {
-            avg: self.sum / self.n.max(1) as f64,
+            avg: (self.sum / self.n.max(1) as f64)
+                .max(self.min)
+                .min(self.max),
             min: self.min,
             max: self.max,
         }
     }
 }
 
-/// The aggregate of some samples: how many, and CPU total / memory used / each core's CPU over
-/// those that had the reading (a sample may lack one). Merging is associative, so a rollup row
-/// can absorb samples one batch at a time, and coarse points can be built from finer rows.
+/// One filesystem's use over some samples: percent and bytes, counted together.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct FsAgg {
+    pub used_pct: MinMax,
+    pub used_bytes: MinMax,
+}
+
+impl FsAgg {
+    /// One reading.
+    pub fn one(used_pct: f64, used_bytes: f64) -> Self {
+        Self {
+            used_pct: MinMax::one(used_pct),
+            used_bytes: MinMax::one(used_bytes),
+        }
+    }
+
+    /// Both together (either may be absent).
+    pub fn merge(a: Option<Self>, b: Option<Self>) -> Option<Self> {
+        match (a, b) {
+            (Some(a), Some(b)) => Some(Self {
+                used_pct: MinMax::merge(Some(a.used_pct), Some(b.used_pct))?,
+                used_bytes: MinMax::merge(Some(a.used_bytes), Some(b.used_bytes))?,
+            }),
+            (a, None) => a,
+            (None, b) => b,
+        }
+    }
+
+    /// What a [`Bucket`] shows of it.
+    pub fn stat(self) -> FsStat {
+        FsStat {
+            used_pct: self.used_pct.stat(),
+            used_bytes: self.used_bytes.stat(),
+        }
+    }
+}
+
+/// The aggregate of some samples: how many, and per quantity (CPU total, memory used, each
+/// core's CPU, load, swap, filesystems, network and disk rates) over those that had the
+/// reading (a sample may lack one). Merging is associative, so a rollup row can absorb samples
+/// one batch at a time, and coarse points can be built from finer rows.
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct Agg {
     pub n: u64,
@@ -87,6 +161,33 @@ pub struct Agg {
     pub mem: Option<MinMax>,
     /// Per-core CPU usage, percent, by core index.
     pub cores: Vec<Option<MinMax>>,
+    /// 1-minute load average.
+    pub load1: Option<MinMax>,
+    /// Swap used, bytes.
+    pub swap: Option<MinMax>,
+    /// Use of the fullest filesystem, percent.
+    pub fs_pct: Option<MinMax>,
+    /// Network bytes per second received and sent, every interface together.
+    pub net_rx: Option<MinMax>,
+    pub net_tx: Option<MinMax>,
+    /// Disk bytes per second read and written, every device together.
+    pub disk_read: Option<MinMax>,
+    pub disk_write: Option<MinMax>,
+    /// Per filesystem, by its slot (the store's `mounts`).
+    pub fs: Vec<Option<FsAgg>>,
+}
+
+/// The whole-machine values of one sample that the history keeps (beyond CPU and memory),
+/// for [`Agg::with_host`].
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct HostValues {
+    pub load1: Option<f64>,
+    pub swap: Option<f64>,
+    pub fs_pct: Option<f64>,
+    pub net_rx: Option<f64>,
+    pub net_tx: Option<f64>,
+    pub disk_read: Option<f64>,
+    pub disk_write: Option<f64>,
 }
 
 impl Agg {
@@ -96,8 +197,41 @@ impl Agg {
             n: 1,
             cpu: cpu.map(MinMax::one),
             mem: mem.map(MinMax::one),
-            cores: Vec::new(),
+            ..Self::default()
         }
+    }
+
+    /// The same sample with its whole-machine values.
+    pub fn with_host(mut self, h: HostValues) -> Self {
+        // Destructured, so that a new value cannot be forgotten here.
+        let HostValues {
+            load1,
+            swap,
+            fs_pct,
+            net_rx,
+            net_tx,
+            disk_read,
+            disk_write,
+        } = h;
+        self.load1 = load1.map(MinMax::one);
+        self.swap = swap.map(MinMax::one);
+        self.fs_pct = fs_pct.map(MinMax::one);
+        self.net_rx = net_rx.map(MinMax::one);
+        self.net_tx = net_tx.map(MinMax::one);
+        self.disk_read = disk_read.map(MinMax::one);
+        self.disk_write = disk_write.map(MinMax::one);
+        self
+    }
+
+    /// The same sample with its filesystems' `(slot, used percent, used bytes)`.
+    pub fn with_fs(mut self, fs: impl IntoIterator<Item = (usize, f64, f64)>) -> Self {
+        for (slot, pct, bytes) in fs {
+            if self.fs.len() <= slot {
+                self.fs.resize(slot + 1, None);
+            }
+            self.fs[slot] = Some(FsAgg::one(pct, bytes));
+        }
+        self
     }
 
     /// The same sample with its per-core values.
@@ -108,7 +242,20 @@ impl Agg {
 
     pub fn merge(&mut self, other: &Agg) {
         // Destructured, so that a new field cannot be forgotten here.
-        let Agg { n, cpu, mem, cores } = other;
+        let Agg {
+            n,
+            cpu,
+            mem,
+            cores,
+            load1,
+            swap,
+            fs_pct,
+            net_rx,
+            net_tx,
+            disk_read,
+            disk_write,
+            fs,
+        } = other;
         self.n += n;
         self.cpu = MinMax::merge(self.cpu, *cpu);
         self.mem = MinMax::merge(self.mem, *mem);
@@ -118,17 +265,52 @@ impl Agg {
         for (mine, theirs) in self.cores.iter_mut().zip(cores) {
             *mine = MinMax::merge(*mine, *theirs);
         }
+        self.load1 = MinMax::merge(self.load1, *load1);
+        self.swap = MinMax::merge(self.swap, *swap);
+        self.fs_pct = MinMax::merge(self.fs_pct, *fs_pct);
+        self.net_rx = MinMax::merge(self.net_rx, *net_rx);
+        self.net_tx = MinMax::merge(self.net_tx, *net_tx);
+        self.disk_read = MinMax::merge(self.disk_read, *disk_read);
+        self.disk_write = MinMax::merge(self.disk_write, *disk_write);
+        if self.fs.len() < fs.len() {
+            self.fs.resize(fs.len(), None);
+        }
+        for (mine, theirs) in self.fs.iter_mut().zip(fs) {
+            *mine = FsAgg::merge(*mine, *theirs);
+        }
     }
 
     /// The point of a series for this aggregate.
     pub fn bucket(&self, ts_ms: u64) -> Bucket {
-        let Agg { n, cpu, mem, cores } = self;
+        let Agg {
+            n,
+            cpu,
+            mem,
+            cores,
+            load1,
+            swap,
+            fs_pct,
+            net_rx,
+            net_tx,
+            disk_read,
+            disk_write,
+            fs,
+        } = self;
+        let stat = |m: &Option<MinMax>| m.map(MinMax::stat);
         Bucket {
             ts_ms,
             n: *n,
-            cpu: cpu.map(MinMax::stat),
-            mem_used: mem.map(MinMax::stat),
-            cores: cores.iter().map(|c| c.map(MinMax::stat)).collect(),
+            cpu: stat(cpu),
+            mem_used: stat(mem),
+            cores: cores.iter().map(stat).collect(),
+            load1: stat(load1),
+            swap_used: stat(swap),
+            fs_used_pct: stat(fs_pct),
+            net_rx_bytes_per_s: stat(net_rx),
+            net_tx_bytes_per_s: stat(net_tx),
+            disk_read_bytes_per_s: stat(disk_read),
+            disk_written_bytes_per_s: stat(disk_write),
+            fs: fs.iter().map(|f| f.map(FsAgg::stat)).collect(),
         }
     }
 }
@@ -196,12 +378,30 @@ mod tests {
             })
         );
         assert_eq!(Agg::sample(None, None).bucket(0).cpu, None);
+        let mut same = Agg::default();
+        for _ in 0..5 {
+            same.merge(&Agg::sample(Some(3.76), None));
+        }
+        assert_eq!(
+            same.bucket(0).cpu.map(|c| c.avg),
+            Some(3.76),
+            "no rounding outside"
+        );
     }
 
     #[test]
     fn merging_partial_rollups_equals_rolling_up_everything() {
         let samples: Vec<Agg> = (0..50u32)
-            .map(|i| Agg::sample(Some(f64::from(i * 7 % 100)), Some(f64::from(i))))
+            .map(|i| {
+                let v = f64::from(i * 7 % 100);
+                Agg::sample(Some(v), Some(f64::from(i)))
+                    .with_host(HostValues {
+                        load1: Some(v / 10.0),
+                        net_rx: (i % 3 > 0).then_some(v * 1000.0),
+                        ..HostValues::default()
+                    })
+                    .with_fs([(usize::from(i % 2 == 0), v, v * 1e6)])
+            })
             .collect();
         let mut whole = Agg::default();
         samples.iter().for_each(|s| whole.merge(s));
@@ -210,6 +410,16 @@ mod tests {
         samples[17..].iter().for_each(|s| right.merge(s));
         left.merge(&right);
         assert_eq!(left, whole);
+        assert_eq!(whole.load1.map(|l| (l.n, l.max)), Some((50, 9.8)));
+        assert_eq!(whole.net_rx.map(|r| r.n), Some(33));
+        assert_eq!(
+            whole
+                .fs
+                .iter()
+                .map(|f| f.map(|f| f.used_bytes.n))
+                .collect::<Vec<_>>(),
+            [Some(25), Some(25)]
+        );
     }
 
     #[test]

@@ -5,9 +5,10 @@
 //! `promtool`. Those two need Debian's packages (`make setup` installs them); a developer who
 //! cannot install them sets `LANMON_SKIP_PROMETHEUS=1` to leave them out (CI never does).
 //!
-//! The `filesystem_fill` rule is unit-tested on a synthetic series (actors' `alerts::engine`
-//! and `alerts::rules` tests); a tmpfs filled at a steady rate can prove it end to end once
-//! the agent sends filesystem figures (issue 13).
+//! The whole-machine rules run on the agent's real readings: a tmpfs that only the agent sees
+//! (its own mount namespace, `unshare -m`; needs root, else the test says SKIPPED), filled at
+//! a steady rate through `/proc/PID/root`, fires `filesystem_fill` before it is full; the
+//! load rule's value is the host's `/proc/loadavg` per core.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -21,7 +22,7 @@ use serde_json::Value;
 
 use lanmon::snapshot::Status;
 
-use crate::support::process::command;
+use crate::support::process::{bin, command, command_for};
 use crate::support::{
     Agent, DEADLINE, LOOPBACK, Server, SnapshotExt, TcpPortReservation, TempDir, poll,
 };
@@ -169,14 +170,25 @@ fn rules_file(dir: &TempDir, text: &str) -> String {
     path.to_string_lossy().into_owned()
 }
 
-/// Rules for quick tests: evaluated every 100 ms, everything but `rules` off (a busy test
-/// machine must not add CPU or memory alerts), notifications to `webhook`.
+/// Rules for quick tests: evaluated every 100 ms, every rule but those in `rules` off (a busy
+/// test machine must not add CPU, memory, load or disk alerts), notifications to `webhook`.
 fn quick_rules(rules: &str, webhook: &str) -> String {
-    let off: String = ["offline", "stale", "cpu", "memory"]
-        .iter()
-        .filter(|r| !rules.contains(&format!("[rules.{r}]")))
-        .map(|r| format!("[rules.{r}]\nenabled = false\n"))
-        .collect();
+    let off: String = [
+        "offline",
+        "stale",
+        "cpu",
+        "memory",
+        "swap",
+        "load",
+        "filesystem",
+        "filesystem_fill",
+        "clock",
+        "temperature",
+    ]
+    .iter()
+    .filter(|r| !rules.contains(&format!("[rules.{r}]")))
+    .map(|r| format!("[rules.{r}]\nenabled = false\n"))
+    .collect();
     format!(
         "[settings]\nevaluate_every = \"100ms\"\n\n{off}\n{rules}\n\
          [notify]\nretry_min = \"50ms\"\nretry_max = \"200ms\"\ntimeout = \"2s\"\n\n\
@@ -528,6 +540,216 @@ fn sighup_reloads_the_rules_file() {
     assert_eq!(
         active_state(&api_alerts(&http), "offline", "al-hup-1").as_deref(),
         Some("firing")
+    );
+}
+
+/// Whether the tests run as root (mount namespaces need it).
+fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
+/// Bytes available to unprivileged users on the filesystem holding `path` (`df`'s Avail).
+fn avail_bytes(path: &std::path::Path) -> u64 {
+    let Ok(c) = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()) else {
+        return 0;
+    };
+    // SAFETY: `c` is a valid NUL-terminated path and `st` a plain struct statvfs fills in.
+    #[allow(unsafe_code)]
+    unsafe {
+        let mut st: libc::statvfs = std::mem::zeroed();
+        if libc::statvfs(c.as_ptr(), &mut st) != 0 {
+            return 0;
+        }
+        st.f_bavail * st.f_frsize
+    }
+}
+
+/// lanmon-format notifications of `rule` on `subject`, as (status, seconds-left value).
+fn on_subject(sink: &Sink, rule: &str, subject: &str) -> Vec<(String, Option<f64>)> {
+    sink.received()
+        .iter()
+        .filter(|r| r.body["alert"]["rule"] == rule && r.body["alert"]["subject"] == subject)
+        .map(|r| {
+            (
+                r.body["status"].as_str().unwrap_or_default().to_string(),
+                r.body["alert"]["value"].as_f64(),
+            )
+        })
+        .collect()
+}
+
+/// Size of the test's tmpfs.
+const FILL_SIZE: u64 = 64 << 20;
+/// Written per step, and the pause between steps: 4 MiB/s, full in 16 s.
+const FILL_CHUNK: usize = 1 << 20;
+const FILL_STEP: Duration = Duration::from_millis(250);
+
+/// Proves: a tmpfs the agent sees, filled at a steady 4 MiB/s, fires `filesystem_fill`
+/// (predicted full within 6 s, fitted over 3 s) with that mount as its subject while the
+/// tmpfs still has room, once; deleting the file resolves it, once.
+#[test]
+fn steadily_filled_tmpfs_fires_full_within_before_it_is_full() {
+    if !is_root() {
+        eprintln!("steadily_filled_tmpfs_fires_full_within…: SKIPPED (needs root for unshare -m)");
+        return;
+    }
+    let sink = Sink::start();
+    let dir = TempDir::new("alerts-fill");
+    let mount = dir.path().join("fs");
+    std::fs::create_dir_all(&mount).unwrap_or_else(|e| panic!("mkdir: {e}"));
+    let mount_s = mount.to_string_lossy().into_owned();
+    let rules = quick_rules(
+        "[rules.filesystem_fill]\nwithin = \"6s\"\nresolve_within = \"12s\"\nwindow = \"3s\"\n\
+         for = \"0s\"\nresolve_for = \"500ms\"\n",
+        &sink.url("/hook"),
+    );
+    let file = rules_file(&dir, &rules);
+    let server = Server::start_with(0, &["--alerts", &file]);
+    // The agent in a mount namespace of its own with the tmpfs over `mount` (unshare(1) makes
+    // its mounts private), reporting tmpfs filesystems (left out by default).
+    let name = "al-fill-1";
+    let port = server.port().to_string();
+    let mut cmd = command_for(PathBuf::from("unshare"));
+    cmd.args([
+        "-m",
+        "sh",
+        "-c",
+        r#"mount -t tmpfs -o "size=$1" lanmon-fill "$2" && shift 2 && exec "$@""#,
+        "sh",
+        &FILL_SIZE.to_string(),
+        &mount_s,
+    ])
+    .arg(bin("agent"))
+    .args(["--host", "127.0.0.1", "--port", &port, "--name", name])
+    .args(["--interval", "200ms", "--fs-types", "tmpfs"]);
+    // Joined with the token, its key in a state directory of its own.
+    let state = TempDir::new("fill-agent");
+    cmd.args(["--join", &server.token(), "--state-dir", &state.arg()]);
+    let agent = Agent::start_command(name, cmd);
+    let why = || format!("{}\n{}", server.stderr(), agent.diagnostics());
+    let seen = poll(DEADLINE, || {
+        let snap = server.wait_for(DEADLINE, |_| true);
+        let a = snap.find(name)?;
+        a.host
+            .filesystems
+            .as_ref()?
+            .iter()
+            .find(|f| f.mount == mount_s)
+            .cloned()
+    })
+    .unwrap_or_else(|| panic!("the agent does not report {mount_s}\n{}", why()));
+    assert_eq!(seen.fs_type, "tmpfs");
+    assert_eq!(seen.size_bytes, FILL_SIZE);
+
+    // Through the agent's root: its mount namespace, where the tmpfs is.
+    let inside = PathBuf::from(format!("/proc/{}/root", agent.pid()))
+        .join(mount.strip_prefix("/").unwrap_or(&mount));
+    let fill_path = inside.join("fill");
+    let mut fill = std::fs::File::create(&fill_path)
+        .unwrap_or_else(|e| panic!("cannot create {}: {e}", fill_path.display()));
+    let chunk = vec![0x5a_u8; FILL_CHUNK];
+    let start = Instant::now();
+    let mut written = 0u64;
+    let mut free_at_fire = None;
+    for step in 1.. {
+        fill.write_all(&chunk)
+            .unwrap_or_else(|e| panic!("write after {written} bytes: {e}\n{}", why()));
+        written += FILL_CHUNK as u64;
+        if !on_subject(&sink, "filesystem_fill", &mount_s).is_empty() {
+            free_at_fire = Some(avail_bytes(&inside));
+            break;
+        }
+        if written + FILL_CHUNK as u64 > FILL_SIZE {
+            break;
+        }
+        if let Some(pause) = (start + FILL_STEP * step).checked_duration_since(Instant::now()) {
+            std::thread::sleep(pause);
+        }
+    }
+    let Some(free) = free_at_fire else {
+        panic!(
+            "filesystem_fill did not fire before {written} of {FILL_SIZE} bytes were written\n{}",
+            why()
+        );
+    };
+    assert!(free > 0, "fired when the tmpfs was already full");
+    let got = on_subject(&sink, "filesystem_fill", &mount_s);
+    let left = got[0].1.unwrap_or_default();
+    assert_eq!(got[0].0, "firing");
+    assert!(
+        left > 0.0 && left <= 6.0,
+        "fired predicting {left} s to full"
+    );
+    eprintln!(
+        "filesystem_fill fired after {:?}: {written} bytes written, {free} free, {left:.1} s \
+         predicted",
+        start.elapsed()
+    );
+
+    drop(fill);
+    std::fs::remove_file(&fill_path)
+        .unwrap_or_else(|e| panic!("cannot delete {}: {e}", fill_path.display()));
+    sink.wait_for(DEADLINE, why, |s| {
+        on_subject(s, "filesystem_fill", &mount_s).len() >= 2
+    });
+    std::thread::sleep(QUIET);
+    let statuses: Vec<String> = on_subject(&sink, "filesystem_fill", &mount_s)
+        .into_iter()
+        .map(|(s, _)| s)
+        .collect();
+    assert_eq!(statuses, ["firing", "resolved"], "{:#?}", sink.received());
+}
+
+/// `/proc/loadavg`'s 1-minute load.
+fn loadavg1() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read /proc/loadavg"))
+}
+
+/// Proves: the load rule compares the host's 1-minute load per core (`/proc/loadavg` over
+/// the cores) with its threshold: with a CPU burner running, a threshold of 0.01 per core
+/// fires, and the value notified is the load the host showed meanwhile, over its cores.
+#[test]
+fn load_per_core_fires_with_the_hosts_load() {
+    let sink = Sink::start();
+    let dir = TempDir::new("alerts-load");
+    let rules = quick_rules(
+        "[rules.load]\nthreshold = 0.01\nresolve = 0\nfor = \"0s\"\n",
+        &sink.url("/hook"),
+    );
+    let file = rules_file(&dir, &rules);
+    let server = Server::start_with(0, &["--alerts", &file]);
+    let _burn = Burners::start(1);
+    let (mut lo, mut hi) = (loadavg1(), loadavg1());
+    let _agent = Agent::start(&server.join(), "al-load-1");
+    poll(Duration::from_secs(30), || {
+        let l = loadavg1();
+        (lo, hi) = (lo.min(l), hi.max(l));
+        (!sink.lanmon("load").is_empty()).then_some(())
+    })
+    .unwrap_or_else(|| panic!("no load notification\n{}", server.stderr()));
+    let l = loadavg1();
+    (lo, hi) = (lo.min(l), hi.max(l));
+    let hook = sink
+        .received()
+        .into_iter()
+        .find(|r| r.body["alert"]["rule"] == "load")
+        .unwrap_or_else(|| panic!("no load notification"));
+    assert_eq!(hook.body["status"], "firing");
+    let cores = crate::support::proc_stat_cores() as f64;
+    let value = hook.body["alert"]["value"].as_f64().unwrap_or_default();
+    assert!(
+        value > 0.01 && value * cores >= lo - 0.011 && value * cores <= hi + 0.011,
+        "load {value} per core × {cores} cores, the host showed {lo}..{hi}"
     );
 }
 

@@ -230,6 +230,38 @@ fn history_has_avg_min_max_for_a_streaming_agent() {
     assert!(samples >= 5, "at least the 5 samples seen live: {body:?}");
 }
 
+/// Without a store (`--no-store`), the in-memory history still has a real agent's load and
+/// fullest filesystem when asked for them (`series=load,fs`), and names no filesystem (it keeps
+/// no per-filesystem history).
+#[test]
+fn in_memory_history_has_load_and_the_fullest_filesystem() {
+    let (server, addr) = http_server(&[]);
+    let _agent = Agent::start(&server.join(), "hist-machine");
+    let id = live_agent_id(&server, "hist-machine", 5);
+    let to = now_ms() + 1_000;
+    let from = to - 60_000;
+    let r = get(
+        &addr,
+        &format!("/api/agents/{id}/history?from={from}&to={to}&step=1000&series=load,fs"),
+    );
+    assert_eq!(r.status, 200, "{r:?}");
+    let body = r.json();
+    assert_eq!(body["source"], "memory", "{body}");
+    assert_eq!(body["filesystems"], serde_json::json!([]), "{body}");
+    let points = body["points"].as_array().cloned().unwrap_or_default();
+    assert!(!points.is_empty(), "{body}");
+    for p in &points {
+        let load = p["load1"]["avg"].as_f64();
+        let fs = p["fs_used_pct"]["max"].as_f64();
+        assert!(load.is_some_and(|l| l >= 0.0), "no load: {p}");
+        assert!(
+            fs.is_some_and(|f| (0.0..=100.0).contains(&f)),
+            "no fullest filesystem: {p}"
+        );
+        assert!(p.get("cpu").is_none() && p.get("fs").is_none(), "{p}");
+    }
+}
+
 /// Bad `from`/`to`/`step` get a 400 with an `error` message naming the problem; an unknown
 /// agent id gets a 404 with an `error` message.
 #[test]

@@ -211,6 +211,199 @@ fn restart_keeps_history_and_agents_resume_exactly_once() {
     assert_eq!(r.status, 400);
 }
 
+/// The 1-minute load average now, from `/proc/loadavg`.
+fn loadavg() -> f64 {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    text.split_whitespace()
+        .next()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("cannot read /proc/loadavg: {text:?}"))
+}
+
+/// `(avg, min, max)` of a stat in a history point (`null` → `None`).
+fn stat(v: &serde_json::Value) -> Option<(f64, f64, f64)> {
+    Some((v["avg"].as_f64()?, v["min"].as_f64()?, v["max"].as_f64()?))
+}
+
+/// The history API serves a real agent's whole machine from the store: with `series=` its
+/// load (as `/proc/loadavg` has it), swap, the fullest filesystem and each filesystem by name
+/// (as the agent reports them), and network (its own loopback traffic) and disk rates; without
+/// `series` the answer has exactly the fields it always had. After a restart, before the agent
+/// is back, the snapshot shows the agent's whole machine from the last sample stored.
+#[test]
+fn history_serves_the_whole_machine_and_a_restart_shows_it() {
+    let dir = TempDir::new("store-machine");
+    let args = ["--data-dir", &dir.arg(), "--http", "127.0.0.1:0"];
+    let mut server = Server::start_with(0, &args);
+    let port = server.port().to_string();
+    // Loopback is the only interface in the test's namespace: count it.
+    let mut agent = Agent::start_with(
+        "machine-1",
+        &[
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port,
+            "--net-interfaces",
+            "lo",
+        ],
+    );
+    let snap = server.wait_for(DEADLINE, |s| {
+        s.find("machine-1").is_some_and(|a| {
+            a.stored_seq >= Some(10) && a.host.net_rates().is_some_and(|(rx, _)| rx > 0.0)
+        })
+    });
+    let a = snap.agent("machine-1");
+    let id = a.id.clone();
+    let http = server.http_addr().to_string();
+    let sent_mounts: Vec<String> = a
+        .host
+        .filesystems
+        .iter()
+        .flatten()
+        .map(|f| f.mount.clone())
+        .collect();
+    assert!(!sent_mounts.is_empty(), "no filesystems: {}", a.to_json());
+    let has_disks = a.host.disks.as_ref().is_some_and(|d| !d.is_empty());
+
+    let query = |series: &str| {
+        let now = now_ms();
+        format!(
+            "/api/agents/{id}/history?from={}&to={}&step=1000{series}",
+            now - 60_000,
+            now + 1000
+        )
+    };
+    let before = loadavg();
+    let r = get(&http, &query("&series=load,swap,fs,net,disk"));
+    let after = loadavg();
+    assert_eq!(r.status, 200, "{r:?}");
+    let body = r.json();
+    assert_eq!(body["source"], "raw", "{body}");
+    assert_eq!(
+        body["series"],
+        serde_json::json!(["load", "swap", "fs", "net", "disk"]),
+        "{body}"
+    );
+    let mounts: Vec<&str> = body["filesystems"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no filesystems list: {body}"))
+        .iter()
+        .filter_map(|m| m.as_str())
+        .collect();
+    assert!(
+        !mounts.is_empty() && mounts.iter().all(|m| sent_mounts.iter().any(|s| s == m)),
+        "history names {mounts:?}, the agent sends {sent_mounts:?}"
+    );
+    let points = body["points"].as_array().cloned().unwrap_or_default();
+    assert!(points.len() >= 2, "{body}");
+    let mut net = 0;
+    let mut disk = 0;
+    for p in &points {
+        let keys: Vec<&str> = p
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        assert!(
+            !keys.contains(&"cpu") && !keys.contains(&"cores"),
+            "only the series asked for: {p}"
+        );
+        let (avg, min, max) = stat(&p["load1"]).unwrap_or_else(|| panic!("no load: {p}"));
+        assert!(min <= avg && avg <= max && min >= 0.0, "{p}");
+        assert!(stat(&p["swap_used"]).is_some(), "no swap: {p}");
+        let fullest = stat(&p["fs_used_pct"]).unwrap_or_else(|| panic!("no fs: {p}"));
+        assert!((0.0..=100.0).contains(&fullest.2), "{p}");
+        let fs = p["fs"].as_array().cloned().unwrap_or_default();
+        assert_eq!(fs.len(), mounts.len(), "one entry per filesystem: {p}");
+        for f in &fs {
+            let pct = stat(&f["used_pct"]).unwrap_or_else(|| panic!("{p}"));
+            assert!(
+                pct.2 <= fullest.2 + 0.01,
+                "no filesystem fuller than the fullest: {p}"
+            );
+            assert!(stat(&f["used_bytes"]).is_some_and(|b| b.0 > 0.0), "{p}");
+        }
+        if stat(&p["net_rx_bytes_per_s"]).is_some_and(|r| r.0 > 0.0)
+            && stat(&p["net_tx_bytes_per_s"]).is_some_and(|r| r.0 > 0.0)
+        {
+            net += 1;
+        }
+        if stat(&p["disk_read_bytes_per_s"]).is_some()
+            && stat(&p["disk_written_bytes_per_s"]).is_some()
+        {
+            disk += 1;
+        }
+    }
+    assert!(net > 0, "no point with loopback traffic: {body}");
+    assert!(!has_disks || disk > 0, "no point with disk rates: {body}");
+    // Ground truth: the newest points' load is what /proc/loadavg said around the request
+    // (it moves by a fraction per 5 s update).
+    let newest = stat(&points[points.len() - 1]["load1"]).map_or(-1.0, |s| s.0);
+    let (lo, hi) = (before.min(after) - 1.0, before.max(after) + 1.0);
+    assert!(
+        (lo..=hi).contains(&newest),
+        "load {newest} vs /proc/loadavg {before}..{after}"
+    );
+    // The root filesystem's bytes used are the agent's figure.
+    if let (Some(i), Some(root)) = (
+        mounts.iter().position(|m| *m == "/"),
+        a.host.filesystems.iter().flatten().find(|f| f.mount == "/"),
+    ) {
+        let used = stat(&points[0]["fs"][i]["used_bytes"]).map_or(0.0, |b| b.0);
+        let sent = root.used_bytes as f64;
+        assert!(
+            (used - sent).abs() <= sent * 0.01,
+            "/: history {used} bytes used, the agent sent {sent}"
+        );
+    }
+
+    // Without `series`: today's answer.
+    let body = get(&http, &query("")).json();
+    assert!(
+        body.get("series").is_none() && body.get("filesystems").is_none(),
+        "{body}"
+    );
+    for p in body["points"].as_array().into_iter().flatten() {
+        let mut keys: Vec<&str> = p
+            .as_object()
+            .map(|o| o.keys().map(String::as_str).collect())
+            .unwrap_or_default();
+        keys.sort_unstable();
+        assert_eq!(keys, ["cores", "cpu", "mem_used", "n", "ts_ms"], "{p}");
+    }
+    let r = get(&http, &query("&series=cpu,bogus"));
+    assert_eq!(r.status, 400, "{r:?}");
+    assert!(
+        r.body.contains("bogus") && r.body.contains("known"),
+        "{r:?}"
+    );
+
+    // A restart while the agent is away: its whole machine is back from disk.
+    agent.kill();
+    server.wait_for(DEADLINE, |s| s.status("machine-1") == Some(Status::Offline));
+    server.signal(libc::SIGTERM);
+    assert!(server.wait_exit(DEADLINE).success(), "{}", server.stderr());
+    let reborn = Server::start_with(0, &args);
+    let first = reborn.wait_for(DEADLINE, |_| true);
+    let a = first.agent("machine-1");
+    assert_eq!(
+        a.offline_reason.as_deref(),
+        Some("server restarted"),
+        "{}",
+        a.to_json()
+    );
+    assert!(
+        a.host.load.is_some() && a.host.fullest_filesystem().is_some(),
+        "the restored agent shows its load and filesystems: {}",
+        a.to_json()
+    );
+    assert!(
+        a.host.net.as_ref().is_some_and(|n| !n.is_empty()),
+        "and its network counters: {}",
+        a.to_json()
+    );
+}
+
 /// SIGKILL while three agents stream (the store commits every ~25 ms): the database left
 /// behind passes `PRAGMA integrity_check` and holds every sample the server had acknowledged
 /// (all of seq 1..=stored_seq of each run); the next server resumes every run with no

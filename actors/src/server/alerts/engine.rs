@@ -1,8 +1,8 @@
 //! Engine actor: runs the rules over every agent every `evaluate_every`.
 //!
 //! Owns: every active alert (pending or firing) and the recently resolved ones, each a
-//! [`Machine`]; the fill history of every filesystem (for `filesystem_fill`); the alert store
-//! and the [`Notifier`]. It runs on its own Arbiter thread.
+//! [`Machine`]; the fill history of every filesystem ([`FillRings`], for `filesystem_fill`);
+//! the alert store and the [`Notifier`]. It runs on its own Arbiter thread.
 //!
 //! Receives: its own tick; [`Reload`] (new settings, from SIGHUP); [`notify::Delivered`] from
 //! the notifier. Sends: one
@@ -27,10 +27,9 @@ use actix::prelude::*;
 
 use crate::server::alerts::Board;
 use crate::server::alerts::config::AlertsConfig;
+use crate::server::alerts::fill::FillRings;
 use crate::server::alerts::notify::{self, Notifier, NotifyStats, ServerContext};
-use crate::server::alerts::rules::{
-    Inputs, Observation, RuleId, describe, observe, seconds_until_zero,
-};
+use crate::server::alerts::rules::{Inputs, Observation, RuleId, describe, observe};
 use crate::server::alerts::state::{Alert, Level, Machine, Phase, Timing, Transition};
 use crate::server::alerts::store::AlertStore;
 use crate::server::registry;
@@ -38,15 +37,6 @@ use crate::snapshot::AgentView;
 
 /// Most active alerts at once; beyond it new ones are not started (and it is logged).
 pub const MAX_ACTIVE_ALERTS: usize = 100_000;
-/// Points kept per filesystem for the fill fit (one per window / this).
-pub const FILL_POINTS: u64 = 64;
-
-/// A filesystem's recent available bytes.
-#[derive(Debug, Default)]
-struct FillSeries {
-    points: VecDeque<(u64, f64)>,
-    last_seen_ms: u64,
-}
 
 /// The rules' state and work, without the actor (see the module documentation).
 pub struct Evaluator {
@@ -55,7 +45,7 @@ pub struct Evaluator {
     active: HashMap<String, Alert>,
     /// Resolved alerts, oldest first.
     recent: VecDeque<Alert>,
-    fills: HashMap<(String, String), FillSeries>,
+    fills: FillRings,
     store: Box<dyn AlertStore>,
     notifier: Option<Notifier>,
     stats: Arc<NotifyStats>,
@@ -94,7 +84,7 @@ impl Evaluator {
             server,
             active,
             recent: recent.into(),
-            fills: HashMap::new(),
+            fills: FillRings::default(),
             store,
             notifier: None,
             stats,
@@ -158,8 +148,12 @@ impl Evaluator {
         let mut observations: Vec<Observation> = Vec::new();
         for a in agents {
             let mut inputs = Inputs::from_view(a);
-            self.update_fills(&a.id, &mut inputs, now_ms);
             let overrides = config.overrides_for(&a.id, &a.name);
+            if config.spec(RuleId::FilesystemFill, &overrides).enabled {
+                // The sample's arrival on the server's clock (the snapshot's age of it).
+                let at_ms = now_ms.saturating_sub(a.last_seen_ms.unwrap_or(0));
+                self.update_fills(&a.id, &mut inputs, at_ms, now_ms);
+            }
             for rule in RuleId::ALL {
                 let spec = config.spec(rule, &overrides);
                 if !spec.enabled {
@@ -250,7 +244,8 @@ impl Evaluator {
             let changed = before != alert.machine.phase;
             self.after_step(&id, t, changed);
         }
-        self.prune_fills(now_ms);
+        self.fills
+            .prune(now_ms, config.fill_window, |id| known.contains_key(id));
         self.save();
     }
 
@@ -380,49 +375,15 @@ impl Evaluator {
         }
     }
 
-    /// Adds this evaluation's available bytes to each filesystem's series and sets its
-    /// predicted time to full.
-    fn update_fills(&mut self, agent: &str, inputs: &mut Inputs, now_ms: u64) {
-        if inputs.filesystems.is_empty() {
-            return;
-        }
-        let window = u64::try_from(self.config.fill_window.as_millis()).unwrap_or(u64::MAX);
-        let step = window / FILL_POINTS;
+    /// Adds each filesystem's available bytes (received at `at_ms`) to its fill series and
+    /// sets its predicted time to full.
+    fn update_fills(&mut self, agent: &str, inputs: &mut Inputs, at_ms: u64, now_ms: u64) {
+        let window = self.config.fill_window;
         for fs in &mut inputs.filesystems {
-            let s = self
-                .fills
-                .entry((agent.to_string(), fs.mountpoint.clone()))
-                .or_default();
-            if s.points
-                .back()
-                .is_none_or(|&(t, _)| now_ms.saturating_sub(t) >= step)
-            {
-                s.points.push_back((now_ms, fs.avail_bytes as f64));
-            }
-            while s.points.front().is_some_and(|&(t, _)| t + window < now_ms) {
-                s.points.pop_front();
-            }
-            s.last_seen_ms = now_ms;
-            let span = match (s.points.front(), s.points.back()) {
-                (Some(a), Some(b)) => b.0 - a.0,
-                _ => 0,
-            };
-            fs.seconds_to_full = if s.points.len() >= 3 && span >= window / 4 {
-                let points: Vec<(u64, f64)> = s.points.iter().copied().collect();
-                seconds_until_zero(&points, now_ms)
-            } else {
-                None
-            };
+            fs.seconds_to_full =
+                self.fills
+                    .feed(agent, &fs.mountpoint, at_ms, fs.avail_bytes, now_ms, window);
         }
-    }
-
-    fn prune_fills(&mut self, now_ms: u64) {
-        if self.fills.is_empty() {
-            return;
-        }
-        let window = u64::try_from(self.config.fill_window.as_millis()).unwrap_or(u64::MAX);
-        self.fills
-            .retain(|_, s| s.last_seen_ms.saturating_add(window) >= now_ms);
     }
 
     fn log_full(&mut self) {
@@ -872,8 +833,97 @@ mod tests {
         assert_eq!(sink.wait_for(2).len(), 2);
     }
 
-    /// Proves: with filesystem inputs (issue 13's, simulated here through the fill series),
-    /// a steadily filling filesystem fires `filesystem_fill` before it is full.
+    /// Proves: `evaluate` feeds the fill rings from the snapshot's filesystems: a filesystem
+    /// losing 1% of its size per 10 s fires `filesystem_fill` (subject: its mount point)
+    /// while still more than half free, and resolves once it is emptied and stays flat; an
+    /// agent whose `filesystem_fill` is off gets no series.
+    #[test]
+    fn filesystem_fill_from_the_snapshot_fires_and_resolves() {
+        use crate::protocol::Filesystem;
+        let sink = Sink::default();
+        let mut c = (*config(&[])).clone();
+        c.fill_window = Duration::from_secs(300);
+        if let Some(spec) = c.rules.get_mut(&RuleId::FilesystemFill) {
+            *spec = RuleSpec {
+                threshold: 3600.0,
+                resolve: 7200.0,
+                for_: Duration::ZERO,
+                resolve_for: Duration::from_secs(30),
+                ..*spec
+            };
+        }
+        c.overrides.push(crate::server::alerts::config::Override {
+            agents: vec!["off-*".into()],
+            rules: vec![(
+                RuleId::FilesystemFill,
+                RulePatch {
+                    enabled: Some(false),
+                    ..RulePatch::default()
+                },
+            )],
+        });
+        let mut e = evaluator(Arc::new(c), Box::new(MemoryAlertStore::default()), &sink);
+        let view = |name: &str, avail: u64| {
+            let mut a = agent(name, Status::Live);
+            a.last_seen_ms = Some(700);
+            a.host.filesystems = Some(vec![Filesystem {
+                mount: "/data".into(),
+                fs_type: "ext4".into(),
+                device: "/dev/sdb1".into(),
+                size_bytes: 100_000,
+                used_bytes: 100_000 - avail,
+                avail_bytes: avail,
+                inodes: 0,
+                inodes_used: 0,
+            }]);
+            a
+        };
+        let fill = |e: &Evaluator| {
+            e.active()
+                .into_iter()
+                .find(|a| a.rule == RuleId::FilesystemFill)
+        };
+        let mut t = 1_700_000_000_000;
+        let mut fired_at = None;
+        for i in 0..100u64 {
+            let avail = 100_000 - i * 1_000;
+            e.evaluate(t, &[view("db", avail), view("off-1", avail)]);
+            t += 10_000;
+            if fill(&e).is_some_and(|a| a.machine.phase == Phase::Firing) {
+                fired_at = Some(avail);
+                break;
+            }
+        }
+        let Some(avail) = fired_at else {
+            panic!("never fired: {:?}", e.active());
+        };
+        // 1 000 bytes per 10 s: an hour left at 360 000 bytes, i.e. fires at the first
+        // prediction (a quarter of the window: 75 s in) with 92 000 bytes free.
+        assert!(avail > 50_000, "fired with {avail} bytes free");
+        let alert = fill(&e).unwrap_or_else(|| panic!("no alert"));
+        assert_eq!(
+            (alert.name.as_str(), alert.subject.as_deref()),
+            ("db", Some("/data"))
+        );
+        assert_eq!(e.fills.points("id-off-1", "/data"), 0);
+        assert!(e.fills.points("id-db", "/data") > 0);
+        for _ in 0..60 {
+            e.evaluate(t, &[view("db", 100_000)]);
+            t += 10_000;
+        }
+        assert!(fill(&e).is_none(), "{:?}", e.active());
+        let got = sink.wait_for(2);
+        assert_eq!(
+            got,
+            vec![
+                ("db".into(), "filesystem_fill".into(), Transition::Fired),
+                ("db".into(), "filesystem_fill".into(), Transition::Resolved)
+            ]
+        );
+    }
+
+    /// Proves: a steadily filling filesystem fed straight to the fill series fires
+    /// `filesystem_fill` when an hour is left, to within the fit's step.
     #[test]
     fn fill_rate_fires_before_full() {
         let sink = Sink::default();
@@ -901,7 +951,7 @@ mod tests {
                 }],
                 ..Inputs::default()
             };
-            e.update_fills("a", &mut inputs, now);
+            e.update_fills("a", &mut inputs, now, now);
             let left = inputs.filesystems[0].seconds_to_full;
             let spec = e.config.spec(RuleId::FilesystemFill, &[]);
             let mut obs = Vec::new();

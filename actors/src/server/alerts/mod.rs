@@ -14,6 +14,7 @@
 //! - [`rules`]: the built-in rules, their defaults and inputs.
 //! - [`state`]: one alert's state machine (pure, with hysteresis).
 //! - [`engine`]: the Engine actor and its pure core, the `Evaluator`.
+//! - [`fill`]: the bounded per-filesystem fill history behind `filesystem_fill`.
 //! - [`notify`]: the notifier and the target formats.
 //! - [`store`]: persistence of alert states.
 //!
@@ -22,6 +23,7 @@
 
 pub mod config;
 pub mod engine;
+pub mod fill;
 pub mod notify;
 pub mod rules;
 pub mod state;

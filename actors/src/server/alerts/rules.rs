@@ -20,11 +20,13 @@
 //! the last `window` (default 6h), like Prometheus' `predict_linear`, and fires when the line
 //! reaches zero within `within`; it needs at least a quarter of the window of data.
 //!
-//! Inputs the snapshot does not carry yet (swap, load, filesystems, clock offset,
-//! temperatures from issue 13) are `None` or empty in [`Inputs::from_view`]: those rules
-//! observe nothing and so never fire, and start working when [`Inputs::from_view`] fills them
-//! (the places are marked `ISSUE 13`). `pending` and `unauthenticated` read the agent's `auth`
-//! (the snapshot's pending agents are evaluated as agents with `auth: pending`).
+//! Every rule reads the agent's snapshot entry ([`Inputs::from_view`]): CPU and memory from
+//! its latest sample, swap, load, filesystems, temperatures and the clock offset from its
+//! whole-machine view (`AgentView.host`); readings of an agent that is not live are left out.
+//! A rule whose input is missing (an agent that does not send the group, a host without swap
+//! or sensors) observes nothing and never fires. The fill history behind `filesystem_fill` is
+//! the engine's ([`crate::server::alerts::fill`]). `pending` and `unauthenticated` read the
+//! agent's `auth` (the snapshot's pending agents are evaluated as agents with `auth: pending`).
 
 use std::time::Duration;
 
@@ -244,10 +246,9 @@ pub struct Inputs {
     pub cpu_percent: Option<f64>,
     /// Memory used (total − available), % (live agents only).
     pub memory_used_percent: Option<f64>,
-    // ---- ISSUE 13 (whole machine): the snapshot does not carry these yet ----
     /// Swap used, % of swap total (`None` also when there is no swap).
     pub swap_used_percent: Option<f64>,
-    /// 1-minute load average.
+    /// 1-minute load average (the rule divides it by `cores`).
     pub load1: Option<f64>,
     /// Mounted filesystems.
     pub filesystems: Vec<FsInput>,
@@ -268,7 +269,7 @@ pub struct FsInput {
     /// Available to unprivileged users (what `df` shows as Avail).
     pub avail_bytes: u64,
     /// Seconds until the fitted line of `avail_bytes` reaches zero: filled by the engine from
-    /// its fill history (`None`: not enough history; `Some(INFINITY)`: not filling).
+    /// its fill history ([`crate::server::alerts::fill`]) (`None`: not enough history; `Some(INFINITY)`: not filling).
     pub seconds_to_full: Option<f64>,
 }
 
@@ -309,22 +310,52 @@ impl Inputs {
             .memory
             .filter(|m| live && m.total > 0)
             .map(|m| m.used as f64 * 100.0 / m.total as f64);
+        let host = &a.host;
+        let swap_used_percent = host
+            .swap
+            .filter(|s| live && s.total_bytes > 0)
+            .map(|s| s.used_bytes.min(s.total_bytes) as f64 * 100.0 / s.total_bytes as f64);
+        let load1 = host
+            .load
+            .as_ref()
+            .filter(|_| live)
+            .map(|l| f64::from(l.load1));
+        let filesystems = host
+            .filesystems
+            .iter()
+            .flatten()
+            .filter(|_| live)
+            .map(|f| FsInput {
+                mountpoint: f.mount.clone(),
+                size_bytes: f.size_bytes,
+                avail_bytes: f.avail_bytes,
+                seconds_to_full: None,
+            })
+            .collect();
+        let temperatures = host
+            .temperatures
+            .iter()
+            .flatten()
+            .filter(|_| live)
+            .map(|t| TempInput {
+                label: t.sensor.clone(),
+                celsius: f64::from(t.temp_c),
+            })
+            .collect();
+        let clock_offset_s = host
+            .clock_offset_ms
+            .filter(|_| live)
+            .map(|ms| ms as f64 / 1000.0);
         Inputs {
             status: Some(a.status),
             cores: a.cores,
             cpu_percent,
             memory_used_percent,
-            // ISSUE 13: fill from the snapshot when it has them (live agents only), e.g.
-            //   swap_used_percent: a.swap.filter(|s| s.total > 0).map(|s| 100 * s.used / s.total)
-            //   load1: a.load.map(|l| l.one)
-            //   filesystems: a.filesystems → FsInput { mountpoint, size_bytes, avail_bytes }
-            //   temperatures: a.temperatures → TempInput { label, celsius }
-            //   clock_offset_s: a.clock_offset_ms.map(|ms| ms / 1000.0)
-            swap_used_percent: None,
-            load1: None,
-            filesystems: Vec::new(),
-            temperatures: Vec::new(),
-            clock_offset_s: None,
+            swap_used_percent,
+            load1,
+            filesystems,
+            temperatures,
+            clock_offset_s,
             auth,
         }
     }
@@ -600,6 +631,80 @@ mod tests {
         assert_eq!(observed(RuleId::Stale, &off)[0].level, Level::Clear);
     }
 
+    /// Proves: swap, load, filesystems, temperatures and the clock offset come from a live
+    /// agent's whole-machine view (load per core, swap and filesystems in %, the offset in
+    /// seconds and absolute) and fire past their defaults; a stale agent's are left out.
+    #[test]
+    fn whole_machine_inputs_from_the_snapshot() {
+        use crate::protocol::{Filesystem, Load, Swap, Temperature};
+        let mut a = agent("db-1", Status::Live);
+        a.host.swap = Some(Swap {
+            total_bytes: 1000,
+            used_bytes: 900,
+        });
+        a.host.load = Some(Load {
+            load1: 5.0,
+            load5: 1.0,
+            load15: 1.0,
+            running: None,
+            threads: None,
+            procs: None,
+        });
+        a.host.filesystems = Some(vec![Filesystem {
+            mount: "/var".into(),
+            fs_type: "ext4".into(),
+            device: "/dev/sda2".into(),
+            size_bytes: 1000,
+            used_bytes: 940,
+            avail_bytes: 20,
+            inodes: 0,
+            inodes_used: 0,
+        }]);
+        a.host.temperatures = Some(vec![Temperature {
+            sensor: "coretemp Package id 0".into(),
+            temp_c: 91.5,
+        }]);
+        a.host.clock_offset_ms = Some(-3_500);
+        let inputs = Inputs::from_view(&a);
+        assert_eq!(inputs.swap_used_percent, Some(90.0));
+        assert_eq!(inputs.clock_offset_s, Some(-3.5));
+        let fired = |rule: RuleId| {
+            let o = observed(rule, &inputs);
+            assert_eq!(o.len(), 1, "{rule:?}: {o:?}");
+            assert_eq!(o[0].level, Level::Fire, "{rule:?}: {o:?}");
+            (o[0].subject.clone(), o[0].value)
+        };
+        assert_eq!(fired(RuleId::Swap), (None, Some(90.0)));
+        assert_eq!(fired(RuleId::Load), (None, Some(2.5)), "5 over 2 cores");
+        assert_eq!(fired(RuleId::Clock), (None, Some(3.5)));
+        assert_eq!(fired(RuleId::Filesystem), (Some("/var".into()), Some(98.0)));
+        assert_eq!(
+            fired(RuleId::Temperature),
+            (Some("coretemp Package id 0".into()), Some(91.5))
+        );
+        // The fill prediction is the engine's: none from the snapshot alone.
+        assert!(observed(RuleId::FilesystemFill, &inputs).is_empty());
+
+        a.status = Status::Stale;
+        let stale = Inputs::from_view(&a);
+        for r in [
+            RuleId::Swap,
+            RuleId::Load,
+            RuleId::Filesystem,
+            RuleId::Clock,
+            RuleId::Temperature,
+        ] {
+            assert!(observed(r, &stale).is_empty(), "{r:?}");
+        }
+        // No swap at all: no input (not 0 %).
+        a.status = Status::Live;
+        a.host.swap = Some(Swap {
+            total_bytes: 0,
+            used_bytes: 0,
+        });
+        assert_eq!(Inputs::from_view(&a).swap_used_percent, None);
+    }
+
     /// Proves: the fire / hold / clear bands of an Above rule.
     #[test]
     fn hysteresis_band() {
@@ -610,9 +715,9 @@ mod tests {
         assert_eq!(above(79.9, &spec), Level::Clear);
     }
 
-    /// Proves: rules whose inputs the snapshot does not carry yet observe nothing (cannot
-    /// fire), and work once the inputs are there: one observation per filesystem and sensor,
-    /// load divided by the cores.
+    /// Proves: rules whose inputs an agent does not send (or the snapshot does not carry yet:
+    /// trust) observe nothing (cannot fire), and work once the inputs are there: one
+    /// observation per filesystem and sensor, load divided by the cores.
     #[test]
     fn future_inputs_start_working_when_present() {
         let none = Inputs::from_view(&agent("a", Status::Live));

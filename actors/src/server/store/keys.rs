@@ -11,8 +11,9 @@ use std::collections::HashMap;
 
 use rusqlite::{Connection, OptionalExtension, Transaction, named_params};
 
+use super::MAX_FS_HISTORY;
 use super::error::Result;
-use super::rows::{self, RunRow};
+use super::rows::{self, MountRow, RunRow};
 
 /// See the module documentation.
 #[derive(Debug, Default)]
@@ -21,6 +22,8 @@ pub(super) struct Keys {
     agents: HashMap<String, i64>,
     /// agents.key → run id → runs.key, of each run seen since the server started
     runs: HashMap<i64, HashMap<String, i64>>,
+    /// agents.key → its filesystems with a history, by slot (loaded on demand)
+    mounts: HashMap<i64, Vec<String>>,
 }
 
 impl Keys {
@@ -36,6 +39,7 @@ impl Keys {
     pub(super) fn reload(&mut self, conn: &Connection) -> Result<()> {
         self.agents.clear();
         self.runs.clear();
+        self.mounts.clear();
         let mut q = conn.prepare("SELECT id, key FROM agents")?;
         for row in q.query_map([], |r| Ok((r.get::<_, String>("id")?, r.get("key")?)))? {
             let (id, key) = row?;
@@ -100,8 +104,64 @@ impl Keys {
     pub(super) fn forget_agent(&mut self, agent: i64, id: &str) {
         self.agents.remove(id);
         self.runs.remove(&agent);
+        self.mounts.remove(&agent);
     }
 }
+
+impl Keys {
+    /// The slot of `agent`'s filesystem mounted at `mount`: known, or a new one while the
+    /// agent has fewer than [`MAX_FS_HISTORY`]; `None` beyond that (not kept).
+    pub(super) fn mount_slot(
+        &mut self,
+        tx: &Transaction<'_>,
+        agent: i64,
+        mount: &str,
+    ) -> Result<Option<u8>> {
+        let mounts = match self.mounts.entry(agent) {
+            std::collections::hash_map::Entry::Occupied(e) => e.into_mut(),
+            std::collections::hash_map::Entry::Vacant(e) => {
+                let mut q = tx.prepare_cached(&SELECT_MOUNTS)?;
+                let rows = q.query_map([agent], MountRow::from_row)?;
+                let mut known = Vec::new();
+                for row in rows {
+                    let row = row?;
+                    let slot = usize::try_from(row.slot).unwrap_or(usize::MAX);
+                    if slot < MAX_FS_HISTORY {
+                        if known.len() <= slot {
+                            known.resize(slot + 1, String::new());
+                        }
+                        known[slot] = row.mount;
+                    }
+                }
+                e.insert(known)
+            }
+        };
+        if let Some(slot) = mounts.iter().position(|m| m == mount) {
+            return Ok(u8::try_from(slot).ok());
+        }
+        if mounts.len() >= MAX_FS_HISTORY {
+            return Ok(None);
+        }
+        let row = MountRow {
+            agent,
+            slot: i64::try_from(mounts.len()).unwrap_or(i64::MAX),
+            mount: mount.to_string(),
+        };
+        row.execute(&mut *tx.prepare_cached(&INSERT_MOUNT)?)?;
+        mounts.push(row.mount);
+        Ok(u8::try_from(mounts.len() - 1).ok())
+    }
+}
+
+static SELECT_MOUNTS: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    format!(
+        "SELECT {} FROM mounts WHERE agent = ?1 ORDER BY slot",
+        rows::list(MountRow::columns())
+    )
+});
+
+static INSERT_MOUNT: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| rows::insert("INSERT", "mounts", MountRow::columns()));
 
 static SELECT_RUN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     format!(
@@ -113,7 +173,7 @@ static SELECT_RUN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 #[cfg(test)]
 mod tests {
     use super::super::testkit::*;
-    use super::super::{Append, Attach, Moves, Op, Retention, Store};
+    use super::super::{Append, Attach, Moves, Op, Rates, Retention, Store};
     use crate::protocol::Hello;
     use std::time::Instant;
 
@@ -137,6 +197,7 @@ mod tests {
                 agent_id: agent.into(),
                 run_id: run.into(),
                 metrics: metrics(seq, 10 * H + seq, 1.0),
+                rates: Rates::default(),
             }));
             if seq.is_multiple_of(500) {
                 store.commit(Moves::Due).unwrap_or_else(|e| panic!("{e}"));

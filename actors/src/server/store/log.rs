@@ -3,7 +3,8 @@
 //!
 //! This is the hot path: per sample, one cached INSERT into `raw_log` (a table without
 //! indexes, so only its last page is written) with the row bound by position, the run's key
-//! looked up without building a string ([`super::keys`]).
+//! looked up without building a string ([`super::keys`]), and its filesystems' slots the same
+//! way.
 
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -20,6 +21,9 @@ use crate::protocol::Metrics;
 
 /// One queued write.
 #[derive(Debug)]
+// Nearly every queued write is an Append: boxing it would add an allocation per sample and
+// save nothing.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Op {
     Attach(Attach),
     Append(Append),
@@ -62,7 +66,19 @@ pub(super) fn write(
                     };
                     let run = keys.run(tx, agent, &s.run_id)?;
                     let m = &s.metrics;
-                    let row = SampleRow::of(agent, run, m);
+                    let fs = match m.filesystems.as_deref() {
+                        Some(list) => {
+                            let mut blob = Vec::with_capacity(list.len() * 7);
+                            for f in list {
+                                if let Some(slot) = keys.mount_slot(tx, agent, &f.mount)? {
+                                    rows::push_fs(&mut blob, slot, f);
+                                }
+                            }
+                            Some(blob)
+                        }
+                        None => None,
+                    };
+                    let row = SampleRow::of(agent, run, m, &s.rates, fs);
                     match row.execute(&mut log)? {
                         1 => {}
                         n => return Err(rusqlite::Error::StatementChangedRows(n).into()),

@@ -34,6 +34,13 @@
 //! line in `schema::MIGRATIONS`, a field in the row structs (`SampleRow`, `RollupRow`) and in
 //! `Agg`; the compiler points at every conversion, and a test at any mismatch between the
 //! migrations and the structs.
+//!
+//! What a sample keeps besides CPU and memory (schema 4): load, swap used, the fullest
+//! filesystem's use, each filesystem's use (for at most [`MAX_FS_HISTORY`] filesystems per
+//! agent, by slot: `mounts`), and network and disk rates. The rates come with the sample in
+//! [`Append`] ([`Rates`], from the Registry's [`HostState`](crate::server::host::HostState)):
+//! the Registry already holds the previous counters, so the store computes nothing per sample
+//! and keeps no per-agent state for it.
 
 mod commit;
 mod error;
@@ -102,6 +109,9 @@ pub const DB_FILE: &str = "lanmon.db";
 pub const LOCK_FILE: &str = "lanmon.lock";
 /// Offline reason of every agent reloaded at startup.
 pub const RESTART_REASON: &str = "server restarted";
+/// Most filesystems per agent with a history (`mounts`): the first ones the agent reports, in
+/// its order. Later ones are shown live but not kept (bounds every `fs` blob and the table).
+pub const MAX_FS_HISTORY: usize = 16;
 
 /// The default data directory: `$XDG_DATA_HOME/lanmon`, else `$HOME/.local/share/lanmon`,
 /// else `./lanmon-data`. Per user, needs no root, and does not depend on the directory the
@@ -141,7 +151,38 @@ pub struct Attach {
 pub struct Append {
     pub agent_id: String,
     pub run_id: String,
+    /// The sample as the agent sent it (every group).
     pub metrics: Metrics,
+    /// The rates the Registry derived from its counters, kept beside it in the history.
+    pub rates: Rates,
+}
+
+/// What the Registry derived from a sample's counters against the agent's previous sample
+/// ([`crate::server::host::HostState`]), for the history: the store keeps no counters of its
+/// own. All `None` for a sample that came out of order (a replay filling a gap), for the first
+/// sample of a run, and after a counter reset.
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+pub struct Rates {
+    /// Network bytes per second received and sent, every interface together.
+    pub net_rx: Option<f64>,
+    pub net_tx: Option<f64>,
+    /// Disk bytes per second read and written, every device together.
+    pub disk_read: Option<f64>,
+    pub disk_write: Option<f64>,
+}
+
+impl Rates {
+    /// The rates in an agent's whole-machine view (the one made from the same sample).
+    pub fn of(view: &crate::snapshot::HostView) -> Self {
+        let (net_rx, net_tx) = view.net_rates().unzip();
+        let (disk_read, disk_write) = view.disk_rates().unzip();
+        Self {
+            net_rx,
+            net_tx,
+            disk_read,
+            disk_write,
+        }
+    }
 }
 
 /// Where to send [`Committed`].
@@ -494,6 +535,7 @@ mod tests {
                 agent_id: "a1".into(),
                 run_id: "r1".into(),
                 metrics: metrics(seq, now + seq * 1000, seq as f32 * 10.0),
+                rates: Rates::default(),
             }));
         }
         // seq 3 again (e.g. after a crash between commit and ack): ignored, rollups unchanged.
@@ -501,6 +543,7 @@ mod tests {
             agent_id: "a1".into(),
             run_id: "r1".into(),
             metrics: metrics(3, now + 3000, 99.0),
+            rates: Rates::default(),
         }));
         let durable = store.commit(Moves::All).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(
@@ -651,11 +694,28 @@ mod tests {
     }
 
     /// Measures the disk use of one agent-day at the default 5 s interval (17,280 samples,
-    /// committed in batches as a live server would). Run by hand:
-    /// `cargo test -p lanmon --release --lib -- --ignored --nocapture disk_use`.
+    /// committed in batches as a live server would), with CPU and memory only and with a
+    /// typical whole machine (load, swap, two filesystems, network and disk rates). Run by
+    /// hand: `cargo test -p lanmon --release --lib -- --ignored --nocapture disk_use`.
     #[test]
     #[ignore = "a measurement, not a check"]
     fn disk_use_per_agent_day() {
+        for whole_machine in [false, true] {
+            let bytes = agent_days(whole_machine);
+            println!(
+                "10 agents x 1 day at 5 s, {}: {bytes} bytes, {:.2} MiB per agent per day",
+                if whole_machine {
+                    "whole machine"
+                } else {
+                    "CPU and memory only"
+                },
+                bytes as f64 / 10.0 / (1024.0 * 1024.0)
+            );
+        }
+    }
+
+    /// The database size after a day of 10 agents (see [`disk_use_per_agent_day`]).
+    fn agent_days(whole_machine: bool) -> u64 {
         let (dir, config) = temp_config("disk-use", Retention::default());
         let (mut store, _) = Store::open(&config, 10).unwrap_or_else(|e| panic!("{e}"));
         let agents = 10u64;
@@ -678,10 +738,49 @@ mod tests {
                     free: 1 << 30,
                     available: Some(5 << 30),
                 });
+                let mut rates = Rates::default();
+                if whole_machine {
+                    // Values that move like a real host's: load 0.00–2.99, a few MiB of
+                    // swap, two filesystems filling slowly, some KiB/s of traffic.
+                    m.load = Some(crate::protocol::Load {
+                        load1: (seq % 300) as f32 / 100.0,
+                        load5: 0.5,
+                        load15: 0.4,
+                        running: Some(1),
+                        threads: Some(300),
+                        procs: None,
+                    });
+                    m.swap = Some(crate::protocol::Swap {
+                        total_bytes: 2 << 30,
+                        used_bytes: (3 << 20) + (seq % 50) * 4096,
+                    });
+                    let fs = |mount: &str, size: u64, used: u64| crate::protocol::Filesystem {
+                        mount: mount.into(),
+                        fs_type: "ext4".into(),
+                        device: "/dev/sda1".into(),
+                        size_bytes: size,
+                        used_bytes: used,
+                        avail_bytes: size - used,
+                        inodes: 1 << 20,
+                        inodes_used: 1 << 16,
+                    };
+                    m.filesystems = Some(vec![
+                        fs("/", 100 << 30, (40 << 30) + seq * 8192),
+                        fs("/home", 400 << 30, (100 << 30) + seq * 65536),
+                    ]);
+                    let wave = (seq % 97) as f64;
+                    rates = Rates {
+                        net_rx: Some(2_000.0 + wave * 300.0),
+                        net_tx: Some(900.0 + wave * 40.0),
+                        disk_read: Some(wave * 4096.0),
+                        disk_write: Some(20_000.0 + wave * 1024.0),
+                    };
+                }
                 store.batch.push(Op::Append(Append {
                     agent_id: format!("agent-{a:02}"),
                     run_id: "r1".into(),
                     metrics: m,
+                    rates,
                 }));
             }
             if seq % 60 == 0 {
@@ -696,10 +795,8 @@ mod tests {
         commit_all(&mut store);
         let _ = store.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);");
         let bytes = std::fs::metadata(dir.join(DB_FILE)).map_or(0, |m| m.len());
-        println!(
-            "{agents} agents x 1 day at 5 s: {bytes} bytes, {:.2} MiB per agent per day",
-            bytes as f64 / agents as f64 / (1024.0 * 1024.0)
-        );
+        drop(store);
         let _ = std::fs::remove_dir_all(&dir);
+        bytes
     }
 }

@@ -13,7 +13,8 @@ use crate::server::history::Point;
 pub struct Restored {
     pub hello: Hello,
     pub ip: String,
-    /// The last sample stored (full, with per-core values).
+    /// The last sample stored (full, as the agent sent it: the Registry rebuilds the agent's
+    /// whole-machine view from it).
     pub latest: Option<Metrics>,
     /// Highest seq of `hello.run_id` on disk.
     pub last_seq: u64,
@@ -30,7 +31,8 @@ pub(super) fn load(conn: &Connection, ring: usize) -> Result<Vec<Restored>> {
         rows::list(AgentRow::columns())
     ))?;
     let mut points = conn.prepare(
-        "SELECT seq, ts_ms, cpu, mem FROM raw WHERE run = ?1 ORDER BY seq DESC LIMIT ?2",
+        "SELECT seq, ts_ms, cpu, mem, load1_x100, fs_pct_x100 FROM raw
+         WHERE run = ?1 ORDER BY seq DESC LIMIT ?2",
     )?;
     let rows = agents.query_map([], AgentRow::from_row)?;
     let mut out = Vec::new();
@@ -48,11 +50,18 @@ pub(super) fn load(conn: &Connection, ring: usize) -> Result<Vec<Restored>> {
                 params![agent.run_key, i64::try_from(ring).unwrap_or(i64::MAX)],
                 |r| {
                     Ok(Point {
-                        run: 0,
-                        seq: u64_of(r.get("seq")?),
-                        ts_ms: u64_of(r.get("ts_ms")?),
-                        cpu_total: r.get::<_, Option<f64>>("cpu")?.map(|c| c as f32),
-                        mem_used: r.get::<_, Option<i64>>("mem")?.map(u64_of),
+                        load1: r
+                            .get::<_, Option<i64>>("load1_x100")?
+                            .map(|l| l as f32 / 100.0),
+                        fs_pct_x100: r
+                            .get::<_, Option<i64>>("fs_pct_x100")?
+                            .and_then(|p| u16::try_from(p).ok()),
+                        ..Point::new(
+                            u64_of(r.get("seq")?),
+                            u64_of(r.get("ts_ms")?),
+                            r.get::<_, Option<f64>>("cpu")?.map(|c| c as f32),
+                            r.get::<_, Option<i64>>("mem")?.map(u64_of),
+                        )
                     })
                 },
             )?

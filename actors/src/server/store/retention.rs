@@ -7,7 +7,7 @@
 //! ([`Pruned`]): its runs other than the current one that have no raw rows (a client saying
 //! hello with a new run id again and again leaves one per hello), and the agent itself when
 //! it has no rows left in any tier and has not connected for [`AGENT_RETENTION`] (made-up
-//! ids). Agents with writes not yet committed or moved are left alone, and so is the row with
+//! ids), with its runs and its filesystems (`mounts`). Agents with writes not yet committed or moved are left alone, and so is the row with
 //! the highest key of each table, so that SQLite never hands a deleted key out again (rows
 //! of it may still be on their way).
 
@@ -126,6 +126,8 @@ fn prune(conn: &Connection, agent: i64, now_ms: u64, pruned: &mut Pruned) -> Res
     if let Some(id) = gone {
         conn.prepare_cached("DELETE FROM runs WHERE agent = ?1")?
             .execute([agent])?;
+        conn.prepare_cached("DELETE FROM mounts WHERE agent = ?1")?
+            .execute([agent])?;
         pruned.agents.push((agent, id));
         return Ok(());
     }
@@ -199,7 +201,7 @@ fn delete_before(conn: &Connection, tier: Tier, agent: i64, horizon: i64) -> Res
 #[cfg(test)]
 mod tests {
     use super::super::testkit::*;
-    use super::super::{Append, Op, Retention, Store};
+    use super::super::{Append, Op, Rates, Retention, Store};
     use super::*;
 
     const H: u64 = 3_600_000;
@@ -222,6 +224,7 @@ mod tests {
                 run_id: "r1".into(),
                 // `old` samples an hour back, then 10 recent ones.
                 metrics: metrics(seq, if seq <= old { seq } else { 2 * H + seq }, 1.0),
+                rates: Rates::default(),
             }));
         }
         commit_all(&mut store);
@@ -242,7 +245,7 @@ mod tests {
 #[cfg(test)]
 mod prune_tests {
     use super::super::testkit::*;
-    use super::super::{Append, Attach, Op, Retention, Store};
+    use super::super::{Append, Attach, Op, Rates, Retention, Store};
     use crate::protocol::Hello;
 
     const H: u64 = 3_600_000;
@@ -322,7 +325,7 @@ mod prune_tests {
     }
 
     /// An agent with no rows left in any tier that has not connected for a day is deleted
-    /// with its runs; one with rollups left, one with writes still queued, and the one with
+    /// with its runs and filesystems; one with rollups left, one with writes still queued, and the one with
     /// the highest key are not. A deleted agent that comes back starts afresh.
     #[test]
     fn agents_without_rows_away_for_a_day_are_deleted() {
@@ -337,6 +340,14 @@ mod prune_tests {
         append(&mut store, "r1", 1..=3, now);
         attach(&mut store, "zz", "last");
         commit_all(&mut store);
+        // A filesystem of a ghost (as if its history had expired since).
+        store
+            .conn
+            .execute(
+                "INSERT INTO mounts VALUES ((SELECT key FROM agents WHERE id = 'ghost-1'), 0, '/')",
+                [],
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
         attach(&mut store, "queued", "r"); // reconnecting while the commit waits
         let later = now + 25 * H;
         expire_all(&mut store, later);
@@ -352,11 +363,17 @@ mod prune_tests {
             )
             .unwrap_or(-1);
         assert_eq!(runs, 0, "the runs went with their agents");
+        let mounts: i64 = store
+            .conn
+            .query_row("SELECT count(*) FROM mounts", [], |r| r.get(0))
+            .unwrap_or(-1);
+        assert_eq!(mounts, 0, "and their filesystems");
         attach(&mut store, "ghost-3", "r");
         store.batch.push(Op::Append(Append {
             agent_id: "ghost-3".into(),
             run_id: "r".into(),
             metrics: metrics(1, now, 5.0),
+            rates: Rates::default(),
         }));
         commit_all(&mut store);
         drop(store);

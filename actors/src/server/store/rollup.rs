@@ -304,7 +304,7 @@ pub(super) fn repair(conn: &mut Connection) -> Result<usize> {
 #[cfg(test)]
 mod tests {
     use super::super::testkit::*;
-    use super::super::{Moves, Reader, Retention, Store};
+    use super::super::{Moves, Reader, Retention, Store, Tier};
     use crate::server::series::Stat;
 
     const H: u64 = 3_600_000;
@@ -369,6 +369,112 @@ mod tests {
             .query_row("SELECT count(*) FROM raw_log", [], |r| r.get(0))
             .unwrap_or(-1);
         assert_eq!(logged, 0, "everything moved at open");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// The whole machine's quantities roll up like CPU: avg, min and max over the samples of
+    /// each bucket, in every tier, also when a bucket's row absorbs a later batch; each
+    /// filesystem keeps its own series by slot, named by the reader.
+    #[test]
+    fn rollups_of_the_whole_machine_keep_avg_min_max() {
+        let (dir, config) = temp_config("host-rollups", Retention::default());
+        let now = 10 * H;
+        let (mut store, _) = Store::open(&config, 10).unwrap_or_else(|e| panic!("{e}"));
+        attach_a1(&mut store, "r1");
+        append_host(&mut store, "r1", 1, now + 1000, 100);
+        append_host(&mut store, "r1", 2, now + 2000, 300);
+        commit_all(&mut store);
+        append_host(&mut store, "r1", 3, now + 3000, 200);
+        commit_all(&mut store);
+        let reader = Reader::open(&config).unwrap_or_else(|e| panic!("{e}"));
+        let stat = |avg, min, max| Some(Stat { avg, min, max });
+        for tier in [Tier::Min1, Tier::Min10, Tier::Hour1] {
+            let w = tier.bucket_ms();
+            let s = reader
+                .history("a1", now, now + w, w, now + w)
+                .unwrap_or_else(|e| panic!("{e}"))
+                .unwrap_or_else(|| panic!("agent missing"));
+            assert_eq!((s.tier, s.points.len()), (tier, 1), "{s:?}");
+            let p = &s.points[0];
+            assert_eq!(p.n, 3);
+            assert_eq!(p.load1, stat(20.0, 10.0, 30.0), "{tier:?}");
+            assert_eq!(p.swap_used, stat(200.0, 100.0, 300.0), "{tier:?}");
+            // The fullest of `/` (v) and `/data` (1000 - v): 90, 70, 80 percent.
+            assert_eq!(p.fs_used_pct, stat(80.0, 70.0, 90.0), "{tier:?}");
+            for rate in [
+                p.net_rx_bytes_per_s,
+                p.net_tx_bytes_per_s,
+                p.disk_read_bytes_per_s,
+                p.disk_written_bytes_per_s,
+            ] {
+                assert_eq!(rate, stat(20_000.0, 10_000.0, 30_000.0), "{tier:?}");
+            }
+            assert_eq!(s.filesystems, ["/", "/data"]);
+            let fs: Vec<_> =
+                p.fs.iter()
+                    .map(|f| f.map(|f| (f.used_pct, f.used_bytes)))
+                    .collect();
+            assert_eq!(
+                fs,
+                [
+                    stat(20.0, 10.0, 30.0).zip(stat(200.0, 100.0, 300.0)),
+                    stat(80.0, 70.0, 90.0).zip(stat(800.0, 700.0, 900.0)),
+                ],
+                "{tier:?}"
+            );
+        }
+        let raw = reader
+            .history("a1", now, now + 60_000, 1000, now + 60_000)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("agent missing"));
+        assert_eq!(raw.tier, Tier::Raw);
+        let loads: Vec<_> = raw.points.iter().map(|p| p.load1.map(|l| l.avg)).collect();
+        assert_eq!(loads, [Some(10.0), Some(30.0), Some(20.0)]);
+        assert_eq!(raw.points[1].fs[1].map(|f| f.used_bytes.avg), Some(700.0));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// An agent's filesystems get history slots in the order first seen, at most
+    /// MAX_FS_HISTORY of them: later ones are not stored, and a known one keeps its slot.
+    #[test]
+    fn at_most_max_fs_history_filesystems_per_agent_are_kept() {
+        use super::super::{Append, MAX_FS_HISTORY, Op, Rates};
+        let (dir, config) = temp_config("fs-bound", Retention::default());
+        let now = 10 * H;
+        let (mut store, _) = Store::open(&config, 10).unwrap_or_else(|e| panic!("{e}"));
+        attach_a1(&mut store, "r1");
+        let mounts: Vec<String> = (0..MAX_FS_HISTORY + 4)
+            .map(|i| format!("/m{i:02}"))
+            .collect();
+        // The first sample has the last four first: they take slots 0..4.
+        for (seq, order) in [(1u64, true), (2, false)] {
+            let mut list: Vec<&String> = mounts.iter().collect();
+            if order {
+                list.rotate_right(4);
+            }
+            let mut m = metrics(seq, now + seq * 1000, 1.0);
+            m.filesystems = Some(list.iter().map(|n| filesystem(n, seq * 100)).collect());
+            store.batch.push(Op::Append(Append {
+                agent_id: "a1".into(),
+                run_id: "r1".into(),
+                metrics: m,
+                rates: Rates::default(),
+            }));
+        }
+        commit_all(&mut store);
+        let reader = Reader::open(&config).unwrap_or_else(|e| panic!("{e}"));
+        let raw = reader
+            .history("a1", now, now + 60_000, 1000, now + 60_000)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("agent missing"));
+        let mut expected: Vec<String> = mounts[MAX_FS_HISTORY..].to_vec();
+        expected.extend_from_slice(&mounts[..MAX_FS_HISTORY - 4]);
+        assert_eq!(raw.filesystems, expected);
+        for p in &raw.points {
+            assert_eq!(p.fs.len(), MAX_FS_HISTORY, "{p:?}");
+            assert!(p.fs.iter().all(Option::is_some), "{p:?}");
+        }
+        assert_eq!(raw.points[1].fs[0].map(|f| f.used_bytes.avg), Some(200.0));
         let _ = std::fs::remove_dir_all(&dir);
     }
 }

@@ -7,20 +7,28 @@
 //! that value becomes its `user_version`, and it is upgraded in place from there. `meta` stays
 //! as that code expects it (`'2'`), so that it can still open the database.
 //!
-//! The tables (version 3), each mapped by a struct in [`super::rows`]:
+//! The tables (version 4), each mapped by a struct in [`super::rows`]:
 //! ```text
 //! meta(key, value)                          the version, for lanmon before user_version
 //! agents(key, id, hello JSON, ip, run_id, run_key, last_seq, latest JSON, seen_ms)
 //!                                           one per agent id
 //! runs(key, agent, run_id)                  short keys for (agent, run) used by `raw`
-//! raw(agent, ts_ms, run, seq, cpu, mem, cores)   unique (run, seq); index (agent, ts_ms)
+//! raw(agent, ts_ms, run, seq, cpu, mem, cores, load1_x100, swap, fs_pct_x100, net_rx,
+//!     net_tx, disk_read, disk_write, fs)    unique (run, seq); index (agent, ts_ms)
 //! raw_log(the same columns)                 no index: samples not yet moved into raw
 //! rollup_1m / rollup_10m / rollup_1h(agent, ts_ms, n, cpu_n, cpu_sum, cpu_min, cpu_max,
-//!                                    mem_n, mem_sum, mem_min, mem_max, cores)
+//!                                    mem_…, cores, load1_x100_…, swap_…, fs_pct_x100_…,
+//!                                    net_rx_…, net_tx_…, disk_read_…, disk_write_…, fs)
 //!                                                                    key (agent, ts_ms)
+//! mounts(agent, slot, mount)                each agent's filesystems with a history (≤ 16)
 //! ```
 //! `cores` is per-core CPU usage as a little-endian blob: in `raw` one `u16` per core in
 //! hundredths of a percent; in the rollups `u32 n, f32 sum, f32 min, f32 max` per core.
+//! `fs` is per-filesystem use by slot (`mounts`): in `raw` `u8 slot, u16 used hundredths of a
+//! percent, f32 used bytes` each; in the rollups `u8 slot, u32 n` and `f32 sum, min, max` of
+//! both. The other raw columns are integers in fixed units (hundredths for load and the
+//! fullest filesystem's percent, bytes, bytes per second): 1 to 4 bytes each on disk, where a
+//! REAL takes 8. `004_host.sql` says it all.
 
 use std::path::Path;
 use std::time::Duration;
@@ -54,6 +62,10 @@ pub(super) const MIGRATIONS: &[Migration] = &[
     migration!("001_initial.sql", "agents, runs, samples, rollups"),
     migration!("002_per_core.sql", "per-core history"),
     migration!("003_agent_seen.sql", "when each agent last connected"),
+    migration!(
+        "004_host.sql",
+        "load, swap, filesystems, network and disk rates"
+    ),
 ];
 
 /// The version this code writes: the number of migrations.
@@ -143,7 +155,7 @@ fn legacy_version(conn: &Connection, path: &Path) -> Result<usize> {
 
 #[cfg(test)]
 mod tests {
-    use super::super::rows::{AgentRow, RollupRow, RunRow, SampleRow};
+    use super::super::rows::{AgentRow, MountRow, RollupRow, RunRow, SampleRow};
     use super::super::testkit::*;
     use super::super::{DB_FILE, Reader, Retention, Store, Tier};
     use super::*;
@@ -205,6 +217,127 @@ mod tests {
         assert_eq!((m.n, m.cpu.map(|c| c.max)), (2, Some(40.0)));
         assert_eq!(m.cores.len(), 2, "the new sample's cores");
         assert_eq!(versions(&store.conn), (CURRENT, Some("2".into())));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A database of schema 2 (CPU, memory, cores; before `seen_ms` and the whole machine)
+    /// is upgraded in place: its samples and rollups are kept and read back without the new
+    /// quantities, and a new sample adds its load, filesystems and rates to the same rollup
+    /// row, counted only over the samples that had them.
+    #[test]
+    fn schema_2_is_upgraded_and_keeps_its_history() {
+        let (dir, config) = temp_config("schema2-to-4", Retention::default());
+        let now = 10 * H;
+        let t = now + 1000;
+        {
+            let mut conn = Connection::open(dir.join(DB_FILE)).unwrap_or_else(|e| panic!("{e}"));
+            let tx = conn.transaction().unwrap_or_else(|e| panic!("{e}"));
+            for m in &MIGRATIONS[..2] {
+                tx.execute_batch(m.sql).unwrap_or_else(|e| panic!("{e}"));
+            }
+            set_version(&tx, 2).unwrap_or_else(|e| panic!("{e}"));
+            let hello = serde_json::to_string(&hello("r1")).unwrap_or_default();
+            tx.execute_batch(&format!(
+                "INSERT INTO agents VALUES (1, 'a1', '{hello}', '127.0.0.1', 'r1', 1, 1, NULL);
+                 INSERT INTO runs VALUES (1, 1, 'r1');
+                 INSERT INTO raw VALUES (1, {t}, 1, 1, 40.0, 1000, x'a00f');
+                 INSERT INTO rollup_1m VALUES (1, {now}, 1, 1, 40.0, 40.0, 40.0,
+                                               1, 1000.0, 1000.0, 1000.0, NULL);",
+            ))
+            .unwrap_or_else(|e| panic!("{e}"));
+            tx.commit().unwrap_or_else(|e| panic!("{e}"));
+        }
+        let (mut store, restored) = Store::open(&config, 10).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(versions(&store.conn), (CURRENT, Some("2".into())));
+        assert_eq!(restored[0].last_seq, 1);
+        assert_eq!(restored[0].points[0].cpu_total, Some(40.0));
+        attach_a1(&mut store, "r1");
+        append_host(&mut store, "r1", 2, now + 2000, 300);
+        commit_all(&mut store);
+        let reader = Reader::open(&config).unwrap_or_else(|e| panic!("{e}"));
+        let m = minute_of(&reader, now);
+        assert_eq!(m.n, 2);
+        assert_eq!(m.cpu.map(|c| (c.avg, c.max)), Some((20.5, 40.0)));
+        assert_eq!(
+            m.mem_used.map(|c| c.avg),
+            Some(1000.0),
+            "the old sample's memory"
+        );
+        let only_new = Some(Stat {
+            avg: 30.0,
+            min: 30.0,
+            max: 30.0,
+        });
+        assert_eq!(m.load1, only_new, "load counted over the new sample only");
+        assert_eq!(m.net_rx_bytes_per_s.map(|r| r.avg), Some(30_000.0));
+        assert_eq!(m.fs.len(), 2);
+        let raw = reader
+            .history("a1", now, now + 60_000, 1000, now + 60_000)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("agent missing"));
+        assert_eq!(raw.points.len(), 2);
+        let old = &raw.points[0];
+        assert_eq!(old.cpu.map(|c| c.avg), Some(40.0));
+        assert_eq!(old.cores.len(), 1, "the old row's cores");
+        assert_eq!((old.load1, old.swap_used, old.fs.len()), (None, None, 0));
+        assert_eq!(raw.points[1].swap_used.map(|s| s.avg), Some(300.0));
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    /// A database of schema 3 (the hardening release: `agents.seen_ms`, no whole machine)
+    /// is upgraded to 4 in place: the agent keeps when it was last seen, its samples are
+    /// read back without the new quantities, and a new sample adds them.
+    #[test]
+    fn schema_3_is_upgraded_to_the_whole_machine() {
+        let (dir, config) = temp_config("schema3-to-4", Retention::default());
+        let now = 10 * H;
+        let t = now + 1000;
+        {
+            let mut conn = Connection::open(dir.join(DB_FILE)).unwrap_or_else(|e| panic!("{e}"));
+            let tx = conn.transaction().unwrap_or_else(|e| panic!("{e}"));
+            assert_eq!(MIGRATIONS[2].file, "003_agent_seen.sql");
+            for m in &MIGRATIONS[..3] {
+                tx.execute_batch(m.sql).unwrap_or_else(|e| panic!("{e}"));
+            }
+            set_version(&tx, 3).unwrap_or_else(|e| panic!("{e}"));
+            let hello = serde_json::to_string(&hello("r1")).unwrap_or_default();
+            tx.execute_batch(&format!(
+                "INSERT INTO agents VALUES (1, 'a1', '{hello}', '127.0.0.1', 'r1', 1, 1, NULL,
+                                            {t});
+                 INSERT INTO runs VALUES (1, 1, 'r1');
+                 INSERT INTO raw VALUES (1, {t}, 1, 1, 40.0, 1000, x'a00f');
+                 INSERT INTO rollup_1m VALUES (1, {now}, 1, 1, 40.0, 40.0, 40.0,
+                                               1, 1000.0, 1000.0, 1000.0, NULL);",
+            ))
+            .unwrap_or_else(|e| panic!("{e}"));
+            tx.commit().unwrap_or_else(|e| panic!("{e}"));
+        }
+        let (mut store, restored) = Store::open(&config, 10).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(CURRENT, 4);
+        assert_eq!(versions(&store.conn), (4, Some("2".into())));
+        assert_eq!(restored[0].last_seq, 1);
+        let seen: i64 = store
+            .conn
+            .query_row("SELECT seen_ms FROM agents WHERE id = 'a1'", [], |r| {
+                r.get(0)
+            })
+            .unwrap_or(-1);
+        assert_eq!(seen, t as i64, "seen_ms kept");
+        attach_a1(&mut store, "r1");
+        append_host(&mut store, "r1", 2, now + 2000, 300);
+        commit_all(&mut store);
+        let reader = Reader::open(&config).unwrap_or_else(|e| panic!("{e}"));
+        let m = minute_of(&reader, now);
+        assert_eq!(m.n, 2);
+        assert_eq!(m.load1.map(|l| (l.avg, l.max)), Some((30.0, 30.0)));
+        assert_eq!(m.fs.len(), 2);
+        let raw = reader
+            .history("a1", now, now + 60_000, 1000, now + 60_000)
+            .unwrap_or_else(|e| panic!("{e}"))
+            .unwrap_or_else(|| panic!("agent missing"));
+        assert_eq!(raw.filesystems, ["/", "/data"]);
+        assert_eq!((raw.points[0].load1, raw.points[0].fs.len()), (None, 0));
+        assert_eq!(raw.points[1].swap_used.map(|s| s.avg), Some(300.0));
         let _ = std::fs::remove_dir_all(&dir);
     }
 
@@ -392,8 +525,9 @@ INSERT INTO meta (key, value) VALUES ('schema', '2');
     #[test]
     fn every_table_has_the_columns_of_its_row_struct() {
         let meta = ["key".to_string(), "value".to_string()];
-        let expected: [(&str, &[String]); 8] = [
+        let expected: [(&str, &[String]); 9] = [
             ("agents", AgentRow::columns()),
+            ("mounts", MountRow::columns()),
             ("runs", RunRow::columns()),
             ("raw", SampleRow::columns()),
             ("raw_log", SampleRow::columns()),

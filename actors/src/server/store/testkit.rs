@@ -3,7 +3,7 @@
 
 use std::path::PathBuf;
 
-use super::{Append, Attach, Moves, Op, Reader, Retention, Store, StoreConfig, Tier};
+use super::{Append, Attach, Moves, Op, Rates, Reader, Retention, Store, StoreConfig, Tier};
 use crate::protocol::{Hello, Metrics};
 use crate::server::series::Bucket;
 
@@ -80,6 +80,7 @@ pub fn append(store: &mut Store, run: &str, seqs: std::ops::RangeInclusive<u64>,
             agent_id: "a1".into(),
             run_id: run.into(),
             metrics: metrics(seq, at + seq * 1000, seq as f32),
+            rates: Rates::default(),
         }));
     }
 }
@@ -88,4 +89,50 @@ pub fn append(store: &mut Store, run: &str, seqs: std::ops::RangeInclusive<u64>,
 #[track_caller]
 pub fn commit_all(store: &mut Store) {
     store.commit(Moves::All).unwrap_or_else(|e| panic!("{e}"));
+}
+
+/// A filesystem mounted at `mount` of 1000 bytes with `used` of them used (none reserved).
+pub fn filesystem(mount: &str, used: u64) -> crate::protocol::Filesystem {
+    crate::protocol::Filesystem {
+        mount: mount.into(),
+        fs_type: "ext4".into(),
+        device: format!("/dev/{}", mount.trim_start_matches('/')),
+        size_bytes: 1000,
+        used_bytes: used,
+        avail_bytes: 1000 - used,
+        inodes: 0,
+        inodes_used: 0,
+    }
+}
+
+/// Queues sample `seq` of a1's run `run` at `ts_ms` with the whole machine: load `v / 10`,
+/// swap `v` bytes used, `/` with `v` of 1000 bytes used and `/data` with `1000 - v`, and
+/// every rate `v * 100` per second.
+pub fn append_host(store: &mut Store, run: &str, seq: u64, ts_ms: u64, v: u64) {
+    let mut m = metrics(seq, ts_ms, 1.0);
+    m.load = Some(crate::protocol::Load {
+        load1: v as f32 / 10.0,
+        load5: 0.0,
+        load15: 0.0,
+        running: None,
+        threads: None,
+        procs: None,
+    });
+    m.swap = Some(crate::protocol::Swap {
+        total_bytes: 1 << 20,
+        used_bytes: v,
+    });
+    m.filesystems = Some(vec![filesystem("/", v), filesystem("/data", 1000 - v)]);
+    let rate = Some(v as f64 * 100.0);
+    store.batch.push(Op::Append(Append {
+        agent_id: "a1".into(),
+        run_id: run.into(),
+        metrics: m,
+        rates: Rates {
+            net_rx: rate,
+            net_tx: rate,
+            disk_read: rate,
+            disk_write: rate,
+        },
+    }));
 }

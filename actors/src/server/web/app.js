@@ -4,7 +4,10 @@
 // Data: /api/events pushes the snapshot (the same JSON as /api/agents) once per second; the
 // overview updates rows in place, and only rows on screen (only cells whose text changed; rows
 // off screen are brought up to date when they scroll into view). Sparklines start from /api/agents/{id}/history (fetched when a row first comes on
-// screen, a few at a time) and then grow from the live snapshots.
+// screen, a few at a time) and then grow from the live snapshots. The whole machine (load,
+// fullest filesystem, network in the overview; load, swap, filesystems, network and disk I/O
+// charts, temperatures, processes, the agent's cost and clock in the detail view) has its own
+// sections ("whole machine: …"); the detail charts ask the history API for every series.
 "use strict";
 
 (function () {
@@ -40,6 +43,9 @@
     return `${n.toFixed(n >= 100 || i === 0 ? 0 : 1)} ${UNITS[i]}`;
   }
   const pct = (v) => (v == null ? "–" : `${v.toFixed(1)}%`);
+  /// Bytes per second, e.g. "1.2 MiB/s".
+  const rate = (v) => (v == null ? "–" : `${bytes(v)}/s`);
+  const loadText = (v) => (v == null ? "–" : v.toFixed(2));
   function ago(ms) {
     if (ms == null) return "never";
     const s = ms / 1000;
@@ -333,8 +339,9 @@
     sparkCanvas.className = "spark";
     cell(tr, "c-spark").append(sparkCanvas);
     const mem = meter(cell(tr, "c-mem"), "mem");
+    const machine = hostCells(tr);
     const seen = cell(tr, "c-seen");
-    const row = { id, tr, dot, link, host, badge, authBadge, ip, cpu, cores, spark: sparkCanvas, mem, seen, visible: false, prev: {}, coresKey: "" };
+    const row = { id, tr, dot, link, host, badge, authBadge, ip, cpu, cores, spark: sparkCanvas, mem, machine, seen, visible: false, prev: {}, coresKey: "" };
     tr.__row = row;
     visibility.observe(tr);
     return row;
@@ -379,6 +386,7 @@
     put(row, "memText", row.mem.label, "textContent", a.memory ? `${bytes(a.memory.used)} / ${bytes(a.memory.total)}` : "–");
     put(row, "memW", row.mem.fill, "width", `${mr == null ? 0 : (mr * 100).toFixed(1)}%`);
     put(row, "memTitle", row.mem.label, "title", a.memory ? `${(mr * 100).toFixed(1)}% used, ${bytes(a.memory.available)} available, ${bytes(a.memory.free)} free` : "");
+    updateHostCells(row, a);
     const seenText = offline ? `offline${a.last_seen_ms != null ? ` · ${ago(a.last_seen_ms)}` : ""}` : ago(a.last_seen_ms);
     put(row, "seen", row.seen, "textContent", seenText);
     put(row, "seenTitle", row.seen, "title", a.last_sample_ts_ms ? `last sample ${fullTime(a.last_sample_ts_ms)}${why}` : "");
@@ -420,6 +428,56 @@
     }
   }
 
+  // ---- whole machine: overview cells ------------------------------------------------
+
+  /// The fullest filesystem of an agent: { mount, pct, used, size } (pct as df's Use%), or
+  /// null when it sends none.
+  function fullestFs(a) {
+    let best = null;
+    for (const f of a.filesystems || []) {
+      if (!f.size_bytes) continue;
+      const p = ((f.size_bytes - f.avail_bytes) / f.size_bytes) * 100;
+      if (!best || p > best.pct) best = { mount: f.mount, pct: p, used: f.used_bytes, size: f.size_bytes };
+    }
+    return best;
+  }
+
+  /// Network bytes per second over every interface: { rx, tx }, or null before two samples.
+  function netRates(a) {
+    const rated = (a.net || []).filter((n) => n.rx_bytes_per_s != null && n.tx_bytes_per_s != null);
+    if (!rated.length) return null;
+    return rated.reduce((s, n) => ({ rx: s.rx + n.rx_bytes_per_s, tx: s.tx + n.tx_bytes_per_s }), { rx: 0, tx: 0 });
+  }
+
+  /// Disk bytes per second over every device: { read, write }, or null before two samples.
+  function diskRates(a) {
+    const rated = (a.disks || []).filter((d) => d.read_bytes_per_s != null && d.written_bytes_per_s != null);
+    if (!rated.length) return null;
+    return rated.reduce((s, d) => ({ read: s.read + d.read_bytes_per_s, write: s.write + d.written_bytes_per_s }), { read: 0, write: 0 });
+  }
+
+  function hostCells(tr) {
+    const load = cell(tr, "c-load");
+    const disk = meter(cell(tr, "c-disk"), "disk");
+    const net = cell(tr, "c-net");
+    return { load, disk, net };
+  }
+
+  function updateHostCells(row, a) {
+    const m = row.machine;
+    const l = a.load;
+    put(row, "load", m.load, "textContent", loadText(l && l.load1));
+    put(row, "loadTitle", m.load, "title", l ? `load ${l.load1.toFixed(2)} / ${l.load5.toFixed(2)} / ${l.load15.toFixed(2)} (1, 5, 15 min) on ${a.cores} cores` : "");
+    const f = fullestFs(a);
+    put(row, "diskText", m.disk.label, "textContent", f ? pct(f.pct) : "–");
+    put(row, "diskW", m.disk.fill, "width", `${f ? Math.min(100, f.pct).toFixed(1) : 0}%`);
+    put(row, "diskC", m.disk.fill, "className", `fill ${f && f.pct >= 90 ? "bad" : f && f.pct >= 80 ? "warn" : "disk"}`);
+    put(row, "diskTitle", m.disk.label, "title", f ? `${f.mount}: ${bytes((f.size * f.pct) / 100)} of ${bytes(f.size)} used (the fullest of ${(a.filesystems || []).length})` : "");
+    const n = netRates(a);
+    put(row, "net", m.net, "textContent", n ? `${rate(n.rx)} / ${rate(n.tx)}` : "–");
+    put(row, "netTitle", m.net, "title", (a.net || []).map((i) => `${i.interface}: ${rate(i.rx_bytes_per_s)} in, ${rate(i.tx_bytes_per_s)} out`).join("\n"));
+  }
+
   function matches(a, f) {
     if (!f) return true;
     const hay = `${a.name} ${a.hostname} ${a.ip} ${a.os} ${a.status} ${a.id}`.toLowerCase();
@@ -443,6 +501,9 @@
       cpu: num((a) => (a.cpu ? a.cpu.total : null)),
       cores: num((a) => a.cores),
       mem: num(memRatio),
+      load: num((a) => (a.load ? a.load.load1 : null)),
+      disk: num((a) => { const f = fullestFs(a); return f ? f.pct : null; }),
+      net: num((a) => { const n = netRates(a); return n ? n.rx + n.tx : null; }),
       seen: num((a) => a.last_seen_ms),
     }[key];
     return (a, b) => primary(a, b) || byName(a, b);
@@ -497,7 +558,7 @@
 
   function setSort(key) {
     if (state.sort.key === key) state.sort.dir = -state.sort.dir;
-    else state.sort = { key, dir: ["cpu", "mem", "seen", "cores"].includes(key) ? -1 : 1 };
+    else state.sort = { key, dir: ["cpu", "mem", "seen", "cores", "load", "disk", "net"].includes(key) ? -1 : 1 };
     for (const th of document.querySelectorAll(".head [data-sort]")) {
       if (th.dataset.sort === state.sort.key) th.setAttribute("aria-sort", state.sort.dir > 0 ? "ascending" : "descending");
       else th.removeAttribute("aria-sort");
@@ -628,6 +689,12 @@
       cpu: new TimeChart($("chart-cpu"), { yMax: 100, format: percent, onZoom }),
       mem: new TimeChart($("chart-mem"), { format: (v) => memFormat(v), onZoom }),
       cores: new TimeChart($("chart-cores"), { yMax: 100, format: percent, onZoom }),
+      load: new TimeChart($("chart-load"), { format: (v) => (v >= 10 ? v.toFixed(0) : v.toFixed(1)), onZoom }),
+      swap: scaledChart($("chart-swap"), BYTE_UNITS, "", onZoom),
+      net: scaledChart($("chart-net"), BYTE_UNITS, "/s", onZoom),
+      disk: scaledChart($("chart-disk"), BYTE_UNITS, "/s", onZoom),
+      fs: new Map(), // mount → TimeChart (percent used), made as filesystems appear
+      onZoom,
     };
     return detail.charts;
   }
@@ -645,6 +712,7 @@
       detail.cores = [];
       detail.coresFromHistory = false;
       detail.info = null;
+      resetMachineCharts();
     }
     ensureCharts();
     detailOnSnapshot();
@@ -677,7 +745,7 @@
     const seq = ++detail.seq;
     rangeButtons();
     $("range-label").textContent = `${fullTime(from)} – ${fullTime(to)} · one point per ${duration(asked)}`;
-    fetch(`/api/agents/${encodeURIComponent(id)}/history?from=${Math.floor(from)}&to=${Math.ceil(to)}&step=${asked}`)
+    fetch(`/api/agents/${encodeURIComponent(id)}/history?from=${Math.floor(from)}&to=${Math.ceil(to)}&step=${asked}&series=${HISTORY_SERIES}`)
       .then(async (r) => {
         if (r.status === 404) return { points: [], missing: true };
         if (!r.ok) throw new Error(`history: HTTP ${r.status}: ${await r.text()}`);
@@ -723,6 +791,7 @@
           series: [{ label: "used", color: css("--accent-2"), points: mem }],
           lines: total ? [{ label: "total", color: css("--muted"), value: total / memUnit.div }] : [],
         });
+        setMachineCharts(h, a, { from, to, step });
       })
       .catch((e) => console.warn("lanmon:", e.message));
   }
@@ -768,7 +837,9 @@
       info("Agent id / run", `${a.id} / ${a.run_id}`),
       info("Authentication", a.auth === "approved" ? `approved key ${a.fp}` : a.auth === "unauthenticated" ? "none (protocol 1)" : "off"),
       info("Alerts", (state.alerts.byAgent.get(a.id) || []).map((x) => `${x.rule} ${x.state}`).join(", ") || "none"),
+      ...machineInfo(a),
     );
+    renderMachinePanels(a);
     // Per-core, live.
     if (a.cpu && a.last_sample_ts_ms != null) {
       const last = detail.cores.length ? detail.cores[detail.cores.length - 1].t : 0;
@@ -805,6 +876,202 @@
       fill.style.background = a.status === "offline" ? "var(--offline)" : loadColor(v);
       label.textContent = `${i}: ${v.toFixed(0)}%`;
     });
+  }
+
+  // ---- whole machine: detail charts and panels -----------------------------------------
+
+  // Every series the detail view charts (the history API's default is cpu, mem, cores only).
+  const HISTORY_SERIES = "cpu,mem,cores,load,swap,fs,net,disk";
+  const BYTE_UNITS = [[1, "B"], [1024, "KiB"], [1024 ** 2, "MiB"], [1024 ** 3, "GiB"], [1024 ** 4, "TiB"]];
+  const CLOCK_WARN_MS = 2000; // the server warns beyond this too
+
+  /// A TimeChart whose values are charted in the unit (of `units`) that suits their largest,
+  /// so the axis ticks are round; `chart.setScaled(data)` takes values in the base unit.
+  function scaledChart(el, units, suffix, onZoom) {
+    let unit = units[0];
+    // Whole bytes have no fractions; larger units get one decimal below 10.
+    const format = (v) => `${v === 0 || v >= 10 || unit[0] === 1 ? v.toFixed(0) : v.toFixed(1)} ${unit[1]}${suffix}`;
+    const chart = new TimeChart(el, { format, onZoom, marginLeft: 76 });
+    chart.setScaled = (data) => {
+      let top = 0;
+      for (const s of data.series) for (const p of s.points) top = Math.max(top, p.max ?? p.avg);
+      for (const l of data.lines || []) top = Math.max(top, l.value);
+      unit = units.filter(([div]) => top >= div).pop() || units[0];
+      // Nothing or almost nothing (no swap, an idle disk): an axis up to 1 KiB, not 1 B.
+      chart.opt.yMax = top < 1024 ? 1024 : undefined;
+      const d = unit[0];
+      chart.set({
+        ...data,
+        series: data.series.map((s) => ({ ...s, points: s.points.map((p) => ({ t: p.t, avg: p.avg / d, min: p.min / d, max: p.max / d })) })),
+        lines: (data.lines || []).map((l) => ({ ...l, value: l.value / d })),
+      });
+    };
+    return chart;
+  }
+
+  /// `{ t, avg, min, max }` of each point that has `field`.
+  function statPoints(points, field) {
+    const out = [];
+    for (const p of points) {
+      const v = p[field];
+      if (v) out.push({ t: p.ts_ms, avg: v.avg, min: v.min, max: v.max });
+    }
+    return out;
+  }
+
+  function resetMachineCharts() {
+    if (!detail.charts) return;
+    detail.charts.fs.clear();
+    $("fs-charts").replaceChildren();
+  }
+
+  /// The chart of filesystem `mount`, made the first time it is needed.
+  function fsChart(mount) {
+    const charts = ensureCharts();
+    let c = charts.fs.get(mount);
+    if (c) return c;
+    const box = document.createElement("div");
+    box.className = "fs-chart";
+    box.dataset.mount = mount;
+    const title = document.createElement("h4");
+    const name = document.createElement("span");
+    name.className = "mount";
+    name.textContent = mount;
+    const size = document.createElement("span");
+    size.className = "size";
+    title.append(name, size);
+    const el = document.createElement("div");
+    box.append(title, el);
+    $("fs-charts").append(box);
+    c = new TimeChart(el, { yMax: 100, format: (v) => `${v.toFixed(0)}%`, onZoom: charts.onZoom });
+    c.sizeEl = size;
+    charts.fs.set(mount, c);
+    return c;
+  }
+
+  function setMachineCharts(h, a, range) {
+    const c = ensureCharts();
+    const pts = h.points;
+    c.load.set({
+      ...range,
+      series: [{ label: "load", color: css("--load"), points: statPoints(pts, "load1") }],
+      lines: a ? [{ label: "cores", color: css("--muted"), value: a.cores }] : [],
+    });
+    const swapTotal = a && a.swap ? a.swap.total_bytes : 0;
+    c.swap.setScaled({
+      ...range,
+      series: [{ label: "used", color: css("--accent-2"), points: statPoints(pts, "swap_used") }],
+      lines: swapTotal ? [{ label: "total", color: css("--muted"), value: swapTotal }] : [],
+    });
+    c.net.setScaled({
+      ...range,
+      series: [
+        { label: "received", color: css("--accent"), points: statPoints(pts, "net_rx_bytes_per_s") },
+        { label: "sent", color: css("--rx-tx"), points: statPoints(pts, "net_tx_bytes_per_s") },
+      ],
+    });
+    c.disk.setScaled({
+      ...range,
+      series: [
+        { label: "read", color: css("--accent"), points: statPoints(pts, "disk_read_bytes_per_s") },
+        { label: "written", color: css("--rx-tx"), points: statPoints(pts, "disk_written_bytes_per_s") },
+      ],
+    });
+    // One chart per filesystem from the store; without one (--no-store), the fullest only.
+    const mounts = h.filesystems || [];
+    const perFs = mounts.map(() => []);
+    for (const p of pts) {
+      (p.fs || []).forEach((v, i) => {
+        if (v && i < perFs.length) perFs[i].push({ t: p.ts_ms, avg: v.used_pct.avg, min: v.used_pct.min, max: v.used_pct.max });
+      });
+    }
+    const live = new Map(((a && a.filesystems) || []).map((f) => [f.mount, f]));
+    const wanted = mounts.length ? mounts : ["fullest filesystem"];
+    for (const [mount, chart] of c.fs) {
+      if (!wanted.includes(mount)) {
+        chart.el.parentElement.remove();
+        c.fs.delete(mount);
+      }
+    }
+    wanted.forEach((mount, i) => {
+      if (!mount) return;
+      const chart = fsChart(mount);
+      const points = mounts.length ? perFs[i] : statPoints(pts, "fs_used_pct");
+      chart.set({ ...range, series: [{ label: "used", color: css("--accent"), points }], lines: [] });
+      const f = live.get(mount);
+      chart.sizeEl.textContent = f ? `${bytes(f.used_bytes)} of ${bytes(f.size_bytes)} used, ${bytes(f.avail_bytes)} available · ${f.fs_type} on ${f.device}` : "";
+    });
+    $("fs-legend").textContent = mounts.length ? `${mounts.length} with a history (average line, min–max band)` : "the fullest one (this server keeps no per-filesystem history: --no-store)";
+  }
+
+  /// The info items of the whole machine: load, uptime, swap, the agent's own cost, the clock.
+  function machineInfo(a) {
+    const items = [];
+    if (a.load) items.push(info("Load 1 / 5 / 15 min", `${loadText(a.load.load1)} / ${loadText(a.load.load5)} / ${loadText(a.load.load15)}`));
+    if (a.uptime_s != null) items.push(info("Uptime", duration(a.uptime_s * 1000)));
+    if (a.swap) items.push(info("Swap used", a.swap.total_bytes ? `${bytes(a.swap.used_bytes)} / ${bytes(a.swap.total_bytes)}` : "no swap"));
+    const n = netRates(a), d = diskRates(a);
+    if (n) items.push(info("Network rx / tx", `${rate(n.rx)} / ${rate(n.tx)}`));
+    if (d) items.push(info("Disk read / write", `${rate(d.read)} / ${rate(d.write)}`));
+    const cost = a.agent_cost;
+    if (cost) {
+      const per = cost.cpu_ms_per_sample != null ? `${cost.cpu_ms_per_sample.toFixed(2)} ms CPU per sample` : "CPU per sample after the next sample";
+      const item = info("Agent's own cost", `${bytes(cost.rss_bytes)} RSS · ${per}${cost.cpu_pct != null ? ` (${cost.cpu_pct.toFixed(2)}% of a core)` : ""}`);
+      item.dataset.key = "cost";
+      items.push(item);
+    }
+    if (a.clock_offset_ms != null) {
+      const off = a.clock_offset_ms;
+      const way = off > 0 ? "ahead" : off < 0 ? "behind" : "in step";
+      const text = `${off > 0 ? "+" : ""}${(off / 1000).toFixed(off % 1000 === 0 ? 0 : 3)} s (${way}, ±${Math.ceil((a.clock_rtt_ms || 0) / 2)} ms)`;
+      const item = info("Clock offset", text);
+      item.dataset.key = "clock";
+      if (Math.abs(off) > CLOCK_WARN_MS) {
+        item.classList.add("warn");
+        item.title = "The agent's clock is more than 2 s off the server's: sample times and ages are off by as much";
+      }
+      items.push(item);
+    }
+    return items;
+  }
+
+  /// The live panels: temperatures (when the host has sensors) and processes (when sent).
+  function renderMachinePanels(a) {
+    const temps = a.temperatures || [];
+    $("temps-card").hidden = temps.length === 0;
+    $("temps").replaceChildren(
+      ...temps.map((t) => {
+        const row = document.createElement("div");
+        row.className = `temp${t.temp_c >= 90 ? " bad" : t.temp_c >= 75 ? " hot" : ""}`;
+        const name = document.createElement("span");
+        name.className = "sensor";
+        name.textContent = t.sensor;
+        name.title = t.sensor;
+        const v = document.createElement("b");
+        v.textContent = `${t.temp_c.toFixed(1)} °C`;
+        row.append(name, v);
+        return row;
+      }),
+    );
+    const procs = a.processes || [];
+    $("procs-card").hidden = procs.length === 0;
+    const line = (cls, cells) => {
+      const row = document.createElement("div");
+      row.className = cls;
+      row.setAttribute("role", "row");
+      for (const [text, num] of cells) {
+        const c = document.createElement("span");
+        if (num) c.className = "num";
+        c.textContent = text;
+        c.title = text;
+        row.append(c);
+      }
+      return row;
+    };
+    $("procs").replaceChildren(
+      ...(procs.length ? [line("proc head", [["PID", true], ["Name", false], ["CPU", true], ["RSS", true]])] : []),
+      ...procs.map((p) => line("proc", [[String(p.pid), true], [p.name, false], [pct(p.cpu_pct), true], [bytes(p.rss_bytes), true]])),
+    );
   }
 
   for (const b of document.querySelectorAll("#ranges button[data-range]")) {

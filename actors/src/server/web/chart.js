@@ -160,6 +160,7 @@
   ///   opt.yMax:    fixed top of the value axis (else from the data)
   ///   opt.format:  value → label
   ///   opt.onZoom:  (from, to) → called after a drag-select
+  ///   opt.marginLeft: room for the value labels in px (default 56)
   class TimeChart {
     constructor(el, opt) {
       this.el = el;
@@ -173,7 +174,7 @@
       this.data = { from: 0, to: 1, series: [], lines: [] };
       this.hover = null;
       this.drag = null;
-      this.margin = { l: 56, r: 12, t: 10, b: 22 };
+      this.margin = { l: this.opt.marginLeft || 56, r: 12, t: 10, b: 22 };
       this.canvas.addEventListener("pointerdown", (e) => this.onDown(e));
       this.canvas.addEventListener("pointermove", (e) => this.onMove(e));
       this.canvas.addEventListener("pointerup", (e) => this.onUp(e));

@@ -3,8 +3,11 @@
 //! ([`events::Broadcaster`], Server-Sent Events).
 //!
 //! The page (`/`) shows every agent in one table fed by `/api/events` (a snapshot per
-//! second); `#/agent/<id>` shows one agent's charts from `/api/agents/{id}/history`. Charts
-//! are drawn on canvas by `app.js` itself.
+//! second); `#/agent/<id>` shows one agent's charts from `/api/agents/{id}/history` (CPU,
+//! memory, cores, load, swap, each filesystem, network, disk I/O, all with one range and zoom)
+//! and its live panels (temperatures, processes, the agent's own cost, the clock offset).
+//! Charts are drawn on canvas by `app.js` itself. Every agent-controlled string goes into the
+//! page as text (`textContent`), never as markup.
 
 pub mod events;
 
