@@ -236,6 +236,7 @@ fn history_serves_the_whole_machine_and_a_restart_shows_it() {
     let args = ["--data-dir", &dir.arg(), "--http", "127.0.0.1:0"];
     let mut server = Server::start_with(0, &args);
     let port = server.port().to_string();
+    let token = server.token();
     // Loopback is the only interface in the test's namespace: count it.
     let mut agent = Agent::start_with(
         "machine-1",
@@ -244,6 +245,8 @@ fn history_serves_the_whole_machine_and_a_restart_shows_it() {
             "127.0.0.1",
             "--port",
             &port,
+            "--join",
+            &token,
             "--net-interfaces",
             "lo",
         ],
