@@ -56,7 +56,7 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Listen for server beacons for a few seconds, print every server heard (name, IP,
-    /// port, protocol version) and exit: 0 if one was heard, 1 if none.
+    /// port, protocol version, key fingerprint) and exit: 0 if one was heard, 1 if none.
     Discover(DiscoverArgs),
 
     /// Install (or upgrade) this agent as a systemd service with the given agent flags, e.g.

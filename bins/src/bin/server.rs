@@ -22,8 +22,8 @@ use lanmon::server::trust::TrustConfig;
 use lanmon::server::{ReportFormat, ServerConfig, SortBy, TextOptions};
 use lanmon_bins::{LogLevel, help_duration, init_logging, one_of, parse_duration};
 
-/// lanmon server: receives CPU and memory samples from agents over TCP and shows every
-/// agent's latest metrics.
+/// lanmon server: receives the agents' samples (CPU, memory, load, swap, filesystems, disk
+/// and network I/O, temperatures) over TCP and shows every agent's latest metrics.
 ///
 /// It also announces itself on UDP (a small beacon every second, see --beacon-to) so that
 /// `agent --discover` finds it without an address.
@@ -185,7 +185,7 @@ struct Cli {
     retention_1h: Duration,
 
     /// Samples remembered per agent in memory (default: one hour at the agent's default 5 s
-    /// interval). Each costs about 40 bytes.
+    /// interval). Each costs about 56 bytes.
     #[arg(long, env = "LANMON_HISTORY", default_value_t = ServerConfig::DEFAULT_HISTORY, value_name = "SAMPLES")]
     history: usize,
 
@@ -223,17 +223,17 @@ struct Cli {
           value_name = "N", value_parser = clap::value_parser!(u32).range(idle_intervals_range()))]
     idle_intervals: u32,
 
-    /// Samples one agent (id, from one address) may send per interval it announced,
-    /// sustained, beyond its --sample-burst: a faster sender's connection is closed (code
+    /// Samples one agent (its key with protocol 2; its id from one address with protocol 1)
+    /// may send per interval it announced, sustained, beyond its --sample-burst: a faster sender's connection is closed (code
     /// `limit`) and nothing from that sample on is acknowledged, so it loses nothing. 0: no
     /// limit.
     #[arg(long, env = "LANMON_MAX_SAMPLES_PER_INTERVAL", default_value_t = Limits::DEFAULT_SAMPLES_PER_INTERVAL,
           value_name = "N")]
     max_samples_per_interval: u32,
 
-    /// Samples one agent (id, from one address) may send at once beyond its rate, e.g.
-    /// replaying what it kept while the server was away (at least 32; reconnecting does not
-    /// refill it).
+    /// Samples one agent (as for --max-samples-per-interval) may send at once beyond its
+    /// rate, e.g. replaying what it kept while the server was away (at least 32; reconnecting
+    /// does not refill it).
     #[arg(long, env = "LANMON_SAMPLE_BURST", default_value_t = Limits::DEFAULT_SAMPLE_BURST,
           value_name = "SAMPLES")]
     sample_burst: u32,
