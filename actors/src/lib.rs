@@ -42,7 +42,8 @@
 //!     registry.rs   Registry actor: every agent's state and counters
 //!     reporter.rs   Reporter actor: text / JSON report every interval
 //!     beacon.rs     Beacon actor: UDP announcements for `agent --discover`
-//!     alerts/       alert rules and notifications (own thread; reads snapshots like the Reporter)
+//!     alerts/       alert rules and notifications (own thread; reads snapshots like the Reporter);
+//!                   mod.rs: AlertsSettings, the Board, start
 //!       config/     the settings, checked whole, SIGHUP reload: mod.rs (AlertsConfig),
 //!                   settings.rs (flags, patches), file.rs (the TOML rules file, a line per
 //!                   problem), select.rs (overrides, silences, globs), targets.rs, error.rs
@@ -55,7 +56,10 @@
 //!                   Slack-compatible), alertmanager.rs (API v2, re-sent while firing)
 //!     store/        Store actor: durable history in SQLite, one role per file
 //!       mod.rs      the actor: batching, commit, retry with backoff, config, messages
-//!       schema.rs   migrations/NNN_*.sql (embedded), PRAGMA user_version, upgrades (004: the
+//!       schema.rs   the migrations (embedded), PRAGMA user_version, upgrades in place
+//!       migrations/ one file per schema version: 001_initial.sql (agents, runs, raw, the
+//!                   three rollups), 002_per_core.sql (per-core blobs, raw_log),
+//!                   003_agent_seen.sql (when an agent last connected), 004_host.sql (the
 //!                   whole machine: load, swap, filesystems by slot in `mounts`, rates)
 //!       rows.rs     one struct per table, mapped by column name; the SQL built from them
 //!       tier.rs     tiers, retention, which tier serves a request
@@ -65,7 +69,7 @@
 //!       reader.rs   the HTTP API's reads: a pool of read-only connections, points summed up
 //!                   by SQLite, per-core and per-filesystem folded row by row, answers
 //!                   capped (values of every series asked for, cores)
-//!       retention.rs, restore.rs, health.rs, error.rs
+//!       retention.rs, restore.rs, health.rs, error.rs; testkit.rs (unit-test helpers)
 //!     intake.rs     what the server admits from one agent: a rate bucket per agent id
 //!                   (Allowances, used by Sessions), the clock window (ClockWindow: samples
 //!                   stamped far from the server's clock are stored when they arrive)
@@ -79,7 +83,9 @@
 //!     history_gate.rs  at most 4 history answers worked on and held at once; the body that
 //!                   keeps its turn until sent (or 30 s)
 //!     prometheus.rs Prometheus text exposition of a snapshot
-//!     web/          the live dashboard: page, styles and scripts embedded in the binary;
+//!     probe.rs      test support: a probe actor standing in for a peer (unit tests only)
+//!     web/          the live dashboard, embedded in the binary: mod.rs (the assets),
+//!                   index.html, app.js, chart.js, style.css, favicon.svg
 //!       events.rs   Broadcaster actor: one snapshot per second to every browser (SSE)
 //!   auth/           trust layer (protocol 2): the primitives server/trust.rs and agent/identity.rs
 //!                   use
@@ -93,6 +99,7 @@
 //!     rotation.rs   server key rotation with grace; the agent's pins
 //!     http_auth.rs  login token, session cookie, /metrics bearer, CSRF: actix middleware
 //!     mac.rs, base32.rs, error.rs  HMAC + constant-time compare; Crockford base32; AuthError
+//!     tests.rs, noise/tests.rs     unit tests of the layer as a whole and of the handshake
 //!   agent/          the agent
 //!     mod.rs        connection state machine (handshake, pins) and sampling loop; run_system
 //!     config.rs     AgentConfig, Target: defaults, validate()
@@ -117,7 +124,8 @@
 //! bins/src/bin/     thin clap binaries: server.rs, agent.rs (flags → config → run), loadgen/
 //!                   (main, cli, plan, agent_sim, report); bins/src/lib.rs: flag helpers, logging;
 //!                   bins/src/install.rs: the `install` / `uninstall` command line;
-//!                   bins/packaging/: the .debs
+//!                   bins/packaging/: the .debs; bins/scripts/demo.sh: `make demo`;
+//!                   bins/docs/SECURITY-DESIGN.md: the trust layer's design
 //! bins/benches/     criterion benchmark of the codec; bins/bench/: `make bench` driver
 //! integration-tests/tests/it/  real binaries on real sockets (alerts, core, discovery, faults,
 //!                              hardening, hostile, http, install, limits, machine, store,
