@@ -33,8 +33,8 @@
 //! Authentication (off unless the server passes an [`http_auth::HttpAuth`] to
 //! [`Http::start_with_auth`]): the middleware [`http_auth::guard`] wraps every route: the
 //! login token (URL → session cookie, or a bearer header) for the dashboard and the API,
-//! `/metrics`' own bearer token, a same-origin check on the writes; `/healthz`, `/install.sh`
-//! and `/download/agent` stay open.
+//! `/metrics`' own bearer token, a same-origin check on the writes; `/healthz`, `/install.sh`,
+//! `/download/agent` and the dashboard's `/static/` files stay open.
 //!
 //! Handlers ask the Registry, through [`RegistryQueries`] (recipients, usable from the HTTP
 //! worker thread; a probe in tests); the only writes are approve and revoke, through the

@@ -22,8 +22,9 @@
 //! connection received. `stopping()` reports the end and its reason ([`Disconnect`]).
 //!
 //! Bad input ends this connection only: an `error` frame, one log line naming the peer and the
-//! reason, and the actor stops. So does a sample beyond the agent id's rate
-//! ([`intake::Allowances`]: a burst, then a few samples per announced interval): `limit`, and
+//! reason, and the actor stops. So does a sample beyond the agent's rate
+//! ([`intake::Allowances`]: per key with protocol 2, per id and address with protocol 1; a
+//! burst, then a few samples per announced interval): `limit`, and
 //! nothing from that sample on is acknowledged (the agent keeps it). Writes go through a
 //! bounded queue to a writer task, so a peer that sends but never reads cannot grow the
 //! server's memory: when the queue is full the session ends.
