@@ -103,6 +103,8 @@
 //!   agent/          the agent
 //!     mod.rs        connection state machine (handshake, pins) and sampling loop; run_system
 //!     config.rs     AgentConfig, Target: defaults, validate()
+//!     connect.rs    resolve and connect with a deadline; ConnectError (with the likely fix)
+//!     wire.rs       a sample cut to fit the frame limit; frame writes with a deadline
 //!     identity.rs   the agent's key, pinned server keys, the token's network key (state dir)
 //!     backoff.rs    exponential backoff with jitter
 //!     outbox.rs     bounded queue of unacknowledged samples

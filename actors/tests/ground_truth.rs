@@ -139,7 +139,10 @@ impl Tmpfs {
 
 impl Drop for Tmpfs {
     fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.dir).status();
+        // Lazy (`-l`): detached from the mount table at once even if a child that another
+        // test is forking holds a file of it open for a moment (a plain umount then fails with
+        // EBUSY and the mount would stay listed).
+        let _ = Command::new("umount").arg("-l").arg(&self.dir).status();
         let _ = std::fs::remove_dir(&self.dir);
     }
 }

@@ -39,11 +39,13 @@
 
 pub mod backoff;
 pub mod config;
+mod connect;
 pub mod identity;
 pub mod outbox;
 pub mod ticker;
 #[cfg(target_os = "linux")]
 pub mod timerfd;
+mod wire;
 
 use std::io;
 use std::net::SocketAddr;
@@ -58,10 +60,8 @@ use tokio_util::sync::CancellationToken;
 use crate::auth::AuthError;
 use crate::auth::fingerprint::Fingerprint;
 use crate::auth::noise;
-use crate::codec::{AgentCodec, encode_line};
-use crate::config::{
-    BACKOFF_MAX, BACKOFF_MIN, CONNECT_TIMEOUT, IDLE_INTERVALS, WELCOME_TIMEOUT, WRITE_TIMEOUT,
-};
+use crate::codec::AgentCodec;
+use crate::config::{BACKOFF_MAX, BACKOFF_MIN, IDLE_INTERVALS, WELCOME_TIMEOUT, WRITE_TIMEOUT};
 use crate::discovery::{self, Found, WAITING_HINT_EVERY};
 use crate::metrics::{MetricsSource, SystemSource};
 use crate::net::set_keepalive;
@@ -74,9 +74,12 @@ use crate::util::{now_ms, random_id, random_u64};
 
 pub use backoff::Backoff;
 pub use config::{AgentConfig, Target, default_agent_id};
+pub use connect::ConnectError;
+use connect::{connect, discovery_hint, next_beacon};
 pub use identity::Identity;
 pub use outbox::Outbox;
 pub use ticker::Ticker;
+use wire::{FRAME_BUDGET, fit_frame, send, send_within};
 
 /// The connection's state (see the module docs).
 #[derive(Debug)]
@@ -821,251 +824,10 @@ impl<S: MetricsSource, T: Ticker> Agent<S, T> {
     }
 }
 
-/// Most bytes a sample may take on the wire: the protocol's frame limit less room for the
-/// clock measurement and the `type` tag.
-const FRAME_BUDGET: usize = protocol::MAX_FRAME_LEN - 512;
-
-/// Makes sure `m` encodes within `budget` bytes: a host with very many filesystems,
-/// interfaces or sensors (each list is bounded, but all of them at once, with long names, are
-/// not) would otherwise send a frame the server refuses, again after every reconnect. Drops
-/// whole lists, least useful first (processes, temperatures, filesystems, disks, network),
-/// until it fits; returns what it left out, `None` if nothing. Serializes only when a cheap
-/// upper bound says the sample might be too large (never for an ordinary host).
-fn fit_frame(m: &mut Metrics, budget: usize) -> Option<String> {
-    fn bound<T>(list: &Option<Vec<T>>, per_entry: usize) -> usize {
-        list.as_ref().map_or(0, |l| l.len() * per_entry)
-    }
-    // Per entry: its strings at their longest plus its numbers and keys.
-    let text = protocol::MAX_TEXT_LEN;
-    let estimate = 1024
-        + m.cpu.as_ref().map_or(0, |c| c.per_core.len() * 24)
-        + bound(&m.filesystems, 3 * text + 256)
-        + bound(&m.disks, text + 160)
-        + bound(&m.net, text + 256)
-        + bound(&m.temperatures, text + 48)
-        + bound(&m.processes, text + 96);
-    if estimate <= budget {
-        return None;
-    }
-    let size = |m: &Metrics| serde_json::to_vec(m).map_or(usize::MAX, |v| v.len());
-    let mut left_out = Vec::new();
-    while size(m) > budget {
-        let name = if m.processes.take().is_some() {
-            "processes"
-        } else if m.temperatures.take().is_some() {
-            "temperatures"
-        } else if m.filesystems.take().is_some() {
-            "filesystems"
-        } else if m.disks.take().is_some() {
-            "disks"
-        } else if m.net.take().is_some() {
-            "net"
-        } else {
-            break; // what is left is CPU and scalars: bounded by the core count
-        };
-        left_out.push(name);
-    }
-    (!left_out.is_empty()).then(|| left_out.join(", "))
-}
-
 /// Resolves `idle` after `since`; never while nothing is waiting for an ack.
 async fn ack_deadline(since: Option<tokio::time::Instant>, idle: Duration) {
     match since {
         Some(since) => tokio::time::sleep_until(since + idle).await,
         None => std::future::pending().await,
-    }
-}
-
-/// Writes one frame with the default deadline; returns the bytes written.
-async fn send<W: AsyncWrite + Unpin>(write: &mut W, frame: &AgentFrame) -> io::Result<usize> {
-    send_within(write, frame, WRITE_TIMEOUT).await
-}
-
-/// Writes one frame within `deadline`; returns the bytes written.
-async fn send_within<W: AsyncWrite + Unpin>(
-    write: &mut W,
-    frame: &AgentFrame,
-    deadline: Duration,
-) -> io::Result<usize> {
-    let line = encode_line(frame).map_err(io::Error::other)?;
-    let written = async {
-        write.write_all(&line).await?;
-        write.flush().await
-    };
-    match tokio::time::timeout(deadline, written).await {
-        Ok(result) => result.map(|()| line.len()),
-        Err(_) => Err(io::Error::new(
-            io::ErrorKind::TimedOut,
-            "server did not accept data in time",
-        )),
-    }
-}
-
-/// Why a connection attempt failed, with the likely fix (see the README's troubleshooting).
-#[derive(Debug, thiserror::Error)]
-pub enum ConnectError {
-    #[error(
-        "cannot resolve host name `{host}` ({source}): check the spelling, or use the server's IP address"
-    )]
-    Resolve { host: String, source: io::Error },
-    #[error(
-        "connection refused: no server is listening at that address; start it with `make run-server` (or `server`) on that machine, and check --port"
-    )]
-    Refused,
-    #[error(
-        "no answer within {CONNECT_TIMEOUT:?}: wrong IP, the machine is down, or a firewall drops TCP port {port}; use an address from the server's startup banner and allow the port"
-    )]
-    Timeout { port: u16 },
-    #[error(
-        "no route to host: the address is not on a network this machine reaches; check the IP (the server's banner lists its addresses)"
-    )]
-    Unreachable,
-    #[error("{0}")]
-    Other(io::Error),
-}
-
-impl ConnectError {
-    /// A few words for repeated failures.
-    fn short(&self) -> &'static str {
-        match self {
-            ConnectError::Resolve { .. } => "cannot resolve host",
-            ConnectError::Refused => "refused",
-            ConnectError::Timeout { .. } => "timed out",
-            ConnectError::Unreachable => "unreachable",
-            ConnectError::Other(_) => "error",
-        }
-    }
-
-    fn from_io(e: io::Error, port: u16) -> Self {
-        match e.kind() {
-            io::ErrorKind::ConnectionRefused => ConnectError::Refused,
-            io::ErrorKind::TimedOut => ConnectError::Timeout { port },
-            io::ErrorKind::HostUnreachable | io::ErrorKind::NetworkUnreachable => {
-                ConnectError::Unreachable
-            }
-            _ => ConnectError::Other(e),
-        }
-    }
-}
-
-/// The next beacon, or never (not in discover mode).
-async fn next_beacon(
-    listener: Option<&mut discovery::BeaconListener>,
-) -> std::io::Result<(Found, bool)> {
-    match listener {
-        Some(l) => l.next().await,
-        None => std::future::pending().await,
-    }
-}
-
-/// What to check when no beacon arrives (see the README's troubleshooting).
-fn discovery_hint(port: u16) -> String {
-    format!(
-        "is the server running (with its beacon on)? is UDP port {port} blocked by a firewall? is the server on another subnet (then use --host)?"
-    )
-}
-
-/// Resolves `host` and connects to the first address that answers.
-async fn connect(host: String, port: u16) -> Result<(TcpStream, SocketAddr), ConnectError> {
-    let addrs: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), port))
-        .await
-        .map_err(|source| ConnectError::Resolve {
-            host: host.clone(),
-            source,
-        })?
-        .collect();
-    let mut last = ConnectError::Resolve {
-        host,
-        source: io::Error::new(io::ErrorKind::NotFound, "no addresses"),
-    };
-    for addr in addrs {
-        match tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await {
-            Ok(Ok(stream)) => return Ok((stream, addr)),
-            Ok(Err(e)) => last = ConnectError::from_io(e, port),
-            Err(_) => last = ConnectError::Timeout { port },
-        }
-    }
-    Err(last)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::protocol::{Filesystem, Process, Temperature};
-
-    fn fs(i: usize, name_len: usize) -> Filesystem {
-        Filesystem {
-            mount: format!("/{i}{}", "m".repeat(name_len)),
-            fs_type: "ext4".into(),
-            device: format!("/dev/{i}{}", "d".repeat(name_len)),
-            size_bytes: u64::MAX,
-            used_bytes: u64::MAX,
-            avail_bytes: u64::MAX,
-            inodes: u64::MAX,
-            inodes_used: u64::MAX,
-        }
-    }
-
-    /// An ordinary sample is left alone without being serialized; one whose lists, at their
-    /// protocol bounds with long names, would exceed the frame limit loses whole lists (the
-    /// least useful first) until it fits, and says which.
-    #[test]
-    fn oversized_samples_shed_lists_until_they_fit() {
-        let mut ordinary = Metrics {
-            seq: 1,
-            filesystems: Some((0..3).map(|i| fs(i, 10)).collect()),
-            ..Metrics::default()
-        };
-        let before = ordinary.clone();
-        assert_eq!(fit_frame(&mut ordinary, FRAME_BUDGET), None);
-        assert_eq!(ordinary, before);
-
-        let long = protocol::MAX_TEXT_LEN - 8;
-        let mut huge = Metrics {
-            seq: 1,
-            filesystems: Some(
-                (0..protocol::MAX_FILESYSTEMS)
-                    .map(|i| fs(i, long))
-                    .collect(),
-            ),
-            temperatures: Some(
-                (0..protocol::MAX_SENSORS)
-                    .map(|i| Temperature {
-                        sensor: format!("{i}{}", "s".repeat(long)),
-                        temp_c: 40.0,
-                    })
-                    .collect(),
-            ),
-            processes: Some(
-                (0..protocol::MAX_PROCESSES)
-                    .map(|i| Process {
-                        pid: i as u32,
-                        name: "p".repeat(long),
-                        cpu_pct: 1.0,
-                        rss_bytes: 1,
-                    })
-                    .collect(),
-            ),
-            ..Metrics::default()
-        };
-        let full = serde_json::to_vec(&huge).map(|v| v.len()).unwrap_or(0);
-        assert!(full > FRAME_BUDGET, "the fixture must be too large: {full}");
-        let left_out = fit_frame(&mut huge, FRAME_BUDGET);
-        assert_eq!(left_out.as_deref(), Some("processes"));
-        let now = serde_json::to_vec(&huge)
-            .map(|v| v.len())
-            .unwrap_or(usize::MAX);
-        assert!(now <= FRAME_BUDGET, "{now}");
-        assert!(huge.filesystems.is_some() && huge.temperatures.is_some());
-        // With a smaller budget the next list goes too.
-        let mut again = Metrics {
-            processes: Some(Vec::new()),
-            ..huge.clone()
-        };
-        let left_out = fit_frame(&mut again, FRAME_BUDGET / 2);
-        assert_eq!(
-            left_out.as_deref(),
-            Some("processes, temperatures, filesystems")
-        );
     }
 }
