@@ -4,7 +4,9 @@
 # A server beacons to 127.255.255.255 only, at its default 1 s interval, and reports a JSON
 # snapshot every 50 ms. Each round starts one discovering agent (default 5 s interval: its
 # first sample is sent right after it connects) and measures the time until the server's
-# snapshot shows it `live`. Prints one line per round and a summary line:
+# snapshot shows it `live`. Secure default: the agents join with the server's token (made
+# first by `server token`), each with a fresh state directory, so every round includes the
+# handshake and enrollment. Prints one line per round and a summary line:
 #   discovery start->live: n=R median=… p90=… max=… ms
 # Everything runs inside a private network namespace (unshare -n) as a safety net.
 # Usage: bins/bench/discovery-latency.sh [BIN_DIR] [ROUNDS]
@@ -29,8 +31,9 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 udp=18123
-"$bin/server" --bind 127.0.0.1:0 --no-http --no-store --report-format json --report-interval 50ms \
-  --beacon-to 127.255.255.255 --discovery-port "$udp" --quiet >"$work/snap" 2>"$work/err" &
+token=$("$bin/server" token --data-dir "$work/data")
+"$bin/server" --bind 127.0.0.1:0 --no-http --no-store --data-dir "$work/data" \
+  --report-format json --report-interval 50ms --beacon-to 127.255.255.255 --discovery-port "$udp" --quiet >"$work/snap" 2>"$work/err" &
 server_pid=$!
 
 now_ms() { date +%s%3N; }
@@ -38,7 +41,8 @@ times=()
 for i in $(seq 1 "$rounds"); do
   name="bench-$i"
   start=$(now_ms)
-  "$bin/agent" --discover --discovery-port "$udp" --name "$name" --quiet >/dev/null 2>&1 &
+  "$bin/agent" --discover --discovery-port "$udp" --name "$name" --join "$token" \
+    --state-dir "$work/agent-$i" --quiet >/dev/null 2>&1 &
   agent=$!
   deadline=$((start + 10000))
   while :; do
