@@ -7,8 +7,9 @@
 //!
 //! The whole-machine rules run on the agent's real readings: a tmpfs that only the agent sees
 //! (its own mount namespace, `unshare -m`; needs root, else the test says SKIPPED), filled at
-//! a steady rate through `/proc/PID/root`, fires `filesystem_fill` before it is full; the
-//! load rule's value is the host's `/proc/loadavg` per core.
+//! a steady rate through `/proc/PID/root`, fires `filesystem_fill` before it is full; another
+//! whose use the test moves back and forth across the `filesystem` threshold fires once and
+//! resolves once; the load rule's value is the host's `/proc/loadavg` per core.
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
@@ -20,11 +21,11 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use lanmon::snapshot::Status;
+use lanmon::snapshot::{Status, used_pct};
 
 use crate::support::process::{bin, command, command_for};
 use crate::support::{
-    Agent, DEADLINE, LOOPBACK, Server, SnapshotExt, TcpPortReservation, TempDir, poll,
+    Agent, DEADLINE, LOOPBACK, Server, SnapshotExt, TcpPortReservation, TempDir, poll, poll_every,
 };
 
 /// Waits this long to be sure that something does *not* happen (a second notification).
@@ -585,6 +586,65 @@ fn on_subject(sink: &Sink, rule: &str, subject: &str) -> Vec<(String, Option<f64
         .collect()
 }
 
+/// Starts agent `name` in a mount namespace of its own with a tmpfs of `size` bytes over
+/// `mount` (unshare(1) makes its mounts private; root only), reporting tmpfs filesystems (left
+/// out by default) every `interval`, joined with the token, its key in a state directory of
+/// its own (returned: keep it). Waits until the server shows the mount; returns the agent, the
+/// state directory and the mount as the test reaches it, through the agent's root.
+#[track_caller]
+fn tmpfs_agent(
+    server: &Server,
+    name: &str,
+    mount: &std::path::Path,
+    size: u64,
+    interval: &str,
+) -> (Agent, TempDir, PathBuf) {
+    let mount_s = mount.to_string_lossy().into_owned();
+    let port = server.port().to_string();
+    let mut cmd = command_for(PathBuf::from("unshare"));
+    cmd.args([
+        "-m",
+        "sh",
+        "-c",
+        r#"mount -t tmpfs -o "size=$1" lanmon-test "$2" && shift 2 && exec "$@""#,
+        "sh",
+        &size.to_string(),
+        &mount_s,
+    ])
+    .arg(bin("agent"))
+    .args(["--host", "127.0.0.1", "--port", &port, "--name", name])
+    .args(["--interval", interval, "--fs-types", "tmpfs"]);
+    let state = TempDir::new("tmpfs-agent");
+    cmd.args(["--join", &server.token(), "--state-dir", &state.arg()]);
+    let agent = Agent::start_command(name, cmd);
+    let seen = fs_reading(server, name, &mount_s).unwrap_or_else(|| {
+        panic!(
+            "the agent does not report {mount_s}\n{}\n{}",
+            server.stderr(),
+            agent.diagnostics()
+        )
+    });
+    assert_eq!(seen.fs_type, "tmpfs");
+    assert_eq!(seen.size_bytes, size);
+    let inside = PathBuf::from(format!("/proc/{}/root", agent.pid()))
+        .join(mount.strip_prefix("/").unwrap_or(mount));
+    (agent, state, inside)
+}
+
+/// The reading of `mount` that agent `name` last sent, waiting up to [`DEADLINE`] for one.
+fn fs_reading(server: &Server, name: &str, mount: &str) -> Option<lanmon::protocol::Filesystem> {
+    poll(DEADLINE, || {
+        let snap = server.wait_for(DEADLINE, |_| true);
+        let a = snap.find(name)?;
+        a.host
+            .filesystems
+            .as_ref()?
+            .iter()
+            .find(|f| f.mount == mount)
+            .cloned()
+    })
+}
+
 /// Size of the test's tmpfs.
 const FILL_SIZE: u64 = 64 << 20;
 /// Written per step, and the pause between steps: 4 MiB/s, full in 16 s.
@@ -612,45 +672,9 @@ fn steadily_filled_tmpfs_fires_full_within_before_it_is_full() {
     );
     let file = rules_file(&dir, &rules);
     let server = Server::start_with(0, &["--alerts", &file]);
-    // The agent in a mount namespace of its own with the tmpfs over `mount` (unshare(1) makes
-    // its mounts private), reporting tmpfs filesystems (left out by default).
     let name = "al-fill-1";
-    let port = server.port().to_string();
-    let mut cmd = command_for(PathBuf::from("unshare"));
-    cmd.args([
-        "-m",
-        "sh",
-        "-c",
-        r#"mount -t tmpfs -o "size=$1" lanmon-fill "$2" && shift 2 && exec "$@""#,
-        "sh",
-        &FILL_SIZE.to_string(),
-        &mount_s,
-    ])
-    .arg(bin("agent"))
-    .args(["--host", "127.0.0.1", "--port", &port, "--name", name])
-    .args(["--interval", "200ms", "--fs-types", "tmpfs"]);
-    // Joined with the token, its key in a state directory of its own.
-    let state = TempDir::new("fill-agent");
-    cmd.args(["--join", &server.token(), "--state-dir", &state.arg()]);
-    let agent = Agent::start_command(name, cmd);
+    let (agent, _state, inside) = tmpfs_agent(&server, name, &mount, FILL_SIZE, "200ms");
     let why = || format!("{}\n{}", server.stderr(), agent.diagnostics());
-    let seen = poll(DEADLINE, || {
-        let snap = server.wait_for(DEADLINE, |_| true);
-        let a = snap.find(name)?;
-        a.host
-            .filesystems
-            .as_ref()?
-            .iter()
-            .find(|f| f.mount == mount_s)
-            .cloned()
-    })
-    .unwrap_or_else(|| panic!("the agent does not report {mount_s}\n{}", why()));
-    assert_eq!(seen.fs_type, "tmpfs");
-    assert_eq!(seen.size_bytes, FILL_SIZE);
-
-    // Through the agent's root: its mount namespace, where the tmpfs is.
-    let inside = PathBuf::from(format!("/proc/{}/root", agent.pid()))
-        .join(mount.strip_prefix("/").unwrap_or(&mount));
     let fill_path = inside.join("fill");
     let mut fill = std::fs::File::create(&fill_path)
         .unwrap_or_else(|e| panic!("cannot create {}: {e}", fill_path.display()));
@@ -705,6 +729,191 @@ fn steadily_filled_tmpfs_fires_full_within_before_it_is_full() {
         .map(|(s, _)| s)
         .collect();
     assert_eq!(statuses, ["firing", "resolved"], "{:#?}", sink.received());
+}
+
+/// The flapping test's tmpfs (1,024 pages) and rule: fires above 60 % used held for 4 s,
+/// resolves below 30 % held for 2 s. The floor file fills 45 % (inside the hysteresis band),
+/// floor and spike together 70 % (past the threshold).
+const FLAP_SIZE: u64 = 4 << 20;
+const FLAP_FLOOR: usize = 460 * 4096;
+const FLAP_SPIKE: usize = 256 * 4096;
+const FLAP_RULE: &str = "[rules.filesystem]\nthreshold = 60\nresolve = 30\nfor = \"4s\"\n\
+                         resolve_for = \"2s\"\n";
+/// How long the test keeps the value in the band between spikes: before the alert fires,
+/// long enough that every evaluation sees it (pending starts over); while it fires, longer
+/// than `resolve_for` (without hysteresis it would resolve).
+const FLAP_BAND_BEFORE: Duration = Duration::from_millis(1200);
+const FLAP_BAND_FIRING: Duration = Duration::from_secs(3);
+
+/// Proves: a filesystem whose use hovers around the threshold (a spike file written and
+/// deleted on an agent-only tmpfs, the rest of the time in the hysteresis band) neither
+/// fires before it has stayed past the threshold for `for`, nor resolves while it hovers in
+/// the band once firing: one `firing` and one `resolved` notification in all, and
+/// /api/alerts shows one firing episode.
+#[test]
+fn flapping_filesystem_fires_once_and_resolves_once() {
+    if !is_root() {
+        eprintln!("flapping_filesystem_fires_once…: SKIPPED (needs root for unshare -m)");
+        return;
+    }
+    let sink = Sink::start();
+    let dir = TempDir::new("alerts-flap");
+    let mount = dir.path().join("fs");
+    std::fs::create_dir_all(&mount).unwrap_or_else(|e| panic!("mkdir: {e}"));
+    let mount_s = mount.to_string_lossy().into_owned();
+    let file = rules_file(&dir, &quick_rules(FLAP_RULE, &sink.url("/hook")));
+    let server = Server::start_with(0, &["--http", "127.0.0.1:0", "--alerts", &file]);
+    let http = http_addr(&server);
+    let name = "al-flap-1";
+    // 500 ms samples: stale (no input, which counts as clear) only after 1.1 s without one.
+    let (agent, _state, inside) = tmpfs_agent(&server, name, &mount, FLAP_SIZE, "500ms");
+    let why = || format!("{}\n{}", server.stderr(), agent.diagnostics());
+
+    // Every look at /api/alerts: the `fired_ms` of each firing episode of this alert seen.
+    let episodes = std::cell::RefCell::new(std::collections::BTreeSet::new());
+    let firing_now = || {
+        let alerts = api_alerts(&http);
+        let mine = alerts["active"].as_array().into_iter().flatten().find(|a| {
+            a["rule"] == "filesystem" && a["name"] == name && a["subject"] == mount_s.as_str()
+        });
+        let firing = mine.is_some_and(|a| a["state"] == "firing");
+        if let Some(at) = mine.filter(|_| firing).and_then(|a| a["fired_ms"].as_u64()) {
+            episodes.borrow_mut().insert(at);
+        }
+        firing
+    };
+    let notified = || -> Vec<String> {
+        on_subject(&sink, "filesystem", &mount_s)
+            .into_iter()
+            .map(|(s, _)| s)
+            .collect()
+    };
+    // Waits until the agent's reading of the tmpfs is `over` the threshold or not (and then
+    // in the band, above `resolve`); returns the reading.
+    let reaches = |over: bool| {
+        poll_every(Duration::from_millis(50), DEADLINE, || {
+            firing_now();
+            let used = used_pct(&fs_reading(&server, name, &mount_s)?);
+            (if over {
+                used > 60.0
+            } else {
+                used > 30.0 && used < 60.0
+            })
+            .then_some(used)
+        })
+        .unwrap_or_else(|| {
+            let want = if over {
+                "over 60 %"
+            } else {
+                "between 30 and 60 %"
+            };
+            panic!("the tmpfs's reading is not {want} in time\n{}", why())
+        })
+    };
+    // Keeps the value in the band for `d`, looking all along.
+    let stay_in_band = |d: Duration| {
+        let until = Instant::now() + d;
+        poll_every(Duration::from_millis(50), d + DEADLINE, || {
+            firing_now();
+            let used = used_pct(&fs_reading(&server, name, &mount_s)?);
+            assert!(
+                used > 30.0 && used < 60.0,
+                "left the band: {used} %\n{}",
+                why()
+            );
+            (Instant::now() >= until).then_some(())
+        })
+        .unwrap_or_else(|| panic!("no reading of the tmpfs\n{}", why()));
+    };
+    let write = |path: &std::path::Path, len: usize| {
+        std::fs::write(path, vec![0x5a_u8; len])
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
+    };
+    let delete = |path: &std::path::Path| {
+        std::fs::remove_file(path)
+            .unwrap_or_else(|e| panic!("cannot delete {}: {e}", path.display()));
+    };
+    let (floor, spike) = (inside.join("floor"), inside.join("spike"));
+
+    write(&floor, FLAP_FLOOR);
+    reaches(false);
+    // Hovering: past the threshold for one or two samples, then back in the band, 3 times.
+    let mut longest = Duration::ZERO;
+    for _ in 0..3 {
+        let on = Instant::now();
+        write(&spike, FLAP_SPIKE);
+        reaches(true);
+        delete(&spike);
+        longest = longest.max(on.elapsed());
+        reaches(false);
+        stay_in_band(FLAP_BAND_BEFORE);
+        assert!(
+            notified().is_empty() && episodes.borrow().is_empty(),
+            "fired while hovering (the spike stayed at most {longest:?}, `for` is 4 s): {:#?}\n{}",
+            sink.received(),
+            why()
+        );
+    }
+
+    // A sustained breach: fires, once.
+    let breach = Instant::now();
+    write(&spike, FLAP_SPIKE);
+    sink.wait_for(DEADLINE, why, |s| {
+        firing_now();
+        !on_subject(s, "filesystem", &mount_s).is_empty()
+    });
+    let waited = breach.elapsed();
+    assert!(
+        waited >= Duration::from_millis(3900),
+        "fired {waited:?} into the breach, before `for`"
+    );
+    poll(DEADLINE, || firing_now().then_some(()))
+        .unwrap_or_else(|| panic!("/api/alerts does not show it firing\n{}", why()));
+
+    // Hovering while firing: back in the band for longer than `resolve_for`, then past the
+    // threshold again, twice: still firing, nothing notified.
+    for _ in 0..2 {
+        delete(&spike);
+        reaches(false);
+        stay_in_band(FLAP_BAND_FIRING);
+        write(&spike, FLAP_SPIKE);
+        reaches(true);
+        assert!(
+            firing_now(),
+            "not firing after a hover in the band\n{}",
+            why()
+        );
+        assert_eq!(notified(), ["firing"], "{:#?}", sink.received());
+    }
+
+    // Recovery: below `resolve`; resolves, once.
+    delete(&spike);
+    delete(&floor);
+    sink.wait_for(DEADLINE, why, |s| {
+        firing_now();
+        on_subject(s, "filesystem", &mount_s).len() >= 2
+    });
+    std::thread::sleep(QUIET);
+    assert_eq!(notified(), ["firing", "resolved"], "{:#?}", sink.received());
+    assert!(!firing_now());
+    let alerts = api_alerts(&http);
+    let recent: Vec<&Value> = alerts["recent"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|a| {
+            a["rule"] == "filesystem" && a["name"] == name && a["subject"] == mount_s.as_str()
+        })
+        .collect();
+    let episodes = episodes.into_inner();
+    assert_eq!(episodes.len(), 1, "firing episodes seen: {episodes:?}");
+    assert_eq!(recent.len(), 1, "{alerts}");
+    assert_eq!(recent[0]["state"], "resolved", "{alerts}");
+    assert_eq!(
+        recent[0]["fired_ms"].as_u64(),
+        episodes.first().copied(),
+        "{alerts}"
+    );
 }
 
 /// `/proc/loadavg`'s 1-minute load.
