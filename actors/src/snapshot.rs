@@ -56,6 +56,10 @@ pub enum AgentAuth {
     Pending,
     /// A protocol-1 agent without authentication (`--auth optional`): anyone could send as it.
     Unauthenticated,
+    /// Its key was revoked by the operator (`server agents revoke`, the dashboard): refused
+    /// from then on; shown until it is approved again or forgotten. Added after protocol 2's
+    /// first release (a consumer that knows only the three others should treat it as unknown).
+    Revoked,
 }
 
 impl AgentAuth {
@@ -64,6 +68,7 @@ impl AgentAuth {
             AgentAuth::Approved => "approved",
             AgentAuth::Pending => "pending",
             AgentAuth::Unauthenticated => "unauthenticated",
+            AgentAuth::Revoked => "revoked",
         }
     }
 }
@@ -242,9 +247,11 @@ pub struct AgentView {
     /// server has acknowledged (or will with its next ack). Absent with `--no-store`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stored_seq: Option<u64>,
-    /// How the server knows this agent: `approved` (its enrolled key) or `unauthenticated`
-    /// (protocol 1 in `--auth optional`); absent with `--auth off` and for agents restored from
-    /// the store that have not connected since the server started.
+    /// How the server knows this agent: `approved` (its enrolled key), `unauthenticated`
+    /// (protocol 1 in `--auth optional`) or `revoked` (its key `fp` was revoked since it
+    /// connected: the Registry looks this up in the enrollment at every snapshot); absent with
+    /// `--auth off` and for agents restored from the store that have not connected since the
+    /// server started.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub auth: Option<AgentAuth>,
     /// The fingerprint of the agent's key, when it is `approved`.

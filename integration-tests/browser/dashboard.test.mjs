@@ -11,7 +11,7 @@
 // the clock offset, warns about a clock more than 2 s off, and shows temperatures when there
 // are sensors, agent-controlled names as text; a killed agent's offline alert shows (badge,
 // list, pill); an agent without the token shows as pending and the Approve button enrolls it;
-// the Revoke button closes it; the page logs no console error. Saves screenshot.png
+// the Revoke button closes it (its row marked revoked); the page logs no console error. Saves screenshot.png
 // (overview) and screenshot-detail.png next to this file.
 //
 //   node integration-tests/browser/dashboard.test.mjs [BIN_DIR]     (default target/debug)
@@ -390,7 +390,8 @@ async function main() {
   await page.waitForFunction(() => /revoked/.test(document.getElementById("d-status").textContent));
   await page.click("text=← All agents");
   await page.waitForSelector(`#rows .row[data-name="browser-newcomer"].offline`);
-  log("agent revoked from the dashboard: offline at once");
+  await page.waitForSelector(`#rows .row[data-name="browser-newcomer"][data-auth="revoked"] .badge.revoked:not([hidden])`);
+  log("agent revoked from the dashboard: offline at once, marked revoked");
 
   // Nothing went wrong in the page.
   check(problems.length === 0, `the page had problems:\n  ${problems.join("\n  ")}`);

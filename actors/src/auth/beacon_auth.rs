@@ -144,10 +144,14 @@ impl BeaconSigner {
         }
     }
 
-    /// Signs `beacon` as the next round. A server name too long to fit the datagram limit is
-    /// cut (at a char boundary) before signing.
+    /// Signs `beacon` as the next round. A server name longer than agents accept
+    /// ([`MAX_TEXT_LEN`] bytes) or too long to fit the datagram limit is cut (at a char
+    /// boundary) before signing: otherwise every agent would ignore the beacon.
     pub fn sign(&mut self, mut beacon: Beacon, now_ms: u64) -> SignedBeacon {
         self.seq += 1;
+        while beacon.server_name.len() > MAX_TEXT_LEN {
+            beacon.server_name.pop();
+        }
         loop {
             let signed = self.sign_as_is(&beacon, now_ms);
             if signed.encode().len() <= MAX_BEACON_LEN || beacon.server_name.is_empty() {

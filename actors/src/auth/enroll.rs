@@ -393,6 +393,13 @@ impl Enrollment {
         self.bound.contains_key(agent_id)
     }
 
+    /// The revoked entries, in no particular order (the snapshot's `auth: revoked`).
+    pub fn revoked(&self) -> impl Iterator<Item = &Entry> {
+        self.entries
+            .values()
+            .filter(|e| e.status == Status::Revoked)
+    }
+
     /// The pending entries, oldest first.
     pub fn pending(&self) -> Vec<&Entry> {
         let mut p: Vec<&Entry> = self

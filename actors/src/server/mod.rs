@@ -149,9 +149,12 @@ impl Server {
         let pending = trust
             .clone()
             .map(|t| -> registry::PendingSource { Arc::new(move || t.pending()) });
-        let with_pending = |r: Registry| match &pending {
-            Some(p) => r.with_pending(Arc::clone(p)),
-            None => r,
+        let revoked = trust
+            .clone()
+            .map(|t| -> registry::RevokedSource { Arc::new(move || t.revoked()) });
+        let with_pending = |r: Registry| match (&pending, &revoked) {
+            (Some(p), Some(v)) => r.with_pending(Arc::clone(p)).with_revoked(Arc::clone(v)),
+            _ => r,
         };
         // Samples stamped further from this clock are stored when they arrive: behind as far
         // as the raw tier keeps them (or would, with --no-store).

@@ -143,7 +143,8 @@ pub fn render(s: &Snapshot, per_core: bool) -> String {
             ("version", &a.agent_version),
             ("cores", &cores),
         ];
-        // `approved` (its enrolled key) or `unauthenticated` (protocol 1, --auth optional).
+        // `approved` (its enrolled key), `unauthenticated` (protocol 1, --auth optional) or
+        // `revoked` (its key revoked since).
         if let Some(auth) = a.auth {
             labels.push(("auth", auth.as_str()));
         }

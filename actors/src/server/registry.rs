@@ -40,7 +40,7 @@
 //! state (its whole-machine view rebuilt from the last sample stored) and the seq of its run,
 //! so a replaying agent produces no duplicate.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -384,6 +384,8 @@ pub struct Registry {
     max_agents: usize,
     /// The keys waiting for approval, for snapshots (the trust layer; `None`: none).
     pending: Option<PendingSource>,
+    /// The revoked keys' fingerprints, for snapshots (the trust layer; `None`: none).
+    revoked: Option<RevokedSource>,
     /// How long an id must stream from a new address for that to become its home
     /// ([`HOME_MOVES_AFTER`]).
     home_moves_after: Duration,
@@ -403,6 +405,11 @@ enum Contest {
 /// trust layer's enrollment, wired by [`crate::server::Server::start`]).
 pub type PendingSource = Arc<dyn Fn() -> Vec<PendingAgent> + Send + Sync>;
 
+/// Where the Registry reads the fingerprints of the revoked keys when it builds a snapshot:
+/// an agent whose last connection was authenticated by one of them shows `auth: revoked`
+/// (its entry keeps the value of that connection, which a revocation does not reach).
+pub type RevokedSource = Arc<dyn Fn() -> HashSet<String> + Send + Sync>;
+
 impl Registry {
     /// A registry that remembers `history` samples per agent.
     pub fn new(server: ServerInfo, history: usize) -> Self {
@@ -417,6 +424,7 @@ impl Registry {
             offline_retention: OFFLINE_RETENTION,
             max_agents: MAX_AGENTS,
             pending: None,
+            revoked: None,
             home_moves_after: HOME_MOVES_AFTER,
             clock: ClockWindow::new(store::DEFAULT_RAW_RETENTION),
         }
@@ -425,6 +433,13 @@ impl Registry {
     /// The same registry, listing `source`'s pending agents in its snapshots.
     pub fn with_pending(mut self, source: PendingSource) -> Self {
         self.pending = Some(source);
+        self
+    }
+
+    /// The same registry, marking the agents of `source`'s revoked keys `auth: revoked` in
+    /// its snapshots.
+    pub fn with_revoked(mut self, source: RevokedSource) -> Self {
+        self.revoked = Some(source);
         self
     }
 
@@ -863,12 +878,21 @@ impl Handler<store::Committed> for Registry {
 impl Registry {
     fn snapshot_parts(&self) -> SnapshotParts {
         let now = Instant::now();
+        let revoked = self.revoked.as_ref().map(|r| r()).unwrap_or_default();
+        let mut agents: Vec<AgentParts> = self.agents.values().map(|a| a.parts(now)).collect();
+        if !revoked.is_empty() {
+            for a in &mut agents {
+                if a.fp.as_deref().is_some_and(|fp| revoked.contains(fp)) {
+                    a.auth = Some(AgentAuth::Revoked);
+                }
+            }
+        }
         SnapshotParts {
             ts_ms: now_ms(),
             server: self.server.clone(),
             stored: self.store.is_some(),
             store: self.store_health.as_ref().map(|h| h.view()),
-            agents: self.agents.values().map(|a| a.parts(now)).collect(),
+            agents,
             pending: self.pending.as_ref().map(|p| p()).unwrap_or_default(),
         }
     }
@@ -1677,5 +1701,69 @@ mod tests {
             .unwrap();
         let a = view(&registry, "a").await.unwrap();
         assert_eq!(a.host.net_rates(), Some((2_000.0, 1_000.0)));
+    }
+
+    /// Proves that an agent whose key is revoked after it connected shows `auth: revoked` in
+    /// the snapshot (its entry still holds the connection's `approved`), that others keep
+    /// theirs, and that approving the key again shows `approved` again.
+    #[actix_rt::test]
+    async fn a_revoked_key_shows_as_revoked() {
+        let revoked = Arc::new(std::sync::Mutex::new(HashSet::new()));
+        let source = Arc::clone(&revoked);
+        let registry = Registry::new(server(), 100)
+            .with_revoked(Arc::new(move || {
+                source.lock().map(|s| s.clone()).unwrap_or_default()
+            }))
+            .start();
+        for (id, agent) in [(1, "doomed"), (2, "spared")] {
+            let (probe, _received) = probe::start::<ToSession>();
+            let connect = Connect {
+                session: id,
+                peer: SocketAddr::from(([127, 0, 0, 1], 40_000 + id as u16)),
+                close: probe.clone().recipient(),
+                durable: probe.recipient(),
+            };
+            registry.send(connect).await.unwrap();
+            let hello = Hello {
+                session: id,
+                hello: hello(agent, "r1"),
+                auth: Some(AgentAuth::Approved),
+                fp: Some(format!("SHA256:{agent}")),
+            };
+            registry.send(hello).await.unwrap().unwrap();
+        }
+        let auth = |registry: Addr<Registry>, agent: &'static str| async move {
+            view(&registry, agent).await.and_then(|a| a.auth)
+        };
+        assert_eq!(
+            auth(registry.clone(), "doomed").await,
+            Some(AgentAuth::Approved)
+        );
+        revoked.lock().unwrap().insert("SHA256:doomed".to_string());
+        disconnect(&registry, 1, "revoked").await;
+        assert_eq!(
+            auth(registry.clone(), "doomed").await,
+            Some(AgentAuth::Revoked)
+        );
+        assert_eq!(
+            auth(registry.clone(), "spared").await,
+            Some(AgentAuth::Approved)
+        );
+        let parts = registry
+            .send(GetSnapshotParts)
+            .await
+            .unwrap()
+            .into_snapshot();
+        let doomed = parts.agents.iter().find(|a| a.id == "doomed").unwrap();
+        assert_eq!(
+            doomed.auth,
+            Some(AgentAuth::Revoked),
+            "the parts say it too"
+        );
+        revoked.lock().unwrap().clear();
+        assert_eq!(
+            auth(registry.clone(), "doomed").await,
+            Some(AgentAuth::Approved)
+        );
     }
 }

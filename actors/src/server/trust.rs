@@ -24,7 +24,7 @@
 //! to the sessions of a revoked key. Automatic enrollment changes are saved by the
 //! [`Saver`] thread at most once per [`SAVE_DEBOUNCE_MS`]; operator actions at once.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -332,6 +332,15 @@ impl Trust {
     /// Every enrollment entry (pending first, then by name).
     pub fn entries(&self) -> Vec<Entry> {
         self.book().enrollment.list()
+    }
+
+    /// The fingerprints of the revoked keys, for the snapshot (`auth: revoked`).
+    pub fn revoked(&self) -> HashSet<String> {
+        self.book()
+            .enrollment
+            .revoked()
+            .map(|e| e.fp.clone())
+            .collect()
     }
 
     /// The keys waiting for approval, for the snapshot.

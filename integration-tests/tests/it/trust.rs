@@ -596,7 +596,7 @@ fn wrong_network_key_is_pending() {
 }
 
 /// A revoked agent is closed at once (well within its idle timeout), shown offline with the
-/// reason, refused at every reconnect, and sends no more samples.
+/// reason and `auth: revoked`, refused at every reconnect, and sends no more samples.
 #[test]
 fn revoked_agent_is_refused_at_once() {
     // `server agents` reaches a running server through its API.
@@ -619,6 +619,14 @@ fn revoked_agent_is_refused_at_once() {
         .clone()
         .unwrap_or_default();
     assert!(reason.contains("revoked"), "{reason}");
+    // The snapshot says why, not the last connection's `approved`.
+    assert_eq!(
+        snap.agent("doomed").auth,
+        Some(AgentAuth::Revoked),
+        "{}",
+        snap.to_json()
+    );
+    assert_eq!(snap.agent("spared").auth, Some(AgentAuth::Approved));
     let seq = snap.seq("doomed");
     let from = agent.wait_for_output(DEADLINE, 0, "revoked");
     agent.wait_for_output(DEADLINE, from + 1, "refused this agent: revoked");

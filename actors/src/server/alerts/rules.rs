@@ -286,6 +286,8 @@ pub enum AuthState {
     Authenticated,
     Pending,
     Unauthenticated,
+    /// Its key was revoked (no rule fires on this alone: the agent is offline, refused).
+    Revoked,
 }
 
 impl Inputs {
@@ -296,6 +298,7 @@ impl Inputs {
             AgentAuth::Approved => AuthState::Authenticated,
             AgentAuth::Pending => AuthState::Pending,
             AgentAuth::Unauthenticated => AuthState::Unauthenticated,
+            AgentAuth::Revoked => AuthState::Revoked,
         });
         if auth == Some(AuthState::Pending) {
             // A key waiting for approval: no connection, no readings; only `pending` applies.

@@ -375,7 +375,12 @@
     put(row, "badgeHidden", row.badge, "hidden", shown.length === 0);
     put(row, "badge", row.badge, "textContent", shown.length ? `${shown.length === 1 ? shown[0].rule : `${shown.length} alerts`}` : "");
     put(row, "badgeCls", row.badge, "className", `badge ${firing.length ? worstSeverity(firing) : "pending"}`);
-    put(row, "auth", row.authBadge, "hidden", a.auth !== "unauthenticated");
+    put(row, "auth", row.authBadge, "hidden", a.auth !== "unauthenticated" && a.auth !== "revoked");
+    put(row, "authText", row.authBadge, "textContent", a.auth === "revoked" ? "revoked" : "unauthenticated");
+    put(row, "authCls", row.authBadge, "className", `badge ${a.auth === "revoked" ? "revoked" : "unauthenticated"}`);
+    put(row, "authTitle", row.authBadge, "title", a.auth === "revoked"
+      ? `its key ${a.fp} was revoked on the server: refused until approved again`
+      : "a protocol-1 agent (server --auth optional): anyone could send as it");
     put(row, "dauth", row.tr.dataset, "auth", a.auth || "");
     put(row, "badgeTitle", row.badge, "title", shown.map((x) => `${x.state}: ${x.summary}`).join("\n"));
     const cpu = a.cpu ? a.cpu.total : null;
@@ -835,7 +840,7 @@
       info("Agent", `v${a.agent_version}, every ${duration(a.interval_ms)}`),
       info("Samples (this run)", `${a.received} · gaps ${a.gaps} · dup ${a.duplicates}`),
       info("Agent id / run", `${a.id} / ${a.run_id}`),
-      info("Authentication", a.auth === "approved" ? `approved key ${a.fp}` : a.auth === "unauthenticated" ? "none (protocol 1)" : "off"),
+      info("Authentication", a.auth === "approved" ? `approved key ${a.fp}` : a.auth === "revoked" ? `revoked key ${a.fp}` : a.auth === "unauthenticated" ? "none (protocol 1)" : "off"),
       info("Alerts", (state.alerts.byAgent.get(a.id) || []).map((x) => `${x.rule} ${x.state}`).join(", ") || "none"),
       ...machineInfo(a),
     );
