@@ -23,6 +23,7 @@ use serde_json::Value;
 
 use lanmon::snapshot::{Status, used_pct};
 
+use crate::support::is_root;
 use crate::support::process::{bin, command, command_for};
 use crate::support::{
     Agent, DEADLINE, LOOPBACK, Server, SnapshotExt, TcpPortReservation, TempDir, poll, poll_every,
@@ -542,18 +543,6 @@ fn sighup_reloads_the_rules_file() {
         active_state(&api_alerts(&http), "offline", "al-hup-1").as_deref(),
         Some("firing")
     );
-}
-
-/// Whether the tests run as root (mount namespaces need it).
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|v| v.split_whitespace().nth(1).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
 }
 
 /// Bytes available to unprivileged users on the filesystem holding `path` (`df`'s Avail).

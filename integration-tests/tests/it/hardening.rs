@@ -385,20 +385,6 @@ fn one_client_cannot_take_every_dashboard_slot() {
 
 // ---- Item 9: slots and memory held by silence -------------------------------------------
 
-/// The server's resident memory in KiB (`VmRSS` in /proc/<pid>/status).
-#[track_caller]
-fn rss_kib(server: &Server) -> u64 {
-    let path = format!("/proc/{}/status", server.pid());
-    let status =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().strip_suffix("kB"))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no `VmRSS: N kB` line in {path}"))
-}
-
 /// Connections that each send 60 KiB of a frame and then nothing hold no more than the
 /// shared budget (4 MiB here) between them: those that would go over it are closed with
 /// `limit`, the server's memory grows by about the budget (300 of them held 19 MiB before),
@@ -414,7 +400,7 @@ fn partly_sent_frames_cannot_hold_more_than_the_budget() {
     let steady = Agent::start(&server.join(), "steady");
     let snap = wait(&server, |s| live_above(s, "steady", 0));
     let steady_seq = agent(&snap, "steady").map_or(0, |a| a.seq);
-    let before = rss_kib(&server);
+    let before = server.rss_kib();
 
     let partial = format!("{{\"type\":\"bye\",\"reason\":\"{}", "x".repeat(PARTIAL));
     let mut held = Vec::new();
@@ -435,7 +421,7 @@ fn partly_sent_frames_cannot_hold_more_than_the_budget() {
         (n >= CONNECTIONS - 100).then_some(n)
     })
     .unwrap_or_else(|| panic!("too few connections refused:\n{}", server.stderr()));
-    let grown = rss_kib(&server).saturating_sub(before);
+    let grown = server.rss_kib().saturating_sub(before);
     assert!(
         grown < 10 * 1024,
         "{refused} of {CONNECTIONS} refused, yet the server grew by {grown} KiB"

@@ -253,20 +253,6 @@ fn closed_on_write(e: &std::io::Error) -> bool {
 
 // ---- The server under attack ----------------------------------------------------------------
 
-/// The server's resident memory in KiB (`VmRSS` in /proc/<pid>/status).
-#[track_caller]
-fn rss_kib(server: &Server) -> u64 {
-    let path = format!("/proc/{}/status", server.pid());
-    let status =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().strip_suffix("kB"))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no `VmRSS: N kB` line in {path}"))
-}
-
 /// Starts the `steady` agent and waits until it is live; returns its seq at that point.
 #[track_caller]
 fn start_steady(server: &Server) -> (Agent, u64) {
@@ -551,7 +537,7 @@ fn random_bytes_and_bad_values_close_only_that_connection() {
 fn ten_megabyte_line_is_refused_with_bounded_memory() {
     let server = plaintext_server();
     let (_steady, before) = start_steady(&server);
-    let rss_before = rss_kib(&server);
+    let rss_before = server.rss_kib();
 
     let mut stream = connect(server.port());
     let mut answers = reader(&stream);
@@ -579,7 +565,7 @@ fn ten_megabyte_line_is_refused_with_bounded_memory() {
             break;
         }
         sent += chunk.len();
-        rss_peak = rss_peak.max(rss_kib(&server));
+        rss_peak = rss_peak.max(server.rss_kib());
     }
 
     let (error, _) = read_until_error(&mut answers, "huge");
@@ -590,7 +576,7 @@ fn ten_megabyte_line_is_refused_with_bounded_memory() {
         closed_by_server(&mut answers, "huge"),
         "huge: the connection stayed open after the error frame"
     );
-    rss_peak = rss_peak.max(rss_kib(&server));
+    rss_peak = rss_peak.max(server.rss_kib());
     let growth = rss_peak.saturating_sub(rss_before);
     eprintln!(
         "huge line: {sent} bytes accepted by the socket before the server closed \
@@ -716,7 +702,7 @@ fn idle_flood(server: &Server, round: u32, steady_seq: u64) -> Flood {
         for conn in idle.iter_mut().filter(|c| !c.closed) {
             conn.pump(now);
         }
-        rss_peak = rss_peak.max(rss_kib(server));
+        rss_peak = rss_peak.max(server.rss_kib());
         let snap = server.wait_for(DEADLINE, |_| true);
         if !snap.is_live(STEADY) {
             steady_lapses.push(snap.agents.to_json());
@@ -827,7 +813,7 @@ fn thousands_of_idle_connections_are_shed() {
         ],
     );
     let (_steady, before) = start_steady(&server);
-    let rss_before = rss_kib(&server);
+    let rss_before = server.rss_kib();
 
     // Three identical rounds: the allocator keeps some of what the first round freed (RSS does
     // not come back down), but later rounds must reuse it rather than grow.
@@ -837,7 +823,7 @@ fn thousands_of_idle_connections_are_shed() {
     for round in 1..=FLOOD_ROUNDS {
         let flood = idle_flood(&server, round, steady_seq);
         steady_seq = flood.steady_seq;
-        rss_after.push(rss_kib(&server));
+        rss_after.push(server.rss_kib());
         rounds.push(flood);
     }
     let rss_peak = rounds.iter().map(|f| f.rss_peak).max().unwrap_or(0);
@@ -899,7 +885,7 @@ fn slow_reader_is_cut_off_with_bounded_memory() {
         &["--auth", "optional", "--max-samples-per-interval", "0"],
     );
     let (_steady, before) = start_steady(&server);
-    let rss_before = rss_kib(&server);
+    let rss_before = server.rss_kib();
 
     let mut stream = connect(server.port());
     let peer = local_addr(&stream);
@@ -924,10 +910,10 @@ fn slow_reader_is_cut_off_with_bounded_memory() {
         }
         next_seq += 100;
         if next_seq % 5_000 == 1 {
-            rss_peak = rss_peak.max(rss_kib(&server));
+            rss_peak = rss_peak.max(server.rss_kib());
         }
     }
-    rss_peak = rss_peak.max(rss_kib(&server));
+    rss_peak = rss_peak.max(server.rss_kib());
     let took = started.elapsed();
     let sent = next_seq - 1;
     let Some(stopped) = stopped else {

@@ -25,6 +25,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use crate::support::is_root;
 use crate::support::process::{bin, command, command_for};
 use crate::support::{Agent, DEADLINE, LOOPBACK, Server, SnapshotExt, TempDir, poll};
 
@@ -36,11 +37,6 @@ const SYSTEM_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sb
 
 /// Whether this process is root (mount namespaces, setpriv to another user).
 #[allow(unsafe_code)] // geteuid(2) has no safe std wrapper; it takes and touches nothing.
-fn is_root() -> bool {
-    // SAFETY: geteuid takes no arguments and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// Every file (not directory) under `root` as `path mode`, relative to `root`, sorted.
 fn tree(root: &Path) -> Vec<String> {
     fn walk(root: &Path, dir: &Path, out: &mut Vec<String>) {

@@ -144,20 +144,6 @@ fn server(dir: &TempDir, extra: &[&str]) -> Server {
     server
 }
 
-/// The server's resident memory in KiB (`VmRSS` in /proc/<pid>/status).
-#[track_caller]
-fn rss_kib(server: &Server) -> u64 {
-    let path = format!("/proc/{}/status", server.pid());
-    let status =
-        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|rest| rest.trim().strip_suffix("kB"))
-        .and_then(|n| n.trim().parse().ok())
-        .unwrap_or_else(|| panic!("no `VmRSS: N kB` line in {path}"))
-}
-
 /// The agent named `name` in the latest snapshot, once `pred` holds for it.
 #[track_caller]
 fn wait_agent(server: &Server, name: &str, pred: impl Fn(&AgentView) -> bool) -> AgentView {
@@ -243,7 +229,7 @@ fn slow_history_readers_hold_bounded_memory() {
         "/api/agents/wide/history?from={base}&to={}&step=1",
         base + WIDE_SAMPLES + 1
     );
-    let before = rss_kib(&server);
+    let before = server.rss_kib();
     let mut peak = before;
     let login = server.login();
     let clients: Vec<TcpStream> = (0..SLOW_CLIENTS)
@@ -262,7 +248,7 @@ fn slow_history_readers_hold_bounded_memory() {
         .collect();
     let until = Instant::now() + SLOW_PAUSE;
     while Instant::now() < until {
-        peak = peak.max(rss_kib(&server));
+        peak = peak.max(server.rss_kib());
         std::thread::sleep(Duration::from_millis(20));
     }
     let readers: Vec<_> = clients
@@ -277,7 +263,7 @@ fn slow_history_readers_hold_bounded_memory() {
         })
         .collect();
     let done = poll(DEADLINE * 4, || {
-        peak = peak.max(rss_kib(&server));
+        peak = peak.max(server.rss_kib());
         readers.iter().all(|r| r.is_finished()).then_some(())
     });
     assert!(done.is_some(), "the slow clients did not get their answers");

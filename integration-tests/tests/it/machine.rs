@@ -16,19 +16,9 @@ use std::sync::{Arc, Mutex};
 
 use lanmon::snapshot::{AgentView, NetView, Snapshot};
 
+use crate::support::is_root;
 use crate::support::process::{bin, command_for};
 use crate::support::{DEADLINE, TempDir, poll};
-
-fn is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("Uid:"))
-                .and_then(|v| v.split_whitespace().nth(1).map(|e| e == "0"))
-        })
-        .unwrap_or(false)
-}
 
 #[track_caller]
 fn run(cmd: &[&str]) {

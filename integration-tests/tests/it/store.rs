@@ -15,6 +15,7 @@ use lanmon::util::now_ms;
 use rusqlite::{Connection, OpenFlags};
 
 use crate::support::http::{Health, History, get};
+use crate::support::is_root;
 use crate::support::{Agent, DEADLINE, Server, SnapshotExt, TempDir, ToJson, poll};
 
 /// Longer than an agent's reconnect backoff after a few failed attempts (it doubles from
@@ -487,11 +488,6 @@ fn sigkill_mid_write_keeps_every_acknowledged_sample() {
 
 /// Whether this process may create mount namespaces and mount a tmpfs (root, as in CI).
 #[allow(unsafe_code)] // geteuid(2) has no safe std wrapper; it takes and touches nothing.
-fn is_root() -> bool {
-    // SAFETY: geteuid takes no arguments and cannot fail.
-    unsafe { libc::geteuid() == 0 }
-}
-
 /// Fills the filesystem holding `dir` until it refuses to take more (ENOSPC); the filler file
 /// is `dir/filler`.
 #[track_caller]

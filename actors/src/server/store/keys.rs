@@ -173,21 +173,10 @@ static SELECT_RUN: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
 #[cfg(test)]
 mod tests {
     use super::super::testkit::*;
-    use super::super::{Append, Attach, Moves, Op, Rates, Retention, Store};
-    use crate::protocol::Hello;
+    use super::super::{Append, Moves, Op, Rates, Retention, Store};
     use std::time::Instant;
 
     const H: u64 = 3_600_000;
-
-    fn attach(store: &mut Store, agent: &str, run: &str) {
-        store.batch.push(Op::Attach(Attach {
-            hello: Hello {
-                agent_id: agent.into(),
-                ..hello(run)
-            },
-            ip: "127.0.0.1".into(),
-        }));
-    }
 
     /// Seconds to log `n` samples of `agent`'s run `run` (commits of 500, as a busy server).
     fn log_samples(store: &mut Store, agent: &str, run: &str, n: u64) -> f64 {

@@ -245,20 +245,9 @@ mod tests {
 #[cfg(test)]
 mod prune_tests {
     use super::super::testkit::*;
-    use super::super::{Append, Attach, Op, Rates, Retention, Store};
-    use crate::protocol::Hello;
+    use super::super::{Append, Op, Rates, Retention, Store};
 
     const H: u64 = 3_600_000;
-
-    fn attach(store: &mut Store, agent: &str, run: &str) {
-        store.batch.push(Op::Attach(Attach {
-            hello: Hello {
-                agent_id: agent.into(),
-                ..hello(run)
-            },
-            ip: "127.0.0.1".into(),
-        }));
-    }
 
     fn strings(store: &Store, sql: &str) -> Vec<String> {
         let mut q = store.conn.prepare(sql).unwrap_or_else(|e| panic!("{e}"));

@@ -27,8 +27,16 @@ pub fn temp_config(name: &str, retention: Retention) -> (PathBuf, StoreConfig) {
 }
 
 pub fn attach_a1(store: &mut Store, run: &str) {
+    attach(store, "a1", run);
+}
+
+/// Queues the hello of agent `agent`'s run `run` (from 127.0.0.1).
+pub fn attach(store: &mut Store, agent: &str, run: &str) {
     store.batch.push(Op::Attach(Attach {
-        hello: hello(run),
+        hello: Hello {
+            agent_id: agent.into(),
+            ..hello(run)
+        },
         ip: "127.0.0.1".into(),
     }));
 }

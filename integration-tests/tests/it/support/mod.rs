@@ -119,6 +119,19 @@ impl Drop for TempDir {
 
 // ---- This machine, read independently of the agent ------------------------------------------
 
+/// Whether the tests run as root (namespaces, mounts and packages need it): the effective uid
+/// in /proc/self/status.
+pub fn is_root() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|v| v.split_whitespace().nth(1).map(|e| e == "0"))
+        })
+        .unwrap_or(false)
+}
+
 /// Logical CPUs as the kernel counts them: the `cpuN` lines of /proc/stat.
 /// (`available_parallelism` is not it: it follows cgroup quotas and affinity.)
 pub fn proc_stat_cores() -> usize {

@@ -607,6 +607,20 @@ impl Server {
         self.proc.child.id()
     }
 
+    /// The server's resident memory in KiB (`VmRSS` in /proc/<pid>/status).
+    #[track_caller]
+    pub fn rss_kib(&self) -> u64 {
+        let path = format!("/proc/{}/status", self.pid());
+        let status =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {path}: {e}"));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|rest| rest.trim().strip_suffix("kB"))
+            .and_then(|n| n.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no `VmRSS: N kB` line in {path}"))
+    }
+
     /// SIGKILL: the server dies without a word to anyone.
     #[track_caller]
     pub fn kill(&mut self) {
