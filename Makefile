@@ -15,7 +15,7 @@ DEBUG_BIN    := $(TARGET_DIR)/debug
 
 help:
 	@echo "make demo        server + 2 agents on this machine (loopback only), Ctrl+C stops all"
-	@echo "make test        everything CI runs (setup, fmt, clippy, unit tests, itest)"
+	@echo "make test        everything CI runs (setup, fmt, clippy, unit tests, bench-smoke, itest)"
 	@echo "make build       release binaries in $(RELEASE_BIN)/ (server, agent)"
 	@echo "make run-server  ARGS='--beacon-to 127.255.255.255'   run the server (ARGS passed through)"
 	@echo "make run-agent   ARGS='--host 192.168.1.10'           run an agent (or ARGS=--discover)"

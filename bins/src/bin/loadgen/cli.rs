@@ -5,7 +5,8 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use anyhow::bail;
-use clap::Parser;
+use clap::builder::BoolishValueParser;
+use clap::{ArgAction, Parser};
 use lanmon::protocol::MAX_CORES;
 use lanmon_bins::parse_duration;
 
@@ -63,7 +64,8 @@ pub struct Cli {
 
     /// Peak-ingest mode: each agent sends as fast as the server acknowledges, keeping at most
     /// --window samples unacknowledged (a full window goes out in one write).
-    #[arg(long, env = "LANMON_LOADGEN_FLOOD")]
+    #[arg(long, env = "LANMON_LOADGEN_FLOOD", value_parser = BoolishValueParser::new(),
+          action = ArgAction::SetTrue)]
     pub flood: bool,
 
     /// With --flood: most unacknowledged samples per agent.
@@ -94,7 +96,8 @@ pub struct Cli {
     pub progress: Duration,
 
     /// Print the final report as one JSON object on stdout instead of text.
-    #[arg(long, env = "LANMON_LOADGEN_JSON")]
+    #[arg(long, env = "LANMON_LOADGEN_JSON", value_parser = BoolishValueParser::new(),
+          action = ArgAction::SetTrue)]
     pub json: bool,
 
     /// Speak protocol 2 like a real agent: the Noise handshake with a key of its own per
@@ -108,7 +111,8 @@ pub struct Cli {
     /// When a connection is lost (e.g. the server restarts), reconnect like a real agent
     /// (backoff 0.5 s doubling to 30 s, with jitter) until the run ends, instead of counting
     /// the agent as failed. The run is ok when every agent is connected at its end.
-    #[arg(long, env = "LANMON_LOADGEN_RECONNECT")]
+    #[arg(long, env = "LANMON_LOADGEN_RECONNECT", value_parser = BoolishValueParser::new(),
+          action = ArgAction::SetTrue)]
     pub reconnect: bool,
 }
 
