@@ -220,6 +220,19 @@ mod tests {
         let _ = std::fs::remove_dir_all(&dir);
     }
 
+    /// Writes a database as the release of schema `version` left it: its migrations, its
+    /// `user_version`, and `rows` (SQL), in one transaction.
+    fn database_at(dir: &std::path::Path, version: usize, rows: &str) {
+        let mut conn = Connection::open(dir.join(DB_FILE)).unwrap_or_else(|e| panic!("{e}"));
+        let tx = conn.transaction().unwrap_or_else(|e| panic!("{e}"));
+        for m in &MIGRATIONS[..version] {
+            tx.execute_batch(m.sql).unwrap_or_else(|e| panic!("{e}"));
+        }
+        set_version(&tx, version).unwrap_or_else(|e| panic!("{e}"));
+        tx.execute_batch(rows).unwrap_or_else(|e| panic!("{e}"));
+        tx.commit().unwrap_or_else(|e| panic!("{e}"));
+    }
+
     /// A database of schema 2 (CPU, memory, cores; before `seen_ms` and the whole machine)
     /// is upgraded in place: its samples and rollups are kept and read back without the new
     /// quantities, and a new sample adds its load, filesystems and rates to the same rollup
@@ -229,24 +242,18 @@ mod tests {
         let (dir, config) = temp_config("schema2-to-4", Retention::default());
         let now = 10 * H;
         let t = now + 1000;
-        {
-            let mut conn = Connection::open(dir.join(DB_FILE)).unwrap_or_else(|e| panic!("{e}"));
-            let tx = conn.transaction().unwrap_or_else(|e| panic!("{e}"));
-            for m in &MIGRATIONS[..2] {
-                tx.execute_batch(m.sql).unwrap_or_else(|e| panic!("{e}"));
-            }
-            set_version(&tx, 2).unwrap_or_else(|e| panic!("{e}"));
-            let hello = serde_json::to_string(&hello("r1")).unwrap_or_default();
-            tx.execute_batch(&format!(
+        let hello = serde_json::to_string(&hello("r1")).unwrap_or_default();
+        database_at(
+            &dir,
+            2,
+            &format!(
                 "INSERT INTO agents VALUES (1, 'a1', '{hello}', '127.0.0.1', 'r1', 1, 1, NULL);
                  INSERT INTO runs VALUES (1, 1, 'r1');
                  INSERT INTO raw VALUES (1, {t}, 1, 1, 40.0, 1000, x'a00f');
                  INSERT INTO rollup_1m VALUES (1, {now}, 1, 1, 40.0, 40.0, 40.0,
                                                1, 1000.0, 1000.0, 1000.0, NULL);",
-            ))
-            .unwrap_or_else(|e| panic!("{e}"));
-            tx.commit().unwrap_or_else(|e| panic!("{e}"));
-        }
+            ),
+        );
         let (mut store, restored) = Store::open(&config, 10).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(versions(&store.conn), (CURRENT, Some("2".into())));
         assert_eq!(restored[0].last_seq, 1);
@@ -292,26 +299,20 @@ mod tests {
         let (dir, config) = temp_config("schema3-to-4", Retention::default());
         let now = 10 * H;
         let t = now + 1000;
-        {
-            let mut conn = Connection::open(dir.join(DB_FILE)).unwrap_or_else(|e| panic!("{e}"));
-            let tx = conn.transaction().unwrap_or_else(|e| panic!("{e}"));
-            assert_eq!(MIGRATIONS[2].file, "003_agent_seen.sql");
-            for m in &MIGRATIONS[..3] {
-                tx.execute_batch(m.sql).unwrap_or_else(|e| panic!("{e}"));
-            }
-            set_version(&tx, 3).unwrap_or_else(|e| panic!("{e}"));
-            let hello = serde_json::to_string(&hello("r1")).unwrap_or_default();
-            tx.execute_batch(&format!(
+        assert_eq!(MIGRATIONS[2].file, "003_agent_seen.sql");
+        let hello = serde_json::to_string(&hello("r1")).unwrap_or_default();
+        database_at(
+            &dir,
+            3,
+            &format!(
                 "INSERT INTO agents VALUES (1, 'a1', '{hello}', '127.0.0.1', 'r1', 1, 1, NULL,
                                             {t});
                  INSERT INTO runs VALUES (1, 1, 'r1');
                  INSERT INTO raw VALUES (1, {t}, 1, 1, 40.0, 1000, x'a00f');
                  INSERT INTO rollup_1m VALUES (1, {now}, 1, 1, 40.0, 40.0, 40.0,
                                                1, 1000.0, 1000.0, 1000.0, NULL);",
-            ))
-            .unwrap_or_else(|e| panic!("{e}"));
-            tx.commit().unwrap_or_else(|e| panic!("{e}"));
-        }
+            ),
+        );
         let (mut store, restored) = Store::open(&config, 10).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(CURRENT, 4);
         assert_eq!(versions(&store.conn), (4, Some("2".into())));
