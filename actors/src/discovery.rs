@@ -67,13 +67,22 @@ pub struct Beacon {
 }
 
 impl Beacon {
-    /// A version-1 beacon (`proto` 1).
+    /// A version-1 beacon (`proto` 1). The server name is made one that agents accept (see
+    /// [`Beacon::decode`]): control characters become `?` and it is cut to [`MAX_TEXT_LEN`]
+    /// bytes at a char boundary; otherwise every agent would ignore the beacon.
     pub fn new(server_id: &str, server_name: &str, port: u16) -> Self {
+        let mut name: String = server_name
+            .chars()
+            .map(|c| if c.is_control() { '?' } else { c })
+            .collect();
+        while name.len() > MAX_TEXT_LEN {
+            name.pop();
+        }
         Self {
             service: BEACON_SERVICE.into(),
             proto: PROTOCOL_V1,
             server_id: server_id.into(),
-            server_name: server_name.into(),
+            server_name: name,
             port,
             sig: None,
         }
@@ -331,6 +340,27 @@ mod tests {
         }
         let long = vec![b' '; MAX_BEACON_LEN + 1];
         assert_eq!(Beacon::decode(&long), Err("datagram too long"));
+    }
+
+    /// A server name agents would refuse (too long, control characters) is made one they
+    /// accept, so that `--auth off` agents still hear the server.
+    #[test]
+    fn any_server_name_gives_a_beacon_agents_accept() {
+        for name in ["é".repeat(MAX_TEXT_LEN), "\"".repeat(MAX_TEXT_LEN + 7)] {
+            let b = Beacon::new("abc", &name, 8080);
+            assert!(b.server_name.len() <= MAX_TEXT_LEN && name.starts_with(&b.server_name));
+            assert!(
+                b.server_name.len() > MAX_TEXT_LEN - 4,
+                "cut more than one char"
+            );
+            let wire = b.encode();
+            assert!(wire.len() <= MAX_BEACON_LEN, "{} bytes", wire.len());
+            assert_eq!(Beacon::decode(&wire), Ok(b), "{name:?}");
+        }
+        assert_eq!(
+            Beacon::new("abc", "lab\u{1b}[2J\n", 1).server_name,
+            "lab?[2J?"
+        );
     }
 
     #[test]
