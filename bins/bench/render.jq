@@ -63,7 +63,7 @@ $machine[0] as $m
   "",
 
   "## Server scenarios (loadgen)\n",
-  "Rate scenarios: N simulated agents, \(($scenarios | map(select(.flood | not)) | .[0].runs[0].loadgen.rate_per_agent) // "?") sample/s each, \(($scenarios[0].runs[0].loadgen.cores) // "?") cores per sample, connections ramped at ≤ 1,000/s; figures over the steady part (after the ramp). Flood: each agent keeps \(($flood.runs[0].loadgen.window) // "?") samples unacknowledged and sends as fast as acks come. Latency is send → ack as loadgen sees it. With several runs the value is the median, the range in brackets. The server reports a JSON snapshot of every agent each \($m.settings | capture("BENCH_REPORT_INTERVAL=(?<i>[^ ]+)").i // "?"), as the issue asks; `-report-off` scenarios run the server with `--report-format off` to isolate the ingest path. \"Other CPU\" is what the rest of the machine (other processes) used during the run: the machine is shared, so a large value means a noisy run.\n",
+  "Rate scenarios: N simulated agents, \(($scenarios | map(select(.flood | not)) | .[0].runs[0].loadgen.rate_per_agent) // "?") sample/s each, \(($scenarios[0].runs[0].loadgen.cores) // "?") cores per sample, connections ramped at ≤ 1,000/s; figures over the steady part (after the ramp and \(($scenarios | map(select(.flood | not)) | .[0].runs[0].loadgen.settle_s) // 0) s of settling, which count in the whole-run latency below only). Flood: each agent keeps \(($flood.runs[0].loadgen.window) // "?") samples unacknowledged and sends as fast as acks come. Latency is send → ack as loadgen sees it. With several runs the value is the median, the range in brackets. The server reports a JSON snapshot of every agent each \($m.settings | capture("BENCH_REPORT_INTERVAL=(?<i>[^ ]+)").i // "?"), as the issue asks; `-report-off` scenarios run the server with `--report-format off` to isolate the ingest path. \"Other CPU\" is what the rest of the machine (other processes) used during the run: the machine is shared, so a large value means a noisy run.\n",
   "| scenario | runs | connected (peak at once) | server: most live | samples/s acked | server CPU s (of wall s) | server CPU % | server peak RSS MiB | RSS per agent KiB | p50 ms | p99 ms | max ms | errors / failed connects / unacked | loadgen CPU s | other CPU s |",
   "|---|---:|---|---:|---:|---|---:|---:|---:|---:|---:|---:|---|---:|---:|",
   ($scenarios[] | .runs as $r |
@@ -106,7 +106,7 @@ $machine[0] as $m
       "| \(.name) | \(.agents | commas) | \(.first_all_live_s | num(1)) | \(.all_live_again_s | num(1)) | \(.server_cpu_s_until_then | num(2)) | \(.server_peak_rss_kb | mib | num(1)) | \(ok_at(.all_live_again_s != null and .all_live_again_s <= 30; .agents >= 10000)) |"),
     ""
   else empty end),
-  "Whole-run latency (ramp included), p99 ms: \($scenarios | map("\(.name) \(.runs | map(.loadgen.latency_all.p99_ms) | median | num(2))") | join(", ")). Load average before each run: \($server | sort_by([.name, .run]) | map("\(.name)#\(.run) \(.loadavg_before)") | join("; ")).\n",
+  "Whole-run latency (ramp and settling included), p99 ms: \($scenarios | map("\(.name) \(.runs | map(.loadgen.latency_all.p99_ms) | median | num(2))") | join(", ")). Load average before each run: \($server | sort_by([.name, .run]) | map("\(.name)#\(.run) \(.loadavg_before)") | join("; ")).\n",
 
   "## Agent (real `agent`, default interval)\n",
   (if $agent == null then "(not run)\n" else

@@ -16,6 +16,8 @@
 #                              path from the snapshot/report cost) ["10000" / ""]
 #   BENCH_RATE                 samples/s per agent [1]
 #   BENCH_SECS                 steady seconds per rate scenario (after the ramp) [20 / 3]
+#   BENCH_SETTLE               seconds after the ramp left out of a rate scenario's steady
+#                              figures (loadgen --settle; in its whole-run p99) [5 / 0]
 #   BENCH_REPEAT               runs of each scenario up to 1000 agents and of flood [3 / 1]
 #   BENCH_REPEAT_BIG           runs of each scenario above 1000 agents [1]
 #   BENCH_FLOOD_AGENTS         agents in each flood scenario ["200 20" / "10"]
@@ -64,11 +66,11 @@ SELF="$ROOT/bins/bench/run.sh"
 
 QUICK="${BENCH_QUICK:-0}"
 if [[ "$QUICK" == 1 ]]; then
-    def_agents="20" def_quiet_agents="" def_secs=3 def_repeat=1 def_flood_agents=10 def_flood_secs=2
+    def_agents="20" def_quiet_agents="" def_secs=3 def_settle=0 def_repeat=1 def_flood_agents=10 def_flood_secs=2
     def_agent_secs=12 def_agent_warmup=6 def_storm_agents=20
     def_alert_agents=20 def_alert_flood_agents=10 def_alert_webhooks="none blackhole" def_alert_repeat=1
 else
-    def_agents="100 1000 10000" def_quiet_agents="10000" def_secs=20 def_repeat=3 def_flood_agents="200 20"
+    def_agents="100 1000 10000" def_quiet_agents="10000" def_secs=20 def_settle=5 def_repeat=3 def_flood_agents="200 20"
     def_flood_secs=10 def_agent_secs=120 def_agent_warmup=20 def_storm_agents=10000
     def_alert_agents=1000 def_alert_flood_agents=200 def_alert_webhooks="none blackhole slow"
     def_alert_repeat=3
@@ -78,6 +80,7 @@ export BENCH_PARTS="${BENCH_PARTS:-codec server agent collectd alerts}"
 export BENCH_AGENTS="${BENCH_AGENTS:-$def_agents}"
 export BENCH_QUIET_AGENTS="${BENCH_QUIET_AGENTS-$def_quiet_agents}"
 export BENCH_RATE="${BENCH_RATE:-1}"
+export BENCH_SETTLE="${BENCH_SETTLE:-$def_settle}"
 export BENCH_SECS="${BENCH_SECS:-$def_secs}"
 export BENCH_REPEAT="${BENCH_REPEAT:-$def_repeat}"
 export BENCH_REPEAT_BIG="${BENCH_REPEAT_BIG:-1}"
@@ -246,6 +249,15 @@ join_args() {
     return 0
 }
 
+# loadgen's --settle for rate scenarios (absent from loadgen builds before it: none).
+settle_args() {
+    SETTLE=()
+    if [[ "$BENCH_SETTLE" != 0 ]] && "$BIN/loadgen" --help 2>/dev/null | grep -q -- '--settle <'; then
+        SETTLE=(--settle "${BENCH_SETTLE}s")
+    fi
+    return 0
+}
+
 # Samples a process's RSS and open descriptors every second until it exits or $2 exists.
 sample_proc() {
     local pid="$1" stop="$2" out="$3" start
@@ -347,6 +359,7 @@ suffix() { if [[ "$1" == off ]]; then echo plain; else echo auth; fi; }
 # shared: alternating keeps a noisy minute from landing on one mode only).
 server_scenarios() {
     local n ramp runs k a
+    settle_args
     for n in $BENCH_AGENTS; do
         ramp=$(((n + 999) / 1000))
         runs="$BENCH_REPEAT"
@@ -354,7 +367,7 @@ server_scenarios() {
         for k in $(seq "$runs"); do
             for a in $BENCH_AUTH; do
                 server_run "rate-$n-$(suffix "$a")" "$k" json "$a" --agents "$n" \
-                    --rate "$BENCH_RATE" --ramp "${ramp}s" --duration "${BENCH_SECS}s" \
+                    --rate "$BENCH_RATE" --ramp "${ramp}s" "${SETTLE[@]}" --duration "${BENCH_SECS}s" \
                     --cores "$BENCH_CORES"
             done
         done
@@ -366,7 +379,7 @@ server_scenarios() {
         for k in $(seq "$runs"); do
             for a in $BENCH_AUTH; do
                 server_run "rate-$n-report-off-$(suffix "$a")" "$k" off "$a" --agents "$n" \
-                    --rate "$BENCH_RATE" --ramp "${ramp}s" --duration "${BENCH_SECS}s" \
+                    --rate "$BENCH_RATE" --ramp "${ramp}s" "${SETTLE[@]}" --duration "${BENCH_SECS}s" \
                     --cores "$BENCH_CORES"
             done
         done

@@ -47,11 +47,18 @@ pub struct Cli {
           value_name = "DURATION")]
     pub ramp: Duration,
 
-    /// How long to send after the ramp (at most 10m). The run ends by itself after
-    /// ramp + duration + at most 5 s waiting for the last acks.
+    /// How long to send after the ramp (and --settle) (at most 10m). The run ends by itself
+    /// after ramp + settle + duration + at most 5 s waiting for the last acks.
     #[arg(long, env = "LANMON_LOADGEN_DURATION", value_parser = parse_duration,
           default_value = "10s", value_name = "DURATION")]
     pub duration: Duration,
+
+    /// Agents send during this time after the ramp, but their samples count only in the
+    /// whole-run figures (`latency_all`), not in the steady ones (`latency`, samples/s): the
+    /// connection rush's after-effects are left out of the steady part (at most 10m).
+    #[arg(long, env = "LANMON_LOADGEN_SETTLE", value_parser = parse_duration,
+          default_value = "0s", value_name = "DURATION")]
+    pub settle: Duration,
 
     /// Length of the per-core CPU array in each sample (the simulated machine's cores).
     #[arg(
@@ -128,6 +135,9 @@ pub fn check(cli: &Cli) -> anyhow::Result<()> {
     if cli.duration.is_zero() || cli.duration > MAX_RUN {
         bail!("--duration must be more than 0 and at most {MAX_RUN:?}");
     }
+    if cli.settle > MAX_RUN {
+        bail!("--settle must be at most {MAX_RUN:?}");
+    }
     if cli.ramp > MAX_RUN {
         bail!("--ramp must be at most {MAX_RUN:?}");
     }
@@ -155,6 +165,7 @@ mod tests {
             &["loadgen", "--server", "10.0.0.1:9"][..],
             &["loadgen", "--server", "0.0.0.0:9"],
             &["loadgen", "--server", "127.0.0.1:9", "--duration", "11m"],
+            &["loadgen", "--server", "127.0.0.1:9", "--settle", "11m"],
             &["loadgen", "--server", "127.0.0.1:9", "--rate", "0"],
             &["loadgen", "--server", "127.0.0.1:9", "--cores", "0"],
         ] {

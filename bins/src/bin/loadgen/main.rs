@@ -10,11 +10,11 @@
 //! the server it measures.
 //!
 //! Timeline: connections start spread evenly over `--ramp`; every agent sends until
-//! `ramp + duration`, then waits at most [`DRAIN_TIMEOUT`](agent_sim::DRAIN_TIMEOUT) for the
-//! last acks. Only when every agent has drained (or that time is up) do they all say `bye` and
-//! close, so that the disconnect storm does not land on the last samples' latency. Throughput
-//! and the main latency figures cover the steady part (samples sent after the ramp); latency
-//! over the whole run is reported beside it.
+//! `ramp + settle + duration`, then waits at most [`DRAIN_TIMEOUT`](agent_sim::DRAIN_TIMEOUT)
+//! for the last acks. Only when every agent has drained (or that time is up) do they all say
+//! `bye` and close, so that the disconnect storm does not land on the last samples' latency.
+//! Throughput and the main latency figures cover the steady part (samples sent after the ramp
+//! and `--settle`, 0 by default); latency over the whole run is reported beside it.
 //!
 //! Network rule: the target must be a loopback address, and each agent's source address is
 //! taken in 127.0.0.0/8 too (`--agents-per-ip` per address, like agents on distinct hosts).
@@ -125,8 +125,8 @@ async fn simulate(cli: &Cli, fd_limit: u64) -> anyhow::Result<Report> {
         tag: format!("{:08x}", lanmon::util::random_u64() as u32),
         start,
         ramp: cli.ramp,
-        steady_from: start + cli.ramp,
-        stop_at: start + cli.ramp + cli.duration,
+        steady_from: start + cli.ramp + cli.settle,
+        stop_at: start + cli.ramp + cli.settle + cli.duration,
         payloads: Payloads::new(cli.cores, PAYLOADS)?,
         join: cli.join.clone(),
         reconnect: cli.reconnect,
@@ -219,6 +219,7 @@ async fn simulate(cli: &Cli, fd_limit: u64) -> anyhow::Result<Report> {
         window: cli.flood.then_some(cli.window as usize),
         cores: cli.cores,
         ramp_s: cli.ramp.as_secs_f64(),
+        settle_s: cli.settle.as_secs_f64(),
         duration_s: cli.duration.as_secs_f64(),
         elapsed_s: elapsed.as_secs_f64(),
         samples_sent: sent,

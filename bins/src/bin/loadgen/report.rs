@@ -54,6 +54,8 @@ pub struct Report {
     pub window: Option<usize>,
     pub cores: u32,
     pub ramp_s: f64,
+    /// Seconds after the ramp left out of the steady figures (`--settle`).
+    pub settle_s: f64,
     pub duration_s: f64,
     pub elapsed_s: f64,
     pub samples_sent: u64,
@@ -100,8 +102,8 @@ pub fn render(r: &Report) -> String {
         use std::fmt::Write as _;
         writeln!(
             out,
-            "loadgen → {}: {} agents ({pace}, {} cores), ramp {:.1}s, steady {:.1}s, elapsed {:.1}s",
-            r.server, r.agents, r.cores, r.ramp_s, r.duration_s, r.elapsed_s
+            "loadgen → {}: {} agents ({pace}, {} cores), ramp {:.1}s, settle {:.1}s, steady {:.1}s, elapsed {:.1}s",
+            r.server, r.agents, r.cores, r.ramp_s, r.settle_s, r.duration_s, r.elapsed_s
         )?;
         let all_after = r
             .all_connected_after_s
