@@ -24,7 +24,7 @@ use serde_json::Value;
 use lanmon::snapshot::{Status, used_pct};
 
 use crate::support::is_root;
-use crate::support::process::{bin, command, command_for};
+use crate::support::process::{bin, command, on_private_tmpfs, seen_by};
 use crate::support::{
     Agent, DEADLINE, LOOPBACK, Server, SnapshotExt, TcpPortReservation, TempDir, poll, poll_every,
 };
@@ -590,21 +590,13 @@ fn tmpfs_agent(
 ) -> (Agent, TempDir, PathBuf) {
     let mount_s = mount.to_string_lossy().into_owned();
     let port = server.port().to_string();
-    let mut cmd = command_for(PathBuf::from("unshare"));
-    cmd.args([
-        "-m",
-        "sh",
-        "-c",
-        r#"mount -t tmpfs -o "size=$1" lanmon-test "$2" && shift 2 && exec "$@""#,
-        "sh",
-        &size.to_string(),
-        &mount_s,
-    ])
-    .arg(bin("agent"))
-    .args(["--host", "127.0.0.1", "--port", &port, "--name", name])
-    .args(["--interval", interval, "--fs-types", "tmpfs"]);
+    let mut inner = Command::new(bin("agent"));
+    inner
+        .args(["--host", "127.0.0.1", "--port", &port, "--name", name])
+        .args(["--interval", interval, "--fs-types", "tmpfs"]);
     let state = TempDir::new("tmpfs-agent");
-    cmd.args(["--join", &server.token(), "--state-dir", &state.arg()]);
+    inner.args(["--join", &server.token(), "--state-dir", &state.arg()]);
+    let cmd = on_private_tmpfs(&size.to_string(), mount, &inner);
     let agent = Agent::start_command(name, cmd);
     let seen = fs_reading(server, name, &mount_s).unwrap_or_else(|| {
         panic!(
@@ -615,8 +607,7 @@ fn tmpfs_agent(
     });
     assert_eq!(seen.fs_type, "tmpfs");
     assert_eq!(seen.size_bytes, size);
-    let inside = PathBuf::from(format!("/proc/{}/root", agent.pid()))
-        .join(mount.strip_prefix("/").unwrap_or(mount));
+    let inside = seen_by(agent.pid(), mount);
     (agent, state, inside)
 }
 

@@ -93,6 +93,33 @@ pub fn command_for(program: PathBuf) -> Command {
     cmd
 }
 
+/// `inner`'s program and arguments (not its environment: the wrapper has
+/// [`command_for`]'s) run in a mount namespace of their own with a tmpfs of `size` (as
+/// mount(8) takes it: bytes, or e.g. `1m`) over `mount`; root only. unshare(1) makes the new
+/// namespace's mounts private: nothing leaks out, and the tmpfs goes away with the process.
+/// The test reaches its files through [`seen_by`].
+pub fn on_private_tmpfs(size: &str, mount: &std::path::Path, inner: &Command) -> Command {
+    let mut cmd = command_for(PathBuf::from("unshare"));
+    cmd.args([
+        "-m",
+        "sh",
+        "-c",
+        r#"mount -t tmpfs -o "size=$1" lanmon-test "$2" && shift 2 && exec "$@""#,
+        "sh",
+        size,
+    ])
+    .arg(mount)
+    .arg(inner.get_program())
+    .args(inner.get_args());
+    cmd
+}
+
+/// `path` as process `pid` sees it (through `/proc/PID/root`: its mount namespace).
+pub fn seen_by(pid: u32, path: &std::path::Path) -> PathBuf {
+    let relative = path.strip_prefix("/").unwrap_or(path);
+    PathBuf::from(format!("/proc/{pid}/root")).join(relative)
+}
+
 /// Copies everything `from` produces into a shared string, on a background thread.
 fn capture(what: String, from: impl Read + Send + 'static) -> Arc<Mutex<String>> {
     let buf = Arc::new(Mutex::new(String::new()));
@@ -383,20 +410,7 @@ impl Server {
         let mut args = vec!["--data-dir", data_dir.as_str()];
         args.extend_from_slice(extra);
         let inner = server_command(0, &args);
-        let mut cmd = command_for(PathBuf::from("unshare"));
-        // unshare(1) makes the new mount namespace's mounts private: nothing leaks out.
-        cmd.args([
-            "-m",
-            "sh",
-            "-c",
-            r#"mount -t tmpfs -o "size=$1" lanmon-test "$2" && shift 2 && exec "$@""#,
-            "sh",
-            size,
-        ])
-        .arg(&data_dir)
-        .arg(inner.get_program())
-        .args(inner.get_args());
-        Server::spawn(cmd, 0)
+        Server::spawn(on_private_tmpfs(size, dir.path(), &inner), 0)
     }
 
     /// Runs `cmd`, a command line that ends in a server printing JSON snapshots on
@@ -407,10 +421,9 @@ impl Server {
         Server::spawn(cmd, 0)
     }
 
-    /// `path` as the server's process sees it (through `/proc/PID/root`: its mount namespace).
+    /// `path` as the server's process sees it (see [`seen_by`]).
     pub fn root_path(&self, path: &std::path::Path) -> PathBuf {
-        let relative = path.strip_prefix("/").unwrap_or(path);
-        PathBuf::from(format!("/proc/{}/root", self.pid())).join(relative)
+        seen_by(self.pid(), path)
     }
 
     /// Starts `cmd` (a server command line) and waits for its first snapshot, which names the
