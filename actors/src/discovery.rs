@@ -67,22 +67,14 @@ pub struct Beacon {
 }
 
 impl Beacon {
-    /// A version-1 beacon (`proto` 1). The server name is made one that agents accept (see
-    /// [`Beacon::decode`]): control characters become `?` and it is cut to [`MAX_TEXT_LEN`]
-    /// bytes at a char boundary; otherwise every agent would ignore the beacon.
+    /// A version-1 beacon (`proto` 1), its server name made one agents accept
+    /// ([`acceptable_name`]).
     pub fn new(server_id: &str, server_name: &str, port: u16) -> Self {
-        let mut name: String = server_name
-            .chars()
-            .map(|c| if c.is_control() { '?' } else { c })
-            .collect();
-        while name.len() > MAX_TEXT_LEN {
-            name.pop();
-        }
         Self {
             service: BEACON_SERVICE.into(),
             proto: PROTOCOL_V1,
             server_id: server_id.into(),
-            server_name: name,
+            server_name: acceptable_name(server_name),
             port,
             sig: None,
         }
@@ -116,6 +108,20 @@ impl Beacon {
         }
         Ok(b)
     }
+}
+
+/// `name` as agents accept it in a beacon (see [`Beacon::decode`] and
+/// [`SignedBeacon::parse`]): control characters become `?` and it is cut to [`MAX_TEXT_LEN`]
+/// bytes at a char boundary; otherwise every agent would ignore the beacon.
+pub fn acceptable_name(name: &str) -> String {
+    let mut name: String = name
+        .chars()
+        .map(|c| if c.is_control() { '?' } else { c })
+        .collect();
+    while name.len() > MAX_TEXT_LEN {
+        name.pop();
+    }
+    name
 }
 
 /// A server heard on the network.

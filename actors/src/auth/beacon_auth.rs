@@ -41,7 +41,7 @@ use crate::auth::base32;
 use crate::auth::fingerprint::Fingerprint;
 use crate::auth::keys::NetworkKey;
 use crate::auth::mac;
-use crate::discovery::{BEACON_SERVICE, Beacon, MAX_BEACON_LEN};
+use crate::discovery::{BEACON_SERVICE, Beacon, MAX_BEACON_LEN, acceptable_name};
 use crate::protocol::MAX_TEXT_LEN;
 
 /// Largest accepted difference between a beacon's `ts_ms` and the agent's clock.
@@ -144,14 +144,12 @@ impl BeaconSigner {
         }
     }
 
-    /// Signs `beacon` as the next round. A server name longer than agents accept
-    /// ([`MAX_TEXT_LEN`] bytes) or too long to fit the datagram limit is cut (at a char
-    /// boundary) before signing: otherwise every agent would ignore the beacon.
+    /// Signs `beacon` as the next round. A server name agents would refuse
+    /// ([`acceptable_name`]) or too long to fit the datagram limit is mended first (cut at a
+    /// char boundary): otherwise every agent would ignore the beacon.
     pub fn sign(&mut self, mut beacon: Beacon, now_ms: u64) -> SignedBeacon {
         self.seq += 1;
-        while beacon.server_name.len() > MAX_TEXT_LEN {
-            beacon.server_name.pop();
-        }
+        beacon.server_name = acceptable_name(&beacon.server_name);
         loop {
             let signed = self.sign_as_is(&beacon, now_ms);
             if signed.encode().len() <= MAX_BEACON_LEN || beacon.server_name.is_empty() {
@@ -342,6 +340,19 @@ mod tests {
             fresh.check(&future, NOW),
             Err(Rejected::Stale { .. })
         ));
+    }
+
+    /// A beacon whose name agents would refuse (set after `Beacon::new`: control characters,
+    /// too long) is mended before it is signed, so that it still verifies.
+    #[test]
+    fn a_name_agents_would_refuse_is_mended_before_signing() {
+        let (_, fp, mut signer, mut verifier) = setup();
+        let mut b = Beacon::new("srv", "lab", 8080);
+        b.server_name = format!("lab\u{1b}[2J{}", "x".repeat(MAX_TEXT_LEN));
+        let signed = signer.sign(b, NOW);
+        assert!(signed.beacon.server_name.starts_with("lab?[2J"));
+        assert_eq!(signed.beacon.server_name.len(), MAX_TEXT_LEN);
+        assert_eq!(verifier.check(&roundtrip(&signed), NOW), Ok(fp));
     }
 
     /// Even with the longest names and quote-heavy text the datagram stays within 1 KiB, and
